@@ -1,0 +1,144 @@
+"""The one module that knows about NumPy and CuPy. Everything else says `xp`.
+
+    from tinymix.backend import xp      # the array module in use: numpy or cupy
+    xp.exp(x), xp.zeros(shape, dtype=xp.float32), ...
+
+The backend is chosen once, before any tensor is made: by `set_backend("numpy" | "cupy")` or by the
+environment variable TINYMIX_BACKEND. `xp` stays the same object when the backend switches, so a module
+that imported it earlier sees the switch too.
+
+Random numbers come from two generators, both reset by `manual_seed`:
+- `host_rng`, a NumPy generator on the CPU, for everything that must be identical on NumPy and CuPy:
+  initial weights, data shuffles, AdaMix routing decisions;
+- a device generator for the large, throw-away draws of dropout masks (drawing those on the host and
+  copying them over would stall a GPU).
+"""
+import os
+import types
+
+import numpy
+
+BACKENDS = ("numpy", "cupy")
+
+
+class _ArrayModule(types.ModuleType):
+    """A stand-in for the active array module. `set_backend` copies the module's names into this
+    object's __dict__, so `xp.exp` is a plain attribute hit; __getattr__ only serves names the module
+    loads lazily (e.g. numpy.testing)."""
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_module"], name)
+
+
+xp = _ArrayModule("xp")
+name = None           # "numpy" or "cupy": the backend in use
+host_rng = None       # numpy.random.Generator: weights, shuffles, routes
+_device_rng = None    # xp.random.Generator: dropout masks
+_seed = 0             # the last seed given to manual_seed
+
+
+def set_backend(backend):
+    """Switch the array module. Tensors made before the switch keep their old arrays: switch first."""
+    global name
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: choose one of {BACKENDS}")
+    if backend == "cupy":
+        module = _import_cupy()
+    else:
+        module = numpy
+    xp.__dict__.clear()
+    xp.__dict__.update(vars(module))
+    xp.__dict__["_module"] = module
+    name = backend
+    manual_seed(_seed)
+
+
+def _import_cupy():
+    try:
+        import cupy
+    except ImportError as error:
+        raise RuntimeError(
+            "the cupy backend needs CuPy, which is not installed. Install it with "
+            "`pip install -r requirements-gpu.txt`, or use the numpy backend "
+            "(unset TINYMIX_BACKEND or set it to 'numpy')."
+        ) from error
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # CUDA driver missing or broken: CuPy says why
+        raise RuntimeError(f"the cupy backend needs an NVIDIA GPU, but CUDA reports: {error}") from error
+    if count == 0:
+        raise RuntimeError("the cupy backend needs an NVIDIA GPU, and none is visible")
+    return cupy
+
+
+def manual_seed(seed):
+    """Seed both generators. The host generator gives the same numbers on every backend.
+    `None` reseeds from fresh entropy."""
+    global host_rng, _device_rng, _seed
+    _seed = seed
+    host_rng = numpy.random.default_rng(seed)
+    device_seed = int(host_rng.integers(2**31))
+    _device_rng = xp.random.default_rng(device_seed)
+
+
+# ---- moving arrays -------------------------------------------------------------------------------
+
+def to_numpy(array):
+    """An xp array (or anything array-like) as a NumPy array on the host."""
+    if name == "cupy" and isinstance(array, xp.ndarray):
+        return array.get()
+    return numpy.asarray(array)
+
+
+def from_numpy(array):
+    """A host array as an xp array on the active device (no copy on the numpy backend)."""
+    return xp.asarray(array)
+
+
+def is_array(value):
+    """True for an array of the active backend."""
+    return isinstance(value, xp.ndarray)
+
+
+def host_arange(n):
+    """0..n-1 as a host (NumPy) int64 array, e.g. to shuffle indices with `host_rng`."""
+    return numpy.arange(n)
+
+
+# ---- random draws --------------------------------------------------------------------------------
+
+def host_normal(shape, std, dtype="float32"):
+    """N(0, std^2) drawn on the host generator, returned on the device (same values on every backend)."""
+    values = host_rng.standard_normal(shape, dtype=numpy.float32) * numpy.float32(std)
+    return from_numpy(values.astype(dtype, copy=False))
+
+
+def host_uniform(shape, low, high, dtype="float32"):
+    """U(low, high) drawn on the host generator, returned on the device."""
+    values = host_rng.uniform(low, high, size=shape).astype(dtype)
+    return from_numpy(values)
+
+
+def host_choice(n):
+    """One integer in [0, n), uniform, from the host generator: a routing decision."""
+    return int(host_rng.integers(n))
+
+
+def device_uniform(shape, dtype):
+    """U[0, 1) drawn on the device generator (for dropout masks)."""
+    return _device_rng.random(shape, dtype=dtype)
+
+
+# ---- scatter-add ---------------------------------------------------------------------------------
+
+def scatter_add(target, index, values):
+    """target[index] += values, in place, counting repeated indices once per occurrence.
+    (`target[index] += values` keeps only one of the repeated updates on both NumPy and CuPy.)"""
+    if name == "cupy":
+        import cupyx
+        cupyx.scatter_add(target, index, values)
+    else:
+        numpy.add.at(target, index, values)
+
+
+set_backend(os.environ.get("TINYMIX_BACKEND", "numpy") or "numpy")

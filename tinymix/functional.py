@@ -1,0 +1,222 @@
+"""Fused operations: one forward on raw arrays and a backward derived by hand.
+
+Each could be written as a composition of Tensor primitives (and the tests check that it equals that
+composition), but fusing saves memory and time: the composition records five to ten graph nodes and
+keeps all their intermediate arrays alive; the fused op records one node and keeps one or two arrays.
+The lessons derive every backward line by line.
+"""
+import math
+
+from . import backend
+from .backend import xp
+from .tensor import Tensor
+
+
+def _tensor(x):
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def _checked_indices(ids, limit, what, ignore_index=None):
+    """Integer indices as an xp array, every one in [0, limit) (or equal to ignore_index).
+    CuPy wraps an out-of-range index around silently, so the range is checked explicitly; host arrays
+    are checked on the host before they are copied, so that costs the GPU no synchronisation."""
+    if isinstance(ids, Tensor):
+        ids = ids.data
+    if not backend.is_array(ids):
+        ids = backend.to_numpy(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{what} must be integers, got dtype {ids.dtype}")
+    bad = (ids < 0) | (ids >= limit)
+    if ignore_index is not None:
+        bad &= ids != ignore_index
+    if bad.any():
+        raise IndexError(f"{what} must lie in [0, {limit}), got {ids[bad].ravel()[:5].tolist()}"
+                         + (f" (ignore_index is {ignore_index})" if ignore_index is not None else ""))
+    return backend.from_numpy(ids) if not backend.is_array(ids) else ids
+
+
+# ---- softmax family ------------------------------------------------------------------------------
+
+def softmax(x, axis=-1):
+    """y = exp(x) / sum(exp(x));  dx = y * (g - sum(g * y))."""
+    x = _tensor(x)
+    shifted = x.data - x.data.max(axis=axis, keepdims=True)  # exp of a large logit would overflow
+    e = xp.exp(shifted)
+    y = e / e.sum(axis=axis, keepdims=True)
+
+    def backward(g):
+        x._accumulate(y * (g - (g * y).sum(axis=axis, keepdims=True)))
+    return Tensor._make(y, (x,), backward)
+
+
+def log_softmax(x, axis=-1):
+    """y = x - log(sum(exp(x)));  dx = g - softmax(x) * sum(g)."""
+    x = _tensor(x)
+    shifted = x.data - x.data.max(axis=axis, keepdims=True)
+    y = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+    def backward(g):
+        x._accumulate(g - xp.exp(y) * g.sum(axis=axis, keepdims=True))
+    return Tensor._make(y, (x,), backward)
+
+
+def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0):
+    """Mean over non-ignored targets of  -(1 - eps) * log p[target] - eps * mean_c log p[c].
+    logits (..., C); targets (...) integer class indices. dlogits = (p - smoothed_one_hot) / n.
+    If every target is ignored the loss is 0."""
+    logits = _tensor(logits)
+    num_classes = logits.shape[-1]
+    targets = _checked_indices(targets, num_classes, "class labels", ignore_index)
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(f"targets of shape {targets.shape} do not match logits of shape {logits.shape}: "
+                         f"expected targets of shape {logits.shape[:-1]}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    dtype = logits.dtype
+    z = logits.data.reshape(-1, num_classes)                        # (N, C)
+    t = targets.reshape(-1)                                         # (N,)
+    valid = t != ignore_index
+    t = xp.where(valid, t, 0)
+    rows = xp.arange(t.shape[0])
+    shifted = z - z.max(axis=-1, keepdims=True)
+    logp = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))   # (N, C)
+    per_row = -(1.0 - label_smoothing) * logp[rows, t] - label_smoothing * logp.mean(axis=-1)
+    weight = valid.astype(dtype) / xp.maximum(valid.sum(), 1).astype(dtype)  # (N,) 1/n or 0
+    loss = xp.asarray((per_row * weight).sum())
+
+    def backward(g):
+        grad = xp.exp(logp) - label_smoothing / num_classes
+        grad[rows, t] -= 1.0 - label_smoothing
+        grad *= (weight * g)[:, None]
+        logits._accumulate(grad.reshape(logits.shape))
+    return Tensor._make(loss, (logits,), backward)
+
+
+def kl_div(input_logits, target_logits):
+    """KL(softmax(target) || softmax(input)), summed over the last axis and averaged over all other
+    positions (for (batch, classes) logits: PyTorch's reduction="batchmean").
+    d/dinput = (p - q) / n;  d/dtarget = q * (log q - log p - KL_row) / n."""
+    p_logits, q_logits = _tensor(input_logits), _tensor(target_logits)
+    if p_logits.shape != q_logits.shape:
+        raise ValueError(f"kl_div needs logits of one shape, got {p_logits.shape} and {q_logits.shape}")
+    log_p = log_softmax(p_logits.data).data
+    log_q = log_softmax(q_logits.data).data
+    q = xp.exp(log_q)
+    kl_rows = (q * (log_q - log_p)).sum(axis=-1, keepdims=True)
+    n = max(q.size // q.shape[-1], 1)
+
+    def backward(g):
+        scale = g / n
+        if p_logits.requires_grad:
+            p_logits._accumulate((xp.exp(log_p) - q) * scale)
+        if q_logits.requires_grad:
+            q_logits._accumulate(q * (log_q - log_p - kl_rows) * scale)
+    return Tensor._make(xp.asarray(kl_rows.sum() / n), (p_logits, q_logits), backward)
+
+
+def symmetric_kl(p_logits, q_logits):
+    """AdaMix's consistency loss (adamix.md section 4):
+        0.5 * [ KL(sg(softmax q) || softmax p) + KL(sg(softmax p) || softmax q) ]
+    Each direction stops the gradient on its target: p learns to match q and q to match p."""
+    p_logits, q_logits = _tensor(p_logits), _tensor(q_logits)
+    return (kl_div(p_logits, q_logits.detach()) + kl_div(q_logits, p_logits.detach())) * 0.5
+
+
+# ---- normalisation and activations ---------------------------------------------------------------
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias over the last axis.
+    With xhat the normalised input and dxhat = g * weight:
+        dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps)."""
+    x = _tensor(x)
+    mean = x.data.mean(axis=-1, keepdims=True)
+    centred = x.data - mean
+    rstd = 1.0 / xp.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps)
+    xhat = centred * rstd
+    out = xhat
+    if weight is not None:
+        out = out * weight.data
+    if bias is not None:
+        out = out + bias.data
+
+    def backward(g):
+        if weight is not None and weight.requires_grad:
+            weight._accumulate(g * xhat)
+        if bias is not None and bias.requires_grad:
+            bias._accumulate(g)
+        if x.requires_grad:
+            dxhat = g * weight.data if weight is not None else g
+            x._accumulate(rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
+                                  - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)))
+    parents = tuple(t for t in (x, weight, bias) if t is not None)
+    return Tensor._make(out, parents, backward)
+
+
+def _erf(z):
+    """The error function to within 1.5e-7 (Abramowitz & Stegun 7.1.26); NumPy has none built in."""
+    s = xp.sign(z)
+    a = xp.abs(z)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return s * (1.0 - poly * xp.exp(-a * a))
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)   # Python floats keep float32 arrays float32
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def gelu(x, approximate=False):
+    """GELU(x) = x * Phi(x), Phi the standard normal CDF (the exact erf form BERT uses);
+    approximate=True gives the tanh form 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    d/dx [x Phi(x)] = Phi(x) + x phi(x)."""
+    x = _tensor(x)
+    v = x.data
+    if approximate:
+        inner = _SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)
+        th = xp.tanh(inner)
+        out = 0.5 * v * (1.0 + th)
+
+        def backward(g):
+            d_inner = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * v * v)
+            x._accumulate(g * (0.5 * (1.0 + th) + 0.5 * v * (1.0 - th * th) * d_inner))
+    else:
+        cdf = 0.5 * (1.0 + _erf(v * (1.0 / math.sqrt(2.0))))
+        out = v * cdf
+
+        def backward(g):
+            x._accumulate(g * (cdf + v * _INV_SQRT_2PI * xp.exp(-0.5 * v * v)))
+    return Tensor._make(out, (x,), backward)
+
+
+def dropout(x, p, training):
+    """Inverted dropout: zero each entry with probability p and scale the rest by 1 / (1 - p), so the
+    expected value is unchanged and evaluation (training=False) is the identity."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    x = _tensor(x)
+    if not training or p == 0.0:
+        return x
+    # bool -> float first: bool * 1.25 would promote to float64 under NumPy 2's rules
+    keep = (backend.device_uniform(x.shape, x.dtype) >= p).astype(x.dtype) * (1.0 / (1.0 - p))
+
+    def backward(g):
+        x._accumulate(g * keep)
+    return Tensor._make(x.data * keep, (x,), backward)
+
+
+def embedding(ids, weight):
+    """Rows of `weight` (V, C) picked by integer `ids` (...) -> (..., C). The gradient scatter-adds
+    back into the picked rows; a row picked twice gets both contributions."""
+    ids = _checked_indices(ids, weight.shape[0], "embedding indices")
+
+    def backward(g):
+        grad = xp.zeros_like(weight.data)
+        backend.scatter_add(grad, ids, g)
+        weight._accumulate(grad)
+    return Tensor._make(weight.data[ids], (weight,), backward)
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, weight stored (out, in) as in PyTorch and the safetensors files."""
+    out = _tensor(x) @ weight.T
+    return out + bias if bias is not None else out

@@ -1,0 +1,449 @@
+"""A Tensor: an xp array plus the recipe to send gradients back to the tensors it was made from.
+
+Reverse-mode autograd in three ideas:
+1. Every operation computes its output array and, when any input needs a gradient, records a small
+   `backward(g)` closure right next to the forward code. Given g = dLoss/dOutput it adds
+   dLoss/dInput to each input that requires a gradient, and to no other: frozen weights cost nothing.
+2. `loss.backward()` orders the graph topologically (iteratively: deep graphs don't hit Python's
+   recursion limit) and calls the closures from the loss back to the leaves.
+3. Leaves (tensors the user made) accumulate `.grad` across backward calls until zeroed; intermediate
+   gradients and the graph itself are dropped as soon as they are used, to free memory.
+
+Inputs to a binary op broadcast as in NumPy; `_unbroadcast` sums the gradient back to each input's shape.
+"""
+from contextlib import contextmanager
+
+from . import backend
+from .backend import xp
+
+_grad_enabled = True
+
+
+@contextmanager
+def no_grad():
+    """Inside this block operations record no graph (evaluation, weight updates)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+def _as_array(data, dtype=None):
+    """Numbers, lists and host arrays become xp arrays. Floating-point data is float32 unless a
+    dtype is asked for explicitly (gradient checks ask for float64): no silent float64."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if not backend.is_array(data):
+        data = backend.from_numpy(backend.to_numpy(data))
+    if dtype is None and data.dtype.kind == "f":
+        dtype = xp.float32
+    if dtype is not None and data.dtype != dtype:
+        data = data.astype(dtype)
+    return data
+
+
+def _unbroadcast(grad, shape):
+    """Sum `grad` over the axes that broadcasting added or stretched, so it has `shape`."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+class Tensor:
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_is_leaf")
+    __array_priority__ = 100  # `numpy_array * tensor` calls Tensor.__rmul__, not NumPy's loop
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        self.data = _as_array(data, dtype)
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._parents = ()
+        self._backward = None
+        self._is_leaf = True
+        if self.requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, got {self.data.dtype}")
+
+    # ---- the graph -------------------------------------------------------------------------------
+
+    @classmethod
+    def _make(cls, data, parents, backward):
+        """The output of an op: it joins the graph only if grad mode is on and a parent needs it."""
+        out = cls.__new__(cls)
+        out.data = data
+        out.grad = None
+        out._is_leaf = True
+        out._parents = ()
+        out._backward = None
+        out.requires_grad = False
+        if _grad_enabled:
+            for parent in parents:
+                if parent.requires_grad:
+                    out.requires_grad = True
+                    out._parents = parents
+                    out._backward = backward
+                    out._is_leaf = False
+                    break
+        return out
+
+    def _accumulate(self, grad):
+        """Add a gradient contribution, summed back to this tensor's shape."""
+        grad = _unbroadcast(grad, self.data.shape)
+        self.grad = grad if self.grad is None else self.grad + grad
+
+    def backward(self, grad=None):
+        """Fill `.grad` of every leaf that requires a gradient with dSelf/dLeaf (times `grad`).
+        Gradients add up over calls: zero them (`t.grad = None`, or an optimizer's zero_grad)."""
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad: no input of the "
+                               "computation has requires_grad=True (or it ran under no_grad())")
+        if not self._is_leaf and self._backward is None:
+            raise RuntimeError("backward() through a graph that was already released by an earlier "
+                               "backward(); run the forward pass again")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward() on a tensor of shape {self.data.shape} needs an explicit "
+                                   "grad of that shape; only a single-element tensor defaults to 1")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = _as_array(grad, self.data.dtype)
+            if grad.shape != self.data.shape:
+                raise ValueError(f"backward() got grad of shape {grad.shape} for a tensor of shape "
+                                 f"{self.data.shape}")
+        order = self._topological_order()
+        self.grad = grad if self.grad is None else self.grad + grad
+        for node in reversed(order):  # outputs before inputs
+            if node._backward is None:
+                if not node._is_leaf:
+                    raise RuntimeError("backward() reached a part of the graph that an earlier "
+                                       "backward() already released; run the forward pass again")
+                continue
+            node._backward(node.grad)
+            node._backward, node._parents = None, ()  # release the graph as we go
+            if not node._is_leaf:
+                node.grad = None  # intermediate gradients are not kept
+
+    def _topological_order(self):
+        """Nodes that lead to self, every node after all of its parents (iterative DFS)."""
+        order, visited = [], set()
+        stack = [(self, False)]
+        while stack:
+            node, parents_done = stack.pop()
+            if parents_done:
+                order.append(node)
+                continue
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            stack.append((node, True))
+            for parent in node._parents:
+                if parent.requires_grad and id(parent) not in visited:
+                    stack.append((parent, False))
+        return order
+
+    # ---- plain accessors -------------------------------------------------------------------------
+
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        flag = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}{flag})"
+
+    def detach(self):
+        """The same values, cut from the graph (shares memory)."""
+        return Tensor(self.data, dtype=self.data.dtype)
+
+    def item(self):
+        """The single value as a Python number (on a GPU this waits for the device)."""
+        return self.data.item()
+
+    def numpy(self):
+        """The values as a host NumPy array."""
+        return backend.to_numpy(self.data)
+
+    def zero_grad(self):
+        self.grad = None
+
+    # ---- arithmetic (broadcasting) ---------------------------------------------------------------
+
+    def _lift(self, other):
+        """Numbers become 0-d arrays of self's dtype, so float32 stays float32 (no float64 upcast)."""
+        if isinstance(other, Tensor):
+            return other
+        return Tensor(xp.asarray(other, dtype=self.data.dtype))
+
+    def __add__(self, other):
+        other = self._lift(other)
+        a, b = self, other
+
+        def backward(g):
+            if a.requires_grad:
+                a._accumulate(g)
+            if b.requires_grad:
+                b._accumulate(g)
+        return Tensor._make(a.data + b.data, (a, b), backward)
+
+    def __sub__(self, other):
+        other = self._lift(other)
+        a, b = self, other
+
+        def backward(g):
+            if a.requires_grad:
+                a._accumulate(g)
+            if b.requires_grad:
+                b._accumulate(-g)
+        return Tensor._make(a.data - b.data, (a, b), backward)
+
+    def __mul__(self, other):
+        other = self._lift(other)
+        a, b = self, other
+
+        def backward(g):
+            if a.requires_grad:
+                a._accumulate(g * b.data)
+            if b.requires_grad:
+                b._accumulate(g * a.data)
+        return Tensor._make(a.data * b.data, (a, b), backward)
+
+    def __truediv__(self, other):
+        other = self._lift(other)
+        a, b = self, other
+
+        def backward(g):
+            if a.requires_grad:
+                a._accumulate(g / b.data)
+            if b.requires_grad:
+                b._accumulate(-g * a.data / (b.data * b.data))
+        return Tensor._make(a.data / b.data, (a, b), backward)
+
+    def __pow__(self, exponent):
+        if not isinstance(exponent, (int, float)):
+            raise TypeError(f"Tensor ** only takes a Python number as exponent, got {type(exponent).__name__}"
+                            " (for a tensor exponent write exp(b * log(a)))")
+        a = self
+
+        def backward(g):
+            a._accumulate(g * exponent * a.data ** (exponent - 1))
+        return Tensor._make(a.data ** exponent, (a,), backward)
+
+    def __neg__(self):
+        a = self
+
+        def backward(g):
+            a._accumulate(-g)
+        return Tensor._make(-a.data, (a,), backward)
+
+    def __radd__(self, other):
+        return self._lift(other) + self
+
+    def __rsub__(self, other):
+        return self._lift(other) - self
+
+    def __rmul__(self, other):
+        return self._lift(other) * self
+
+    def __rtruediv__(self, other):
+        return self._lift(other) / self
+
+    def __matmul__(self, other):
+        """Batched matrix product (..., n, k) @ (..., k, m) -> (..., n, m); leading axes broadcast."""
+        a, b = self, self._lift(other)
+        if a.ndim < 2 or b.ndim < 2:
+            raise ValueError(f"matmul needs tensors with at least 2 axes, got shapes {a.shape} and {b.shape}")
+        if a.shape[-1] != b.shape[-2]:
+            raise ValueError(f"matmul shape mismatch: {a.shape} @ {b.shape} — the last axis of the left "
+                             f"({a.shape[-1]}) must equal the second-to-last of the right ({b.shape[-2]})")
+
+        def backward(g):
+            if a.requires_grad:
+                a._accumulate(g @ xp.swapaxes(b.data, -1, -2))
+            if b.requires_grad:
+                if b.ndim == 2:  # a weight shared by every row: one big 2-D product, no batched sum
+                    a2 = a.data.reshape(-1, a.shape[-1])
+                    b._accumulate(a2.T @ g.reshape(-1, g.shape[-1]))
+                else:
+                    b._accumulate(xp.swapaxes(a.data, -1, -2) @ g)
+        return Tensor._make(a.data @ b.data, (a, b), backward)
+
+    # ---- elementwise functions -------------------------------------------------------------------
+
+    def exp(self):
+        a, out = self, xp.exp(self.data)
+
+        def backward(g):
+            a._accumulate(g * out)
+        return Tensor._make(out, (a,), backward)
+
+    def log(self):
+        a = self
+
+        def backward(g):
+            a._accumulate(g / a.data)
+        return Tensor._make(xp.log(a.data), (a,), backward)
+
+    def sqrt(self):
+        a, out = self, xp.sqrt(self.data)
+
+        def backward(g):
+            a._accumulate(g * 0.5 / out)
+        return Tensor._make(out, (a,), backward)
+
+    def tanh(self):
+        a, out = self, xp.tanh(self.data)
+
+        def backward(g):
+            a._accumulate(g * (1.0 - out * out))
+        return Tensor._make(out, (a,), backward)
+
+    def relu(self):
+        a = self
+        positive = a.data > 0
+
+        def backward(g):
+            a._accumulate(g * positive)
+        return Tensor._make(a.data * positive, (a,), backward)
+
+    # ---- reductions ------------------------------------------------------------------------------
+
+    def sum(self, axis=None, keepdims=False):
+        a = self
+
+        def backward(g):
+            if not keepdims and axis is not None:
+                g = xp.expand_dims(g, axis)
+            a._accumulate(xp.broadcast_to(g, a.shape))
+        return Tensor._make(xp.asarray(a.data.sum(axis=axis, keepdims=keepdims)), (a,), backward)
+
+    def mean(self, axis=None, keepdims=False):
+        axes = range(self.ndim) if axis is None else (axis if isinstance(axis, tuple) else (axis,))
+        count = 1
+        for ax in axes:
+            count *= self.shape[ax]
+        return self.sum(axis=axis, keepdims=keepdims) * (1.0 / count)
+
+    def max(self, axis=None, keepdims=False):
+        """Maximum; where several entries tie for it, the gradient is shared equally among them."""
+        a = self
+        top = a.data.max(axis=axis, keepdims=True)
+
+        def backward(g):
+            if not keepdims and axis is not None:
+                g = xp.expand_dims(g, axis)
+            winners = (a.data == top).astype(a.dtype)
+            a._accumulate(g * winners / winners.sum(axis=axis, keepdims=True))
+        out = top if keepdims else (top.reshape(()) if axis is None else xp.squeeze(top, axis=axis))
+        return Tensor._make(out, (a,), backward)
+
+    # ---- shape -----------------------------------------------------------------------------------
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        a = self
+
+        def backward(g):
+            a._accumulate(g.reshape(a.shape))
+        return Tensor._make(a.data.reshape(shape), (a,), backward)
+
+    def transpose(self, *axes):
+        """Permute axes like numpy.transpose; no axes reverses them."""
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        axes = tuple(a % self.ndim for a in axes) if axes else tuple(reversed(range(self.ndim)))
+        if sorted(axes) != list(range(self.ndim)):
+            raise ValueError(f"transpose axes {axes} are not a permutation of the {self.ndim} axes of {self.shape}")
+        inverse = tuple(sorted(range(self.ndim), key=lambda i: axes[i]))
+        a = self
+
+        def backward(g):
+            a._accumulate(g.transpose(inverse))
+        return Tensor._make(a.data.transpose(axes), (a,), backward)
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    def __getitem__(self, index):
+        """Indexing and slicing; the gradient is scattered back (repeated indices add up)."""
+        if isinstance(index, Tensor):
+            index = index.data
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        a = self
+
+        def backward(g):
+            grad = xp.zeros_like(a.data)
+            if _is_basic_index(index):
+                grad[index] += g  # slices and integers cannot repeat an element
+            else:
+                backend.scatter_add(grad, index, g)
+            a._accumulate(grad)
+        return Tensor._make(a.data[index], (a,), backward)
+
+
+def _is_basic_index(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
+
+
+# ---- functions of several tensors -----------------------------------------------------------------
+
+def concatenate(tensors, axis=0):
+    """Join tensors along an existing axis."""
+    tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    ends = [0]
+    for t in tensors:
+        ends.append(ends[-1] + t.shape[axis])
+
+    def backward(g):
+        for t, start, stop in zip(tensors, ends[:-1], ends[1:]):
+            if t.requires_grad:
+                index = [slice(None)] * g.ndim
+                index[axis] = slice(start, stop)
+                t._accumulate(g[tuple(index)])
+    return Tensor._make(xp.concatenate([t.data for t in tensors], axis=axis), tuple(tensors), backward)
+
+
+def stack(tensors, axis=0):
+    """Join tensors along a new axis."""
+    tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+
+    def backward(g):
+        for i, t in enumerate(tensors):
+            if t.requires_grad:
+                t._accumulate(xp.take(g, i, axis=axis))
+    return Tensor._make(xp.stack([t.data for t in tensors], axis=axis), tuple(tensors), backward)
+
+
+def where(condition, a, b):
+    """Elementwise `a if condition else b`; the condition is a boolean array or tensor (no gradient)."""
+    if isinstance(condition, Tensor):
+        condition = condition.data
+    condition = _as_array(condition)
+    if not isinstance(a, Tensor):
+        a = b._lift(a) if isinstance(b, Tensor) else Tensor(a)
+    b = a._lift(b)
+
+    def backward(g):
+        if a.requires_grad:
+            a._accumulate(xp.where(condition, g, 0.0))
+        if b.requires_grad:
+            b._accumulate(xp.where(condition, 0.0, g))
+    return Tensor._make(xp.where(condition, a.data, b.data), (a, b), backward)
