@@ -107,6 +107,12 @@ def host_arange(n):
 
 # ---- random draws --------------------------------------------------------------------------------
 
+def host_generator(seed):
+    """A fresh NumPy generator of its own (e.g. a fixed data split that must not depend on, or
+    disturb, the global seed)."""
+    return numpy.random.default_rng(seed)
+
+
 def host_normal(shape, std, dtype="float32"):
     """N(0, std^2) drawn on the host generator, returned on the device (same values on every backend)."""
     values = host_rng.standard_normal(shape, dtype=numpy.float32) * numpy.float32(std)

