@@ -90,6 +90,12 @@ def to_numpy(array):
     return numpy.asarray(array)
 
 
+def to_numpy_contiguous(array):
+    """A C-contiguous host copy, for writing files (safetensors 0.8 writes a transposed NumPy view
+    with the wrong values; see assets.md section 5)."""
+    return numpy.ascontiguousarray(to_numpy(array))
+
+
 def from_numpy(array):
     """A host array as an xp array on the active device (no copy on the numpy backend)."""
     return xp.asarray(array)
