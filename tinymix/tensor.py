@@ -237,6 +237,8 @@ class Tensor:
         if not isinstance(exponent, (int, float)):
             raise TypeError(f"Tensor ** only takes a Python number as exponent, got {type(exponent).__name__}"
                             " (for a tensor exponent write exp(b * log(a)))")
+        if not isinstance(exponent, int):
+            exponent = float(exponent)  # a NumPy float64 scalar would turn a float32 result float64
         a = self
 
         def backward(g):
