@@ -100,7 +100,14 @@ class Tensor:
     def _accumulate(self, grad):
         """Add a gradient contribution, summed back to this tensor's shape."""
         grad = _unbroadcast(grad, self.data.shape)
-        self.grad = grad if self.grad is None else self.grad + grad
+        if self.grad is not None:
+            self.grad = self.grad + grad
+        elif self._is_leaf:
+            # a leaf's .grad is its own array, safe to update in place: `grad` may be a broadcast view
+            # (read-only on NumPy, overlapping elements on CuPy) or the very array another input got
+            self.grad = grad.copy()
+        else:
+            self.grad = grad
 
     def backward(self, grad=None):
         """Fill `.grad` of every leaf that requires a gradient with dSelf/dLeaf (times `grad`).
