@@ -194,7 +194,7 @@ class Tensor:
         """Numbers become 0-d arrays of self's dtype, so float32 stays float32 (no float64 upcast)."""
         if isinstance(other, Tensor):
             return other
-        return Tensor(xp.asarray(other, dtype=self.data.dtype))
+        return Tensor(xp.asarray(other, dtype=self.data.dtype), dtype=self.data.dtype)
 
     def __add__(self, other):
         other = self._lift(other)
