@@ -99,8 +99,8 @@ def kl_div(input_logits, target_logits):
     p_logits, q_logits = _tensor(input_logits), _tensor(target_logits)
     if p_logits.shape != q_logits.shape:
         raise ValueError(f"kl_div needs logits of one shape, got {p_logits.shape} and {q_logits.shape}")
-    log_p = log_softmax(p_logits.data).data
-    log_q = log_softmax(q_logits.data).data
+    log_p = log_softmax(p_logits.detach()).data  # detach: a raw array would be cast to float32
+    log_q = log_softmax(q_logits.detach()).data
     q = xp.exp(log_q)
     kl_rows = (q * (log_q - log_p)).sum(axis=-1, keepdims=True)
     n = max(q.size // q.shape[-1], 1)
