@@ -80,6 +80,7 @@ class Block(Module):
         self.dropout = Dropout(config.dropout)
         self.attention_adapter = None  # plug-in points for adapters (peft.py)
         self.ffn_adapter = None
+        self.output_adapter = None     # "pfeiffer" placement: on the block's output
 
     def _attention(self, x, mask_bias):
         h = self.attention(x, mask_bias)
@@ -96,9 +97,11 @@ class Block(Module):
     def forward(self, x, mask_bias):                                    # (B, T, C) -> (B, T, C)
         if self.pre_norm:   # GPT
             x = x + self._attention(self.attention_norm(x), mask_bias)
-            return x + self._ffn(self.output_norm(x))
-        x = self.attention_norm(x + self._attention(x, mask_bias))      # BERT
-        return self.output_norm(x + self._ffn(x))
+            x = x + self._ffn(self.output_norm(x))
+        else:               # BERT
+            x = self.attention_norm(x + self._attention(x, mask_bias))
+            x = self.output_norm(x + self._ffn(x))
+        return x if self.output_adapter is None else self.output_adapter(x)
 
 
 class Transformer(Module):

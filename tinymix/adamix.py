@@ -1,0 +1,168 @@
+"""AdaMix — Mixture-of-Adaptations (Wang et al., EMNLP 2022), top to bottom.
+
+Read this file in order; each step names the section of ../shared/docs/adamix.md it implements.
+
+  1. A Mixture holds M experts of one Linear layer (adapter down/up projections, LoRA A/B).     (§1)
+  2. Training: each forward call routes the WHOLE batch through ONE expert drawn uniformly at
+     random from the host generator — a step costs what a single module costs.               (§3)
+  3. Some projections are shared: one Linear instead of a Mixture (default: the up-projection /
+     LoRA B).                                                                                (§5)
+  4. Two forward passes with independent routes are tied by a symmetric-KL consistency loss.  (§4)
+  5. Inference: "average" — each Mixture acts as ONE Linear whose weights are the uniform mean of
+     its experts' (AdaMix proper); "random" — a random expert per example; "fixed" — expert k.  (§6)
+  6. merge(): replace every Mixture by that averaged Linear, so the deployed model has the size and
+     cost of one adapter / LoRA.                                                             (§6, §8)
+
+A Mixture is a drop-in replacement for a Linear: the Adapter and LoRALinear of peft.py hold either.
+"""
+from . import backend
+from . import functional as F
+from .backend import xp
+from .nn import Linear, Module, ModuleList, Parameter
+from .tensor import stack
+
+INFERENCE_MODES = ("average", "random", "fixed")
+
+
+class Route:
+    """The expert index for one forward pass, shareable between mixtures: AdaMix-LoRA's query and
+    value A-mixtures of a layer use the same index (the query's mixture draws it, the value's
+    reads it; Attention computes the query first)."""
+
+    def __init__(self):
+        self.index = None  # an int in training; a host array of one index per example for "random"
+
+
+# ---- 1-3. the mixture and its stochastic routing ---------------------------------------------------
+
+class Mixture(Module):
+    """M experts of one Linear layer; each call uses one of them, or their average."""
+
+    def __init__(self, experts, route=None):
+        if len(experts) < 1:
+            raise ValueError("a Mixture needs at least one expert")
+        self.experts = ModuleList(experts)
+        self.num_experts = len(experts)
+        self.draws_route = route is None          # the owner of a route draws; the others follow it
+        self.route = route if route is not None else Route()
+        self.inference = "average"
+        self.fixed_expert = 0
+
+    def forward(self, x):
+        if self.training:
+            if self.draws_route:                                     # §3: one draw per call, whole batch
+                self.route.index = backend.host_choice(self.num_experts)
+            return self.experts[self.route.index](x)
+        if self.inference == "average":
+            return F.linear(x, *self.averaged_weights())
+        if self.inference == "fixed":
+            return self.experts[self.fixed_expert](x)
+        return self._random_per_example(x)
+
+    def averaged_weights(self):
+        """(mean of the experts' weights, mean of their biases or None): recomputed at every call,
+        so it always reflects the current experts (never a cached, stale copy)."""
+        weight = stack([e.weight for e in self.experts]).mean(axis=0)       # (out, in)
+        has_bias = self.experts[0].bias is not None
+        bias = stack([e.bias for e in self.experts]).mean(axis=0) if has_bias else None
+        return weight, bias
+
+    def _random_per_example(self, x):
+        """Inference with a random expert for each example (the official code's default flag)."""
+        batch = x.shape[0]
+        if self.draws_route:
+            self.route.index = backend.host_rng.integers(self.num_experts, size=batch)
+        index = backend.from_numpy(self.route.index)                        # (B,)
+        weights = stack([e.weight for e in self.experts])[index]            # (B, out, in)
+        squeeze = x.ndim == 2
+        h = x.reshape(batch, 1, x.shape[-1]) if squeeze else x              # (B, T, in)
+        out = h @ weights.transpose(0, 2, 1)                                # (B, T, out)
+        if self.experts[0].bias is not None:
+            biases = stack([e.bias for e in self.experts])[index]           # (B, out)
+            out = out + biases.reshape(batch, 1, -1)
+        return out.reshape(batch, -1) if squeeze else out
+
+    def averaged(self):
+        """§6: ONE Linear holding the uniform mean of the experts' weights and biases."""
+        first = self.experts[0]
+        merged = Linear(first.in_features, first.out_features, bias=first.bias is not None)
+        weight, bias = self.averaged_weights()
+        trainable = first.weight.requires_grad
+        merged.weight = Parameter(weight.data.copy(), requires_grad=trainable)
+        if bias is not None:
+            merged.bias = Parameter(bias.data.copy(), requires_grad=trainable)
+        return merged
+
+
+def make_mixture(make_expert, num_experts, expert_init="independent", route=None):
+    """M experts from `make_expert()`: each initialised on its own (the adapter code's choice), or
+    M identical copies of the first (the official LoRA code's deep copy)."""
+    if num_experts < 1:
+        raise ValueError(f"num_experts must be at least 1, got {num_experts}")
+    if expert_init not in ("independent", "identical"):
+        raise ValueError(f"expert_init must be 'independent' or 'identical', got {expert_init!r}")
+    experts = [make_expert() for _ in range(num_experts)]
+    if expert_init == "identical":
+        for expert in experts[1:]:
+            expert.load_state_dict(experts[0].state_dict())
+    return Mixture(experts, route)
+
+
+def mixtures(model):
+    """Every Mixture inside a model."""
+    return [m for _, m in model.named_modules() if isinstance(m, Mixture)]
+
+
+# ---- 4. consistency regularisation -----------------------------------------------------------------
+
+def consistency_loss(logits_1, logits_2, target_mask=None):
+    """§4: symmetric KL between the two passes' predictions, each side's target detached.
+    Classification: logits (B, classes). Language modelling: logits (B, T, V) with target_mask (B, T)
+    marking the target tokens — the KL is averaged over those tokens only."""
+    if target_mask is not None:
+        rows = xp.nonzero(backend.from_numpy(target_mask).reshape(-1))[0]    # flat target positions
+        vocab = logits_1.shape[-1]
+        logits_1 = logits_1.reshape(-1, vocab)[rows]                         # (n_targets, V)
+        logits_2 = logits_2.reshape(-1, vocab)[rows]
+    return F.symmetric_kl(logits_1, logits_2)
+
+
+def two_pass_loss(forward, task_loss, consistency_weight, target_mask=None):
+    """One AdaMix training objective: pass 1 carries the task loss; pass 2 (same batch, fresh routes
+    and dropout) only enters through the consistency term.
+        loss = task_loss(z1) + weight * symKL(z1, z2)
+    Returns (loss, task, consistency) — the last two as tensors for logging."""
+    logits_1 = forward()
+    task = task_loss(logits_1)
+    if consistency_weight == 0:
+        return task, task, None
+    logits_2 = forward()
+    consistency = consistency_loss(logits_1, logits_2, target_mask)
+    return task + consistency * consistency_weight, task, consistency
+
+
+# ---- 5. inference modes ----------------------------------------------------------------------------
+
+def set_inference_mode(model, mode, expert=0):
+    """How every Mixture behaves in eval mode: "average" (AdaMix proper), "random", or "fixed"."""
+    if mode not in INFERENCE_MODES:
+        raise ValueError(f"unknown inference mode {mode!r}: choose one of {INFERENCE_MODES}")
+    for mixture in mixtures(model):
+        if not 0 <= expert < mixture.num_experts:
+            raise ValueError(f"fixed expert {expert} does not exist: the mixtures have "
+                             f"{mixture.num_experts} experts")
+        mixture.inference, mixture.fixed_expert = mode, expert
+
+
+# ---- 6. merging ------------------------------------------------------------------------------------
+
+def merge_experts(model):
+    """Replace every Mixture in the model, in place, by ONE Linear with its experts' mean weights.
+    Afterwards the model holds a single adapter / LoRA per site: one module's parameters and cost."""
+    count = 0
+    for _, parent in list(model.named_modules()):
+        for name, child in list(vars(parent).items()):
+            if isinstance(child, Mixture):
+                setattr(parent, name, child.averaged())
+                count += 1
+    return count
