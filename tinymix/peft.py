@@ -176,6 +176,9 @@ def _check(config, hidden):
         unknown = [t for t in lora.target_modules if t not in LORA_TARGETS]
         if unknown or not lora.target_modules:
             raise ValueError(f"unknown LoRA target modules {unknown or '(none given)'}; available: {LORA_TARGETS}")
+        # every target maps hidden -> hidden or hidden <-> FFN width, so min(d_in, d_out) = hidden
+        if not 1 <= lora.rank <= hidden:
+            raise ValueError(f"LoRA rank must be between 1 and min(d_in, d_out) = {hidden}, got {lora.rank}")
 
 
 def _projection(config, make_linear, shared, route=None):
