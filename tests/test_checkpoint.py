@@ -30,9 +30,6 @@ def test_arrays_round_trip_with_dtypes_and_shapes(tmp_path):
         assert (loaded[name] == host).all(), name
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "backend.to_numpy_contiguous uses numpy.ascontiguousarray, which returns at least 1-d: a 0-d array "
-    "is saved with shape (1,) and a module with a scalar Parameter cannot load its own checkpoint"))
 def test_zero_dimensional_arrays_keep_their_shape(tmp_path):
     class Scaled(Module):
         def __init__(self):

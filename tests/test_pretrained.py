@@ -169,10 +169,6 @@ def test_tokenizer_truncates_to_its_own_max_length(minilm):
     assert mask[1].sum() == whole.shape[1] and (ids[1, :whole.shape[1]] == whole[0]).all()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pretrained.embed slices its `texts` argument without checking its type: a single string longer "
-    "than batch_size characters is cut into batch_size-character chunks, each embedded as a "
-    "sentence (a 100-character string gives 4 rows instead of 1, or an error)"))
 def test_embed_of_a_single_string_is_one_sentence_or_an_error(minilm):
     model, tokenizer = minilm
     text = "a sentence passed without list brackets"     # 39 characters: two slices of 32

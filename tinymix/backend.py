@@ -93,7 +93,7 @@ def to_numpy(array):
 def to_numpy_contiguous(array):
     """A C-contiguous host copy, for writing files (safetensors 0.8 writes a transposed NumPy view
     with the wrong values; see assets.md section 5)."""
-    return numpy.ascontiguousarray(to_numpy(array))
+    return numpy.asarray(to_numpy(array), order="C")  # (ascontiguousarray would turn 0-d into 1-d)
 
 
 def from_numpy(array):

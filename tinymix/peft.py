@@ -7,7 +7,8 @@ the first two — injected into a frozen Transformer with an API in the spirit o
     merge(model)                        # AdaMix -> one adapter per layer
     save_adapter(model, "runs/x")       # only the trained weights: safetensors + adapter_config.json
 """
-from dataclasses import asdict, dataclass, field, fields
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import adamix, checkpoint
@@ -74,9 +75,15 @@ class LoRALinear(Module):
 
 
 def _effective_weight(layer):
-    if isinstance(layer, adamix.Mixture):
-        return layer.averaged_weights()[0].data
-    return layer.weight.data
+    """The weight a layer applies at inference: a Mixture's average, or its fixed expert's."""
+    if not isinstance(layer, adamix.Mixture):
+        return layer.weight.data
+    if layer.inference == "fixed":
+        return layer.experts[layer.fixed_expert].weight.data
+    if layer.inference == "random":
+        raise ValueError("cannot fold a LoRA mixture in 'random' inference mode (a different expert per "
+                         "example); set_inference_mode(model, 'average') or 'fixed' first")
+    return layer.averaged_weights()[0].data
 
 
 # ---- configs ---------------------------------------------------------------------------------------
@@ -125,7 +132,8 @@ CONFIGS = {c.method: c for c in (AdapterConfig, LoRAConfig, AdaMixConfig, BitFit
 
 
 def config_to_dict(config):
-    return {"method": config.method, **asdict(config)}
+    """Plain JSON data (tuples become lists), so a config compares equal to itself read back."""
+    return json.loads(json.dumps({"method": config.method, **asdict(config)}))
 
 
 def config_from_dict(data):
@@ -153,7 +161,9 @@ def _transformer(model):
     raise TypeError(f"{type(model).__name__} holds no tinymix Transformer to adapt")
 
 
-def _check(config, hidden):
+def _check(config, transformer):
+    """Validate a config against the model before anything is changed."""
+    hidden = transformer.config.hidden_size
     adapter = config.adapter if config.method == "adamix" else config
     lora = config.lora if config.method == "adamix" else config
     if config.method == "adamix":
@@ -176,9 +186,13 @@ def _check(config, hidden):
         unknown = [t for t in lora.target_modules if t not in LORA_TARGETS]
         if unknown or not lora.target_modules:
             raise ValueError(f"unknown LoRA target modules {unknown or '(none given)'}; available: {LORA_TARGETS}")
-        # every target maps hidden -> hidden or hidden <-> FFN width, so min(d_in, d_out) = hidden
-        if not 1 <= lora.rank <= hidden:
-            raise ValueError(f"LoRA rank must be between 1 and min(d_in, d_out) = {hidden}, got {lora.rank}")
+        sites = _lora_sites(transformer.layers[0])
+        for target in lora.target_modules:
+            layer = getattr(*sites[target])
+            smaller = min(layer.in_features, layer.out_features)
+            if not 1 <= lora.rank <= smaller:
+                raise ValueError(f"LoRA rank must be between 1 and min(d_in, d_out) = {smaller}, got "
+                                 f"{lora.rank} (target '{target}')")
 
 
 def _projection(config, make_linear, shared, route=None):
@@ -241,7 +255,7 @@ def get_peft_model(model, config):
     hidden = transformer.config.hidden_size
     if config.method not in CONFIGS:
         raise ValueError(f"unknown method {config.method!r}")
-    _check(config, hidden)
+    _check(config, transformer)
     model.requires_grad_(False)
     for block in transformer.layers:
         if config.method == "adapter" or (config.method == "adamix" and config.module == "adapter"):

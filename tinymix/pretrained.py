@@ -160,15 +160,21 @@ def load_pretrained(name, max_length=128):
 
 
 def embed(model, tokenizer, texts, batch_size=32):
-    """Mean-pooled sentence embeddings (N, hidden), computed in eval mode without a graph."""
+    """Mean-pooled sentence embeddings (N, hidden), computed in eval mode without a graph.
+    A single string is one sentence: (1, hidden)."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
     if len(texts) == 0:
         raise ValueError("no texts to embed: the list is empty")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     was_training = model.training
     model.eval()
     chunks = []
-    with no_grad():
-        for start in range(0, len(texts), batch_size):
-            ids, mask = tokenizer(texts[start:start + batch_size])
-            chunks.append(mean_pool(model(ids, mask), mask).data)
-    model.train(was_training)
+    try:
+        with no_grad():
+            for start in range(0, len(texts), batch_size):
+                ids, mask = tokenizer(texts[start:start + batch_size])
+                chunks.append(mean_pool(model(ids, mask), mask).data)
+    finally:
+        model.train(was_training)
     return backend.xp.concatenate(chunks, axis=0)
