@@ -109,6 +109,20 @@ def evaluate(model, tokenizer, split, batch_size=128):
     return correct / len(split)
 
 
+def length_grouped_batches(split, batch_size, rng, group=50):
+    """Shuffled batches of sentences of similar length: shuffle, sort each stretch of `group`
+    batches' worth of sentences by length, cut it into batches, then shuffle the batches. A batch is
+    padded to its longest sentence, so this roughly halves the tokens a step computes on."""
+    order = rng.permutation(len(split)).tolist()
+    stretch = batch_size * group
+    batches = []
+    for start in range(0, len(order), stretch):
+        part = sorted(order[start:start + stretch], key=lambda i: len(split.texts[i]))
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    for b in rng.permutation(len(batches)).tolist():
+        yield [split.texts[i] for i in batches[b]], [split.labels[i] for i in batches[b]]
+
+
 def _check_labels(split, num_labels, name):
     bad = sorted({y for y in split.labels if not 0 <= y < num_labels})
     if bad:
@@ -148,7 +162,7 @@ def train(cfg, splits=None):
         model.train()
         bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
         shuffle = backend.host_generator([cfg.seed, epoch])  # per epoch, so a resumed run sees the same order
-        for texts, labels in data.batches(train_split, cfg.batch_size, shuffle=True, rng=shuffle):
+        for texts, labels in length_grouped_batches(train_split, cfg.batch_size, shuffle):
             optimizer.lr = lr * linear_warmup_decay(state["step"], warmup_steps, total_steps)
             ids, mask = tokenizer(texts)
             targets = labels_of(labels)
