@@ -15,14 +15,17 @@ def _save(figure, path):
     return Path(path)
 
 
+def _running_mean(values, window):
+    return [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
+            for i in range(len(values))]
+
+
 def training_curve(losses, history, path, title="training"):
     """Loss per step (and its running mean) beside validation accuracy per epoch."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     left.plot(losses, color="0.75", linewidth=0.8, label="loss per step")
     window = max(1, len(losses) // 20)
-    smooth = [sum(losses[max(0, i - window + 1):i + 1]) / len(losses[max(0, i - window + 1):i + 1])
-              for i in range(len(losses))]
-    left.plot(smooth, color="C0", label=f"running mean ({window} steps)")
+    left.plot(_running_mean(losses, window), color="C0", label=f"running mean ({window} steps)")
     left.set(xlabel="step", ylabel="training loss", title=title)
     left.legend()
     epochs = [h["epoch"] for h in history]
@@ -57,4 +60,14 @@ def random_vs_merged(random_runs, merged, path):
     axes.set_xticks(range(len(seeds)), [f"seed {s}" for s in seeds])
     axes.set(ylabel="test accuracy", title="AdaMix: random-routing inference vs. merging")
     axes.legend()
+    return _save(figure, path)
+
+
+def loss_curves(curves, path):
+    """Running-mean training loss per step, one line per method. curves: {name: [loss, ...]}."""
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    for i, (name, losses) in enumerate(curves.items()):
+        axes.plot(_running_mean(losses, max(1, len(losses) // 15)), color=f"C{i % 10}", label=name)
+    axes.set(xlabel="step", ylabel="training loss (running mean)", title="training curves (seed 0)")
+    axes.legend(fontsize=8)
     return _save(figure, path)

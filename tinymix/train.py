@@ -129,8 +129,10 @@ def _check_labels(split, num_labels, name):
         raise ValueError(f"{name} split has labels {bad[:5]} outside 0..{num_labels - 1}")
 
 
-def train(cfg, splits=None):
-    """Fine-tune, select on validation, evaluate on test (averaged and merged). Returns a dict."""
+def train(cfg, splits=None, before_merge=None):
+    """Fine-tune, select on validation, evaluate on test (averaged and merged). Returns a dict.
+    `before_merge(model, tokenizer, splits)`, if given, runs on the best unmerged model and returns a
+    dict added to the result (compare uses it for random- and fixed-routing inference)."""
     started = time.perf_counter()
     backend.manual_seed(cfg.seed)
     splits = splits or load_splits(cfg.task)
@@ -202,16 +204,20 @@ def train(cfg, splits=None):
     elif run is not None and (run / "best").is_dir():  # ... or before a resume
         peft.load_adapter(model, run / "best")
     test_accuracy = evaluate(model, tokenizer, splits["test"], cfg.eval_batch_size)
+    extra = before_merge(model, tokenizer, splits) if before_merge else {}
     trainable = model.num_parameters(trainable_only=True)
     merged_count = peft.merged_parameter_count(model)
+    has_mixtures = bool(adamix.mixtures(model))
     peft.merge(model)
-    merged_accuracy = evaluate(model, tokenizer, splits["test"], cfg.eval_batch_size)
+    # merging changes nothing without mixtures; with them, evaluating again shows merged == average
+    merged_accuracy = evaluate(model, tokenizer, splits["test"], cfg.eval_batch_size) if has_mixtures \
+        else test_accuracy
     result = {
         "config": asdict(cfg), "history": state["history"], "losses": state["losses"],
         "best_epoch": state["best_epoch"], "validation_accuracy": state["best_validation"],
         "test_accuracy": test_accuracy, "merged_test_accuracy": merged_accuracy,
         "trainable_parameters": trainable, "merged_parameters": merged_count,
-        "all_parameters": model.num_parameters(), "seconds": time.perf_counter() - started,
+        "all_parameters": model.num_parameters(), "seconds": time.perf_counter() - started, **extra,
     }
     if run is not None:
         peft.save_adapter(model, run / "merged")
