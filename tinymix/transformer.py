@@ -11,6 +11,11 @@ V vocabulary. Each block has two places where parameter-efficient modules plug i
 default): `attention_adapter` on the attention output and `ffn_adapter` on the FFN output, both before
 dropout and the residual add — AdaMix's placement (adamix.md section 2). LoRA instead replaces Linear
 layers such as `attention.query` (see peft.py).
+
+Decoding one token at a time, a decoder can keep every layer's keys and values (a KVCache) instead of
+recomputing them for the whole prefix at each step: `model(new_ids, cache=cache)` runs only the new
+positions, which attend to the cached ones. Causality makes this exact: an earlier position's keys and
+values never depend on later tokens.
 """
 import math
 from dataclasses import dataclass
@@ -46,6 +51,31 @@ class TransformerConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
 
 
+class KVCache:
+    """Per-layer keys (B, H, D, t) and values (B, H, t, D) of the t positions a decoder has seen.
+    Pass it to Transformer.forward / LanguageModel.forward with the NEW tokens only; it grows in place.
+    Holds raw arrays, no graph: for decoding under no_grad()."""
+
+    def __init__(self, num_layers):
+        self.keys = [None] * num_layers
+        self.values = [None] * num_layers
+        self.length = 0          # positions cached so far (the next token's position)
+
+    def extend(self, layer, k, v):
+        """Append this step's keys (B, H, D, T) and values (B, H, T, D); return all of them."""
+        if self.keys[layer] is not None:
+            k = xp.concatenate([self.keys[layer], k], axis=-1)        # (B, H, D, t + T)
+            v = xp.concatenate([self.values[layer], v], axis=-2)      # (B, H, t + T, D)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+    def reorder(self, rows):
+        """Keep batch rows `rows` (repeats allowed) in that order: beam search follows its parents."""
+        rows = backend.from_numpy(backend.to_numpy(rows).astype("int64"))
+        self.keys = [None if k is None else k[rows] for k in self.keys]
+        self.values = [None if v is None else v[rows] for v in self.values]
+
+
 class Attention(Module):
     def __init__(self, config):
         C = config.hidden_size
@@ -54,14 +84,16 @@ class Attention(Module):
         self.output = Linear(C, C)
         self.dropout = Dropout(config.dropout)
 
-    def forward(self, x, mask_bias):
+    def forward(self, x, mask_bias, cache=None, layer=0):
         B, T, C = x.shape
         H = self.num_heads
         D = C // H
         q = self.query(x).reshape(B, T, H, D).transpose(0, 2, 1, 3)    # (B, H, T, D)
         k = self.key(x).reshape(B, T, H, D).transpose(0, 2, 3, 1)      # (B, H, D, T)
         v = self.value(x).reshape(B, T, H, D).transpose(0, 2, 1, 3)    # (B, H, T, D)
-        scores = (q * (1.0 / math.sqrt(D))) @ k + mask_bias            # (B, H, T, T)
+        if cache is not None:   # prepend the t cached positions: (B, H, D, t + T), (B, H, t + T, D)
+            k, v = (Tensor(a) for a in cache.extend(layer, k.data, v.data))
+        scores = (q * (1.0 / math.sqrt(D))) @ k + mask_bias            # (B, H, T, T) or (B, H, T, t + T)
         weights = self.dropout(F.softmax(scores, axis=-1))             # (B, H, T, T)
         context = (weights @ v).transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
         return self.output(context)                                    # (B, T, C)
@@ -82,8 +114,8 @@ class Block(Module):
         self.ffn_adapter = None
         self.output_adapter = None     # "pfeiffer" placement: on the block's output
 
-    def _attention(self, x, mask_bias):
-        h = self.attention(x, mask_bias)
+    def _attention(self, x, mask_bias, cache=None, layer=0):
+        h = self.attention(x, mask_bias, cache, layer)
         if self.attention_adapter is not None:
             h = self.attention_adapter(h)
         return self.dropout(h)
@@ -94,9 +126,9 @@ class Block(Module):
             h = self.ffn_adapter(h)
         return self.dropout(h)
 
-    def forward(self, x, mask_bias):                                    # (B, T, C) -> (B, T, C)
+    def forward(self, x, mask_bias, cache=None, layer=0):               # (B, T, C) -> (B, T, C)
         if self.pre_norm:   # GPT
-            x = x + self._attention(self.attention_norm(x), mask_bias)
+            x = x + self._attention(self.attention_norm(x), mask_bias, cache, layer)
             x = x + self._ffn(self.output_norm(x))
         else:               # BERT
             x = self.attention_norm(x + self._attention(x, mask_bias))
@@ -118,32 +150,40 @@ class Transformer(Module):
         if config.kind == "decoder":
             self.final_norm = LayerNorm(C, config.layer_norm_eps)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, cache=None):
         """input_ids (B, T) integers; attention_mask (B, T) 1 for real tokens, 0 for padding.
-        Returns the last hidden states (B, T, C)."""
+        Returns the last hidden states (B, T, C). With a KVCache (decoder only), input_ids are the
+        tokens after the cached ones: they take positions cache.length onwards, and the cache grows."""
         input_ids = input_ids.data if isinstance(input_ids, Tensor) else input_ids
         B, T = input_ids.shape
-        if T > self.config.max_positions:
-            raise ValueError(f"sequence of {T} tokens is longer than the {self.config.max_positions} "
+        past = 0 if cache is None else cache.length
+        if cache is not None and (self.config.kind != "decoder" or attention_mask is not None):
+            raise ValueError("a KVCache is for decoding with a decoder, without an attention mask")
+        if past + T > self.config.max_positions:
+            raise ValueError(f"sequence of {past + T} tokens is longer than the {self.config.max_positions} "
                              "positions of this model: truncate it (the tokenizer does, by default)")
-        x = self.word_embeddings(input_ids) + self.position_embeddings(xp.arange(T))[None]  # (B, T, C)
+        positions = xp.arange(past, past + T)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)[None]     # (B, T, C)
         if self.config.kind == "encoder":
             if token_type_ids is None:
                 token_type_ids = xp.zeros((B, T), dtype=xp.int64)
             x = self.embedding_norm(x + self.token_type_embeddings(token_type_ids))
         x = self.embedding_dropout(x)
-        mask_bias = self._mask_bias(B, T, attention_mask)
-        for layer in self.layers:
-            x = layer(x, mask_bias)
+        mask_bias = self._mask_bias(B, T, attention_mask, past)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask_bias, cache, i)
+        if cache is not None:
+            cache.length += T
         if self.config.kind == "decoder":
             x = self.final_norm(x)
         return x
 
-    def _mask_bias(self, B, T, attention_mask):
-        """An additive bias on attention scores: 0 where a query may look, -1e9 where it may not."""
+    def _mask_bias(self, B, T, attention_mask, past=0):
+        """An additive bias on attention scores: 0 where a query may look, -1e9 where it may not.
+        After `past` cached positions, query i sits at position past + i and sees keys 0..past + i."""
         if self.config.kind == "decoder":                               # causal: key j <= query i
-            future = xp.triu(xp.ones((T, T), dtype=xp.bool_), k=1)
-            bias = xp.where(future, _MASKED, 0.0).astype(xp.float32)[None, None]   # (1, 1, T, T)
+            future = xp.triu(xp.ones((T, past + T), dtype=xp.bool_), k=past + 1)
+            bias = xp.where(future, _MASKED, 0.0).astype(xp.float32)[None, None]   # (1, 1, T, past + T)
             if attention_mask is None:
                 return bias
         else:
@@ -200,5 +240,9 @@ class LanguageModel(Module):
             raise ValueError("LanguageModel needs a decoder Transformer (config.kind='decoder')")
         self.transformer = transformer
 
-    def forward(self, input_ids, attention_mask=None):
-        return self.transformer.lm_logits(self.transformer(input_ids, attention_mask))
+    def forward(self, input_ids, attention_mask=None, cache=None):
+        return self.transformer.lm_logits(self.transformer(input_ids, attention_mask, cache=cache))
+
+    def new_cache(self):
+        """An empty KVCache for this model's layers."""
+        return KVCache(len(self.transformer.layers))
