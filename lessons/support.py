@@ -1,0 +1,45 @@
+"""What every lesson shares: the repository on sys.path, the fast-mode switch, and where figures go.
+
+    from support import FAST, budget, figure_path
+
+FAST is True when the environment variable TINYMIX_FAST is 1: budgets shrink so that CI can run every
+lesson in seconds (the asserts stay the same; only sizes and step counts change). Figures are PNG
+files in lessons/figures/ (git ignores it), or in the folder TINYMIX_LESSON_FIGURES names; without
+a display matplotlib draws off-screen.
+"""
+import os
+import sys
+from pathlib import Path
+
+LESSONS = Path(__file__).resolve().parent
+ROOT = LESSONS.parent
+if str(ROOT) not in sys.path:   # `python lessons/07_....py` works without installing tinymix
+    sys.path.insert(0, str(ROOT))
+
+FAST = os.environ.get("TINYMIX_FAST", "") not in ("", "0")
+
+if not os.environ.get("MPLBACKEND") and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+    os.environ["MPLBACKEND"] = "Agg"   # headless: matplotlib reads this when it is imported
+
+
+def budget(full, fast):
+    """`fast` under TINYMIX_FAST=1, else `full`: the only place a lesson's size depends on the mode."""
+    return fast if FAST else full
+
+
+def figure_path(name):
+    """Where a lesson saves its figure `name` (a .png file name); the folder is made if missing."""
+    folder = Path(os.environ.get("TINYMIX_LESSON_FIGURES") or LESSONS / "figures")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
+def save_figure(figure, name):
+    """Save a matplotlib figure as a PNG, close it, and say where it went."""
+    import matplotlib.pyplot as plt
+    path = figure_path(name)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    print(f"figure saved: {path}")
+    return path
