@@ -55,7 +55,7 @@ def train_command(args):
     from .train import TrainConfig, train
     result = train(_config_from_args(args, TrainConfig()))
     print(f"validation {result['validation_accuracy']:.4f} (epoch {result['best_epoch']}), "
-          f"test {result['test_accuracy']:.4f}, merged test {result['merged_test_accuracy']:.4f}")
+          f"test (merged model) {result['test_accuracy']:.4f}")
     if result["config"]["out"]:
         from . import plots
         plots.training_curve(result["losses"], result["history"],
