@@ -169,12 +169,16 @@ def embed(model, tokenizer, texts, batch_size=32):
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     was_training = model.training
     model.eval()
+    # batch sentences of similar length together (less padding), then put the rows back in order
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     chunks = []
     try:
         with no_grad():
             for start in range(0, len(texts), batch_size):
-                ids, mask = tokenizer(texts[start:start + batch_size])
+                ids, mask = tokenizer([texts[i] for i in order[start:start + batch_size]])
                 chunks.append(mean_pool(model(ids, mask), mask).data)
     finally:
         model.train(was_training)
-    return backend.xp.concatenate(chunks, axis=0)
+    vectors = backend.xp.concatenate(chunks, axis=0)
+    inverse = backend.from_numpy(backend.to_numpy(order).argsort())
+    return vectors[inverse]
