@@ -13,7 +13,9 @@ Random numbers come from two generators, both reset by `manual_seed`:
 - a device generator for the large, throw-away draws of dropout masks (drawing those on the host and
   copying them over would stall a GPU).
 """
+import ctypes
 import os
+import sys
 import types
 
 import numpy
@@ -153,4 +155,24 @@ def scatter_add(target, index, values):
         numpy.add.at(target, index, values)
 
 
+# ---- host memory ---------------------------------------------------------------------------------
+
+def _reuse_freed_memory():
+    """A forward or backward pass allocates and frees arrays of several MB at every op. By default
+    glibc hands freed blocks at the top of the heap back to the OS and page-faults fresh ones in on the
+    next op; a high trim threshold lets it reuse them (MiniLM training step: ~3.5x fewer page faults,
+    ~25% less CPU time). Linux with glibc only; elsewhere this does nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3   # mallopt's parameter numbers
+    libc.mallopt(m_trim_threshold, 1 << 30)       # keep up to 1 GB of freed heap for reuse
+    libc.mallopt(m_top_pad, 64 << 20)             # grow the heap in 64 MB steps
+    libc.mallopt(m_mmap_threshold, 32 << 20)      # blocks up to 32 MB come from the heap
+
+
+_reuse_freed_memory()
 set_backend(os.environ.get("TINYMIX_BACKEND", "numpy") or "numpy")
