@@ -35,3 +35,14 @@ def backend_name(request, default_backend):
     except RuntimeError as error:  # set_backend says what is missing (CuPy, or a GPU) in its first sentence
         pytest.skip(f"{request.param} backend unavailable: {str(error).split('. ')[0]}")
     return request.param
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per distinct skip reason (how many, and why), so a run without a GPU says plainly
+    that its CuPy cases did not run, without listing each of them (`pytest -rs` lists them all)."""
+    reasons = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in sorted(reasons.items()):
+        terminalreporter.write_line(f"{count} skipped: {reason.removeprefix('Skipped: ')}")
