@@ -158,7 +158,8 @@ def build_parser():
     _add_config_flags(p, TrainConfig, MAIN_JOB)
     p.set_defaults(run=main_job)
 
-    p = commands.add_parser("train", help=f"fine-tune MiniLM on sentiment; methods: {', '.join(METHODS)}")
+    p = commands.add_parser("train", help=f"fine-tune MiniLM on sentiment; methods: {', '.join(METHODS)}. "
+                            "With --task e2e: the tiny GPT on data-to-text (train --task e2e --help)")
     _add_config_flags(p, TrainConfig)
     p.set_defaults(run=train_command)
 
@@ -171,7 +172,8 @@ def build_parser():
     p.add_argument("--max-length", type=int, default=64)
     p.set_defaults(run=eval_command)
 
-    p = commands.add_parser("compare", help="every method x seeds, AdaMix ablations, table and plots")
+    p = commands.add_parser("compare", help="every method x seeds, AdaMix ablations, table and plots. "
+                            "With --task e2e: the data-to-text comparison (compare --task e2e --help)")
     try:
         from . import compare
         compare.add_arguments(p)
@@ -204,7 +206,8 @@ def main(argv=None):
     parser = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["main"] + argv  # the built-in default
-    args = parser.parse_args(argv)
+    from . import nlg
+    args = nlg.parse_args(argv) if nlg.is_e2e(argv) else parser.parse_args(argv)   # e2e: flags of its own
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, KeyError, FloatingPointError, RuntimeError) as error:

@@ -1,0 +1,142 @@
+"""Fine-tuning the tiny GPT on the E2E-style task: the loss sees target tokens only, merging and
+folding change nothing, parameter counts, bad inputs, and the command line."""
+import pytest
+
+from tinymix import backend, cli, e2e, nlg, peft
+from tinymix.backend import xp
+from tinymix.tensor import Tensor
+from tinymix.transformer import LanguageModel, Transformer, TransformerConfig
+
+
+def test_batches_predict_the_sentence_and_ignore_prompt_and_padding():
+    pairs = [([10, 11, 12], [20, 21, 1]), ([10, 11], [20, 1])]
+    inputs, targets = nlg.make_batch(pairs, pad_id=0)
+    I = nlg.IGNORE
+    # rows are prompt + sentence; inputs drop the last token, targets are the next tokens
+    assert inputs.tolist() == [[10, 11, 12, 20, 21], [10, 11, 20, 0, 0]]
+    assert targets.tolist() == [[I, I, 20, 21, 1], [I, 20, 1, I, I]]
+
+
+def test_the_loss_has_no_gradient_on_prompt_or_padding_positions():
+    pairs = [([5, 6, 7], [8, 9, 1]), ([5, 6], [9, 1])]
+    inputs, targets = nlg.make_batch(pairs, pad_id=0)
+    logits = Tensor(backend.host_normal((2, 5, 12), 1.0), requires_grad=True)
+    loss = nlg.lm_loss(logits, targets, label_smoothing=0.1)
+    loss.backward()
+    grad = backend.to_numpy(logits.grad)
+    ignored = backend.to_numpy(targets) == nlg.IGNORE
+    assert abs(grad[ignored]).max() == 0.0 and abs(grad[~ignored]).min() > 0.0
+    # and without smoothing the value is the mean of -log p(target) over the 5 target tokens
+    logp = backend.to_numpy(logits.data) - backend.to_numpy(xp.log(xp.exp(logits.data).sum(axis=-1, keepdims=True)))
+    expected = -sum(logp[b, t, y] for b, row in enumerate(targets.tolist()) for t, y in enumerate(row) if y >= 0) / 5
+    assert nlg.lm_loss(logits, targets).item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt():
+    return nlg.build_model(nlg.NLGConfig(method="lora"))
+
+
+def test_target_logits_are_the_full_logits_at_the_target_positions(tiny_gpt):
+    model, tokenizer = tiny_gpt
+    encoder = nlg.Encoder(tokenizer, 128)
+    pairs, _ = nlg.encode_pairs(encoder, e2e.make_splits(3, 1, 1)["train"])
+    inputs, targets = nlg.make_batch(pairs, encoder.pad_id)
+    model.eval()
+    full = backend.to_numpy(model(inputs).data)                               # (B, T, V)
+    picked = backend.to_numpy(nlg.target_logits(model, inputs, targets).data)  # (n, V)
+    mask = targets != nlg.IGNORE
+    assert picked.shape == (int(mask.sum()), full.shape[-1])
+    assert abs(picked - full[mask]).max() < 1e-4
+
+
+def test_pairs_that_do_not_fit_the_window_are_dropped_and_counted(tiny_gpt):
+    _, tokenizer = tiny_gpt
+    example = e2e.Example({"name": "The Eagle", "food": "Italian"}, ["The Eagle serves Italian food."], ["serves"])
+    roomy, tight = nlg.Encoder(tokenizer, 128), nlg.Encoder(tokenizer, 12)
+    prompt, target = roomy.pair(example.mr, example.references[0])
+    assert target[-1] == roomy.end_id and roomy.text(target[:-1]) == example.references[0]
+    assert tight.pair(example.mr, example.references[0]) is None
+    assert nlg.encode_pairs(tight, [example, example]) == ([], 2)
+
+
+def test_parameter_counts_per_method():
+    counts = {}
+    for method in ("lora", "adamix-lora", "adamix", "full"):
+        model, _ = nlg.build_model(nlg.NLGConfig(method=method))
+        counts[method] = (model.num_parameters(trainable_only=True), peft.merged_parameter_count(model),
+                          model.num_parameters())
+    layers, hidden, rank, experts, bottleneck = 4, 128, 4, 8, 8
+    lora = layers * 2 * (rank * hidden + hidden * rank)                      # A and B on query and value
+    assert counts["lora"][:2] == (lora, lora)
+    assert counts["adamix-lora"][:2] == (layers * 2 * (experts * rank * hidden + hidden * rank), lora)
+    adapter = layers * (hidden * bottleneck + bottleneck + bottleneck * hidden + hidden)
+    assert counts["adamix"][1] == adapter
+    assert counts["full"][0] == counts["full"][1] == counts["full"][2]      # every weight trains
+
+
+def test_a_short_adamix_lora_run_merges_and_folds_without_changing_the_model():
+    cfg = nlg.NLGConfig(method="adamix-lora", num_experts=2, steps=2, batch_size=4, train_size=8,
+                        validation_size=2, test_size=2, eval_every=1, decoding="greedy", max_new_tokens=4,
+                        progress=False)
+    splits = e2e.make_splits(8, 2, 2, seed=0)
+    result = nlg.train(cfg, splits)
+    # merged (mean of A's, shared B) and folded into W: the test loss is that of the averaged model
+    assert result["test_loss_merged"] == pytest.approx(result["test_loss_unmerged"], abs=1e-4)
+    assert [h["step"] for h in result["history"]] == [1, 2] and len(result["losses"]) == 2
+    assert result["trainable_parameters"] == 4 * 2 * (2 * 4 * 128 + 128 * 4)
+    assert result["merged_parameters"] == 4 * 2 * (4 * 128 + 128 * 4)
+    assert len(result["samples"]) == 2 and 0.0 <= result["slot_error_rate"] <= 100.0
+    assert result["dropped_pairs"] == 0
+    model = result["model"]
+    assert not nlg.adamix.mixtures(model)                             # one LoRA per site remains
+
+
+def test_frozen_weights_stay_frozen(tiny_gpt):
+    model, tokenizer = nlg.build_model(nlg.NLGConfig(method="lora"))
+    before = {n: p.data.copy() for n, p in model.named_parameters() if not p.requires_grad}
+    encoder = nlg.Encoder(tokenizer, 128)
+    pairs, _ = nlg.encode_pairs(encoder, e2e.make_splits(4, 1, 1)["train"])
+    inputs, targets = nlg.make_batch(pairs, encoder.pad_id)
+    model.train()
+    loss = nlg.lm_loss(model(inputs), targets, 0.1)
+    loss.backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if n in before)
+    assert all(bool((p.data == before[n]).all()) for n, p in model.named_parameters() if n in before)
+
+
+def test_bad_inputs_to_generation(tiny_gpt):
+    model, tokenizer = tiny_gpt
+    encoder = nlg.Encoder(tokenizer, model.transformer.config.max_positions)
+    cfg = nlg.NLGConfig(decoding="greedy", max_new_tokens=3)
+    with pytest.raises(ValueError, match="empty meaning representation"):
+        nlg.generate(model, encoder, [{}], cfg)
+    with pytest.raises(ValueError, match="unknown slot"):
+        nlg.generate(model, encoder, [{"name": "The Eagle", "wifi": "yes"}], cfg)
+    with pytest.raises(ValueError, match="context window is 128"):
+        nlg.generate(model, encoder, [{"name": "The " + "Very " * 150 + "Long Eagle"}], cfg)
+    found = nlg.generate(model, encoder, [{"name": "The Eagle", "food": "Italian"}], cfg)
+    assert len(found) == 1 and len(found[0].ids) <= 3
+
+
+def test_compare_summary_and_table():
+    runs = [{"bleu": b, "bleu_held_out": b / 2, "slot_error_rate": s, "best_validation_loss": 1.0,
+             "test_loss_merged": 2.0, "test_loss_unmerged": 2.0, "trainable_parameters": 10,
+             "merged_parameters": 5, "all_parameters": 100, "train_seconds": 3.0, "decode_seconds": 1.0}
+            for b, s in ((40.0, 10.0), (50.0, 20.0))]
+    row = nlg.summarise("adamix-lora", runs)
+    assert row["bleu"] == pytest.approx((45.0, 7.0710678)) and row["slot_error_rate"][0] == 15.0
+    table = nlg.markdown_table([row])
+    assert "| AdaMix-LoRA | 2 | 45.0 ± 7.1 | 22.5 ± 3.5 | 15.0 ± 7.1 |" in table
+
+
+def test_command_line_dispatch():
+    assert nlg.is_e2e(["train", "--task", "e2e"]) and nlg.is_e2e(["compare", "--seeds", "2", "--task=e2e"])
+    assert not nlg.is_e2e(["train", "--task", "movie-reviews"]) and not nlg.is_e2e(["eval", "--task", "e2e"])
+    args = nlg.parse_args(["train", "--task", "e2e", "--method", "adamix-adapter", "--steps", "3"])
+    cfg = nlg._config_from_args(args, nlg.NLGConfig())
+    assert cfg.method == "adamix" and cfg.steps == 3 and args.run is nlg.train_command
+    args = nlg.parse_args(["compare", "--task", "e2e", "--seeds", "2", "--methods", "lora,full"])
+    assert args.seeds == 2 and args.run is nlg.compare_command
+    with pytest.raises(SystemExit, match="unknown method 'nope'"):
+        cli.main(["train", "--task", "e2e", "--method", "nope"])

@@ -1,0 +1,501 @@
+"""Data-to-text: adapt the frozen tiny GPT to the E2E-style task (e2e.py), decode, and score.
+
+    result = train(NLGConfig(method="adamix-lora", seed=0))
+    python -m tinymix train --task e2e --method adamix-lora
+    python -m tinymix compare --task e2e --seeds 3
+
+Each example is one token sequence,  prompt + " " + sentence + <|endoftext|>:
+    "name The Eagle, type pub, food Italian => The Eagle is an Italian pub.<|endoftext|>"
+and the language-model loss counts the sentence's tokens only (the prompt's targets are ignore_index):
+the model learns to write from the meaning representation, not to predict meaning representations.
+
+Methods (adamix.md section 7): lora — r=4, alpha=32, dropout 0.1, on the attention query and value;
+adamix-lora — M=8 LoRA A's per site (query and value share the expert index), one shared B, and
+the consistency loss with weight 100 averaged over target tokens; adamix — AdaMix-adapter (M adapter
+down-projections, shared up-projection, after each FFN); adapter — one such adapter; full — every
+weight. All with label smoothing 0.1, AdamW and a linear warm-up and decay, the same steps and batches.
+
+After training: the best weights on validation loss; merge (each mixture -> the mean of its experts)
+and fold the LoRA update into W (no added latency); decode the test MRs with beam search; score
+corpus BLEU-4 (against all references, and against the held-out template families' only) and the
+slot error rate.
+"""
+import argparse
+import math
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import tokenizers
+
+from . import adamix, backend, checkpoint, decode, e2e, peft
+from . import functional as F
+from .gpt import END_OF_TEXT
+from .optim import AdamW, clip_grad_norm, linear_warmup_decay
+from .pretrained import load_pretrained
+from .tensor import no_grad
+from .transformer import LanguageModel
+
+METHODS = ("lora", "adamix-lora", "adamix", "adapter", "full")
+ALIASES = {"adamix-adapter": "adamix"}
+LABELS = {"lora": "LoRA", "adamix-lora": "AdaMix-LoRA", "adamix": "AdaMix-adapter", "adapter": "adapter",
+          "full": "full fine-tuning"}
+DEFAULT_LR = {"full": 3e-3}      # every other method: NLGConfig.lr
+IGNORE = -100
+
+
+@dataclass
+class NLGConfig:
+    method: str = "adamix-lora"      # one of METHODS (or "adamix-adapter" for "adamix")
+    model: str = "tiny-gpt"
+    seed: int = 0                    # weights, batch order, routes, dropout
+    data_seed: int = 0               # the generated data set and its split
+    train_size: int = 2000           # training MRs (one sentence each)
+    validation_size: int = 100       # validation MRs (three sentences each)
+    test_size: int = 100             # test MRs decoded and scored (one reference per template family)
+    steps: int = 600
+    batch_size: int = 8
+    lr: float = 5e-3                 # full fine-tuning: DEFAULT_LR["full"] unless set
+    weight_decay: float = 0.01
+    warmup: float = 0.06             # fraction of the steps
+    max_grad_norm: float = 1.0
+    label_smoothing: float = 0.1
+    eval_every: int = 100            # steps between validation losses (best weights are kept)
+    num_experts: int = 8
+    sharing: str = "up"
+    consistency_weight: float = 100.0
+    expert_init: str = "independent"
+    lora_rank: int = 4
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.1
+    bottleneck: int = 8              # adapters: about as many merged parameters as LoRA r=4 on q, v
+    decoding: str = "beam"           # "beam" or "greedy"
+    beam_width: int = 10
+    length_penalty: float = 0.8
+    no_repeat_ngram: int = 4
+    max_new_tokens: int = 72
+    out: str = ""                    # run folder ("" = nothing written)
+    progress: bool = True
+
+    def __post_init__(self):
+        self.method = ALIASES.get(self.method, self.method)
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r} for the e2e task: choose one of {', '.join(METHODS)}")
+        if self.decoding not in ("beam", "greedy"):
+            raise ValueError(f"decoding must be 'beam' or 'greedy', got {self.decoding!r}")
+        for name in ("train_size", "validation_size", "test_size", "steps", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def peft_config(cfg):
+    lora = peft.LoRAConfig(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, ("query", "value"))
+    adapter = peft.AdapterConfig(cfg.bottleneck, "ffn")
+    mix = dict(num_experts=cfg.num_experts, sharing=cfg.sharing, consistency_weight=cfg.consistency_weight,
+               expert_init=cfg.expert_init, adapter=adapter, lora=lora)
+    return {"lora": lambda: lora, "adapter": lambda: adapter, "full": peft.FullFineTuneConfig,
+            "adamix-lora": lambda: peft.AdaMixConfig(module="lora", **mix),
+            "adamix": lambda: peft.AdaMixConfig(module="adapter", **mix)}[cfg.method]()
+
+
+# ---- sequences and batches -------------------------------------------------------------------------
+
+class Encoder:
+    """Prompt and sentence -> token ids, never truncated (a too-long example is found, not cut)."""
+
+    def __init__(self, tokenizer, context):
+        bpe = tokenizers.Tokenizer.from_str(tokenizer.tokenizer.to_str())
+        bpe.no_truncation()
+        self.bpe, self.tokenizer, self.context = bpe, tokenizer, context
+        self.end_id, self.pad_id = bpe.token_to_id(END_OF_TEXT), tokenizer.pad_id
+
+    def prompt(self, mr):
+        return self.bpe.encode(e2e.format_mr(mr)).ids
+
+    def pair(self, mr, sentence):
+        """(prompt ids, sentence ids + end), or None if the sequence would not fit the window."""
+        prompt, target = self.prompt(mr), self.bpe.encode(" " + sentence).ids + [self.end_id]
+        return (prompt, target) if len(prompt) + len(target) - 1 <= self.context else None
+
+    def text(self, ids):
+        return self.tokenizer.decode(ids).strip()
+
+
+def encode_pairs(encoder, examples, all_references=True):
+    """[(prompt ids, target ids)] for each example's references (or its first), with the count of
+    pairs dropped because prompt + sentence exceed the context window."""
+    pairs, dropped = [], 0
+    for example in examples:
+        for sentence in (example.references if all_references else example.references[:1]):
+            pair = encoder.pair(example.mr, sentence)
+            if pair is None:
+                dropped += 1
+            else:
+                pairs.append(pair)
+    return pairs, dropped
+
+
+def make_batch(pairs, pad_id):
+    """Inputs (B, T) and targets (B, T): targets are the next tokens on the sentence and IGNORE on the
+    prompt and the padding. Padding goes on the right; a causal model never lets a real position see
+    a later pad, so no attention mask is needed."""
+    rows = [prompt + target for prompt, target in pairs]
+    T = max(len(r) for r in rows) - 1
+    inputs = [r[:-1] + [pad_id] * (T - len(r) + 1) for r in rows]
+    targets = [[IGNORE] * (len(p) - 1) + t + [IGNORE] * (T - len(p) - len(t) + 1) for p, t in pairs]
+    return backend.to_numpy(inputs).astype("int64"), backend.to_numpy(targets).astype("int64")
+
+
+def batches(pairs, batch_size, rng, group=50):
+    """Endless shuffled batches of similar-length pairs (less padding), epoch after epoch."""
+    while True:
+        order = rng.permutation(len(pairs)).tolist()
+        stretch, chunks = batch_size * group, []
+        for start in range(0, len(order), stretch):
+            part = sorted(order[start:start + stretch], key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+            chunks += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+        for c in rng.permutation(len(chunks)).tolist():
+            yield [pairs[i] for i in chunks[c]]
+
+
+def lm_loss(logits, targets, label_smoothing=0.0):
+    """Cross-entropy over the target tokens: logits (B, T, V), targets (B, T) with IGNORE elsewhere."""
+    B, T, V = logits.shape
+    return F.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T), IGNORE, label_smoothing)
+
+
+def target_logits(model, inputs, targets):
+    """Next-token logits at the n target positions only, (n, V), in the order of
+    targets[targets != IGNORE]: the LM head skips the prompt and the padding (about half the
+    positions), and so do the loss and AdaMix's consistency KL."""
+    hidden = model.transformer(inputs)                                    # (B, T, C)
+    rows = (targets.reshape(-1) != IGNORE).nonzero()[0]                   # (n,) host indices
+    picked = hidden.reshape(-1, hidden.shape[-1])[backend.from_numpy(rows)]   # (n, C)
+    return model.transformer.lm_logits(picked)                            # (n, V)
+
+
+def evaluate_loss(model, pairs, pad_id, batch_size=32):
+    """Mean target-token loss (no smoothing) in eval mode: each pair weighs by its target tokens."""
+    model.eval()
+    total = tokens = 0.0
+    with no_grad():
+        for start in range(0, len(pairs), batch_size):
+            inputs, targets = make_batch(pairs[start:start + batch_size], pad_id)
+            picked = targets[targets != IGNORE]
+            total += F.cross_entropy(target_logits(model, inputs, targets), picked).item() * len(picked)
+            tokens += len(picked)
+    return total / tokens
+
+
+# ---- training --------------------------------------------------------------------------------------
+
+def build_model(cfg):
+    backbone, tokenizer = load_pretrained(cfg.model)
+    if backbone.config.kind != "decoder":
+        raise ValueError(f"the e2e task needs a decoder (GPT) model, and {cfg.model!r} is an encoder")
+    return peft.get_peft_model(LanguageModel(backbone), peft_config(cfg)), tokenizer
+
+
+def train(cfg, splits=None):
+    """Fine-tune, keep the best weights on validation loss, merge and fold, decode and score the test
+    MRs. Returns a dict of results (the model and outputs included)."""
+    started = time.perf_counter()
+    backend.manual_seed(cfg.seed)
+    splits = splits or e2e.make_splits(cfg.train_size, cfg.validation_size, cfg.test_size, cfg.data_seed)
+    model, tokenizer = build_model(cfg)
+    encoder = Encoder(tokenizer, model.transformer.config.max_positions)
+    train_pairs, dropped = encode_pairs(encoder, splits["train"])
+    validation_pairs, _ = encode_pairs(encoder, splits["validation"])
+    consistency_weight = cfg.consistency_weight if cfg.method.startswith("adamix") else 0.0
+    lr = DEFAULT_LR.get(cfg.method, cfg.lr) if cfg.lr == NLGConfig.lr else cfg.lr
+    optimizer = AdamW(_decay_groups(model, cfg.weight_decay), lr=lr)
+    warmup_steps = int(cfg.warmup * cfg.steps)
+    stream = batches(train_pairs, cfg.batch_size, backend.host_generator([cfg.seed, 7]))
+    history, losses, best, best_weights = [], [], math.inf, None
+    bar = _progress(cfg.steps, f"{cfg.method} seed {cfg.seed}", cfg.progress)
+    train_started = time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        model.train()
+        optimizer.lr = lr * linear_warmup_decay(step, warmup_steps, cfg.steps)
+        inputs, targets = make_batch(next(stream), encoder.pad_id)
+        picked = targets[targets != IGNORE]                               # (n,) the target tokens
+        # logits at target positions only: the consistency KL is averaged over target tokens
+        loss, _, _ = adamix.two_pass_loss(
+            lambda: target_logits(model, inputs, targets),
+            lambda logits: F.cross_entropy(logits, picked, label_smoothing=cfg.label_smoothing),
+            consistency_weight)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at step {step}; try a lower --lr")
+        optimizer.zero_grad()
+        loss.backward()
+        clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        losses.append(value)
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.3f}")
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            validation = evaluate_loss(model, validation_pairs, encoder.pad_id)
+            history.append({"step": step, "validation_loss": validation})
+            if validation < best:
+                best = validation
+                best_weights = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad}
+    bar.close()
+    train_seconds = time.perf_counter() - train_started
+    model.load_state_dict(best_weights, strict=False)
+
+    test_pairs, _ = encode_pairs(encoder, splits["test"], all_references=False)
+    trainable = model.num_parameters(trainable_only=True)
+    merged_count = peft.merged_parameter_count(model)
+    loss_before = evaluate_loss(model, test_pairs, encoder.pad_id)
+    peft.merge(model, fold_lora=True)          # mixtures -> one module; LoRA folded into W
+    loss_after = evaluate_loss(model, test_pairs, encoder.pad_id)
+    decode_started = time.perf_counter()
+    outputs = generate(model, encoder, [ex.mr for ex in splits["test"]], cfg)
+    decode_seconds = time.perf_counter() - decode_started
+    scores = score(splits["test"], [encoder.text(d.ids) for d in outputs])
+    result = {
+        "config": asdict(cfg), "history": history, "best_validation_loss": best,
+        "test_loss_unmerged": loss_before, "test_loss_merged": loss_after, **scores,
+        "unfinished_outputs": sum(not d.finished for d in outputs),
+        "trainable_parameters": trainable, "merged_parameters": merged_count,
+        "all_parameters": model.num_parameters(), "train_pairs": len(train_pairs), "dropped_pairs": dropped,
+        "train_seconds": train_seconds, "decode_seconds": decode_seconds,
+        "generated_tokens": sum(len(d.ids) for d in outputs), "seconds": time.perf_counter() - started,
+        "samples": [{"prompt": ex.prompt, "output": encoder.text(d.ids), "reference": ex.references[0]}
+                    for ex, d in zip(splits["test"], outputs)],
+    }
+    if cfg.out:
+        checkpoint.save_json(Path(cfg.out) / "results.json", result)
+        checkpoint.save_json(Path(cfg.out) / "losses.json", losses)
+        peft.save_adapter(model, Path(cfg.out) / "merged")
+    result["model"], result["encoder"], result["losses"] = model, encoder, losses
+    return result
+
+
+def _decay_groups(model, weight_decay):
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    no_decay = lambda n: n.endswith(".bias") or "norm" in n
+    return [{"params": [(n, p) for n, p in named if not no_decay(n)], "weight_decay": weight_decay},
+            {"params": [(n, p) for n, p in named if no_decay(n)], "weight_decay": 0.0}]
+
+
+def generate(model, encoder, mrs, cfg):
+    """Decode one output per MR (beam search, or batched greedy). An MR whose prompt does not fit the
+    context window is a ValueError (decode.room)."""
+    prompts = [encoder.prompt(e2e.validate_mr(mr)) for mr in mrs]
+    if cfg.decoding == "greedy":
+        return decode.greedy(model, prompts, encoder.end_id, cfg.max_new_tokens)
+    return [decode.beam_search(model, p, encoder.end_id, cfg.beam_width, cfg.max_new_tokens,
+                               cfg.length_penalty, cfg.no_repeat_ngram) for p in prompts]
+
+
+def score(examples, texts):
+    """BLEU against all references and against the held-out families' references; slot errors."""
+    held_out = [[r for r, f in zip(ex.references, ex.families) if f in e2e.HELD_OUT_FAMILIES] for ex in examples]
+    ser = e2e.slot_error_rate([ex.mr for ex in examples], texts)
+    return {"bleu": 100 * e2e.corpus_bleu(texts, [ex.references for ex in examples])["bleu"],
+            "bleu_held_out": 100 * e2e.corpus_bleu(texts, held_out)["bleu"] if all(held_out) else None,
+            "slot_error_rate": 100 * ser["rate"], "slot_counts": dict(ser)}
+
+
+def _progress(total, description, enabled):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=description, disable=not (enabled and sys.stdout.isatty()),
+                leave=False, dynamic_ncols=True)
+
+
+# ---- the comparison ----------------------------------------------------------------------------------
+
+COMPARE_METHODS = ("lora", "adamix-lora", "adamix", "full")
+
+
+def run_one(cfg):
+    """One training run in its own folder; a finished run's results.json is read back instead."""
+    saved = Path(cfg.out) / "results.json"
+    if saved.is_file():
+        return checkpoint.load_json(saved)
+    train(cfg)
+    return checkpoint.load_json(saved)
+
+
+def _worker(configs):
+    """A worker process: run its share of the runs, one after the other."""
+    for cfg in configs:
+        result = run_one(cfg)
+        print(f"{LABELS[cfg.method]} seed {cfg.seed}: BLEU {result['bleu']:.1f}, slot errors "
+              f"{result['slot_error_rate']:.1f}% ({result['seconds']:.0f} s)", flush=True)
+
+
+def _in_one_thread_process(fn, *args):
+    """fn(*args) in a fresh process with one BLAS thread (see run_all), for timings."""
+    import multiprocessing
+    import os
+    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"   # read by the new process
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def run_all(configs, workers):
+    """Run every config, split over `workers` processes (each with one BLAS thread: two small-matrix
+    jobs on two cores run faster than one job whose BLAS threads wait for each other)."""
+    pending = [c for c in configs if not (Path(c.out) / "results.json").is_file()]
+    if workers <= 1 or len(pending) <= 1:
+        _worker(pending)
+    else:
+        import multiprocessing
+        import os
+        os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"   # read by the new processes
+        shares = [pending[i::workers] for i in range(workers)]
+        context = multiprocessing.get_context("spawn")
+        processes = [context.Process(target=_worker, args=(share,)) for share in shares if share]
+        for p in processes:
+            p.start()
+        for p in processes:
+            p.join()
+        failed = [p.exitcode for p in processes if p.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"{len(failed)} worker process(es) failed (exit codes {failed}); finished runs "
+                               "are kept: run the same command again to redo only the missing ones")
+    return [run_one(c) for c in configs]
+
+
+def summarise(method, runs):
+    mean_std = lambda xs: (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    return {"method": method, "label": LABELS[method], "seeds": len(runs),
+            "bleu": mean_std([r["bleu"] for r in runs]),
+            "bleu_held_out": mean_std([r["bleu_held_out"] for r in runs]),
+            "slot_error_rate": mean_std([r["slot_error_rate"] for r in runs]),
+            "validation_loss": statistics.mean(r["best_validation_loss"] for r in runs),
+            "merge_gap": max(abs(r["test_loss_merged"] - r["test_loss_unmerged"]) for r in runs),
+            "trainable_parameters": runs[0]["trainable_parameters"],
+            "merged_parameters": runs[0]["merged_parameters"], "all_parameters": runs[0]["all_parameters"],
+            "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
+            "decode_seconds": statistics.mean(r["decode_seconds"] for r in runs)}
+
+
+def markdown_table(rows):
+    lines = ["| method | seeds | BLEU (all refs) | BLEU (held-out families) | slot error % | validation loss | "
+             "trainable (training) | trainable (merged) | train s | decode s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        pm = lambda pair, digits=1: f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
+        lines.append(f"| {r['label']} | {r['seeds']} | {pm(r['bleu'])} | {pm(r['bleu_held_out'])} | "
+                     f"{pm(r['slot_error_rate'])} | {r['validation_loss']:.3f} | {r['trainable_parameters']:,d} | "
+                     f"{r['merged_parameters']:,d} | {r['train_seconds']:.0f} | {r['decode_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def decoding_speed(cfg, prompts=16, new_tokens=48):
+    """Tokens/s of the merged, folded model of a finished run (cfg.out): greedy, batch 1, with and
+    without the KV cache; beam search (cfg.beam_width beams) with and without it."""
+    model, tokenizer = build_model(cfg)
+    peft.load_adapter(model, Path(cfg.out) / "merged")
+    peft.merge(model, fold_lora=True)
+    encoder = Encoder(tokenizer, model.transformer.config.max_positions)
+    test = e2e.make_splits(cfg.train_size, cfg.validation_size, cfg.test_size, cfg.data_seed)["test"]
+    ids = [encoder.prompt(ex.mr) for ex in test[:prompts]]
+    speed = {f"greedy_{name}": decode.tokens_per_second(model, ids, new_tokens, use_cache)
+             for name, use_cache in (("cached", True), ("uncached", False))}
+    for name, use_cache in (("cached", True), ("uncached", False)):
+        started, tokens = time.perf_counter(), 0
+        for p in ids[:4]:
+            tokens += len(decode.beam_search(model, p, encoder.end_id, cfg.beam_width, cfg.max_new_tokens,
+                                             cfg.length_penalty, cfg.no_repeat_ngram, use_cache).ids)
+        speed[f"beam_{name}"] = tokens / (time.perf_counter() - started)
+    return speed
+
+
+def compare_command(args):
+    """Every method x seeds with one budget; a Markdown table, sample outputs and decoding speed."""
+    started = time.perf_counter()
+    base = _config_from_args(args, NLGConfig(progress=False))
+    methods = [ALIASES.get(m, m) for m in args.methods.split(",") if m]
+    configs = [replace(base, method=m, seed=s, out=str(Path(args.out) / m / f"seed{s}"))
+               for m in methods for s in range(args.seeds)]
+    runs = run_all(configs, args.workers)
+    by_method = {m: [r for c, r in zip(configs, runs) if c.method == m] for m in methods}
+    rows = [summarise(m, found) for m, found in by_method.items()]
+    speed = _in_one_thread_process(decoding_speed, configs[0]) if args.workers > 1 else decoding_speed(configs[0])
+    minutes = (time.perf_counter() - started) / 60
+    lines = [f"Budget for every run: {base.steps} steps of batch {base.batch_size} over {base.train_size} "
+             f"training MRs; test: {base.test_size} MRs with unseen slot combinations, decoded with "
+             + (f"beam search (width {base.beam_width}, length penalty {base.length_penalty}, no repeated "
+                f"{base.no_repeat_ngram}-gram)" if base.decoding == "beam" else "greedy search")
+             + f"; mean ± std over {args.seeds} seeds. Merged and folded models.", "", markdown_table(rows), "",
+             "Decoding speed of a merged model, tokens/s: greedy (batch 1) "
+             f"{speed['greedy_cached']:.0f} with the KV cache, {speed['greedy_uncached']:.0f} without; "
+             f"beam search {speed['beam_cached']:.0f} with, {speed['beam_uncached']:.0f} without.", "",
+             f"Whole comparison: {minutes:.1f} min with {args.workers} worker process(es).", "",
+             "Sample outputs (seed 0, the first test MRs):", ""]
+    for i in range(args.samples):
+        first = by_method[methods[0]][0]["samples"][i]
+        shown = lambda text: "`" + (text.replace("\n", "\\n") or " ") + "`"     # newlines visible
+        lines += [f"- {shown(first['prompt'])}", f"  - reference: {first['reference']}"]
+        lines += [f"  - {LABELS[m]}: {shown(by_method[m][0]['samples'][i]['output'])}" for m in methods]
+    text = "\n".join(lines) + "\n"
+    out = Path(args.out)
+    checkpoint.save_json(out / "results.json", {"rows": rows, "speed": speed, "minutes": minutes,
+                                                "config": asdict(base), "seeds": args.seeds})
+    (out / "results.md").write_text(text)
+    print(text)
+
+
+# ---- the command line: `train --task e2e` and `compare --task e2e` ---------------------------------
+
+def _config_from_args(args, base):
+    given = {name: getattr(args, name) for name in NLGConfig.__dataclass_fields__
+             if getattr(args, name, None) is not None}
+    return replace(base, **given)
+
+
+def _add_flags(parser, skip=()):
+    for name, spec in NLGConfig.__dataclass_fields__.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(spec.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"(default: {spec.default})")
+        else:
+            parser.add_argument(flag, type=type(spec.default), default=None, help=f"(default: {spec.default})")
+
+
+def train_command(args):
+    result = train(_config_from_args(args, NLGConfig()))
+    print(f"{LABELS[result['config']['method']]}: BLEU {result['bleu']:.1f} (held-out families "
+          f"{result['bleu_held_out']:.1f}), slot errors {result['slot_error_rate']:.1f}%, best validation "
+          f"loss {result['best_validation_loss']:.3f}; trainable params {result['trainable_parameters']:,d}, "
+          f"merged {result['merged_parameters']:,d}; {result['seconds']:.0f} s")
+    for sample in result["samples"][:3]:
+        print(f"  {sample['prompt']}\n    -> {sample['output']}")
+
+
+def parse_args(argv):
+    """`train --task e2e ...` or `compare --task e2e ...`: the data-to-text task's own flags."""
+    parser = argparse.ArgumentParser(prog="python -m tinymix", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
+    p = commands.add_parser("train", help="fine-tune the tiny GPT on the e2e task, decode and score")
+    p.add_argument("--task", choices=["e2e"], required=True)
+    _add_flags(p)
+    p.set_defaults(run=train_command)
+    p = commands.add_parser("compare", help="methods x seeds on the e2e task: table, samples, speed")
+    p.add_argument("--task", choices=["e2e"], required=True)
+    p.add_argument("--methods", default=",".join(COMPARE_METHODS), help="(default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=3, help="(default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="parallel processes (default: %(default)s)")
+    p.add_argument("--samples", type=int, default=4, help="sample outputs shown (default: %(default)s)")
+    p.add_argument("--out", default="runs/compare_e2e", help="(default: %(default)s)")
+    _add_flags(p, skip=("method", "seed", "out", "progress"))
+    p.set_defaults(run=compare_command)
+    return parser.parse_args(argv)
+
+
+def is_e2e(argv):
+    """True for `train ... --task e2e` and `compare ... --task e2e` (also --task=e2e)."""
+    if not argv or argv[0] not in ("train", "compare"):
+        return False
+    return any(a == "--task=e2e" or (a == "--task" and nxt == "e2e") for a, nxt in zip(argv, argv[1:] + [""]))
