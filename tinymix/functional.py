@@ -232,6 +232,23 @@ def embedding(ids, weight):
 
 
 def linear(x, weight, bias=None):
-    """x @ weight.T + bias, weight stored (out, in) as in PyTorch and the safetensors files."""
-    out = _tensor(x) @ weight.T
-    return out + bias if bias is not None else out
+    """y = x W^T + b, weight stored (out, in) as in PyTorch and the safetensors files.
+    dx = g W;  dW = g^T x;  db = sum of g over all rows.
+    One node instead of three (transpose, matmul, add): the bias is added in place into the product,
+    every row goes through ONE 2-D matrix product, and a frozen weight costs no dW product."""
+    x, weight = _tensor(x), _tensor(weight)
+    rows = x.data.reshape(-1, x.shape[-1])                          # (N, in), all leading axes as rows
+    out = rows @ weight.data.T                                      # (N, out)
+    if bias is not None:
+        out += bias.data
+
+    def backward(g):
+        g = g.reshape(-1, g.shape[-1])                              # (N, out)
+        if x.requires_grad:
+            x._accumulate((g @ weight.data).reshape(x.shape))
+        if weight.requires_grad:
+            weight._accumulate(g.T @ rows)                          # (out, in)
+        if bias is not None and bias.requires_grad:
+            bias._accumulate(g.sum(axis=0))
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor._make(out.reshape(*x.shape[:-1], weight.shape[0]), parents, backward)
