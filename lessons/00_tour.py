@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Lesson 00 — the whole pipeline in thirty lines
+# # Lesson 00 — the whole pipeline in about thirty lines
 #
 # Objective: see every stage of AdaMix once, end to end, before taking each apart in the lessons
 # that follow. A real pretrained sentence encoder (all-MiniLM-L6-v2, a 6-layer BERT) is frozen; each

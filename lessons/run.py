@@ -98,12 +98,16 @@ def run_lesson(path, step=False, show_code=True):
             print(_rule())
         # Pad with blank lines so that tracebacks and the debugger show the lesson's own line numbers.
         code = compile("\n" * (cell.first_line - 1) + "\n".join(cell.lines), str(path), "exec")
+        started = time.perf_counter()
         try:
             exec(code, namespace)
         except Exception:
             traceback.print_exc()
             print(f"\n{path.name}: cell {done} (line {cell.first_line}) failed", file=sys.stderr)
             return False
+        seconds = time.perf_counter() - started
+        if seconds >= 1.0:
+            print(f"[cell {done}: {seconds:.1f} s]")
         sys.stdout.flush()
         if step and done < code_cells:
             try:
@@ -147,6 +151,7 @@ def main(argv=None):
     for folder in (str(LESSONS.parent), str(LESSONS)):   # `import tinymix` and `import support`
         if folder not in sys.path:
             sys.path.insert(0, folder)
+    import support  # noqa: F401  (its environment settings must precede the lessons' NumPy import)
     mode_name = "fast" if os.environ.get("TINYMIX_FAST", "") not in ("", "0") else "full"
     times = {}
     for number in chosen:

@@ -3,7 +3,8 @@
     from support import FAST, budget, figure_path
 
 FAST is True when the environment variable TINYMIX_FAST is 1: budgets shrink so that CI can run every
-lesson in seconds (the asserts stay the same; only sizes and step counts change). Figures are PNG
+lesson in seconds (the asserts stay the same; only sizes and step counts change). NumPy's BLAS runs
+one thread unless OPENBLAS_NUM_THREADS says otherwise (see below). Figures are PNG
 files in lessons/figures/ (git ignores it), or in the folder TINYMIX_LESSON_FIGURES names; without
 a display matplotlib draws off-screen.
 """
@@ -17,6 +18,12 @@ if str(ROOT) not in sys.path:   # `python lessons/07_....py` works without insta
     sys.path.insert(0, str(ROOT))
 
 FAST = os.environ.get("TINYMIX_FAST", "") not in ("", "0")
+
+# One BLAS thread unless the reader says otherwise (this must happen before NumPy is imported). The
+# lessons' matrices are small, and on a 2-core machine that other jobs keep busy a second BLAS thread
+# that waits for a core made them 1.5-3x SLOWER (lesson 12, full mode: 58 s against 137 s). On an
+# idle machine OPENBLAS_NUM_THREADS=2 may win for the MiniLM lessons: set it and compare.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 if not os.environ.get("MPLBACKEND") and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
     os.environ["MPLBACKEND"] = "Agg"   # headless: matplotlib reads this when it is imported
