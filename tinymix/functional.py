@@ -43,9 +43,10 @@ def softmax(x, axis=-1):
     shifted = x.data - x.data.max(axis=axis, keepdims=True)  # exp of a large logit would overflow
     e = xp.exp(shifted)
     y = e / e.sum(axis=axis, keepdims=True)
+    dx = x._sink()
 
     def backward(g):
-        x._accumulate(y * (g - (g * y).sum(axis=axis, keepdims=True)))
+        dx._accumulate(y * (g - (g * y).sum(axis=axis, keepdims=True)))
     return Tensor._make(y, (x,), backward)
 
 
@@ -54,9 +55,10 @@ def log_softmax(x, axis=-1):
     x = _tensor(x)
     shifted = x.data - x.data.max(axis=axis, keepdims=True)
     y = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    dx = x._sink()
 
     def backward(g):
-        x._accumulate(g - xp.exp(y) * g.sum(axis=axis, keepdims=True))
+        dx._accumulate(g - xp.exp(y) * g.sum(axis=axis, keepdims=True))
     return Tensor._make(y, (x,), backward)
 
 
@@ -83,12 +85,13 @@ def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0):
     per_row = -(1.0 - label_smoothing) * logp[rows, t] - label_smoothing * logp.mean(axis=-1)
     weight = valid.astype(dtype) / xp.maximum(valid.sum(), 1).astype(dtype)  # (N,) 1/n or 0
     loss = xp.asarray((per_row * weight).sum())
+    dlogits, shape = logits._sink(), logits.shape
 
     def backward(g):
         grad = xp.exp(logp) - label_smoothing / num_classes
         grad[rows, t] -= 1.0 - label_smoothing
         grad *= (weight * g)[:, None]
-        logits._accumulate(grad.reshape(logits.shape))
+        dlogits._accumulate(grad.reshape(shape))
     return Tensor._make(loss, (logits,), backward)
 
 
@@ -104,13 +107,14 @@ def kl_div(input_logits, target_logits):
     q = xp.exp(log_q)
     kl_rows = (q * (log_q - log_p)).sum(axis=-1, keepdims=True)
     n = max(q.size // q.shape[-1], 1)
+    dp, dq = p_logits._sink(), q_logits._sink()
 
     def backward(g):
         scale = g / n
-        if p_logits.requires_grad:
-            p_logits._accumulate((xp.exp(log_p) - q) * scale)
-        if q_logits.requires_grad:
-            q_logits._accumulate(q * (log_q - log_p - kl_rows) * scale)
+        if dp is not None:
+            dp._accumulate((xp.exp(log_p) - q) * scale)
+        if dq is not None:
+            dq._accumulate(q * (log_q - log_p - kl_rows) * scale)
     return Tensor._make(xp.asarray(kl_rows.sum() / n), (p_logits, q_logits), backward)
 
 
@@ -138,16 +142,20 @@ def layer_norm(x, weight, bias, eps=1e-5):
         out = out * weight.data
     if bias is not None:
         out = out + bias.data
+    dx = x._sink()
+    dweight = None if weight is None else weight._sink()
+    dbias = None if bias is None else bias._sink()
+    scale = None if weight is None else weight.data
 
     def backward(g):
-        if weight is not None and weight.requires_grad:
-            weight._accumulate(g * xhat)
-        if bias is not None and bias.requires_grad:
-            bias._accumulate(g)
-        if x.requires_grad:
-            dxhat = g * weight.data if weight is not None else g
-            x._accumulate(rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
-                                  - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)))
+        if dweight is not None:
+            dweight._accumulate(g * xhat)
+        if dbias is not None:
+            dbias._accumulate(g)
+        if dx is not None:
+            dxhat = g * scale if scale is not None else g
+            dx._accumulate(rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
+                                   - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)))
     parents = tuple(t for t in (x, weight, bias) if t is not None)
     return Tensor._make(out, parents, backward)
 
@@ -214,18 +222,20 @@ def gelu(x, approximate=False):
         inner = _SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)
         th = xp.tanh(inner)
         out = 0.5 * v * (1.0 + th)
+        dx = x._sink()
 
         def backward(g):
             d_inner = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * v * v)
-            x._accumulate(g * (0.5 * (1.0 + th) + 0.5 * v * (1.0 - th * th) * d_inner))
+            dx._accumulate(g * (0.5 * (1.0 + th) + 0.5 * v * (1.0 - th * th) * d_inner))
     else:
         # the derivative is computed with the forward, from the same erf and exp(-v^2/2), and is the
         # only array backward keeps (not v, Phi and exp(-v^2/2)); without a graph it is skipped
         out, derivative = _gelu_erf(v, x.requires_grad and is_grad_enabled())
+        dx = x._sink()
 
         def backward(g):
             # in place: backward runs once, then the graph is released
-            x._accumulate(xp.multiply(derivative, g, out=derivative))
+            dx._accumulate(xp.multiply(derivative, g, out=derivative))
     return Tensor._make(out, (x,), backward)
 
 
@@ -239,9 +249,10 @@ def dropout(x, p, training):
         return x
     # bool -> float first: bool * 1.25 would promote to float64 under NumPy 2's rules
     keep = (backend.device_uniform(x.shape, x.dtype) >= p).astype(x.dtype) * (1.0 / (1.0 - p))
+    dx = x._sink()
 
     def backward(g):
-        x._accumulate(g * keep)
+        dx._accumulate(g * keep)
     return Tensor._make(x.data * keep, (x,), backward)
 
 
@@ -249,11 +260,12 @@ def embedding(ids, weight):
     """Rows of `weight` (V, C) picked by integer `ids` (...) -> (..., C). The gradient scatter-adds
     back into the picked rows; a row picked twice gets both contributions."""
     ids = _checked_indices(ids, weight.shape[0], "embedding indices")
+    dweight, shape, dtype = weight._sink(), weight.shape, weight.dtype
 
     def backward(g):
-        grad = xp.zeros_like(weight.data)
+        grad = xp.zeros(shape, dtype=dtype)
         backend.scatter_add(grad, ids, g)
-        weight._accumulate(grad)
+        dweight._accumulate(grad)
     return Tensor._make(weight.data[ids], (weight,), backward)
 
 
@@ -267,14 +279,19 @@ def linear(x, weight, bias=None):
     out = rows @ weight.data.T                                      # (N, out)
     if bias is not None:
         out += bias.data
+    dx, dweight = x._sink(), weight._sink()
+    dbias = None if bias is None else bias._sink()
+    x_shape = x.shape
+    w = weight.data if dx is not None else None                     # kept only for the gradient it gives
+    rows = rows if dweight is not None else None                    # a frozen weight keeps no input
 
     def backward(g):
         g = g.reshape(-1, g.shape[-1])                              # (N, out)
-        if x.requires_grad:
-            x._accumulate((g @ weight.data).reshape(x.shape))
-        if weight.requires_grad:
-            weight._accumulate(g.T @ rows)                          # (out, in)
-        if bias is not None and bias.requires_grad:
-            bias._accumulate(g.sum(axis=0))
+        if dx is not None:
+            dx._accumulate((g @ w).reshape(x_shape))
+        if dweight is not None:
+            dweight._accumulate(g.T @ rows)                         # (out, in)
+        if dbias is not None:
+            dbias._accumulate(g.sum(axis=0))
     parents = (x, weight) if bias is None else (x, weight, bias)
     return Tensor._make(out.reshape(*x.shape[:-1], weight.shape[0]), parents, backward)

@@ -9,6 +9,13 @@ Reverse-mode autograd in three ideas:
 3. Leaves (tensors the user made) accumulate `.grad` across backward calls until zeroed; intermediate
    gradients and the graph itself are dropped as soon as they are used, to free memory.
 
+The graph is made of small `_Node` records, not of the tensors themselves: a node knows its parents'
+gradient sinks and its backward closure, but not its own array. A closure keeps only the arrays its
+formula needs (x * y keeps y to give x its gradient, x + y keeps nothing), so an intermediate result
+is freed as soon as the forward code drops it, unless some backward needs it. PyTorch's "saved
+tensors" work the same way; keeping every intermediate alive instead would cost a MiniLM training
+step about twice the memory.
+
 Inputs to a binary op broadcast as in NumPy; `_unbroadcast` sums the gradient back to each input's shape.
 """
 from contextlib import contextmanager
@@ -48,6 +55,21 @@ def _as_array(data, dtype=None):
     return data
 
 
+class _Node:
+    """The graph's record of one op's output: the gradient arriving during backward, the gradient
+    sinks of the parents that need one (their nodes, or leaf tensors), and the backward closure.
+    `requires_grad` and `_parents` let code that walks a graph treat nodes and tensors alike."""
+    __slots__ = ("grad", "_parents", "_backward", "shape")
+    requires_grad = True
+
+    def __init__(self, parents, backward, shape):
+        self.grad, self._parents, self._backward, self.shape = None, parents, backward, shape
+
+    def _accumulate(self, grad):
+        grad = _unbroadcast(grad, self.shape)
+        self.grad = grad if self.grad is None else self.grad + grad
+
+
 def _unbroadcast(grad, shape):
     """Sum `grad` over the axes that broadcasting added or stretched, so it has `shape`."""
     if grad.shape == shape:
@@ -62,16 +84,14 @@ def _unbroadcast(grad, shape):
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_is_leaf")
+    __slots__ = ("data", "grad", "requires_grad", "_node")
     __array_priority__ = 100  # `numpy_array * tensor` calls Tensor.__rmul__, not NumPy's loop
 
     def __init__(self, data, requires_grad=False, dtype=None):
         self.data = _as_array(data, dtype)
         self.grad = None
         self.requires_grad = bool(requires_grad)
-        self._parents = ()
-        self._backward = None
-        self._is_leaf = True
+        self._node = None
         if self.requires_grad and self.data.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require gradients, got {self.data.dtype}")
 
@@ -83,31 +103,39 @@ class Tensor:
         out = cls.__new__(cls)
         out.data = data
         out.grad = None
-        out._is_leaf = True
-        out._parents = ()
-        out._backward = None
+        out._node = None
         out.requires_grad = False
         if _grad_enabled:
-            for parent in parents:
-                if parent.requires_grad:
-                    out.requires_grad = True
-                    out._parents = parents
-                    out._backward = backward
-                    out._is_leaf = False
-                    break
+            sinks = tuple(p._sink() for p in parents if p.requires_grad)
+            if sinks:
+                out.requires_grad = True
+                out._node = _Node(sinks, backward, data.shape)
         return out
+
+    def _sink(self):
+        """Where this tensor's gradient goes: its node if an op made it, itself if it is a leaf; None
+        if it needs none. Backward closures hold sinks, never tensors, so arrays can be freed."""
+        if not self.requires_grad:
+            return None
+        return self if self._node is None else self._node
+
+    # the graph links, read through the node (a leaf has none); lessons peek at them
+    _parents = property(lambda self: () if self._node is None else self._node._parents)
+    _backward = property(lambda self: None if self._node is None else self._node._backward)
+    _is_leaf = property(lambda self: self._node is None)
 
     def _accumulate(self, grad):
         """Add a gradient contribution, summed back to this tensor's shape."""
+        if self._node is not None:
+            self._node._accumulate(grad)
+            return
         grad = _unbroadcast(grad, self.data.shape)
         if self.grad is not None:
             self.grad = self.grad + grad
-        elif self._is_leaf:
+        else:
             # a leaf's .grad is its own array, safe to update in place: `grad` may be a broadcast view
             # (read-only on NumPy, overlapping elements on CuPy) or the very array another input got
             self.grad = grad.copy()
-        else:
-            self.grad = grad
 
     def backward(self, grad=None):
         """Fill `.grad` of every leaf that requires a gradient with dSelf/dLeaf (times `grad`).
@@ -115,7 +143,8 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad: no input of the "
                                "computation has requires_grad=True (or it ran under no_grad())")
-        if not self._is_leaf and self._backward is None:
+        node = self._node
+        if node is not None and node._backward is None:
             raise RuntimeError("backward() through a graph that was already released by an earlier "
                                "backward(); run the forward pass again")
         if grad is None:
@@ -128,36 +157,19 @@ class Tensor:
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward() got grad of shape {grad.shape} for a tensor of shape "
                                  f"{self.data.shape}")
-        order = self._topological_order()
-        self.grad = grad if self.grad is None else self.grad + grad
-        for node in reversed(order):  # outputs before inputs
-            if node._backward is None:
-                if not node._is_leaf:
-                    raise RuntimeError("backward() reached a part of the graph that an earlier "
-                                       "backward() already released; run the forward pass again")
-                continue
-            node._backward(node.grad)
-            node._backward, node._parents = None, ()  # release the graph as we go
-            if not node._is_leaf:
-                node.grad = None  # intermediate gradients are not kept
-
-    def _topological_order(self):
-        """Nodes that lead to self, every node after all of its parents (iterative DFS)."""
-        order, visited = [], set()
-        stack = [(self, False)]
-        while stack:
-            node, parents_done = stack.pop()
-            if parents_done:
-                order.append(node)
-                continue
-            if id(node) in visited:
-                continue
-            visited.add(id(node))
-            stack.append((node, True))
-            for parent in node._parents:
-                if parent.requires_grad and id(parent) not in visited:
-                    stack.append((parent, False))
-        return order
+        if node is None:  # a leaf: its gradient is `grad` itself
+            self.grad = grad if self.grad is None else self.grad + grad
+            return
+        node.grad = grad
+        for step in reversed(_topological_order(node)):  # outputs before inputs
+            if not isinstance(step, _Node):
+                continue  # a leaf: its .grad is filled
+            if step._backward is None:
+                raise RuntimeError("backward() reached a part of the graph that an earlier "
+                                   "backward() already released; run the forward pass again")
+            if step.grad is not None:
+                step._backward(step.grad)
+            step._backward, step._parents, step.grad = None, (), None  # release the graph as we go
 
     # ---- plain accessors -------------------------------------------------------------------------
 
@@ -196,49 +208,56 @@ class Tensor:
             return other
         return Tensor(xp.asarray(other, dtype=self.data.dtype), dtype=self.data.dtype)
 
+    # Each backward below gives its inputs' sinks (a, b: None where no gradient is needed) the
+    # gradient, and keeps only the arrays its formula reads: x * y keeps y only if x needs a gradient.
+
     def __add__(self, other):
         other = self._lift(other)
-        a, b = self, other
+        a, b = self._sink(), other._sink()
 
         def backward(g):
-            if a.requires_grad:
+            if a is not None:
                 a._accumulate(g)
-            if b.requires_grad:
+            if b is not None:
                 b._accumulate(g)
-        return Tensor._make(a.data + b.data, (a, b), backward)
+        return Tensor._make(self.data + other.data, (self, other), backward)
 
     def __sub__(self, other):
         other = self._lift(other)
-        a, b = self, other
+        a, b = self._sink(), other._sink()
 
         def backward(g):
-            if a.requires_grad:
+            if a is not None:
                 a._accumulate(g)
-            if b.requires_grad:
+            if b is not None:
                 b._accumulate(-g)
-        return Tensor._make(a.data - b.data, (a, b), backward)
+        return Tensor._make(self.data - other.data, (self, other), backward)
 
     def __mul__(self, other):
         other = self._lift(other)
-        a, b = self, other
+        a, b = self._sink(), other._sink()
+        a_data = self.data if b is not None else None
+        b_data = other.data if a is not None else None
 
         def backward(g):
-            if a.requires_grad:
-                a._accumulate(g * b.data)
-            if b.requires_grad:
-                b._accumulate(g * a.data)
-        return Tensor._make(a.data * b.data, (a, b), backward)
+            if a is not None:
+                a._accumulate(g * b_data)
+            if b is not None:
+                b._accumulate(g * a_data)
+        return Tensor._make(self.data * other.data, (self, other), backward)
 
     def __truediv__(self, other):
         other = self._lift(other)
-        a, b = self, other
+        a, b = self._sink(), other._sink()
+        a_data = self.data if b is not None else None
+        b_data = other.data
 
         def backward(g):
-            if a.requires_grad:
-                a._accumulate(g / b.data)
-            if b.requires_grad:
-                b._accumulate(-g * a.data / (b.data * b.data))
-        return Tensor._make(a.data / b.data, (a, b), backward)
+            if a is not None:
+                a._accumulate(g / b_data)
+            if b is not None:
+                b._accumulate(-g * a_data / (b_data * b_data))
+        return Tensor._make(self.data / other.data, (self, other), backward)
 
     def __pow__(self, exponent):
         if not isinstance(exponent, (int, float)):
@@ -246,18 +265,18 @@ class Tensor:
                             " (for a tensor exponent write exp(b * log(a)))")
         if not isinstance(exponent, int):
             exponent = float(exponent)  # a NumPy float64 scalar would turn a float32 result float64
-        a = self
+        a, a_data = self._sink(), self.data
 
         def backward(g):
-            a._accumulate(g * exponent * a.data ** (exponent - 1))
-        return Tensor._make(a.data ** exponent, (a,), backward)
+            a._accumulate(g * exponent * a_data ** (exponent - 1))
+        return Tensor._make(a_data ** exponent, (self,), backward)
 
     def __neg__(self):
-        a = self
+        a = self._sink()
 
         def backward(g):
             a._accumulate(-g)
-        return Tensor._make(-a.data, (a,), backward)
+        return Tensor._make(-self.data, (self,), backward)
 
     def __radd__(self, other):
         return self._lift(other) + self
@@ -273,72 +292,76 @@ class Tensor:
 
     def __matmul__(self, other):
         """Batched matrix product (..., n, k) @ (..., k, m) -> (..., n, m); leading axes broadcast."""
-        a, b = self, self._lift(other)
-        if a.ndim < 2 or b.ndim < 2:
-            raise ValueError(f"matmul needs tensors with at least 2 axes, got shapes {a.shape} and {b.shape}")
-        if a.shape[-1] != b.shape[-2]:
-            raise ValueError(f"matmul shape mismatch: {a.shape} @ {b.shape} — the last axis of the left "
-                             f"({a.shape[-1]}) must equal the second-to-last of the right ({b.shape[-2]})")
+        other = self._lift(other)
+        if self.ndim < 2 or other.ndim < 2:
+            raise ValueError(f"matmul needs tensors with at least 2 axes, got shapes {self.shape} and {other.shape}")
+        if self.shape[-1] != other.shape[-2]:
+            raise ValueError(f"matmul shape mismatch: {self.shape} @ {other.shape} — the last axis of the left "
+                             f"({self.shape[-1]}) must equal the second-to-last of the right ({other.shape[-2]})")
+        a, b = self._sink(), other._sink()
+        a_data = self.data if b is not None else None
+        b_data = other.data if a is not None else None
+        b_ndim = other.ndim
 
         def backward(g):
-            if a.requires_grad:
-                a._accumulate(_matmul(g, xp.swapaxes(b.data, -1, -2)))
-            if b.requires_grad:
-                if b.ndim == 2:  # a weight shared by every row: one big 2-D product, no batched sum
-                    a2 = a.data.reshape(-1, a.shape[-1])
-                    b._accumulate(a2.T @ g.reshape(-1, g.shape[-1]))
+            if a is not None:
+                a._accumulate(_matmul(g, xp.swapaxes(b_data, -1, -2)))
+            if b is not None:
+                if b_ndim == 2:  # a weight shared by every row: one big 2-D product, no batched sum
+                    rows = a_data.reshape(-1, a_data.shape[-1])
+                    b._accumulate(rows.T @ g.reshape(-1, g.shape[-1]))
                 else:
-                    b._accumulate(xp.swapaxes(a.data, -1, -2) @ g)
-        return Tensor._make(_matmul(a.data, b.data), (a, b), backward)
+                    b._accumulate(xp.swapaxes(a_data, -1, -2) @ g)
+        return Tensor._make(_matmul(self.data, other.data), (self, other), backward)
 
     # ---- elementwise functions -------------------------------------------------------------------
 
     def exp(self):
-        a, out = self, xp.exp(self.data)
+        a, out = self._sink(), xp.exp(self.data)
 
         def backward(g):
             a._accumulate(g * out)
-        return Tensor._make(out, (a,), backward)
+        return Tensor._make(out, (self,), backward)
 
     def log(self):
-        a = self
+        a, a_data = self._sink(), self.data
 
         def backward(g):
-            a._accumulate(g / a.data)
-        return Tensor._make(xp.log(a.data), (a,), backward)
+            a._accumulate(g / a_data)
+        return Tensor._make(xp.log(a_data), (self,), backward)
 
     def sqrt(self):
-        a, out = self, xp.sqrt(self.data)
+        a, out = self._sink(), xp.sqrt(self.data)
 
         def backward(g):
             a._accumulate(g * 0.5 / out)
-        return Tensor._make(out, (a,), backward)
+        return Tensor._make(out, (self,), backward)
 
     def tanh(self):
-        a, out = self, xp.tanh(self.data)
+        a, out = self._sink(), xp.tanh(self.data)
 
         def backward(g):
             a._accumulate(g * (1.0 - out * out))
-        return Tensor._make(out, (a,), backward)
+        return Tensor._make(out, (self,), backward)
 
     def relu(self):
-        a = self
-        positive = a.data > 0
+        a = self._sink()
+        positive = self.data > 0
 
         def backward(g):
             a._accumulate(g * positive)
-        return Tensor._make(a.data * positive, (a,), backward)
+        return Tensor._make(self.data * positive, (self,), backward)
 
     # ---- reductions ------------------------------------------------------------------------------
 
     def sum(self, axis=None, keepdims=False):
-        a = self
+        a, shape = self._sink(), self.shape
 
         def backward(g):
             if not keepdims and axis is not None:
                 g = xp.expand_dims(g, axis)
-            a._accumulate(xp.broadcast_to(g, a.shape))
-        return Tensor._make(xp.asarray(a.data.sum(axis=axis, keepdims=keepdims)), (a,), backward)
+            a._accumulate(xp.broadcast_to(g, shape))
+        return Tensor._make(xp.asarray(self.data.sum(axis=axis, keepdims=keepdims)), (self,), backward)
 
     def mean(self, axis=None, keepdims=False):
         axes = range(self.ndim) if axis is None else (axis if isinstance(axis, tuple) else (axis,))
@@ -349,27 +372,27 @@ class Tensor:
 
     def max(self, axis=None, keepdims=False):
         """Maximum; where several entries tie for it, the gradient is shared equally among them."""
-        a = self
-        top = a.data.max(axis=axis, keepdims=True)
+        a, a_data = self._sink(), self.data
+        top = a_data.max(axis=axis, keepdims=True)
 
         def backward(g):
             if not keepdims and axis is not None:
                 g = xp.expand_dims(g, axis)
-            winners = (a.data == top).astype(a.dtype)
+            winners = (a_data == top).astype(a_data.dtype)
             a._accumulate(g * winners / winners.sum(axis=axis, keepdims=True))
         out = top if keepdims else (top.reshape(()) if axis is None else xp.squeeze(top, axis=axis))
-        return Tensor._make(out, (a,), backward)
+        return Tensor._make(out, (self,), backward)
 
     # ---- shape -----------------------------------------------------------------------------------
 
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        a = self
+        a, original = self._sink(), self.shape
 
         def backward(g):
-            a._accumulate(g.reshape(a.shape))
-        return Tensor._make(a.data.reshape(shape), (a,), backward)
+            a._accumulate(g.reshape(original))
+        return Tensor._make(self.data.reshape(shape), (self,), backward)
 
     def transpose(self, *axes):
         """Permute axes like numpy.transpose; no axes reverses them."""
@@ -379,11 +402,11 @@ class Tensor:
         if sorted(axes) != list(range(self.ndim)):
             raise ValueError(f"transpose axes {axes} are not a permutation of the {self.ndim} axes of {self.shape}")
         inverse = tuple(sorted(range(self.ndim), key=lambda i: axes[i]))
-        a = self
+        a = self._sink()
 
         def backward(g):
             a._accumulate(g.transpose(inverse))
-        return Tensor._make(a.data.transpose(axes), (a,), backward)
+        return Tensor._make(self.data.transpose(axes), (self,), backward)
 
     @property
     def T(self):
@@ -395,16 +418,35 @@ class Tensor:
             index = index.data
         elif isinstance(index, tuple):
             index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-        a = self
+        a, shape, dtype = self._sink(), self.shape, self.dtype
 
         def backward(g):
-            grad = xp.zeros_like(a.data)
+            grad = xp.zeros(shape, dtype=dtype)
             if _is_basic_index(index):
                 grad[index] += g  # slices and integers cannot repeat an element
             else:
                 backend.scatter_add(grad, index, g)
             a._accumulate(grad)
-        return Tensor._make(a.data[index], (a,), backward)
+        return Tensor._make(self.data[index], (self,), backward)
+
+
+def _topological_order(start):
+    """Nodes and leaves that lead to `start`, each after all of its parents (iterative DFS)."""
+    order, visited = [], set()
+    stack = [(start, False)]
+    while stack:
+        node, parents_done = stack.pop()
+        if parents_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        for parent in node._parents:
+            if id(parent) not in visited:
+                stack.append((parent, False))
+    return order
 
 
 def _matmul(x, y):
@@ -425,27 +467,29 @@ def _is_basic_index(index):
 def concatenate(tensors, axis=0):
     """Join tensors along an existing axis."""
     tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    sinks = [t._sink() for t in tensors]
     ends = [0]
     for t in tensors:
         ends.append(ends[-1] + t.shape[axis])
 
     def backward(g):
-        for t, start, stop in zip(tensors, ends[:-1], ends[1:]):
-            if t.requires_grad:
+        for sink, start, stop in zip(sinks, ends[:-1], ends[1:]):
+            if sink is not None:
                 index = [slice(None)] * g.ndim
                 index[axis] = slice(start, stop)
-                t._accumulate(g[tuple(index)])
+                sink._accumulate(g[tuple(index)])
     return Tensor._make(xp.concatenate([t.data for t in tensors], axis=axis), tuple(tensors), backward)
 
 
 def stack(tensors, axis=0):
     """Join tensors along a new axis."""
     tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    sinks = [t._sink() for t in tensors]
 
     def backward(g):
-        for i, t in enumerate(tensors):
-            if t.requires_grad:
-                t._accumulate(xp.take(g, i, axis=axis))
+        for i, sink in enumerate(sinks):
+            if sink is not None:
+                sink._accumulate(xp.take(g, i, axis=axis))
     return Tensor._make(xp.stack([t.data for t in tensors], axis=axis), tuple(tensors), backward)
 
 
@@ -457,10 +501,11 @@ def where(condition, a, b):
     if not isinstance(a, Tensor):
         a = b._lift(a) if isinstance(b, Tensor) else Tensor(a)
     b = a._lift(b)
+    a_sink, b_sink = a._sink(), b._sink()
 
     def backward(g):
-        if a.requires_grad:
-            a._accumulate(xp.where(condition, g, 0.0))
-        if b.requires_grad:
-            b._accumulate(xp.where(condition, 0.0, g))
+        if a_sink is not None:
+            a_sink._accumulate(xp.where(condition, g, 0.0))
+        if b_sink is not None:
+            b_sink._accumulate(xp.where(condition, 0.0, g))
     return Tensor._make(xp.where(condition, a.data, b.data), (a, b), backward)
