@@ -247,13 +247,19 @@ def dropout(x, p, training):
     x = _tensor(x)
     if not training or p == 0.0:
         return x
-    # bool -> float first: bool * 1.25 would promote to float64 under NumPy 2's rules
-    keep = (backend.device_uniform(x.shape, x.dtype) >= p).astype(x.dtype) * (1.0 / (1.0 - p))
+    # The mask stays boolean (a quarter of a float32 mask's memory, kept until backward); it multiplies
+    # the float array before the scale does: bool * 1.25 would promote to float64 under NumPy 2's rules
+    keep = backend.device_uniform(x.shape, x.dtype) >= p
+    scale = 1.0 / (1.0 - p)
     dx = x._sink()
 
     def backward(g):
-        dx._accumulate(g * keep)
-    return Tensor._make(x.data * keep, (x,), backward)
+        grad = g * keep
+        grad *= scale
+        dx._accumulate(grad)
+    out = x.data * keep
+    out *= scale
+    return Tensor._make(out, (x,), backward)
 
 
 def embedding(ids, weight):
