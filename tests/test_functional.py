@@ -95,12 +95,29 @@ def linear_composed(x, weight, bias):
     return x @ weight.transpose() + bias
 
 
+def attention_composed(q, k, v, mask_bias=None, dropout_p=0.0, training=False):
+    scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k
+    if mask_bias is not None:
+        scores = scores + mask_bias
+    return F.dropout(softmax_composed(scores), dropout_p, training) @ v
+
+
+def seeded(op):
+    """op with the same dropout masks on every call, so central differences see one function."""
+    def run(*args):
+        manual_seed(7)
+        return op(*args)
+    return run
+
+
 # ---- the cases ---------------------------------------------------------------------------------------
 
 TARGETS = np.array([1, 0, 4, 2])
 TARGETS_IGNORED = np.array([1, -100, 4, -100])
 TARGETS_3D = np.array([[0, 3, -100], [2, 2, 1]])
 IDS = np.array([[1, 3, 1], [0, 1, 4]])
+KEY_MASK = np.array([0.0, 0.0, 0.0, 0.0, 0.0, -1e9]).reshape(2, 1, 1, 3)   # the last key of batch 1 is padding
+QKV = [N(2, 2, 4, 3), N(2, 2, 3, 3), N(2, 2, 3, 3)]                      # q (B, H, T, D), k (B, H, D, S), v (B, H, S, D)
 
 
 def fused_case(name, fused, composed, specs, grad_atol=1e-12):
@@ -144,6 +161,12 @@ FUSED = [
     fused_case("symmetric_kl", F.symmetric_kl, symmetric_kl_composed, [N(3, 5), N(3, 5)]),
     fused_case("embedding", lambda w: F.embedding(IDS, w), lambda w: embedding_composed(IDS, w), [N(5, 3)]),
     fused_case("linear", F.linear, linear_composed, [N(2, 3, 4), N(5, 4), N(5)]),
+    fused_case("linear-no-bias", F.linear, lambda x, w: x @ w.transpose(), [N(3, 4), N(5, 4)]),
+    fused_case("attention", F.attention, attention_composed, QKV),
+    fused_case("attention-mask", lambda q, k, v: F.attention(q, k, v, KEY_MASK),
+               lambda q, k, v: attention_composed(q, k, v, KEY_MASK), QKV),
+    fused_case("attention-mask-dropout", seeded(lambda q, k, v: F.attention(q, k, v, KEY_MASK, 0.3, True)),
+               seeded(lambda q, k, v: attention_composed(q, k, v, KEY_MASK, 0.3, True)), QKV),
 ]
 
 

@@ -1,9 +1,12 @@
 """The Tensor primitives and the autograd engine: gradients (central differences), float32 all the way,
 the life of the graph, and errors that say what went wrong."""
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
-from tinymix import Tensor, concatenate, gradcheck, is_grad_enabled, no_grad, stack, where
+from tinymix import Tensor, functional, concatenate, gradcheck, is_grad_enabled, no_grad, stack, where
 from tinymix import backend
 
 SEEDS = (0, 1, 2)
@@ -295,6 +298,25 @@ def test_an_op_on_frozen_inputs_only_is_not_tracked(backend_name):
     a.requires_grad = False
     out = (a * a).sum()
     assert not out.requires_grad and out._backward is None
+
+
+def test_the_graph_keeps_only_the_arrays_backward_needs():
+    # x * w keeps x only if w needs a gradient; a Linear with a frozen weight keeps nothing of its
+    # input. So a frozen backbone's activations are freed during the forward, as in PyTorch.
+    x = Tensor(np.ones((4, 3), np.float32), requires_grad=True)
+    frozen = Tensor(np.full((5, 3), 0.5, np.float32))
+    trainable = Tensor(np.full((5, 3), 0.5, np.float32), requires_grad=True)
+    kept = {}
+    for name, weight in (("frozen", frozen), ("trainable", trainable)):
+        hidden = x * 2.0                                    # an intermediate result
+        alive = weakref.ref(hidden.data)
+        out = functional.linear(hidden, weight) * Tensor(np.ones(5, np.float32))
+        del hidden
+        gc.collect()
+        kept[name] = alive() is not None
+        out.sum().backward()
+    assert kept == {"frozen": False, "trainable": True}
+    np.testing.assert_allclose(x.grad, np.full((4, 3), 2 * 2 * 5 * 0.5, np.float32))   # both passes
 
 
 def test_detach_cuts_the_graph(backend_name):

@@ -126,6 +126,59 @@ def symmetric_kl(p_logits, q_logits):
     return (kl_div(p_logits, q_logits.detach()) + kl_div(q_logits, p_logits.detach())) * 0.5
 
 
+# ---- attention -------------------------------------------------------------------------------------
+
+def attention(q, k, v, mask_bias=None, dropout_p=0.0, training=False):
+    """Scaled dot-product attention softmax(q k / sqrt(D) + mask) v, with dropout on the weights:
+        s = (q / sqrt(D)) k + mask;  y = softmax(s);  w = dropout(y);  out = w v
+        dv = w^T g;  dw = g v^T;  dy = dropout's mask * dw;  ds = y (dy - sum(dy y));
+        dq = ds k^T / sqrt(D);  dk = (q / sqrt(D))^T ds
+    q (..., T, D); k (..., D, S), keys stored transposed as a KVCache keeps them; v (..., S, D);
+    mask_bias broadcasts to (..., T, S). -> (..., T, D). The same arithmetic as the composition
+    (q * scale) @ k + mask -> softmax -> dropout -> @ v, in one node: the scores become the weights
+    in place, and backward keeps y and a boolean mask instead of scores, y and the dropped weights."""
+    q, k, v = _tensor(q), _tensor(k), _tensor(v)
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {dropout_p}")
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scaled_q = q.data * scale                                   # (..., T, D)
+    y = scaled_q @ k.data                                       # (..., T, S) scores
+    if mask_bias is not None:
+        y += mask_bias.data if isinstance(mask_bias, Tensor) else mask_bias
+    y -= y.max(axis=-1, keepdims=True)                          # exp of a large score would overflow
+    xp.exp(y, out=y)
+    y /= y.sum(axis=-1, keepdims=True)                          # softmax, in place
+    keep, drop_scale = None, 1.0 / (1.0 - dropout_p)
+    weights = y
+    if training and dropout_p > 0.0:
+        keep = backend.device_uniform(y.shape, y.dtype) >= dropout_p
+        weights = y * keep
+        weights *= drop_scale
+    out = weights @ v.data                                      # (..., T, D)
+    del weights                                                 # backward rebuilds it from y and keep
+    dq, dk, dv = q._sink(), k._sink(), v._sink()
+    scaled_q = scaled_q if dk is not None else None
+    k_data = k.data if dq is not None else None
+    v_data = v.data if dq is not None or dk is not None else None
+
+    def backward(g):
+        if dv is not None:
+            weights = y if keep is None else y * keep * drop_scale
+            dv._accumulate(xp.swapaxes(weights, -1, -2) @ g)   # (..., S, D)
+        if dq is None and dk is None:
+            return
+        dy = g @ xp.swapaxes(v_data, -1, -2)                     # (..., T, S)
+        if keep is not None:
+            dy *= keep
+            dy *= drop_scale
+        ds = y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+        if dq is not None:
+            dq._accumulate((ds @ xp.swapaxes(k_data, -1, -2)) * scale)
+        if dk is not None:
+            dk._accumulate(xp.swapaxes(scaled_q, -1, -2) @ ds)  # (..., D, S)
+    return Tensor._make(out, (q, k, v), backward)
+
+
 # ---- normalisation and activations ---------------------------------------------------------------
 
 def layer_norm(x, weight, bias, eps=1e-5):

@@ -17,7 +17,6 @@ recomputing them for the whole prefix at each step: `model(new_ids, cache=cache)
 positions, which attend to the cached ones. Causality makes this exact: an earlier position's keys and
 values never depend on later tokens.
 """
-import math
 from dataclasses import dataclass
 
 from . import backend
@@ -93,10 +92,11 @@ class Attention(Module):
         v = self.value(x).reshape(B, T, H, D).transpose(0, 2, 1, 3)    # (B, H, T, D)
         if cache is not None:   # prepend the t cached positions: (B, H, D, t + T), (B, H, t + T, D)
             k, v = (Tensor(a) for a in cache.extend(layer, k.data, v.data))
-        scores = (q * (1.0 / math.sqrt(D))) @ k + mask_bias            # (B, H, T, T) or (B, H, T, t + T)
-        weights = self.dropout(F.softmax(scores, axis=-1))             # (B, H, T, T)
-        context = (weights @ v).transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
-        return self.output(context)                                    # (B, T, C)
+        # softmax(q k / sqrt(D) + mask) with dropout, @ v, as one fused op: the (B, H, T, T) or
+        # (B, H, T, t + T) scores and weights are never separate graph nodes
+        context = F.attention(q, k, v, mask_bias, self.dropout.p, self.training)   # (B, H, T, D)
+        context = context.transpose(0, 2, 1, 3).reshape(B, T, C)                  # (B, T, C)
+        return self.output(context)                                                # (B, T, C)
 
 
 class Block(Module):
