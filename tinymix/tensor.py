@@ -203,9 +203,13 @@ class Tensor:
     # ---- arithmetic (broadcasting) ---------------------------------------------------------------
 
     def _lift(self, other):
-        """Numbers become 0-d arrays of self's dtype, so float32 stays float32 (no float64 upcast)."""
+        """Numbers become 0-d arrays of self's dtype, so float32 stays float32 (no float64 upcast).
+        A number is filled in on the device (xp.full), not copied from the host: on a GPU a copy
+        from ordinary host memory may wait for the queued work."""
         if isinstance(other, Tensor):
             return other
+        if isinstance(other, (int, float)):
+            return Tensor(xp.full((), other, dtype=self.data.dtype), dtype=self.data.dtype)
         return Tensor(xp.asarray(other, dtype=self.data.dtype), dtype=self.data.dtype)
 
     # Each backward below gives its inputs' sinks (a, b: None where no gradient is needed) the

@@ -162,12 +162,17 @@ class Transformer(Module):
         if past + T > self.config.max_positions:
             raise ValueError(f"sequence of {past + T} tokens is longer than the {self.config.max_positions} "
                              "positions of this model: truncate it (the tokenizer does, by default)")
-        positions = xp.arange(past, past + T)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)[None]     # (B, T, C)
+        # positions past..past+T-1 are a slice of the table, and absent token types are all type 0, one
+        # row: no gathers, and no index arrays made on the device (whose range check would make a GPU
+        # wait for the host)
+        positions = self.position_embeddings.weight[past:past + T]                         # (T, C)
+        x = self.word_embeddings(input_ids) + positions[None]                              # (B, T, C)
         if self.config.kind == "encoder":
             if token_type_ids is None:
-                token_type_ids = xp.zeros((B, T), dtype=xp.int64)
-            x = self.embedding_norm(x + self.token_type_embeddings(token_type_ids))
+                types = self.token_type_embeddings.weight[0]                               # (C,)
+            else:
+                types = self.token_type_embeddings(token_type_ids)                         # (B, T, C)
+            x = self.embedding_norm(x + types)
         x = self.embedding_dropout(x)
         mask_bias = self._mask_bias(B, T, attention_mask, past)
         for i, layer in enumerate(self.layers):
