@@ -184,17 +184,19 @@ def attention(q, k, v, mask_bias=None, dropout_p=0.0, training=False):
 def layer_norm(x, weight, bias, eps=1e-5):
     """y = (x - mean) / sqrt(var + eps) * weight + bias over the last axis.
     With xhat the normalised input and dxhat = g * weight:
-        dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps)."""
+        dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps).
+    The arrays are reused in place where the formula allows (x - mean becomes xhat; dxhat becomes
+    dx): two full-size arrays made per direction instead of five or six."""
     x = _tensor(x)
-    mean = x.data.mean(axis=-1, keepdims=True)
-    centred = x.data - mean
-    rstd = 1.0 / xp.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps)
-    xhat = centred * rstd
-    out = xhat
+    xhat = x.data - x.data.mean(axis=-1, keepdims=True)           # centred, made xhat below
+    rstd = 1.0 / xp.sqrt((xhat * xhat).mean(axis=-1, keepdims=True) + eps)
+    xhat *= rstd
     if weight is not None:
-        out = out * weight.data
-    if bias is not None:
-        out = out + bias.data
+        out = xhat * weight.data
+        if bias is not None:
+            out += bias.data
+    else:
+        out = xhat + bias.data if bias is not None else xhat
     dx = x._sink()
     dweight = None if weight is None else weight._sink()
     dbias = None if bias is None else bias._sink()
@@ -206,9 +208,12 @@ def layer_norm(x, weight, bias, eps=1e-5):
         if dbias is not None:
             dbias._accumulate(g)
         if dx is not None:
-            dxhat = g * scale if scale is not None else g
-            dx._accumulate(rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
-                                   - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)))
+            grad = g * scale if scale is not None else g.copy()        # dxhat
+            projection = (grad * xhat).mean(axis=-1, keepdims=True)
+            grad -= grad.mean(axis=-1, keepdims=True)
+            grad -= xhat * projection
+            grad *= rstd
+            dx._accumulate(grad)
     parents = tuple(t for t in (x, weight, bias) if t is not None)
     return Tensor._make(out, parents, backward)
 
