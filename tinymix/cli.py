@@ -97,7 +97,7 @@ def compare_command(args):
 
 def bench_command(args):
     from . import bench
-    bench.main()
+    bench.bench_command(args)
 
 
 def demo(args):
@@ -190,7 +190,9 @@ def build_parser():
     gpt.add_arguments(p)
     p.set_defaults(run=gpt.pretrain_command)
 
-    p = commands.add_parser("bench", help="speed benchmarks (ratios)")
+    p = commands.add_parser("bench", help="speed benchmarks: ratios against the machine's matmul and PyTorch")
+    from . import bench
+    bench.add_arguments(p)
     p.set_defaults(run=bench_command)
 
     p = commands.add_parser("demo", help="fit a tiny MLP with the autograd engine")

@@ -1,0 +1,115 @@
+"""The benchmark at toy sizes: every measurement runs, every ratio is a positive number, the report has
+a row for each, and without PyTorch the PyTorch row says so. Timings themselves are not checked (a
+busy machine makes them anything); what is checked is that the benchmark measures what it says."""
+import sys
+
+import numpy as np
+import pytest
+
+from tinymix import bench, cli, peft
+from tinymix.transformer import SequenceClassifier, Transformer
+
+
+@pytest.fixture(scope="module")
+def results():
+    """One quick run, shared by the tests below (about a second)."""
+    return bench.run(quick=True, rounds=1, use_torch=False, log=lambda message: None)
+
+
+def test_every_measurement_is_there_and_positive(results):
+    ratios = {
+        "training": ["one_pass_over_two_passes"],
+        "inference": ["merged_over_single", "average_over_single", "random_over_single"],
+        "memory": ["adamix_over_full", "one_pass_over_full", "adamix_bytes", "one_pass_bytes", "full_bytes"],
+        "forward": ["model_gflops", "matmul_gflops", "model_over_matmul"],
+        "autograd": ["tracked_op_seconds", "raw_op_seconds", "matmul_tracked_over_raw"],
+    }
+    for section, keys in ratios.items():
+        for key in keys:
+            value = results[section][key]
+            assert isinstance(value, float | int) and value > 0 and np.isfinite(value), (section, key, value)
+    assert set(results["training"]["seconds"]) == {"two passes", "one pass"}
+    assert set(results["inference"]["seconds"]) == {"single adapter", "AdaMix merged", "AdaMix average",
+                                                    "AdaMix random"}
+    assert results["backend"] == "numpy"
+
+
+def test_memory_is_ordered_as_the_methods_store_things(results):
+    # full fine-tuning keeps gradients and two AdamW moments for every weight; a second pass adds a
+    # second graph of activations
+    m = results["memory"]
+    assert m["one_pass_bytes"] < m["adamix_bytes"] < m["full_bytes"]
+
+
+def test_report_has_a_row_per_measurement_and_says_torch_was_skipped(results):
+    text = bench.report(results)
+    for words in ("without / with the consistency pass", "AdaMix merged / single adapter", "random routing",
+                  "peak training memory", "forward GFLOP/s", "autograd", "host synchronisation",
+                  "PyTorch skipped"):
+        assert words in text, words
+
+
+def test_without_pytorch_the_row_says_not_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)      # `import torch` now raises ImportError
+    workload = bench.make_workload(quick=True)
+    result = bench.training(workload, rounds=1, use_torch=True)
+    assert result["torch"] == "not installed" and result["speed_vs_torch"] is None
+    assert "PyTorch not installed" in bench.report({**_fake_results(), "training": result})
+
+
+def _fake_results():
+    seconds = {name: [1.0] for name in ("single adapter", "AdaMix merged", "AdaMix average", "AdaMix random")}
+    return {"backend": "numpy", "workload": "w", "threads": 1, "batch_size": 4, "padded_lengths": [5],
+            "mean_sentence_length": 4.0, "rounds": 1, "load_before": (1.0,), "load_after": (1.0,), "seconds": 1.0,
+            "inference": {"seconds": seconds, "merged_over_single": 1.0, "average_over_single": 1.0,
+                          "random_over_single": 1.0},
+            "memory": {"adamix_bytes": 3, "one_pass_bytes": 2, "full_bytes": 4, "adamix_over_full": 0.75,
+                       "one_pass_over_full": 0.5},
+            "forward": {"model_gflops": 1.0, "matmul_gflops": 2.0, "model_over_matmul": 0.5},
+            "autograd": {"tracked_op_seconds": 2e-6, "raw_op_seconds": 1e-6, "overhead_seconds": 1e-6,
+                         "matmul_tracked_over_raw": 1.0}}
+
+
+def test_batches_are_padded_to_their_own_longest_sentence():
+    for ids, mask, labels in bench.make_workload(quick=True).batches:
+        lengths = mask.sum(axis=1)
+        assert ids.shape == mask.shape and ids.shape[1] == lengths.max()
+        assert (ids[mask == 0] == 0).all() and (ids[mask == 1] > 0).all()
+        assert labels.shape == (len(ids),)
+
+
+def test_forward_flops_counts_every_linear_and_attention():
+    workload = bench.make_workload(quick=True)
+    model = SequenceClassifier(Transformer(workload.config), 2)
+    c = workload.config
+    B, T, C, I, L = 3, 7, c.hidden_size, c.intermediate_size, c.num_layers
+    linears = L * (4 * C * C + 2 * C * I) + 2 * C
+    assert bench.forward_flops(model, B, T) == 2 * B * T * linears + L * 4 * B * T * T * C
+
+
+def test_merged_adamix_has_the_single_adapters_weights_count():
+    workload = bench.make_workload(quick=True)
+    single, _ = bench.build(workload, bench.SINGLE)
+    merged = peft.merge(bench.build(workload, bench.ADAMIX)[0])
+    assert merged.num_parameters() == single.num_parameters()
+
+
+def test_the_command_line_runs_the_quick_benchmark(capsys):
+    cli.main(["bench", "--quick", "--rounds", "1", "--no-torch"])
+    out = capsys.readouterr().out
+    assert "| measure | measured | ratio | target |" in out and "quick toy model" in out
+
+
+@pytest.mark.parametrize("sdpa", [False, True])
+def test_the_pytorch_twin_computes_the_same_function(sdpa):
+    torch = pytest.importorskip("torch")
+    from tinymix.bench_torch import TorchTwin, max_logit_difference
+    workload = bench.make_workload(quick=True)
+    model, _ = bench.build(workload, bench.ADAMIX)
+    twin = TorchTwin(torch, model, sdpa=sdpa)
+    ids, mask, labels = workload.batches[0]
+    assert max_logit_difference(twin, model, ids, mask) < 1e-4
+    twin.train_step(ids, mask, labels)             # runs, and moves only the trainable weights
+    moved = {n for n, p in twin.p.items() if not torch.equal(p.detach().cpu(),
+                                                               torch.from_numpy(model.state_dict()[n]))}
+    assert moved and all(twin.p[n].requires_grad for n in moved)
