@@ -29,6 +29,8 @@ def add_arguments(parser):
     parser.add_argument("--random-runs", type=int, default=2, help="random-routing inference runs per AdaMix model")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--train-size", type=int, default=2000)
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: build the table from the runs that finished, listing the missing ones")
     parser.add_argument("--model", default="minilm-l6", help="the pretrained backbone (random-tiny for a smoke run)")
     parser.add_argument("--out", default="runs/compare")
 
@@ -54,6 +56,9 @@ def run_one(name, overrides, seed, args, splits):
     if (folder / "results.json").is_file():
         print(f"{name} seed {seed}: done before, reading {folder / 'results.json'}")
         return checkpoint.load_json(folder / "results.json")
+    if getattr(args, "report_only", False):
+        print(f"{name} seed {seed}: not run")
+        return None
     cfg = TrainConfig(seed=seed, epochs=args.epochs, train_size=args.train_size, out=str(folder),
                       model=args.model, progress=False, **overrides)
     print(f"{name} seed {seed}: training", flush=True)
@@ -84,15 +89,21 @@ def compare_command(args, splits=None):
         experiments += [(name, {"method": "adamix", **o}, args.ablation_seeds) for name, o in ABLATIONS.items()]
     runs = {name: [run_one(name, overrides, seed, args, splits) for seed in range(seeds)]
             for name, overrides, seeds in experiments}
+    missing = [f"{name} (seed {seed})" for name, found in runs.items() for seed, r in enumerate(found) if r is None]
+    runs = {name: [r for r in found if r is not None] for name, found in runs.items()}
+    runs = {name: found for name, found in runs.items() if found}
+    methods = [m for m in methods if m in runs]
     rows = [_summary(name, found) for name, found in runs.items()]
     rows += _inference_rows(runs.get("adamix", []))
     out = Path(args.out)
     claims = check_claims(rows, runs.get("adamix", []))
-    checkpoint.save_json(out / "results.json", {"rows": rows, "claims": claims, "budget": {
+    checkpoint.save_json(out / "results.json", {"rows": rows, "claims": claims, "missing": missing, "budget": {
         "epochs": args.epochs, "train_size": args.train_size, "seeds": args.seeds,
         "ablation_seeds": args.ablation_seeds, "random_runs": args.random_runs}})
     table = markdown_table(rows, args)
-    (out / "results.md").write_text(table + "\n" + "\n".join(claims) + "\n")
+    if missing:
+        table += "\n\nNot run (out of time): " + ", ".join(missing) + "."
+    (out / "results.md").write_text(table + "\n\n" + "\n".join(claims) + "\n")
     print(table)
     print("\n".join(claims))
     _figures(rows, runs, methods, out)
