@@ -73,6 +73,10 @@ def test_parameter_counts_per_method():
     adapter = layers * (hidden * bottleneck + bottleneck + bottleneck * hidden + hidden)
     assert counts["adamix"][1] == adapter
     assert counts["full"][0] == counts["full"][1] == counts["full"][2]      # every weight trains
+    model, _ = nlg.build_model(nlg.NLGConfig(method="lora", also_train="word_embeddings"))
+    assert model.num_parameters(trainable_only=True) == lora + 2048 * hidden  # + the tied embeddings
+    with pytest.raises(ValueError, match="no parameter name contains 'nope'"):
+        nlg.build_model(nlg.NLGConfig(method="lora", also_train="nope"))
 
 
 def test_a_short_adamix_lora_run_merges_and_folds_without_changing_the_model():

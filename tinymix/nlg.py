@@ -71,6 +71,8 @@ class NLGConfig:
     lora_alpha: float = 32.0
     lora_dropout: float = 0.1
     bottleneck: int = 8              # adapters: about as many merged parameters as LoRA r=4 on q, v
+    also_train: str = ""             # frozen weights to train too, by name part, comma-separated
+                                     # (HF PEFT's modules_to_save), e.g. "word_embeddings"
     decoding: str = "beam"           # "beam" or "greedy"
     beam_width: int = 10
     length_penalty: float = 0.8
@@ -195,7 +197,14 @@ def build_model(cfg):
     backbone, tokenizer = load_pretrained(cfg.model)
     if backbone.config.kind != "decoder":
         raise ValueError(f"the e2e task needs a decoder (GPT) model, and {cfg.model!r} is an encoder")
-    return peft.get_peft_model(LanguageModel(backbone), peft_config(cfg)), tokenizer
+    model = peft.get_peft_model(LanguageModel(backbone), peft_config(cfg))
+    for part in filter(None, cfg.also_train.split(",")):
+        chosen = [p for name, p in model.named_parameters() if part in name]
+        if not chosen:
+            raise ValueError(f"also_train: no parameter name contains {part!r}")
+        for p in chosen:
+            p.requires_grad = True
+    return model, tokenizer
 
 
 def train(cfg, splits=None):
