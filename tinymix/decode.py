@@ -58,7 +58,7 @@ class _Stepper:
 
     def start(self, prompts):                                            # (B, t) -> (B, V) on the host
         self.sequences = backend.to_numpy(prompts).astype("int64")
-        return self._log_probs(self.model(self.sequences, cache=self.cache))
+        return self._next(self.sequences)
 
     def step(self, new_tokens, parents=None):
         """Append one token to each sequence (after keeping rows `parents`, for beam search)."""
@@ -69,13 +69,13 @@ class _Stepper:
                 self.cache.reorder(parents)
         self.sequences = backend.to_numpy([row + [t] for row, t in
                                            zip(self.sequences.tolist(), new_tokens[:, 0].tolist())])
-        if self.cache is not None:
-            return self._log_probs(self.model(new_tokens, cache=self.cache))
-        return self._log_probs(self.model(self.sequences))
+        return self._next(new_tokens if self.cache is not None else self.sequences)
 
-    @staticmethod
-    def _log_probs(logits):                                               # (B, T, V) -> (B, V)
-        return backend.to_numpy(F.log_softmax(logits[:, -1]).data).astype("float64")
+    def _next(self, ids):                                                 # (B, T) -> (B, V)
+        """Log-probabilities of the next token; the LM head runs on the last position only."""
+        hidden = self.model.transformer(ids, cache=self.cache)           # (B, T, C)
+        logits = self.model.transformer.lm_logits(hidden[:, -1])          # (B, V)
+        return backend.to_numpy(F.log_softmax(logits).data).astype("float64")
 
 
 def _in_eval_mode(fn):
