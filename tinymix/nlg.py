@@ -36,6 +36,7 @@ from .gpt import END_OF_TEXT
 from .optim import AdamW, clip_grad_norm, linear_warmup_decay
 from .pretrained import load_pretrained
 from .tensor import no_grad
+from .train import decay_groups
 from .transformer import LanguageModel
 
 METHODS = ("lora", "adamix-lora", "adamix", "adapter", "full")
@@ -219,7 +220,7 @@ def train(cfg, splits=None):
     validation_pairs, _ = encode_pairs(encoder, splits["validation"])
     consistency_weight = cfg.consistency_weight if cfg.method.startswith("adamix") else 0.0
     lr = DEFAULT_LR.get(cfg.method, cfg.lr) if cfg.lr == NLGConfig.lr else cfg.lr
-    optimizer = AdamW(_decay_groups(model, cfg.weight_decay), lr=lr)
+    optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr)
     warmup_steps = int(cfg.warmup * cfg.steps)
     stream = batches(train_pairs, cfg.batch_size, backend.host_generator([cfg.seed, 7]))
     history, losses, best, best_weights = [], [], math.inf, None
@@ -282,13 +283,6 @@ def train(cfg, splits=None):
         peft.save_adapter(model, Path(cfg.out) / "merged")
     result["model"], result["encoder"], result["losses"] = model, encoder, losses
     return result
-
-
-def _decay_groups(model, weight_decay):
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    no_decay = lambda n: n.endswith(".bias") or "norm" in n
-    return [{"params": [(n, p) for n, p in named if not no_decay(n)], "weight_decay": weight_decay},
-            {"params": [(n, p) for n, p in named if no_decay(n)], "weight_decay": 0.0}]
 
 
 def generate(model, encoder, mrs, cfg):

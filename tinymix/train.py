@@ -150,7 +150,7 @@ def train(cfg, splits=None, before_merge=None):
     model, tokenizer = build_model(cfg, num_labels)
     consistency_weight = cfg.consistency_weight if cfg.method.startswith("adamix") else 0.0
     lr = DEFAULT_LR.get(cfg.method, cfg.lr) if cfg.lr == TrainConfig.lr else cfg.lr
-    optimizer = AdamW(_decay_groups(model, cfg.weight_decay), lr=lr)
+    optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr)
     steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(cfg.warmup * total_steps)
@@ -229,7 +229,7 @@ def train(cfg, splits=None, before_merge=None):
     return result
 
 
-def _decay_groups(model, weight_decay):
+def decay_groups(model, weight_decay):
     """Weight decay on weight matrices; none on biases and LayerNorm parameters (the usual recipe)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     no_decay = lambda n: n.endswith(".bias") or "norm" in n
