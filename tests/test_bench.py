@@ -113,3 +113,21 @@ def test_the_pytorch_twin_computes_the_same_function(sdpa):
     moved = {n for n, p in twin.p.items() if not torch.equal(p.detach().cpu(),
                                                                torch.from_numpy(model.state_dict()[n]))}
     assert moved and all(twin.p[n].requires_grad for n in moved)
+
+
+def test_a_training_step_makes_no_float64_array(monkeypatch):
+    # NumPy 2 promotes float32 with a NumPy float64 scalar to float64, silently and 4-5x slower
+    # (assets.md section 5): every array an op makes in the benchmark's step must stay float32
+    from tinymix.tensor import Tensor
+    made = []
+    original = Tensor._make.__func__
+    monkeypatch.setattr(Tensor, "_make", classmethod(lambda cls, data, parents, backward:
+                                                     made.append(data.dtype) or original(cls, data, parents, backward)))
+    workload = bench.make_workload(quick=True)
+    model, optimizer = bench.build(workload, bench.ADAMIX)
+    bench.train_step(model, optimizer, workload.batches[0], 1.0)
+    assert made and {str(d) for d in made} == {"float32"}
+    for p in model.parameters():
+        assert p.dtype == np.float32 and (p.grad is None or p.grad.dtype == np.float32)
+    for state in optimizer.state.values():
+        assert all(v.dtype == np.float32 for k, v in state.items() if k != "step")
