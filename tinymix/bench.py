@@ -31,6 +31,7 @@ import os
 import statistics
 import time
 import tracemalloc
+import warnings
 from dataclasses import dataclass
 
 from . import adamix, assets, backend, peft
@@ -220,15 +221,18 @@ TORCH_VARIANTS = {"PyTorch, explicit attention": False, "PyTorch, scaled_dot_pro
 
 def host_synchronisation(step):
     """Whether `step` makes the host wait for the GPU: run once with CuPy's synchronisation detector
-    (cupyx.allow_synchronize) set to refuse. Returns a sentence for the report."""
+    (cupyx.allow_synchronize, deprecated since CuPy 10 and perhaps gone) set to refuse. It sees the
+    waits CuPy itself declares (reading a value back, .get(), .item()). Returns a sentence."""
     if backend.name != "cupy":
         return "not applicable on the numpy backend (no device)"
     syncdetect = getattr(getattr(xp, "_core", None), "syncdetect", None)
     if syncdetect is None:
         return "not checked: this CuPy has no synchronisation detector"
     try:
-        with syncdetect.allow_synchronize(False):
-            step()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            with syncdetect.allow_synchronize(False):
+                step()
     except syncdetect.DeviceSynchronized as error:
         return f"DETECTED: {error}"
     return "none detected in a full step"
