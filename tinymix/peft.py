@@ -161,11 +161,19 @@ def _transformer(model):
     raise TypeError(f"{type(model).__name__} holds no tinymix Transformer to adapt")
 
 
+def _module(config):
+    """(kind, settings) of the module a config injects at each site: ("adapter", AdapterConfig) or
+    ("lora", LoRAConfig) — for AdaMix, the kind it mixes — or (None, None) for BitFit and full."""
+    if config.method == "adamix":
+        return config.module, getattr(config, config.module, None)
+    if config.method in ("adapter", "lora"):
+        return config.method, config
+    return None, None
+
+
 def _check(config, transformer):
     """Validate a config against the model before anything is changed."""
     hidden = transformer.config.hidden_size
-    adapter = config.adapter if config.method == "adamix" else config
-    lora = config.lora if config.method == "adamix" else config
     if config.method == "adamix":
         if config.num_experts < 1:
             raise ValueError(f"num_experts must be at least 1, got {config.num_experts}")
@@ -177,12 +185,15 @@ def _check(config, transformer):
             raise ValueError(f"fixed_expert {config.fixed_expert} is not one of the {config.num_experts} experts")
         if config.module not in ("adapter", "lora"):
             raise ValueError(f"AdaMix mixes 'adapter' or 'lora' modules, got {config.module!r}")
-    if config.method == "adapter" or (config.method == "adamix" and config.module == "adapter"):
+    kind, settings = _module(config)
+    if kind == "adapter":
+        adapter = settings
         if not 1 <= adapter.bottleneck <= hidden:
             raise ValueError(f"bottleneck must be between 1 and the hidden size {hidden}, got {adapter.bottleneck}")
         if adapter.placement not in PLACEMENTS:
             raise ValueError(f"unknown adapter placement {adapter.placement!r}: choose one of {PLACEMENTS}")
-    if config.method == "lora" or (config.method == "adamix" and config.module == "lora"):
+    if kind == "lora":
+        lora = settings
         unknown = [t for t in lora.target_modules if t not in LORA_TARGETS]
         if unknown or not lora.target_modules:
             raise ValueError(f"unknown LoRA target modules {unknown or '(none given)'}; available: {LORA_TARGETS}")
@@ -203,7 +214,7 @@ def _projection(config, make_linear, shared, route=None):
 
 
 def _make_adapter(config, hidden):
-    r = (config.adapter if config.method == "adamix" else config).bottleneck
+    r = _module(config)[1].bottleneck
     sharing = getattr(config, "sharing", "both")
     down = _projection(config, lambda: Linear(hidden, r), sharing in ("down", "both"))
     up = _projection(config, lambda: Linear(r, hidden), sharing in ("up", "both"))
@@ -220,7 +231,7 @@ def _lora_sites(block):
 def _inject_lora(config, block):
     """Wrap each target Linear of a block in a LoRALinear. With AdaMix, all targets of a layer use
     one expert index per side: the first target in forward order draws it, the others follow."""
-    lora = config.lora if config.method == "adamix" else config
+    lora = _module(config)[1]
     sharing = getattr(config, "sharing", "both")
     routes = [None, None]                                    # the A-side and B-side routes of this layer
     for target in sorted(lora.target_modules, key=LORA_TARGETS.index):   # forward order
@@ -257,16 +268,17 @@ def get_peft_model(model, config):
         raise ValueError(f"unknown method {config.method!r}")
     _check(config, transformer)
     model.requires_grad_(False)
+    kind, settings = _module(config)
     for block in transformer.layers:
-        if config.method == "adapter" or (config.method == "adamix" and config.module == "adapter"):
-            placement = (config.adapter if config.method == "adamix" else config).placement
+        if kind == "adapter":
+            placement = settings.placement
             if placement in ("ffn", "houlsby"):
                 block.ffn_adapter = _make_adapter(config, hidden)
             if placement == "houlsby":
                 block.attention_adapter = _make_adapter(config, hidden)
             if placement == "pfeiffer":
                 block.output_adapter = _make_adapter(config, hidden)
-        elif config.method == "lora" or config.method == "adamix":
+        elif kind == "lora":
             _inject_lora(config, block)
     if config.method == "full":
         model.requires_grad_(True)
