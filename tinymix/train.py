@@ -133,7 +133,7 @@ def _check_labels(split, num_labels, name):
 
 
 def train(cfg, splits=None, before_merge=None):
-    """Fine-tune, select on validation, evaluate on test (averaged and merged). Returns a dict.
+    """Fine-tune, select on validation, merge, evaluate the merged model on test. Returns a dict.
     `before_merge(model, tokenizer, splits)`, if given, runs on the best unmerged model and returns a
     dict added to the result (compare uses it for random- and fixed-routing inference)."""
     started = time.perf_counter()
@@ -173,7 +173,7 @@ def train(cfg, splits=None, before_merge=None):
             optimizer.lr = lr * linear_warmup_decay(state["step"], warmup_steps, total_steps)
             ids, mask = tokenizer(texts)
             targets = labels_of(labels)
-            loss, task_loss, consistency = adamix.two_pass_loss(
+            loss, _, _ = adamix.two_pass_loss(
                 lambda: model(ids, mask), lambda logits: F.cross_entropy(logits, targets), consistency_weight)
             value = loss.item()
             if not math.isfinite(value):
