@@ -467,6 +467,62 @@ def test_two_pass_loss_is_task_plus_weighted_consistency():
     assert next(calls) is passes[1]                                     # no second pass was run
 
 
+def _one_step_gradients(module, weight, low_memory, backend_name):
+    """Gradients, loss and the generators' next draws after one AdaMix step with dropout everywhere."""
+    backend.set_backend(backend_name)
+    model = adamix_model(module, classifier_dropout=0.1, lora_dropout=0.1,
+                         config=tiny_config(dropout=0.1)).train()
+    ids, mask, labels = tiny_batch()
+    tinymix.manual_seed(11)
+    args = (lambda: model(ids, mask), lambda z: F.cross_entropy(z, labels), weight)
+    if low_memory:
+        loss, task, consistency = adamix.two_pass_backward_low_memory(*args)
+        assert not loss.requires_grad
+    else:
+        loss, task, consistency = adamix.two_pass_loss(*args)
+        loss.backward()
+    grads = {n: backend.to_numpy(p.grad) for n, p in model.named_parameters() if p.grad is not None}
+    after = (backend.host_rng.integers(1 << 30), backend.to_numpy(backend.device_uniform((3,), "float32")))
+    return loss.item(), grads, after
+
+
+@pytest.mark.parametrize("module", ["adapter", "lora"])
+@pytest.mark.parametrize("weight", [0.0, 5.0])
+def test_low_memory_step_gives_the_same_loss_and_gradients(module, weight, backend_name):
+    loss, grads, after = _one_step_gradients(module, weight, False, backend_name)
+    low_loss, low_grads, low_after = _one_step_gradients(module, weight, True, backend_name)
+    assert low_loss == pytest.approx(loss, rel=1e-6)
+    assert grads.keys() == low_grads.keys() and len(grads) > 4
+    for name in grads:
+        np.testing.assert_allclose(low_grads[name], grads[name], rtol=1e-4, atol=1e-7, err_msg=name)
+    assert after[0] == low_after[0]                   # both generators end where a normal step leaves them
+    np.testing.assert_array_equal(after[1], low_after[1])
+
+
+def test_dropout_replay_hands_back_the_recorded_masks_and_checks_them():
+    x = Tensor(np.ones((4, 5), dtype=np.float32))
+    masks = []
+    tinymix.manual_seed(3)
+    with F.dropout_tape(masks):
+        first, second = F.dropout(x, 0.5, True).numpy(), F.dropout(x, 0.5, True).numpy()
+    assert len(masks) == 2 and not np.array_equal(first, second)
+    with F.dropout_tape(masks, replay=True):
+        assert np.array_equal(F.dropout(x, 0.5, True).numpy(), first)
+        assert np.array_equal(F.dropout(x, 0.5, True).numpy(), second)
+    with pytest.raises(RuntimeError, match="same shapes"):
+        with F.dropout_tape(masks, replay=True):
+            F.dropout(Tensor(np.ones((2, 2), dtype=np.float32)), 0.5, True)
+    with pytest.raises(RuntimeError, match="fewer masks"):
+        with F.dropout_tape(masks, replay=True):
+            F.dropout(x, 0.5, True)
+
+
+def test_lm_consistency_rejects_a_mask_without_targets():
+    z = Tensor(np.zeros((2, 3, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="no target token"):
+        adamix.consistency_loss(z, z, np.zeros((2, 3), dtype=bool))
+
+
 def test_experts_start_independent_or_as_identical_copies():
     def weights(expert_init):
         mixture = adamix.make_mixture(lambda: Linear(4, 3), NUM_EXPERTS, expert_init)

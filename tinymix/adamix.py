@@ -7,7 +7,8 @@ Read this file in order; each step names the section of ../shared/docs/adamix.md
      random from the host generator — a step costs what a single module costs.               (§3)
   3. Some projections are shared: one Linear instead of a Mixture (default: the up-projection /
      LoRA B).                                                                                (§5)
-  4. Two forward passes with independent routes are tied by a symmetric-KL consistency loss.  (§4)
+  4. Two forward passes with independent routes are tied by a symmetric-KL consistency loss;
+     a low-memory variant keeps one pass's activations at a time by recomputing pass 2.     (§4)
   5. Inference: "average" — each Mixture acts as ONE Linear whose weights are the uniform mean of
      its experts' (AdaMix proper); "random" — a random expert per example; "fixed" — expert k.  (§6)
   6. merge(): replace every Mixture by that averaged Linear, so the deployed model has the size and
@@ -19,7 +20,7 @@ from . import backend
 from . import functional as F
 from .backend import xp
 from .nn import Linear, Module, ModuleList, Parameter
-from .tensor import stack
+from .tensor import Tensor, no_grad, stack
 
 INFERENCE_MODES = ("average", "random", "fixed")
 
@@ -118,13 +119,15 @@ def mixtures(model):
 def consistency_loss(logits_1, logits_2, target_mask=None):
     """§4: symmetric KL between the two passes' predictions, each side's target detached.
     Classification: logits (B, classes). Language modelling: logits (B, T, V) with target_mask (B, T)
-    marking the target tokens — the KL is averaged over those tokens only."""
-    if target_mask is not None:
-        rows = xp.nonzero(backend.from_numpy(target_mask).reshape(-1))[0]    # flat target positions
-        vocab = logits_1.shape[-1]
-        logits_1 = logits_1.reshape(-1, vocab)[rows]                         # (n_targets, V)
-        logits_2 = logits_2.reshape(-1, vocab)[rows]
-    return F.symmetric_kl(logits_1, logits_2)
+    marking the target tokens — the KL is averaged over those tokens only (each target position
+    weighs 1 / number of targets, every other position 0)."""
+    if target_mask is None:
+        return F.symmetric_kl(logits_1, logits_2)
+    count = int(target_mask.sum())                  # a host mask: counting it costs the GPU nothing
+    if count == 0:
+        raise ValueError("target_mask marks no target token: the consistency loss would be 0 / 0")
+    weights = backend.from_numpy(target_mask.astype("float32") / count)      # (B, T)
+    return F.symmetric_kl(logits_1, logits_2, weights)
 
 
 def two_pass_loss(forward, task_loss, consistency_weight, target_mask=None):
@@ -139,6 +142,38 @@ def two_pass_loss(forward, task_loss, consistency_weight, target_mask=None):
     logits_2 = forward()
     consistency = consistency_loss(logits_1, logits_2, target_mask)
     return task + consistency * consistency_weight, task, consistency
+
+
+def two_pass_backward_low_memory(forward, task_loss, consistency_weight, target_mask=None):
+    """two_pass_loss(...) and its backward, with ONE pass's activations alive at a time instead of
+    two — the same gradients for the price of one more forward pass (recomputation):
+      1. pass 1, recording its graph -> z1
+      2. pass 2 without a graph -> z2; its routes' generator state and its dropout masks are kept
+      3. the loss on detached copies of z1 and z2 -> backward gives dLoss/dz1 and dLoss/dz2
+         (cheap: it touches the logits only)
+      4. pass 1's backward from dLoss/dz1; its activations are freed
+      5. pass 2 again, with its graph, replaying the same routes and dropout masks, so it computes
+         the same z2 -> its backward from dLoss/dz2
+    Returns (loss, task, consistency) like two_pass_loss, detached: backward has already run."""
+    logits_1 = forward()
+    if consistency_weight == 0:
+        task = task_loss(logits_1)
+        task.backward()
+        return task.detach(), task.detach(), None
+    routes, masks = backend.host_rng.bit_generator.state, []
+    with no_grad(), F.dropout_tape(masks):
+        z2 = forward().data
+    leaf_1, leaf_2 = Tensor(logits_1.data, requires_grad=True), Tensor(z2, requires_grad=True)
+    leaves = iter((leaf_1, leaf_2))
+    loss, task, consistency = two_pass_loss(lambda: next(leaves), task_loss, consistency_weight, target_mask)
+    loss.backward()
+    logits_1.backward(leaf_1.grad)
+    del logits_1                                                  # pass 1's graph is released
+    backend.host_rng.bit_generator.state = routes                 # the same route draws again ...
+    with F.dropout_tape(masks, replay=True):                      # ... and the same dropout masks
+        logits_2 = forward()
+    logits_2.backward(leaf_2.grad)
+    return loss.detach(), task.detach(), consistency.detach()
 
 
 # ---- 5. inference modes ----------------------------------------------------------------------------

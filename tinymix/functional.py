@@ -6,6 +6,7 @@ keeps all their intermediate arrays alive; the fused op records one node and kee
 The lessons derive every backward line by line.
 """
 import math
+from contextlib import contextmanager
 
 from . import backend
 from .backend import xp
@@ -95,10 +96,13 @@ def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0):
     return Tensor._make(loss, (logits,), backward)
 
 
-def kl_div(input_logits, target_logits):
+def kl_div(input_logits, target_logits, weights=None):
     """KL(softmax(target) || softmax(input)), summed over the last axis and averaged over all other
     positions (for (batch, classes) logits: PyTorch's reduction="batchmean").
-    d/dinput = (p - q) / n;  d/dtarget = q * (log q - log p - KL_row) / n."""
+    `weights` (the leading shape, e.g. (B, T)), if given, replaces the uniform average by a weighted
+    sum: a language model's target mask divided by its count averages over target tokens only, with no
+    data-dependent gather (on a GPU, finding the masked positions would wait for the device).
+    d/dinput = (p - q) w;  d/dtarget = q * (log q - log p - KL_row) w,  with w = 1 / n by default."""
     p_logits, q_logits = _tensor(input_logits), _tensor(target_logits)
     if p_logits.shape != q_logits.shape:
         raise ValueError(f"kl_div needs logits of one shape, got {p_logits.shape} and {q_logits.shape}")
@@ -106,24 +110,32 @@ def kl_div(input_logits, target_logits):
     log_q = log_softmax(q_logits.detach()).data
     q = xp.exp(log_q)
     kl_rows = (q * (log_q - log_p)).sum(axis=-1, keepdims=True)
-    n = max(q.size // q.shape[-1], 1)
+    if weights is None:
+        w = 1.0 / max(q.size // q.shape[-1], 1)
+    else:
+        w = weights.data if isinstance(weights, Tensor) else weights
+        if tuple(w.shape) != tuple(q.shape[:-1]):
+            raise ValueError(f"kl_div weights must have the logits' leading shape {q.shape[:-1]}, "
+                             f"got {tuple(w.shape)}")
+        w = xp.asarray(w, dtype=q.dtype)[..., None]
     dp, dq = p_logits._sink(), q_logits._sink()
 
     def backward(g):
-        scale = g / n
+        scale = g * w
         if dp is not None:
             dp._accumulate((xp.exp(log_p) - q) * scale)
         if dq is not None:
             dq._accumulate(q * (log_q - log_p - kl_rows) * scale)
-    return Tensor._make(xp.asarray(kl_rows.sum() / n), (p_logits, q_logits), backward)
+    return Tensor._make(xp.asarray((kl_rows * w).sum()), (p_logits, q_logits), backward)
 
 
-def symmetric_kl(p_logits, q_logits):
+def symmetric_kl(p_logits, q_logits, weights=None):
     """AdaMix's consistency loss (adamix.md section 4):
         0.5 * [ KL(sg(softmax q) || softmax p) + KL(sg(softmax p) || softmax q) ]
-    Each direction stops the gradient on its target: p learns to match q and q to match p."""
+    Each direction stops the gradient on its target: p learns to match q and q to match p.
+    `weights`: per position, as in kl_div (default: the plain average)."""
     p_logits, q_logits = _tensor(p_logits), _tensor(q_logits)
-    return (kl_div(p_logits, q_logits.detach()) + kl_div(q_logits, p_logits.detach())) * 0.5
+    return (kl_div(p_logits, q_logits.detach(), weights) + kl_div(q_logits, p_logits.detach(), weights)) * 0.5
 
 
 # ---- attention -------------------------------------------------------------------------------------
@@ -151,7 +163,7 @@ def attention(q, k, v, mask_bias=None, dropout_p=0.0, training=False):
     keep, drop_scale = None, 1.0 / (1.0 - dropout_p)
     weights = y
     if training and dropout_p > 0.0:
-        keep = backend.device_uniform(y.shape, y.dtype) >= dropout_p
+        keep = _keep_mask(y.shape, y.dtype, dropout_p)
         weights = y * keep
         weights *= drop_scale
     out = weights @ v.data                                      # (..., T, D)
@@ -297,6 +309,42 @@ def gelu(x, approximate=False):
     return Tensor._make(out, (x,), backward)
 
 
+# ---- dropout -----------------------------------------------------------------------------------
+
+_tape = None  # None, or [masks, replay?]: see dropout_tape
+
+
+@contextmanager
+def dropout_tape(masks, replay=False):
+    """Record every dropout mask drawn inside the block into the list `masks` (replay=False), or hand
+    the recorded masks out again, in order, instead of drawing new ones (replay=True). AdaMix's
+    low-memory step runs a forward pass a second time and needs it to drop exactly the same entries.
+    The masks are boolean: a quarter of the memory of the activations they were drawn for."""
+    global _tape
+    previous, _tape = _tape, [masks if not replay else iter(masks), replay]
+    try:
+        yield
+        if replay and next(_tape[0], None) is not None:
+            raise RuntimeError("dropout replay drew fewer masks than were recorded: the replayed "
+                               "forward pass must be the recorded one")
+    finally:
+        _tape = previous
+
+
+def _keep_mask(shape, dtype, p):
+    """A boolean mask, True with probability 1 - p: drawn from the device generator, or from the tape."""
+    if _tape is not None and _tape[1]:
+        keep = next(_tape[0], None)
+        if keep is None or keep.shape != tuple(shape):
+            raise RuntimeError("dropout replay does not match the recording: the forward pass that is "
+                               "replayed must draw the same masks, of the same shapes, in the same order")
+        return keep
+    keep = backend.device_uniform(shape, dtype) >= p
+    if _tape is not None:
+        _tape[0].append(keep)
+    return keep
+
+
 def dropout(x, p, training):
     """Inverted dropout: zero each entry with probability p and scale the rest by 1 / (1 - p), so the
     expected value is unchanged and evaluation (training=False) is the identity."""
@@ -307,7 +355,7 @@ def dropout(x, p, training):
         return x
     # The mask stays boolean (a quarter of a float32 mask's memory, kept until backward); it multiplies
     # the float array before the scale does: bool * 1.25 would promote to float64 under NumPy 2's rules
-    keep = backend.device_uniform(x.shape, x.dtype) >= p
+    keep = _keep_mask(x.shape, x.dtype, p)
     scale = 1.0 / (1.0 - p)
     dx = x._sink()
 
