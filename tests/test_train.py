@@ -101,6 +101,26 @@ def test_a_nan_loss_stops_the_run_and_leaves_the_last_checkpoint_intact(tmp_path
     assert {p.name: p.read_bytes() for p in last.iterdir()} == before
 
 
+def test_a_nan_loss_is_found_at_its_own_step_when_losses_are_read_in_groups(monkeypatch):
+    interrupt_at_call(monkeypatch, 2, make=lambda loss: loss * float("nan"))   # the 2nd step's loss
+    with pytest.raises(FloatingPointError, match=r"loss became nan at step 1 \(epoch 1\); stopping\. Try"):
+        train(tiny_config(epochs=1, log_every=4), tiny_splits())
+
+
+def test_low_memory_training_repeats_the_normal_run():
+    splits = tiny_splits()
+    normal = train(tiny_config(epochs=2, log_every=4), splits)
+    low = train(tiny_config(epochs=2, low_memory=True), splits)
+    assert len(low["losses"]) == len(normal["losses"]) == 12
+    np.testing.assert_allclose(low["losses"], normal["losses"], rtol=1e-4)
+    assert low["test_accuracy"] == normal["test_accuracy"]
+
+
+def test_log_every_must_be_positive():
+    with pytest.raises(ValueError, match="log_every must be at least 1"):
+        tiny_config(log_every=0)
+
+
 @pytest.mark.parametrize("method", train_module.METHODS)
 def test_every_method_trains(method):
     result = train(tiny_config(method=method, lr=1e-2), tiny_splits(n_train=16, n_eval=8))

@@ -3,7 +3,8 @@
     result = train(TrainConfig(method="adamix", epochs=2))
 
 Per step: tokenize a batch (padded to its longest sentence) -> AdaMix's two passes and consistency
-loss (adamix.two_pass_loss; one pass for the other methods) -> backward -> clip the global gradient
+loss (adamix.two_pass_loss; one pass for the other methods) -> backward (or both at once, recomputing
+pass 2: adamix.two_pass_backward_low_memory, with --low-memory) -> clip the global gradient
 norm -> AdamW step -> learning-rate schedule (linear warm-up, linear decay). After each epoch: accuracy
 on validation; the best epoch's trainable weights are kept (chosen on validation only), and a resumable
 checkpoint (weights, optimizer, progress) is written atomically. At the end the best weights are
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from . import adamix, backend, checkpoint, data, peft
 from . import functional as F
+from .backend import xp
 from .optim import AdamW, clip_grad_norm, linear_warmup_decay
 from .pretrained import load_pretrained
 from .tensor import no_grad
@@ -48,11 +50,15 @@ class TrainConfig:
     sharing: str = "up"
     inference: str = "average"
     consistency_weight: float = 1.0
+    low_memory: bool = False         # AdaMix: recompute pass 2 in backward (same gradients, one more
+                                     # forward, one pass's activations alive instead of two)
     expert_init: str = "independent"
     bottleneck: int = 16
     lora_rank: int = 4
     lora_alpha: float = 32.0
     out: str = ""                    # run folder ("" = nothing written)
+    log_every: int = 10              # read the losses back (and check them) every N steps: on a GPU
+                                     # each read waits for the device, so not every step
     resume: bool = False
     progress: bool = True
 
@@ -62,6 +68,8 @@ class TrainConfig:
         if self.task != "movie-reviews" and not Path(self.task).is_dir():
             raise ValueError(f"unknown task {self.task!r}: use 'movie-reviews' or a folder holding "
                              "train.tsv, dev.tsv and test.tsv")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be at least 1 step, got {self.log_every}")
 
 
 def peft_config(cfg):
@@ -169,26 +177,27 @@ def train(cfg, splits=None, before_merge=None):
         # Each epoch's randomness (order, routes, dropout) is seeded by (seed, epoch): a resumed run
         # repeats exactly what an uninterrupted one does, on NumPy and on CuPy.
         backend.manual_seed([cfg.seed, epoch])
+        pending = []                                  # this epoch's losses not yet read back
         for texts, labels in length_grouped_batches(train_split, cfg.batch_size, backend.host_rng):
             optimizer.lr = lr * linear_warmup_decay(state["step"], warmup_steps, total_steps)
             ids, mask = tokenizer(texts)
             targets = labels_of(labels)
-            loss, _, _ = adamix.two_pass_loss(
-                lambda: model(ids, mask), lambda logits: F.cross_entropy(logits, targets), consistency_weight)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"loss became {value} at step {state['step']} (epoch {epoch + 1}); stopping. "
-                    + (f"The last good checkpoint in {run / 'last'} is intact." if run else "")
-                    + " Try a lower --lr.")
+            objective = (lambda: model(ids, mask), lambda logits: F.cross_entropy(logits, targets),
+                         consistency_weight)
             optimizer.zero_grad()
-            loss.backward()
-            clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm)
+            if cfg.low_memory:
+                loss, _, _ = adamix.two_pass_backward_low_memory(*objective)
+            else:
+                loss, _, _ = adamix.two_pass_loss(*objective)
+                loss.backward()
+            clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm, as_float=False)  # no GPU wait
             optimizer.step()
             state["step"] += 1
-            state["losses"].append(value)
+            pending.append(loss.data)                 # stays on the device until the next read
             bar.update(1)
-            bar.set_postfix(loss=f"{value:.4f}")
+            if len(pending) == cfg.log_every:
+                _read_losses(pending, state, epoch, run, bar)
+        _read_losses(pending, state, epoch, run, bar)
         bar.close()
         accuracy = evaluate(model, tokenizer, splits["validation"], cfg.eval_batch_size)
         state["history"].append({"epoch": epoch + 1, "validation_accuracy": accuracy,
@@ -229,6 +238,24 @@ def train(cfg, splits=None, before_merge=None):
     return result
 
 
+def _read_losses(pending, state, epoch, run, bar):
+    """Bring the pending step losses to the host in one transfer (on a GPU: one wait per call, not per
+    step), stop on the first that is not finite, and log them."""
+    if not pending:
+        return
+    values = backend.to_numpy(xp.stack(pending)).tolist()
+    first_step = state["step"] - len(pending)
+    for i, value in enumerate(values):
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"loss became {value} at step {first_step + i} (epoch {epoch + 1}); stopping."
+                + (f" The last good checkpoint in {run / 'last'} is intact." if run else "")
+                + " Try a lower --lr.")
+    state["losses"] += values
+    pending.clear()
+    bar.set_postfix(loss=f"{values[-1]:.4f}")
+
+
 def decay_groups(model, weight_decay):
     """Weight decay on weight matrices; none on biases and LayerNorm parameters (the usual recipe)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -261,7 +288,7 @@ def _remove_tree(folder):
 
 
 # settings a resumed run may change; any other difference means another experiment
-_RESUMABLE = {"epochs", "resume", "progress", "out", "eval_batch_size"}
+_RESUMABLE = {"epochs", "resume", "progress", "out", "eval_batch_size", "low_memory", "log_every"}
 
 
 def _resume(run, cfg, model, optimizer):
