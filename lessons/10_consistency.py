@@ -158,7 +158,59 @@ save_figure(figure, "10_expert_disagreement.png")
 # the data size (the paper reports the largest drops without it on the smallest GLUE tasks); a toy
 # this size does not settle that, so no assert claims it.
 #
+# ## The price in memory, and paying it in time instead
+#
+# Backward needs what each pass saved (activations, dropout masks), and the loss ties the passes
+# together, so both graphs stay alive until the one backward: twice the activations of a single
+# module's step. The loss, though, sees pass 2 only through its logits z2. So:
+#
+#   1. run pass 1 with its graph;  2. run pass 2 WITHOUT a graph, keeping only z2 — but remember its
+#   random choices (the route generator's state and the dropout masks it drew);  3. differentiate the
+#   loss with respect to z1 and z2 alone (cheap);  4. backward through pass 1, which frees it;
+#   5. run pass 2 again WITH its graph, replaying the same routes and masks, and backward from dz2.
+#
+# Same gradients, one more forward pass, one graph alive at a time (`--low-memory` in training).
+# Below: the same step both ways on a toy Transformer with dropout everywhere, and the peak memory
+# of each as NumPy reports it to `tracemalloc`.
+
+# %%
+import tracemalloc
+
+from tinymix import peft
+from tinymix.transformer import SequenceClassifier, Transformer, TransformerConfig
+
+
+def one_step(low_memory):
+    """Gradients and peak bytes of one AdaMix step (fresh model, same seeds either way)."""
+    backend.manual_seed(0)
+    config = TransformerConfig(vocab_size=100, hidden_size=64, num_layers=2, num_heads=4,
+                               intermediate_size=256, max_positions=64, dropout=0.1)
+    model = peft.get_peft_model(SequenceClassifier(Transformer(config), 2),
+                                peft.AdaMixConfig(module="adapter", num_experts=4)).train()
+    ids = backend.host_generator(1).integers(1, 100, size=(32, 48))
+    labels = ids[:, 0] % 2
+    objective = (lambda: model(ids), lambda z: F.cross_entropy(z, labels), 1.0)
+    tracemalloc.start()
+    if low_memory:
+        adamix.two_pass_backward_low_memory(*objective)
+    else:
+        loss, _, _ = adamix.two_pass_loss(*objective)
+        loss.backward()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}, peak
+
+
+grads, peak = one_step(low_memory=False)
+low_grads, low_peak = one_step(low_memory=True)
+worst = max(float(abs(low_grads[n] - grads[n]).max()) for n in grads)
+print(f"{len(grads)} gradients; largest difference between the two ways: {worst:.1e}")
+print(f"peak memory of the step: {peak / 2**20:.1f} MiB both graphs, {low_peak / 2**20:.1f} MiB recomputing")
+assert worst < 1e-5 and low_peak < 0.8 * peak
+
+# %% [markdown]
 # In the library: `tinymix/functional.py` — `kl_div` (both gradients derived in its docstring) and
 # `symmetric_kl`; `tinymix/adamix.py` — `consistency_loss` (with a target-token mask for language
-# models) and `two_pass_loss` (pass 1 carries the task loss, pass 2 only the consistency term);
-# `tinymix/train.py` — `train` calls `two_pass_loss` at every step.
+# models), `two_pass_loss` (pass 1 carries the task loss, pass 2 only the consistency term) and
+# `two_pass_backward_low_memory`; `functional.dropout_tape` records and replays dropout masks;
+# `tinymix/train.py` — `train` calls one of them at every step.

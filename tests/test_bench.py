@@ -18,9 +18,10 @@ def results():
 
 def test_every_measurement_is_there_and_positive(results):
     ratios = {
-        "training": ["one_pass_over_two_passes"],
+        "training": ["one_pass_over_two_passes", "low_memory_over_two_passes"],
         "inference": ["merged_over_single", "average_over_single", "random_over_single"],
-        "memory": ["adamix_over_full", "one_pass_over_full", "adamix_bytes", "one_pass_bytes", "full_bytes"],
+        "memory": ["adamix_over_full", "low_memory_over_full", "one_pass_over_full", "adamix_bytes",
+                   "low_memory_bytes", "one_pass_bytes", "full_bytes"],
         "forward": ["model_gflops", "matmul_gflops", "model_over_matmul"],
         "autograd": ["tracked_op_seconds", "raw_op_seconds", "matmul_tracked_over_raw"],
     }
@@ -28,7 +29,7 @@ def test_every_measurement_is_there_and_positive(results):
         for key in keys:
             value = results[section][key]
             assert isinstance(value, float | int) and value > 0 and np.isfinite(value), (section, key, value)
-    assert set(results["training"]["seconds"]) == {"two passes", "one pass"}
+    assert set(results["training"]["seconds"]) == {"two passes", "one pass", "two passes, low memory"}
     assert set(results["inference"]["seconds"]) == {"single adapter", "AdaMix merged", "AdaMix average",
                                                     "AdaMix random"}
     assert results["backend"] == "numpy"
@@ -39,11 +40,14 @@ def test_memory_is_ordered_as_the_methods_store_things(results):
     # second graph of activations
     m = results["memory"]
     assert m["one_pass_bytes"] < m["adamix_bytes"] < m["full_bytes"]
+    # recomputing pass 2 keeps one graph at a time, plus pass 2's boolean dropout masks
+    assert m["one_pass_bytes"] <= m["low_memory_bytes"] < m["adamix_bytes"]
 
 
 def test_report_has_a_row_per_measurement_and_says_torch_was_skipped(results):
     text = bench.report(results)
-    for words in ("without / with the consistency pass", "AdaMix merged / single adapter", "random routing",
+    for words in ("without / with the consistency pass", "low memory (recomputing pass 2) / two passes",
+                  "AdaMix merged / single adapter", "random routing", "AdaMix low memory (two passes, pass 2",
                   "peak training memory", "forward GFLOP/s", "autograd", "host synchronisation",
                   "PyTorch skipped"):
         assert words in text, words
@@ -63,8 +67,8 @@ def _fake_results():
             "mean_sentence_length": 4.0, "rounds": 1, "load_before": (1.0,), "load_after": (1.0,), "seconds": 1.0,
             "inference": {"seconds": seconds, "merged_over_single": 1.0, "average_over_single": 1.0,
                           "random_over_single": 1.0},
-            "memory": {"adamix_bytes": 3, "one_pass_bytes": 2, "full_bytes": 4, "adamix_over_full": 0.75,
-                       "one_pass_over_full": 0.5},
+            "memory": {"adamix_bytes": 3, "low_memory_bytes": 2, "one_pass_bytes": 2, "full_bytes": 4,
+                       "adamix_over_full": 0.75, "low_memory_over_full": 0.5, "one_pass_over_full": 0.5},
             "forward": {"model_gflops": 1.0, "matmul_gflops": 2.0, "model_over_matmul": 0.5},
             "autograd": {"tracked_op_seconds": 2e-6, "raw_op_seconds": 1e-6, "overhead_seconds": 1e-6,
                          "matmul_tracked_over_raw": 1.0}}

@@ -13,7 +13,9 @@ architecture starts from random weights: speed does not depend on the values. Wi
 1. Training step (forward, backward, clipping, AdamW) with and without the consistency pass. On a
    GPU one more step runs with CuPy's device-synchronisation detector on: the step must not wait.
 2. Inference: AdaMix merged into one adapter vs a single adapter; unmerged "average" and "random".
-3. Peak memory of AdaMix training (two passes; and one, without consistency) vs full fine-tuning
+   A third variant recomputes pass 2 during backward (--low-memory in training): same gradients.
+3. Peak memory of AdaMix training (two passes, with and without recomputing pass 2; and one pass,
+   without consistency) vs full fine-tuning
    (one pass): everything a training run allocates
    (weights, gradients, optimizer state, activations), from tracemalloc, which NumPy reports to; on a
    GPU, the bytes CuPy's memory pool holds (it keeps freed blocks, so it holds the high-water mark).
@@ -170,14 +172,17 @@ def build(workload, method, seed=0):
     return model, optimizer
 
 
-def train_step(model, optimizer, batch, consistency_weight):
+def train_step(model, optimizer, batch, consistency_weight, low_memory=False):
     """One step of train.py's loop, without reading the loss back (no host synchronisation)."""
     ids, mask, labels = batch
     model.train()
-    loss, _, _ = adamix.two_pass_loss(lambda: model(ids, mask), lambda z: F.cross_entropy(z, labels),
-                                      consistency_weight)
+    objective = (lambda: model(ids, mask), lambda z: F.cross_entropy(z, labels), consistency_weight)
     optimizer.zero_grad()
-    loss.backward()
+    if low_memory:
+        adamix.two_pass_backward_low_memory(*objective)
+    else:
+        loss, _, _ = adamix.two_pass_loss(*objective)
+        loss.backward()
     clip_grad_norm(model.trainable_parameters(), 1.0, as_float=False)
     optimizer.step()
 
@@ -194,7 +199,8 @@ def training(workload, rounds, use_torch=True):
     PyTorch twin's step with it, interleaved."""
     model, optimizer = build(workload, ADAMIX)
     variants = {"two passes": lambda b: train_step(model, optimizer, b, 1.0),
-                "one pass": lambda b: train_step(model, optimizer, b, 0.0)}
+                "one pass": lambda b: train_step(model, optimizer, b, 0.0),
+                "two passes, low memory": lambda b: train_step(model, optimizer, b, 1.0, low_memory=True)}
     torch, status = load_torch() if use_torch else (None, "skipped (--no-torch)")
     difference = None
     if torch is not None:
@@ -208,6 +214,7 @@ def training(workload, rounds, use_torch=True):
             variants[name] = lambda b, twin=twin: (twin.train_step(*b), twin.synchronize())
     seconds = interleaved_seconds(variants, workload.batches, rounds)
     result = {"seconds": seconds, "one_pass_over_two_passes": ratio(seconds, "one pass", "two passes"),
+              "low_memory_over_two_passes": ratio(seconds, "two passes, low memory", "two passes"),
               "torch": status, "torch_max_logit_difference": difference, "speed_vs_torch": None,
               "host_synchronisation": host_synchronisation(lambda: variants["two passes"](workload.batches[0]))}
     if torch is not None:   # tinymix's speed relative to each: PyTorch's time / tinymix's time
@@ -266,7 +273,7 @@ def inference(workload, rounds):
 
 # ---- 3. peak memory --------------------------------------------------------------------------------------
 
-def peak_training_bytes(workload, method, consistency_weight, steps=2):
+def peak_training_bytes(workload, method, consistency_weight, steps=2, low_memory=False):
     """Peak bytes allocated while building a model and taking `steps` steps on the longest batch."""
     batch = max(workload.batches, key=lambda b: b[0].size)
     gc.collect()
@@ -278,7 +285,7 @@ def peak_training_bytes(workload, method, consistency_weight, steps=2):
         tracemalloc.start()
     model, optimizer = build(workload, method)
     for _ in range(steps):
-        train_step(model, optimizer, batch, consistency_weight)
+        train_step(model, optimizer, batch, consistency_weight, low_memory)
     _sync()
     if backend.name == "cupy":
         peak = pool.total_bytes() - before
@@ -292,10 +299,12 @@ def peak_training_bytes(workload, method, consistency_weight, steps=2):
 
 def memory(workload):
     adamix_bytes = peak_training_bytes(workload, ADAMIX, 1.0)
+    low_memory_bytes = peak_training_bytes(workload, ADAMIX, 1.0, low_memory=True)
     one_pass_bytes = peak_training_bytes(workload, ADAMIX, 0.0)
     full_bytes = peak_training_bytes(workload, peft.FullFineTuneConfig(), 0.0)
-    return {"adamix_bytes": adamix_bytes, "one_pass_bytes": one_pass_bytes, "full_bytes": full_bytes,
-            "adamix_over_full": adamix_bytes / full_bytes, "one_pass_over_full": one_pass_bytes / full_bytes}
+    return {"adamix_bytes": adamix_bytes, "low_memory_bytes": low_memory_bytes, "one_pass_bytes": one_pass_bytes,
+            "full_bytes": full_bytes, "adamix_over_full": adamix_bytes / full_bytes,
+            "low_memory_over_full": low_memory_bytes / full_bytes, "one_pass_over_full": one_pass_bytes / full_bytes}
 
 
 # ---- 4. forward GFLOP/s against a plain matmul --------------------------------------------------------
@@ -428,6 +437,9 @@ def report(r):
     row("training step without / with the consistency pass",
         f"{per_step('one pass'):.0f} ms / {per_step('two passes'):.0f} ms", f"{t['one_pass_over_two_passes']:.2f}",
         "about 0.5 (one pass of two)")
+    row("training step: AdaMix low memory (recomputing pass 2) / two passes",
+        f"{per_step('two passes, low memory'):.0f} ms", f"{t['low_memory_over_two_passes']:.2f}",
+        "about 1.2 (one more forward)")
     row("inference: AdaMix merged / single adapter",
         f"{per_batch('AdaMix merged'):.1f} ms / {per_batch('single adapter'):.1f} ms per batch",
         f"{i['merged_over_single']:.2f}", "1.00 +- 0.05" + _verdict(abs(i["merged_over_single"] - 1) <= 0.05))
@@ -438,6 +450,9 @@ def report(r):
     row("peak training memory: AdaMix (two passes) / full fine-tuning",
         f"{_mib(m['adamix_bytes'])} / {_mib(m['full_bytes'])}", f"{m['adamix_over_full']:.2f}",
         "<= 0.60" + _verdict(m["adamix_over_full"] <= 0.60))
+    row("peak training memory: AdaMix low memory (two passes, pass 2 recomputed) / full fine-tuning",
+        _mib(m["low_memory_bytes"]), f"{m['low_memory_over_full']:.2f}",
+        "<= 0.60" + _verdict(m["low_memory_over_full"] <= 0.60))
     row("peak training memory: AdaMix without consistency (one pass) / full fine-tuning",
         _mib(m["one_pass_bytes"]), f"{m['one_pass_over_full']:.2f}", "")
     row("forward GFLOP/s: model / plain matmul (FFN-sized)",
