@@ -191,11 +191,7 @@ def one_step(low_memory):
     labels = ids[:, 0] % 2
     objective = (lambda: model(ids), lambda z: F.cross_entropy(z, labels), 1.0)
     tracemalloc.start()
-    if low_memory:
-        adamix.two_pass_backward_low_memory(*objective)
-    else:
-        loss, _, _ = adamix.two_pass_loss(*objective)
-        loss.backward()
+    adamix.two_pass_backward(*objective, low_memory=low_memory)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}, peak
@@ -212,5 +208,5 @@ assert worst < 1e-5 and low_peak < 0.8 * peak
 # In the library: `tinymix/functional.py` — `kl_div` (both gradients derived in its docstring) and
 # `symmetric_kl`; `tinymix/adamix.py` — `consistency_loss` (with a target-token mask for language
 # models), `two_pass_loss` (pass 1 carries the task loss, pass 2 only the consistency term) and
-# `two_pass_backward_low_memory`; `functional.dropout_tape` records and replays dropout masks;
+# `two_pass_backward` (with `low_memory=True`, the recomputing step); `functional.dropout_tape` records and replays dropout masks;
 # `tinymix/train.py` — `train` calls one of them at every step.

@@ -476,7 +476,7 @@ def _one_step_gradients(module, weight, low_memory, backend_name):
     tinymix.manual_seed(11)
     args = (lambda: model(ids, mask), lambda z: F.cross_entropy(z, labels), weight)
     if low_memory:
-        loss, task, consistency = adamix.two_pass_backward_low_memory(*args)
+        loss, task, consistency = adamix.two_pass_backward(*args, low_memory=True)
         assert not loss.requires_grad
     else:
         loss, task, consistency = adamix.two_pass_loss(*args)

@@ -144,22 +144,23 @@ def two_pass_loss(forward, task_loss, consistency_weight, target_mask=None):
     return task + consistency * consistency_weight, task, consistency
 
 
-def two_pass_backward_low_memory(forward, task_loss, consistency_weight, target_mask=None):
-    """two_pass_loss(...) and its backward, with ONE pass's activations alive at a time instead of
-    two — the same gradients for the price of one more forward pass (recomputation):
+def two_pass_backward(forward, task_loss, consistency_weight, target_mask=None, low_memory=False):
+    """two_pass_loss(...) and its backward. Returns (loss, task, consistency), detached.
+    low_memory=True keeps ONE pass's activations alive at a time instead of two — the same gradients
+    for the price of one more forward pass (recomputation):
       1. pass 1, recording its graph -> z1
       2. pass 2 without a graph -> z2; its routes' generator state and its dropout masks are kept
       3. the loss on detached copies of z1 and z2 -> backward gives dLoss/dz1 and dLoss/dz2
          (cheap: it touches the logits only)
       4. pass 1's backward from dLoss/dz1; its activations are freed
       5. pass 2 again, with its graph, replaying the same routes and dropout masks, so it computes
-         the same z2 -> its backward from dLoss/dz2
-    Returns (loss, task, consistency) like two_pass_loss, detached: backward has already run."""
+         the same z2 -> its backward from dLoss/dz2"""
+    detached = lambda *tensors: tuple(t if t is None else t.detach() for t in tensors)
+    if not low_memory or consistency_weight == 0:
+        loss, task, consistency = two_pass_loss(forward, task_loss, consistency_weight, target_mask)
+        loss.backward()
+        return detached(loss, task, consistency)
     logits_1 = forward()
-    if consistency_weight == 0:
-        task = task_loss(logits_1)
-        task.backward()
-        return task.detach(), task.detach(), None
     routes, masks = backend.host_rng.bit_generator.state, []
     with no_grad(), F.dropout_tape(masks):
         z2 = forward().data
@@ -173,7 +174,7 @@ def two_pass_backward_low_memory(forward, task_loss, consistency_weight, target_
     with F.dropout_tape(masks, replay=True):                      # ... and the same dropout masks
         logits_2 = forward()
     logits_2.backward(leaf_2.grad)
-    return loss.detach(), task.detach(), consistency.detach()
+    return detached(loss, task, consistency)
 
 
 # ---- 5. inference modes ----------------------------------------------------------------------------

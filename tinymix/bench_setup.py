@@ -146,11 +146,7 @@ def train_step(model, optimizer, batch, consistency_weight, low_memory=False):
     model.train()
     objective = (lambda: model(ids, mask), lambda z: F.cross_entropy(z, labels), consistency_weight)
     optimizer.zero_grad()
-    if low_memory:
-        adamix.two_pass_backward_low_memory(*objective)
-    else:
-        loss, _, _ = adamix.two_pass_loss(*objective)
-        loss.backward()
+    adamix.two_pass_backward(*objective, low_memory=low_memory)
     clip_grad_norm(model.trainable_parameters(), 1.0, as_float=False)
     optimizer.step()
 

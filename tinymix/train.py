@@ -3,8 +3,8 @@
     result = train(TrainConfig(method="adamix", epochs=2))
 
 Per step: tokenize a batch (padded to its longest sentence) -> AdaMix's two passes and consistency
-loss (adamix.two_pass_loss; one pass for the other methods) -> backward (or both at once, recomputing
-pass 2: adamix.two_pass_backward_low_memory, with --low-memory) -> clip the global gradient
+loss and its backward (adamix.two_pass_backward; one pass for the other methods; with --low-memory,
+recomputing pass 2) -> clip the global gradient
 norm -> AdamW step -> learning-rate schedule (linear warm-up, linear decay). After each epoch: accuracy
 on validation; the best epoch's trainable weights are kept (chosen on validation only), and a resumable
 checkpoint (weights, optimizer, progress) is written atomically. At the end the best weights are
@@ -185,11 +185,7 @@ def train(cfg, splits=None, before_merge=None):
             objective = (lambda: model(ids, mask), lambda logits: F.cross_entropy(logits, targets),
                          consistency_weight)
             optimizer.zero_grad()
-            if cfg.low_memory:
-                loss, _, _ = adamix.two_pass_backward_low_memory(*objective)
-            else:
-                loss, _, _ = adamix.two_pass_loss(*objective)
-                loss.backward()
+            loss, _, _ = adamix.two_pass_backward(*objective, low_memory=cfg.low_memory)
             clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm, as_float=False)  # no GPU wait
             optimizer.step()
             state["step"] += 1
