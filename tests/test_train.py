@@ -116,6 +116,28 @@ def test_low_memory_training_repeats_the_normal_run():
     assert low["test_accuracy"] == normal["test_accuracy"]
 
 
+def test_training_steps_read_nothing_back_between_log_reads(monkeypatch):
+    """On a GPU a read-back makes the host wait: the loop reads the losses once per --log-every steps
+    (one transfer) and its steps call neither .item() nor float() on a device value."""
+    from tinymix.tensor import Tensor
+    reads = {"item": 0, "to_numpy": 0}
+    real_to_numpy = backend.to_numpy
+
+    def counting_item(self):
+        reads["item"] += 1
+        return self.data.item()
+
+    def counting_to_numpy(array):
+        if backend.is_array(array) and array.ndim == 1 and array.dtype.kind == "f":   # a stack of losses
+            reads["to_numpy"] += 1
+        return real_to_numpy(array)
+    monkeypatch.setattr(Tensor, "item", counting_item)
+    monkeypatch.setattr(backend, "to_numpy", counting_to_numpy)
+    result = train(tiny_config(epochs=1, log_every=4), tiny_splits())     # 6 steps: reads after 4 and 6
+    assert len(result["losses"]) == 6
+    assert reads == {"item": 0, "to_numpy": 2}
+
+
 def test_log_every_must_be_positive():
     with pytest.raises(ValueError, match="log_every must be at least 1"):
         tiny_config(log_every=0)
