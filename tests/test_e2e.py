@@ -1,4 +1,5 @@
-"""The E2E-style task: grammar of the generated sentences, the held-out splits, and the two scores.
+"""The E2E-style task: the held-out splits, the pretraining sentences, the prompt, and the two scores
+(the templates' grammar: test_e2e_templates.py).
 
 Every BLEU value below is worked out by hand in the comments (n-gram counts, then the formula), not
 taken from the implementation.
@@ -9,9 +10,6 @@ import re
 import pytest
 
 from tinymix import e2e
-
-# Words after which the templates must write "an" (a vowel sound); every other word takes "a".
-AN_WORDS = {"Italian", "English", "Indian", "expensive", "adults-only", "average"}
 
 
 @pytest.fixture(scope="module")
@@ -24,49 +22,7 @@ def all_references(splits):
             for ref, family in zip(ex.references, ex.families)]
 
 
-# ---- grammar -----------------------------------------------------------------------------------------
-
-def test_articles_lists_and_food_nouns():
-    assert e2e.with_article("Italian pub") == "an Italian pub"
-    assert e2e.with_article("cheap Italian pub") == "a cheap Italian pub"
-    assert e2e.with_article("expensive, adults-only pub") == "an expensive, adults-only pub"
-    assert e2e.with_article("English restaurant") == "an English restaurant"
-    assert e2e.with_article("Japanese coffee shop") == "a Japanese coffee shop"
-    assert e2e.with_article("high customer rating") == "a high customer rating"
-    assert e2e.with_article("hour") == "an hour" and e2e.with_article("unique place") == "a unique place"
-    assert e2e.join_list(["a"]) == "a"
-    assert e2e.join_list(["a", "b"]) == "a and b"
-    assert e2e.join_list(["a", "b", "c"]) == "a, b and c"
-    assert e2e.food_noun("fast food") == "fast food" and e2e.food_noun("French") == "French food"
-    with pytest.raises(ValueError):
-        e2e.join_list([])
-
-
-def test_one_family_on_one_mr_reads_as_expected():
-    mr = {"name": "The Eagle", "eatType": "pub", "food": "Italian"}
-    rng = e2e.backend.host_generator(0)
-    text = e2e.realise(mr, "copula", rng)      # food goes in the noun phrase (or, 1 time in 10, a clause)
-    assert re.fullmatch(r"The Eagle is an Italian pub\.|The Eagle is a pub\. It (serves|offers) Italian food\.", text), text
-    text = e2e.realise({**mr, "area": "riverside"}, "there_is", e2e.backend.host_generator(1))
-    assert re.fullmatch(r"There is an Italian pub (called|named) The Eagle (in the riverside area|by the "
-                        r"riverside|on the riverside)\.|There is an Italian pub (called|named) The Eagle\. "
-                        r"It is (located )?(in the riverside area|by the riverside|on the riverside)\.", text), text
-
-
-def test_generated_sentences_are_grammatical(splits):
-    for ex, ref, family in all_references(splits):
-        assert ref[0].isupper() and ref.endswith("."), ref
-        assert "  " not in ref and " ," not in ref and " ." not in ref and ", and" not in ref, ref
-        assert "food food" not in ref, ref
-        for article, word in re.findall(r"\b(a|an|A|An) ([\w-]+)", ref):
-            wants_an = word in AN_WORDS
-            assert (article.lower() == "an") == wants_an, f"'{article} {word}' in: {ref}"
-        # singular subjects take singular verbs; "children" takes a plural one
-        assert not re.search(r"\b(It|which) (are|have|serve|offer|welcome)\b", ref), ref
-        assert not re.search(r"\bChildren (is|was)\b", ref), ref
-        for sentence in re.split(r"(?<=\.) ", ref):
-            assert sentence[0].isupper(), ref
-
+# ---- the scorer reads the templates ------------------------------------------------------------------
 
 def test_every_reference_says_exactly_its_mr(splits):
     """The scorer reads each reference back as its MR: nothing missing, wrong or added."""
@@ -99,6 +55,54 @@ def test_splits_hold_out_combinations_and_template_families(splits):
     assert set(e2e.HELD_OUT_FAMILIES).isdisjoint(e2e.TRAIN_FAMILIES)
     sizes = [len(ex.mr) for ex in splits["train"]]
     assert min(sizes) == 3 and max(sizes) == 6 and all("name" in ex.mr for ex in splits["train"])
+
+
+HELD_OUT_OPENINGS = r"^(Located|Situated|If you)\b|\. This (pub|restaurant|coffee shop|place)\b"
+
+
+def said_mr(text):
+    """The MR a sentence says, read back by the scorer (one value per slot)."""
+    return {slot: min(values) for slot, values in e2e.find_values(text).items()}
+
+
+def test_pretraining_sentences_hold_out_test_combinations_and_families():
+    owner = e2e.combination_splits(seed=0)
+    corpus = e2e.domain_sentences(3000, seed=0)
+    texts = [ex.references[0] for ex in corpus]
+    assert len(texts) == 3000 and all(len(ex.references) == len(ex.families) == 1 for ex in corpus)
+    assert {ex.families[0] for ex in corpus} == set(e2e.TRAIN_FAMILIES)      # all five and only those
+    # what each sentence SAYS (read back from its text) is a training combination
+    assert all(owner[e2e.combination(said_mr(text))] == "train" for text in texts)
+    assert not [t for t in texts if re.search(HELD_OUT_OPENINGS, t)]
+    test = e2e.make_splits(2000, 100, 200, seed=0)["test"]
+    assert {e2e.combination(ex.mr) for ex in test}.isdisjoint(e2e.combination(ex.mr) for ex in corpus)
+    assert {r for ex in test for r in ex.references}.isdisjoint(texts)
+    # the held-out measuring set: validation combinations in held-out families only
+    held_out = e2e.domain_sentences(300, "validation", tuple(e2e.HELD_OUT_FAMILIES))
+    assert all(owner[e2e.combination(said_mr(ex.references[0]))] == "validation" for ex in held_out)
+    assert {ex.families[0] for ex in held_out} == set(e2e.HELD_OUT_FAMILIES)
+    # deterministic by seed
+    assert [ex.references for ex in e2e.domain_sentences(50, seed=0)] == [[t] for t in texts[:50]]
+    assert [ex.references for ex in e2e.domain_sentences(50, seed=1)] != [[t] for t in texts[:50]]
+
+
+def test_pretraining_texts_can_describe_one_restaurant_several_times():
+    for ex in e2e.domain_sentences(200, descriptions=3, seed=2):
+        assert len(ex.references) == len(set(ex.families)) == 3 and set(ex.families) <= set(e2e.TRAIN_FAMILIES)
+        for reference in ex.references:               # each description says the whole MR
+            errors = e2e.slot_errors(ex.mr, reference)
+            assert errors["missing"] == errors["wrong"] == [], (ex.mr, reference)
+
+
+def test_pretraining_sentences_bad_arguments():
+    with pytest.raises(ValueError, match="split must be"):
+        e2e.domain_sentences(5, split="dev")
+    with pytest.raises(ValueError, match="unknown or no template families"):
+        e2e.domain_sentences(5, families=("copula", "sonnet"))
+    with pytest.raises(ValueError, match="at least 0"):
+        e2e.domain_sentences(-1)
+    with pytest.raises(ValueError, match="descriptions must be between 1 and the 5 families"):
+        e2e.domain_sentences(5, descriptions=6)
 
 
 def test_prompt_round_trip_and_bad_mrs():
