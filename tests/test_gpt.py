@@ -1,13 +1,15 @@
-"""The tiny GPT: its tokenizer, its pretraining loop, its checkpoint, and the committed weights.
+"""The tiny GPT: its tokenizer, its corpus, its pretraining loop, its checkpoint, and the committed weights.
 
-The last test is the one that proves data/tiny_gpt/ was really trained: on validation plays it never
-saw, its next-token loss is far below log(V), the loss of a model that knows nothing.
+The last tests prove that data/tiny_gpt/ was really trained: on validation plays and on restaurant
+sentences in template families it never saw, its next-token loss is far below log(V), the loss of a
+model that knows nothing, and its tokenizer writes restaurant words as single tokens.
 """
 import math
+import re
 
 import pytest
 
-from tinymix import backend, checkpoint, gpt, pretrained
+from tinymix import backend, checkpoint, e2e, gpt, pretrained
 from tinymix.backend import xp
 from tinymix.tensor import no_grad
 from tinymix.transformer import LanguageModel, Transformer, TransformerConfig
@@ -69,20 +71,45 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(small_tokenizer):
     fixed = gpt.fixed_windows(stream, 8, config.max_positions + 1)
     backend.manual_seed(3)  # pretrain(seed=3) starts from these very weights
     before = gpt.evaluate(LanguageModel(Transformer(config)), fixed)
-    model, report = gpt.pretrain(config, stream, stream, steps=30, batch_size=8, lr=1e-2, seed=3,
-                                 evaluations=2, val_windows=8)
+    model, report = gpt.pretrain(config, {"text": stream}, {"text": stream}, steps=30, batch_size=8, lr=1e-2,
+                                 seed=3, evaluations=2, val_windows=8)
     after = gpt.evaluate(model, fixed)
     assert before > math.log(config.vocab_size) - 0.5   # untrained: about log V
     assert after < before - 1.0, (before, after)
-    assert len(report["train_loss"]) == 30 and sorted(report["val_loss"]) == [15, 30]
-    assert report["final_val_loss"] == pytest.approx(report["val_loss"][30])
+    assert len(report["train_loss"]) == 30 and sorted(report["val_loss"]["text"]) == [15, 30]
+    assert report["final_val_loss"]["text"] == pytest.approx(report["val_loss"]["text"][30])
+
+
+def test_window_counts_split_a_batch_by_share():
+    assert gpt.window_counts(8, {"shakespeare": 0.75, "e2e": 0.25}) == {"shakespeare": 6, "e2e": 2}
+    assert gpt.window_counts(8, {"shakespeare": 1.0, "e2e": 0.0}) == {"shakespeare": 8}
+    assert gpt.window_counts(4, {"shakespeare": 0.7, "e2e": 0.3}) == {"shakespeare": 3, "e2e": 1}
+    with pytest.raises(ValueError, match="sum to 1"):
+        gpt.window_counts(8, {"shakespeare": 0.75, "e2e": 0.5})
+    with pytest.raises(ValueError, match="cannot hold"):
+        gpt.window_counts(4, {"shakespeare": 0.95, "e2e": 0.05})     # 0.2 of a window
+
+
+def test_pretraining_mixes_streams_and_checks_each(small_tokenizer):
+    config = tiny_config(small_tokenizer)
+    plays = gpt.token_stream(small_tokenizer, [SAMPLE] * 8)
+    pubs = gpt.token_stream(small_tokenizer, ["The Eagle is a cheap pub near Burger King."] * 40)
+    with pytest.raises(ValueError, match="need their shares"):
+        gpt.pretrain(config, {"plays": plays, "pubs": pubs}, {"plays": plays}, 2, 4, 1e-2)
+    model, report = gpt.pretrain(config, {"plays": plays, "pubs": pubs}, {"plays": plays, "pubs": pubs},
+                                 steps=30, batch_size=4, lr=1e-2, shares={"plays": 0.5, "pubs": 0.5},
+                                 evaluations=1, val_windows=4)
+    assert report["windows_per_batch"] == {"plays": 2, "pubs": 2}
+    assert set(report["final_val_loss"]) == set(report["final_train_loss"]) == {"plays", "pubs"}
+    # the pub sentence repeats: with half of every batch on it, it is learnt far better than the plays
+    assert report["final_val_loss"]["pubs"] < report["final_val_loss"]["plays"] - 1.0, report["final_val_loss"]
 
 
 def test_save_and_load_reproduce_the_logits_exactly(small_tokenizer, tmp_path):
     config = tiny_config(small_tokenizer)
     stream = gpt.token_stream(small_tokenizer, [SAMPLE] * 4)
-    model, _ = gpt.pretrain(config, stream, stream, steps=3, batch_size=4, lr=1e-2, seed=1,
-                            evaluations=1, val_windows=4)
+    model, _ = gpt.pretrain(config, {"text": stream}, {"text": stream}, steps=3, batch_size=4, lr=1e-2,
+                            seed=1, evaluations=1, val_windows=4)
     pretrained.save_gpt(model.transformer, small_tokenizer, tmp_path, extra={"steps": 3})
     transformer, tokenizer = pretrained.load_gpt(tmp_path)
     loaded = LanguageModel(transformer).eval()
@@ -106,23 +133,85 @@ def test_validation_split_is_whole_plays_and_about_five_percent():
     assert set(validation).isdisjoint(train)
 
 
+def said_combination(text):
+    found = e2e.find_values(text)
+    return e2e.combination({slot: min(values) for slot, values in found.items()})
+
+
+def test_pretraining_corpus_holds_out_the_test_and_the_held_out_families():
+    corpus = gpt.pretraining_corpus(e2e_texts=1000, seed=0, e2e_data_seed=0, e2e_validation_texts=100)
+    assert set(corpus["train"]) == {"shakespeare", "e2e"}
+    assert set(corpus["validation"]) == {"shakespeare", "e2e_held_out"}
+    owner = e2e.combination_splits(seed=0)
+    texts = corpus["train"]["e2e"]
+    assert len(texts) == 1000 and not any("=>" in t or "\n" in t for t in texts)   # plain text, no prompts
+    # each text describes one restaurant; what it SAYS, read back by the scorer, is a training combination
+    assert {owner[said_combination(t)] for t in texts} == {"train"}
+    assert not [t for t in texts if re.search(r"(^|\. )(Located|Situated|If you)\b|\. This \w", t)]
+    assert {owner[said_combination(t)] for t in corpus["validation"]["e2e_held_out"]} == {"validation"}
+    test = e2e.make_splits(2000, 100, 200, seed=0)["test"]
+    test_references = [r for ex in test for r in ex.references]
+    assert not [r for r in test_references if any(r in t for t in texts)]
+    assert gpt.pretraining_corpus(0)["train"].keys() == {"shakespeare"}        # Shakespeare only
+
+
+def test_pretrain_command_is_deterministic_by_seed(tmp_path):
+    """The whole command (corpus, tokenizer, weights) on a smoke budget: the same seed gives the same
+    bytes, another seed other weights."""
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        gpt.main(["--fast", "--seed", str(seed), "--out", str(tmp_path / name)])
+    read = lambda name, file: (tmp_path / name / file).read_bytes()
+    assert read("a", "model.safetensors") == read("b", "model.safetensors")
+    assert read("a", "tokenizer.json") == read("b", "tokenizer.json")
+    assert read("a", "model.safetensors") != read("c", "model.safetensors")
+    record = checkpoint.load_json(tmp_path / "a" / "config.json")["training"]
+    assert record["e2e_data_seed"] == 0 and record["windows_per_batch"] == {"shakespeare": 2, "e2e": 2}
+    assert "--fast" in record["command"] and "--e2e-texts 3000 --e2e-descriptions 5" in record["command"]
+    with pytest.raises(ValueError, match="--e2e-share must be between 0 and 1"):
+        gpt.main(["--fast", "--e2e-share", "1.5", "--out", str(tmp_path / "d")])
+
+
 @pytest.fixture(scope="module")
 def committed():
-    """The checkpoint in data/tiny_gpt/, as load_pretrained gives it, with its validation stream."""
+    """The checkpoint in data/tiny_gpt/, as load_pretrained gives it, with its two validation streams."""
     transformer, tokenizer = pretrained.load_pretrained("tiny-gpt")
-    _, validation = gpt.shakespeare_split()
-    return LanguageModel(transformer), tokenizer, gpt.token_stream(tokenizer, validation)
+    record = pretrained.tiny_gpt_record()
+    corpus = gpt.pretraining_corpus(0, e2e_data_seed=record["e2e_data_seed"])["validation"]
+    streams = {name: gpt.token_stream(tokenizer, texts) for name, texts in corpus.items()}
+    return LanguageModel(transformer), tokenizer, streams, record
 
 
 def test_committed_checkpoint_was_really_trained(committed):
-    model, tokenizer, val_ids = committed
+    model, tokenizer, streams, record = committed
     config = model.transformer.config
     assert config.kind == "decoder" and config.vocab_size == tokenizer.vocab_size
     assert all(not p.requires_grad for p in model.parameters())   # load_pretrained freezes it
     for text in ROUND_TRIPS:
         assert tokenizer.decode(tokenizer.encode(text)) == text
-    # 8 of the 128 validation windows that pretraining scored (all 128 take seconds more on a busy CPU)
-    loss = gpt.evaluate(model, gpt.fixed_windows(val_ids, 8, config.max_positions + 1))
-    recorded = checkpoint.load_json(pretrained.TINY_GPT_DIR / "config.json")["training"]["final_val_loss"]
-    assert loss < math.log(config.vocab_size) - 2.0, loss   # log V is about 7.6 nats; this is about 5
-    assert abs(loss - recorded) < 0.3, (loss, recorded)     # and close to the loss on all 128
+    # 8 of the 128 windows that pretraining scored on each stream (all 128 take seconds more on a busy CPU)
+    for name, bound in (("shakespeare", math.log(config.vocab_size) - 2.0), ("e2e_held_out", 4.0)):
+        loss = gpt.evaluate(model, gpt.fixed_windows(streams[name], 8, config.max_positions + 1))
+        recorded = record["final_val_loss"][name]
+        assert loss < bound, (name, loss)                       # log V is about 7.6 nats
+        assert abs(loss - recorded) < 0.3, (name, loss, recorded)  # and close to the loss on all 128
+
+
+def test_committed_checkpoint_copies_names_from_its_context(committed):
+    """What writing from an MR needs and what the restaurant texts taught: a name said in the context
+    is far likelier than a guess among the 20 names (log 20 = 3.0 nats)."""
+    model, tokenizer, _, record = committed
+    copying = gpt.name_copying(model, tokenizer)
+    assert copying["with_context"] < copying["without_context"] - 1.0, copying
+    assert copying == pytest.approx(record["name_copying"], abs=1e-3)
+
+
+def test_committed_tokenizer_knows_restaurant_words(committed):
+    _, tokenizer, streams, record = committed
+    sentences = [ex.references[0] for ex in e2e.domain_sentences(50, "test", tuple(e2e.FAMILIES))]
+    for text in sentences + [e2e.format_mr({"name": "Loch Fyne", "eatType": "coffee shop", "near": "Avalon"})]:
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+    for word in (" Italian", " riverside", " restaurant", " family", " customer"):
+        assert len(tokenizer.encode(word)) == 1, word           # one token each, not 4 as from Shakespeare
+    characters = sum(map(len, sentences))
+    assert characters / sum(len(tokenizer.encode(t)) for t in sentences) > 3.5   # about 4.3 characters a token
+    assert record["e2e_texts"] > 0 and record["train_tokens"]["e2e"] > 100_000

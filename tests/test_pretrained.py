@@ -15,7 +15,7 @@ import tokenizers
 from tinymix import Tensor, backend, checkpoint, manual_seed
 from tinymix.backend import xp
 from tinymix.pretrained import (KNOWN_MODELS, Tokenizer, bert_config, bert_state_dict, embed, load_gpt,
-                                load_pretrained, save_gpt)
+                                load_pretrained, save_gpt, tiny_gpt_record)
 from tinymix.tensor import no_grad
 from tinymix.transformer import Transformer, TransformerConfig, mean_pool
 
@@ -231,3 +231,7 @@ def test_gpt_checkpoint_round_trip(minilm, tmp_path):
     assert max_abs_diff(loaded(ids).data, backend.to_numpy(saved(ids).data)) == 0.0
     with pytest.raises(FileNotFoundError, match="pretrain-gpt"):
         load_gpt(tmp_path / "nothing here")
+    # a checkpoint folder is a model name too (`--model FOLDER`), frozen like the named ones
+    by_folder, _ = load_pretrained(str(tmp_path / "gpt"))
+    assert by_folder.config == config and not any(p.requires_grad for p in by_folder.parameters())
+    assert tiny_gpt_record(tmp_path / "gpt") == {"steps": 0}

