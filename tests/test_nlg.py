@@ -2,10 +2,10 @@
 folding change nothing, parameter counts, bad inputs, and the command line."""
 import pytest
 
-from tinymix import backend, cli, e2e, nlg, peft
+from tinymix import backend, e2e, nlg, peft, pretrained
 from tinymix.backend import xp
+from tinymix.nn import Dropout
 from tinymix.tensor import Tensor
-from tinymix.transformer import LanguageModel, Transformer, TransformerConfig
 
 
 def test_batches_predict_the_sentence_and_ignore_prompt_and_padding():
@@ -123,24 +123,19 @@ def test_bad_inputs_to_generation(tiny_gpt):
     assert len(found) == 1 and len(found[0].ids) <= 3
 
 
-def test_compare_summary_and_table():
-    runs = [{"bleu": b, "bleu_held_out": b / 2, "slot_error_rate": s, "best_validation_loss": 1.0,
-             "test_loss_merged": 2.0, "test_loss_unmerged": 2.0, "trainable_parameters": 10,
-             "merged_parameters": 5, "all_parameters": 100, "train_seconds": 3.0, "decode_seconds": 1.0}
-            for b, s in ((40.0, 10.0), (50.0, 20.0))]
-    row = nlg.summarise("adamix-lora", runs)
-    assert row["bleu"] == pytest.approx((45.0, 7.0710678)) and row["slot_error_rate"][0] == 15.0
-    table = nlg.markdown_table([row])
-    assert "| AdaMix-LoRA | 2 | 45.0 ± 7.1 | 22.5 ± 3.5 | 15.0 ± 7.1 |" in table
+def test_model_dropout_sets_the_gpts_dropout_and_leaves_loras():
+    model, _ = nlg.build_model(nlg.NLGConfig(method="lora", model_dropout=0.0, lora_dropout=0.1))
+    rates = {name: module.p for name, module in model.named_modules() if isinstance(module, Dropout)}
+    lora = {name: p for name, p in rates.items() if "query" in name or "value" in name}
+    assert lora and set(lora.values()) == {0.1}                  # LoRA's dropout on the input of A
+    assert {p for name, p in rates.items() if name not in lora} == {0.0}   # the GPT's own: off
+    model, _ = nlg.build_model(nlg.NLGConfig(method="full", model_dropout=0.2))
+    assert {module.p for _, module in model.named_modules() if isinstance(module, Dropout)} == {0.2}
+    with pytest.raises(ValueError, match="model_dropout must be in"):
+        nlg.NLGConfig(model_dropout=1.0)
 
 
-def test_command_line_dispatch():
-    assert nlg.is_e2e(["train", "--task", "e2e"]) and nlg.is_e2e(["compare", "--seeds", "2", "--task=e2e"])
-    assert not nlg.is_e2e(["train", "--task", "movie-reviews"]) and not nlg.is_e2e(["eval", "--task", "e2e"])
-    args = nlg.parse_args(["train", "--task", "e2e", "--method", "adamix-adapter", "--steps", "3"])
-    cfg = nlg._config_from_args(args, nlg.NLGConfig())
-    assert cfg.method == "adamix" and cfg.steps == 3 and args.run is nlg.train_command
-    args = nlg.parse_args(["compare", "--task", "e2e", "--seeds", "2", "--methods", "lora,full"])
-    assert args.seeds == 2 and args.run is nlg.compare_command
-    with pytest.raises(SystemExit, match="unknown method 'nope'"):
-        cli.main(["train", "--task", "e2e", "--method", "nope"])
+def test_a_data_seed_other_than_the_pretraining_one_is_refused():
+    seen = pretrained.tiny_gpt_record()["e2e_data_seed"]
+    with pytest.raises(ValueError, match=f"from the training combinations of data seed {seen}"):
+        nlg.train(nlg.NLGConfig(method="lora", data_seed=seen + 1, steps=1, progress=False))

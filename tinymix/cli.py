@@ -208,8 +208,9 @@ def main(argv=None):
     parser = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["main"] + argv  # the built-in default
-    from . import nlg
-    args = nlg.parse_args(argv) if nlg.is_e2e(argv) else parser.parse_args(argv)   # e2e: flags of its own
+    from . import nlg_compare
+    e2e_task = nlg_compare.is_e2e(argv)
+    args = nlg_compare.parse_args(argv) if e2e_task else parser.parse_args(argv)   # e2e: flags of its own
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, KeyError, FloatingPointError, RuntimeError) as error:

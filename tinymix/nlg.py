@@ -2,7 +2,7 @@
 
     result = train(NLGConfig(method="adamix-lora", seed=0))
     python -m tinymix train --task e2e --method adamix-lora
-    python -m tinymix compare --task e2e --seeds 3
+    python -m tinymix compare --task e2e --seeds 3      # nlg_compare.py
 
 Each example is one token sequence,  prompt + " " + sentence + <|endoftext|>:
     "name The Eagle, type pub, food Italian => The Eagle is an Italian pub.<|endoftext|>"
@@ -13,7 +13,11 @@ Methods (adamix.md section 7): lora — r=4, alpha=32, dropout 0.1, on the atten
 adamix-lora — M=8 LoRA A's per site (query and value share the expert index), one shared B, and
 the consistency loss with weight 100 averaged over target tokens; adamix — AdaMix-adapter (M adapter
 down-projections, shared up-projection, after each FFN); adapter — one such adapter; full — every
-weight. All with label smoothing 0.1, AdamW and a linear warm-up and decay, the same steps and batches.
+weight. All with label smoothing 0.1, AdamW and a linear warm-up and decay, the same steps and batches,
+and no dropout inside the GPT itself (`model_dropout`): the official GPT-2 code has none, so AdaMix's
+two passes differ only by their routes and the LoRA dropout. With the GPT's own dropout on, the two
+passes differ from the first step, while B is still 0, and 100 times their KL drowns the task loss
+(docs/results_e2e.md).
 
 After training: the best weights on validation loss; merge (each mixture -> the mean of its experts)
 and fold the LoRA update into W (no added latency); decode the test MRs with beam search; score
@@ -22,7 +26,6 @@ slot error rate.
 """
 import argparse
 import math
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -33,8 +36,9 @@ import tokenizers
 from . import adamix, backend, checkpoint, decode, e2e, peft
 from . import functional as F
 from .gpt import END_OF_TEXT
+from .nn import Dropout
 from .optim import AdamW, clip_grad_norm, linear_warmup_decay
-from .pretrained import load_pretrained
+from .pretrained import TINY_GPT_DIR, file_sha256, load_pretrained, tiny_gpt_record
 from .tensor import no_grad
 from .train import decay_groups
 from .transformer import LanguageModel
@@ -50,7 +54,7 @@ IGNORE = -100
 @dataclass
 class NLGConfig:
     method: str = "adamix-lora"      # one of METHODS (or "adamix-adapter" for "adamix")
-    model: str = "tiny-gpt"
+    model: str = "tiny-gpt"          # or the folder of a checkpoint from `pretrain-gpt --out FOLDER`
     seed: int = 0                    # weights, batch order, routes, dropout
     data_seed: int = 0               # the generated data set and its split
     train_size: int = 2000           # training MRs (one sentence each)
@@ -61,7 +65,7 @@ class NLGConfig:
     lr: float = 5e-3                 # full fine-tuning: DEFAULT_LR["full"] unless set
     weight_decay: float = 0.01
     warmup: float = 0.06             # fraction of the steps
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0       # 0: no clipping (the official GPT-2 code's --clip 0.0)
     label_smoothing: float = 0.1
     eval_every: int = 100            # steps between validation losses (best weights are kept)
     num_experts: int = 8
@@ -71,6 +75,7 @@ class NLGConfig:
     lora_rank: int = 4
     lora_alpha: float = 32.0
     lora_dropout: float = 0.1
+    model_dropout: float = 0.0       # dropout inside the pretrained GPT while fine-tuning (see above)
     bottleneck: int = 8              # adapters: about as many merged parameters as LoRA r=4 on q, v
     also_train: str = ""             # frozen weights to train too, by name part, comma-separated
                                      # (HF PEFT's modules_to_save), e.g. "word_embeddings"
@@ -88,6 +93,10 @@ class NLGConfig:
             raise ValueError(f"unknown method {self.method!r} for the e2e task: choose one of {', '.join(METHODS)}")
         if self.decoding not in ("beam", "greedy"):
             raise ValueError(f"decoding must be 'beam' or 'greedy', got {self.decoding!r}")
+        if self.max_grad_norm < 0:
+            raise ValueError(f"max_grad_norm must be at least 0 (0: no clipping), got {self.max_grad_norm}")
+        if not 0.0 <= self.model_dropout < 1.0:
+            raise ValueError(f"model_dropout must be in [0, 1), got {self.model_dropout}")
         for name in ("train_size", "validation_size", "test_size", "steps", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -198,6 +207,9 @@ def build_model(cfg):
     backbone, tokenizer = load_pretrained(cfg.model)
     if backbone.config.kind != "decoder":
         raise ValueError(f"the e2e task needs a decoder (GPT) model, and {cfg.model!r} is an encoder")
+    for _, module in backbone.named_modules():     # the GPT's own dropout; LoRA's is added below
+        if isinstance(module, Dropout):
+            module.p = cfg.model_dropout
     model = peft.get_peft_model(LanguageModel(backbone), peft_config(cfg))
     for part in filter(None, cfg.also_train.split(",")):
         chosen = [p for name, p in model.named_parameters() if part in name]
@@ -208,10 +220,38 @@ def build_model(cfg):
     return model, tokenizer
 
 
+def gpt_folder(model):
+    """The checkpoint folder of a tiny GPT (`model` "tiny-gpt" or a folder from pretrain-gpt), or None."""
+    if model == "tiny-gpt":
+        return TINY_GPT_DIR
+    return Path(model) if (Path(model) / "model.safetensors").is_file() else None
+
+
+def check_pretraining_data(cfg):
+    """The tiny GPT was pretrained on E2E-style sentences from the TRAINING combinations of one data
+    seed (data/tiny_gpt/README.md). With another data seed, the split differs and some test
+    combinations may be among those sentences: an error, not a silent leak."""
+    folder = gpt_folder(cfg.model)
+    seen = tiny_gpt_record(folder).get("e2e_data_seed") if folder else None
+    if seen is not None and seen != cfg.data_seed:
+        raise ValueError(f"the tiny GPT was pretrained on sentences from the training combinations of data seed "
+                         f"{seen}; with --data-seed {cfg.data_seed} some test combinations may be among them. "
+                         f"Use --data-seed {seen}, or pretrain with `python -m tinymix pretrain-gpt "
+                         f"--e2e-data-seed {cfg.data_seed}`")
+
+
+def pretrained_weights_id(model):
+    """The sha256 of the tiny GPT's weights file a run starts from (None for other models), saved with
+    the results so that a comparison never mixes runs made from different checkpoints."""
+    folder = gpt_folder(model)
+    return file_sha256(folder / "model.safetensors") if folder else None
+
+
 def train(cfg, splits=None):
     """Fine-tune, keep the best weights on validation loss, merge and fold, decode and score the test
     MRs. Returns a dict of results (the model and outputs included)."""
     started = time.perf_counter()
+    check_pretraining_data(cfg)
     backend.manual_seed(cfg.seed)
     splits = splits or e2e.make_splits(cfg.train_size, cfg.validation_size, cfg.test_size, cfg.data_seed)
     model, tokenizer = build_model(cfg)
@@ -241,7 +281,8 @@ def train(cfg, splits=None):
             raise FloatingPointError(f"loss became {value} at step {step}; try a lower --lr")
         optimizer.zero_grad()
         loss.backward()
-        clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm)
+        if cfg.max_grad_norm > 0:
+            clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm)
         optimizer.step()
         losses.append(value)
         bar.update(1)
@@ -267,7 +308,8 @@ def train(cfg, splits=None):
     decode_seconds = time.perf_counter() - decode_started
     scores = score(splits["test"], [encoder.text(d.ids) for d in outputs])
     result = {
-        "config": asdict(cfg), "history": history, "best_validation_loss": best,
+        "config": asdict(cfg), "pretrained_weights": pretrained_weights_id(cfg.model), "history": history,
+        "best_validation_loss": best,
         "test_loss_unmerged": loss_before, "test_loss_merged": loss_after, **scores,
         "unfinished_outputs": sum(not d.finished for d in outputs),
         "trainable_parameters": trainable, "merged_parameters": merged_count,
@@ -310,151 +352,17 @@ def _progress(total, description, enabled):
                 leave=False, dynamic_ncols=True)
 
 
-# ---- the comparison ----------------------------------------------------------------------------------
+# ---- the command line: `train --task e2e` (nlg_compare.parse_args reads the flags) ------------------
 
-COMPARE_METHODS = ("lora", "adamix-lora", "adamix", "full")
-
-
-def run_one(cfg):
-    """One training run in its own folder; a finished run's results.json is read back instead."""
-    saved = Path(cfg.out) / "results.json"
-    if saved.is_file():
-        return checkpoint.load_json(saved)
-    train(cfg)
-    return checkpoint.load_json(saved)
-
-
-def _worker(configs):
-    """A worker process: run its share of the runs, one after the other."""
-    for cfg in configs:
-        result = run_one(cfg)
-        print(f"{LABELS[cfg.method]} seed {cfg.seed}: BLEU {result['bleu']:.1f}, slot errors "
-              f"{result['slot_error_rate']:.1f}% ({result['seconds']:.0f} s)", flush=True)
-
-
-def _in_one_thread_process(fn, *args):
-    """fn(*args) in a fresh process with one BLAS thread (see run_all), for timings."""
-    import multiprocessing
-    import os
-    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"   # read by the new process
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
-
-
-def run_all(configs, workers):
-    """Run every config, split over `workers` processes (each with one BLAS thread: two small-matrix
-    jobs on two cores run faster than one job whose BLAS threads wait for each other)."""
-    pending = [c for c in configs if not (Path(c.out) / "results.json").is_file()]
-    if workers <= 1 or len(pending) <= 1:
-        _worker(pending)
-    else:
-        import multiprocessing
-        import os
-        os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"   # read by the new processes
-        shares = [pending[i::workers] for i in range(workers)]
-        context = multiprocessing.get_context("spawn")
-        processes = [context.Process(target=_worker, args=(share,)) for share in shares if share]
-        for p in processes:
-            p.start()
-        for p in processes:
-            p.join()
-        failed = [p.exitcode for p in processes if p.exitcode != 0]
-        if failed:
-            raise RuntimeError(f"{len(failed)} worker process(es) failed (exit codes {failed}); finished runs "
-                               "are kept: run the same command again to redo only the missing ones")
-    return [run_one(c) for c in configs]
-
-
-def summarise(method, runs):
-    mean_std = lambda xs: (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
-    return {"method": method, "label": LABELS[method], "seeds": len(runs),
-            "bleu": mean_std([r["bleu"] for r in runs]),
-            "bleu_held_out": mean_std([r["bleu_held_out"] for r in runs]),
-            "slot_error_rate": mean_std([r["slot_error_rate"] for r in runs]),
-            "validation_loss": statistics.mean(r["best_validation_loss"] for r in runs),
-            "merge_gap": max(abs(r["test_loss_merged"] - r["test_loss_unmerged"]) for r in runs),
-            "trainable_parameters": runs[0]["trainable_parameters"],
-            "merged_parameters": runs[0]["merged_parameters"], "all_parameters": runs[0]["all_parameters"],
-            "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
-            "decode_seconds": statistics.mean(r["decode_seconds"] for r in runs)}
-
-
-def markdown_table(rows):
-    lines = ["| method | seeds | BLEU (all refs) | BLEU (held-out families) | slot error % | validation loss | "
-             "trainable (training) | trainable (merged) | train s | decode s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        pm = lambda pair, digits=1: f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
-        lines.append(f"| {r['label']} | {r['seeds']} | {pm(r['bleu'])} | {pm(r['bleu_held_out'])} | "
-                     f"{pm(r['slot_error_rate'])} | {r['validation_loss']:.3f} | {r['trainable_parameters']:,d} | "
-                     f"{r['merged_parameters']:,d} | {r['train_seconds']:.0f} | {r['decode_seconds']:.0f} |")
-    return "\n".join(lines)
-
-
-def decoding_speed(cfg, prompts=16, new_tokens=48):
-    """Tokens/s of the merged, folded model of a finished run (cfg.out): greedy, batch 1, with and
-    without the KV cache; beam search (cfg.beam_width beams) with and without it."""
-    model, tokenizer = build_model(cfg)
-    peft.load_adapter(model, Path(cfg.out) / "merged")
-    peft.merge(model, fold_lora=True)
-    encoder = Encoder(tokenizer, model.transformer.config.max_positions)
-    test = e2e.make_splits(cfg.train_size, cfg.validation_size, cfg.test_size, cfg.data_seed)["test"]
-    ids = [encoder.prompt(ex.mr) for ex in test[:prompts]]
-    speed = {f"greedy_{name}": decode.tokens_per_second(model, ids, new_tokens, use_cache)
-             for name, use_cache in (("cached", True), ("uncached", False))}
-    for name, use_cache in (("cached", True), ("uncached", False)):
-        started, tokens = time.perf_counter(), 0
-        for p in ids[:4]:
-            tokens += len(decode.beam_search(model, p, encoder.end_id, cfg.beam_width, cfg.max_new_tokens,
-                                             cfg.length_penalty, cfg.no_repeat_ngram, use_cache).ids)
-        speed[f"beam_{name}"] = tokens / (time.perf_counter() - started)
-    return speed
-
-
-def compare_command(args):
-    """Every method x seeds with one budget; a Markdown table, sample outputs and decoding speed."""
-    started = time.perf_counter()
-    base = _config_from_args(args, NLGConfig(progress=False))
-    methods = [ALIASES.get(m, m) for m in args.methods.split(",") if m]
-    configs = [replace(base, method=m, seed=s, out=str(Path(args.out) / m / f"seed{s}"))
-               for m in methods for s in range(args.seeds)]
-    runs = run_all(configs, args.workers)
-    by_method = {m: [r for c, r in zip(configs, runs) if c.method == m] for m in methods}
-    rows = [summarise(m, found) for m, found in by_method.items()]
-    speed = _in_one_thread_process(decoding_speed, configs[0]) if args.workers > 1 else decoding_speed(configs[0])
-    minutes = (time.perf_counter() - started) / 60
-    lines = [f"Budget for every run: {base.steps} steps of batch {base.batch_size} over {base.train_size} "
-             f"training MRs; test: {base.test_size} MRs with unseen slot combinations, decoded with "
-             + (f"beam search (width {base.beam_width}, length penalty {base.length_penalty}, no repeated "
-                f"{base.no_repeat_ngram}-gram)" if base.decoding == "beam" else "greedy search")
-             + f"; mean ± std over {args.seeds} seeds. Merged and folded models.", "", markdown_table(rows), "",
-             "Decoding speed of a merged model, tokens/s: greedy (batch 1) "
-             f"{speed['greedy_cached']:.0f} with the KV cache, {speed['greedy_uncached']:.0f} without; "
-             f"beam search {speed['beam_cached']:.0f} with, {speed['beam_uncached']:.0f} without.", "",
-             f"Whole comparison: {minutes:.1f} min with {args.workers} worker process(es).", "",
-             "Sample outputs (seed 0, the first test MRs):", ""]
-    for i in range(args.samples):
-        first = by_method[methods[0]][0]["samples"][i]
-        shown = lambda text: "`" + (text.replace("\n", "\\n") or " ") + "`"     # newlines visible
-        lines += [f"- {shown(first['prompt'])}", f"  - reference: {first['reference']}"]
-        lines += [f"  - {LABELS[m]}: {shown(by_method[m][0]['samples'][i]['output'])}" for m in methods]
-    text = "\n".join(lines) + "\n"
-    out = Path(args.out)
-    checkpoint.save_json(out / "results.json", {"rows": rows, "speed": speed, "minutes": minutes,
-                                                "config": asdict(base), "seeds": args.seeds})
-    (out / "results.md").write_text(text)
-    print(text)
-
-
-# ---- the command line: `train --task e2e` and `compare --task e2e` ---------------------------------
-
-def _config_from_args(args, base):
+def config_from_args(args, base):
+    """`base` with every NLGConfig flag the user gave written over it."""
     given = {name: getattr(args, name) for name in NLGConfig.__dataclass_fields__
              if getattr(args, name, None) is not None}
     return replace(base, **given)
 
 
-def _add_flags(parser, skip=()):
+def add_config_flags(parser, skip=()):
+    """One --flag per NLGConfig field (except `skip`), typed like the field's default."""
     for name, spec in NLGConfig.__dataclass_fields__.items():
         if name in skip:
             continue
@@ -467,38 +375,10 @@ def _add_flags(parser, skip=()):
 
 
 def train_command(args):
-    result = train(_config_from_args(args, NLGConfig()))
+    result = train(config_from_args(args, NLGConfig()))
     print(f"{LABELS[result['config']['method']]}: BLEU {result['bleu']:.1f} (held-out families "
           f"{result['bleu_held_out']:.1f}), slot errors {result['slot_error_rate']:.1f}%, best validation "
           f"loss {result['best_validation_loss']:.3f}; trainable params {result['trainable_parameters']:,d}, "
           f"merged {result['merged_parameters']:,d}; {result['seconds']:.0f} s")
     for sample in result["samples"][:3]:
         print(f"  {sample['prompt']}\n    -> {sample['output']}")
-
-
-def parse_args(argv):
-    """`train --task e2e ...` or `compare --task e2e ...`: the data-to-text task's own flags."""
-    parser = argparse.ArgumentParser(prog="python -m tinymix", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
-    p = commands.add_parser("train", help="fine-tune the tiny GPT on the e2e task, decode and score")
-    p.add_argument("--task", choices=["e2e"], required=True)
-    _add_flags(p)
-    p.set_defaults(run=train_command)
-    p = commands.add_parser("compare", help="methods x seeds on the e2e task: table, samples, speed")
-    p.add_argument("--task", choices=["e2e"], required=True)
-    p.add_argument("--methods", default=",".join(COMPARE_METHODS), help="(default: %(default)s)")
-    p.add_argument("--seeds", type=int, default=3, help="(default: %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="parallel processes (default: %(default)s)")
-    p.add_argument("--samples", type=int, default=4, help="sample outputs shown (default: %(default)s)")
-    p.add_argument("--out", default="runs/compare_e2e", help="(default: %(default)s)")
-    _add_flags(p, skip=("method", "seed", "out", "progress"))
-    p.set_defaults(run=compare_command)
-    return parser.parse_args(argv)
-
-
-def is_e2e(argv):
-    """True for `train ... --task e2e` and `compare ... --task e2e` (also --task=e2e)."""
-    if not argv or argv[0] not in ("train", "compare"):
-        return False
-    return any(a == "--task=e2e" or (a == "--task" and nxt == "e2e") for a, nxt in zip(argv, argv[1:] + [""]))
