@@ -14,8 +14,9 @@
 #     loss = CE over the target tokens (label smoothing 0.1) + 100 * symKL over the target tokens
 #     inference: mean of the A's -> one LoRA -> folded into W
 #
-# The model is tinymix's own tiny GPT: a 4-layer, 128-wide decoder pretrained on Shakespeare
-# (data/tiny_gpt). The task is a small E2E-style one: from a meaning representation such as
+# The model is tinymix's own tiny GPT: a 4-layer, 128-wide decoder pretrained on Shakespeare and on
+# plain restaurant descriptions (data/tiny_gpt) — like GPT-2, it already speaks the domain before it
+# ever sees a meaning representation. The task is a small E2E-style one: from a meaning representation such as
 # "name The Eagle, type pub, food Italian, area riverside =>" write "The Eagle is an Italian pub in
 # the riverside area." The loss counts only the sentence's tokens: the model must learn to WRITE
 # from the prompt, not to predict prompts.
@@ -29,6 +30,7 @@ import matplotlib.pyplot as plt
 from tinymix import Tensor, adamix, backend, gpt, no_grad, peft
 from tinymix import functional as F
 from tinymix.backend import xp
+from tinymix.nn import Dropout
 from tinymix.optim import AdamW, clip_grad_norm, linear_warmup_decay
 from tinymix.pretrained import load_pretrained
 from tinymix.transformer import LanguageModel, Transformer, TransformerConfig
@@ -42,7 +44,7 @@ except FileNotFoundError as error:
     # adapting a pretrained model.
     print(f"SKIPPING the real checkpoint: {error}\nusing an untrained stand-in decoder instead")
     PRETRAINED = False
-print(f"tiny GPT {'(pretrained on Shakespeare)' if PRETRAINED else '(stand-in)'}")
+print(f"tiny GPT {'(pretrained on Shakespeare and restaurant descriptions)' if PRETRAINED else '(stand-in)'}")
 
 # %% [markdown]
 # ## The task
@@ -104,12 +106,17 @@ config = peft.AdaMixConfig(module="lora", num_experts=8, sharing="up", expert_in
 C, L = transformer.config.hidden_size, transformer.config.num_layers
 
 
-def fresh_model(method_config, seed=0):
+def fresh_model(method_config, seed=0, model_dropout=0.0):
+    """The adapted GPT. `model_dropout` is the dropout INSIDE the frozen GPT (LoRA's own dropout is
+    separate): 0, as in the official GPT-2 code, whose model has no dropout layers at all."""
     backend.manual_seed(seed)
     base = load_pretrained("tiny-gpt")[0] if PRETRAINED else transformer
     if not PRETRAINED:                      # the stand-in: re-initialise the same weights each time
         for name, p in transformer.named_parameters():
             p.requires_grad = False
+    for _, module in base.named_modules():
+        if isinstance(module, Dropout):
+            module.p = model_dropout
     return peft.get_peft_model(LanguageModel(base), method_config)
 
 
@@ -155,32 +162,39 @@ assert abs(ratios["independent"] - 8 ** -0.5) < 0.05 and abs(ratios["identical"]
 # For a language model the two passes' predictions are compared at every TARGET position: the
 # logits (B, T, V) are flattened to rows and only the rows where a target exists enter the
 # symmetric KL. Whatever the passes predict inside the prompt or the padding costs nothing.
+#
+# What makes two passes differ matters as much. In the official GPT-2 code the model has no dropout
+# layers: the passes differ only by their routes and the LoRA dropout, and while B = 0 neither
+# changes anything, so the consistency term starts at exactly 0 and grows only as the experts
+# disagree. Turn the frozen GPT's own dropout on (p = 0.1, as in its pretraining) and the two passes
+# differ from the very first step, before anything is learnt; a hundred times that KL swamps the
+# task's gradient, and clipping the total norm to 1 leaves the task almost nothing.
 
 # %%
 target_mask = targets != -100                                      # (B, T) booleans
 z1, z2 = model(inputs), model(inputs)                              # fresh routes and dropout each
-rows = backend.from_numpy(target_mask.reshape(-1).nonzero()[0])
+at_start = adamix.consistency_loss(z1, z2, target_mask).item()
+noisy = fresh_model(config, model_dropout=0.1).train()             # the GPT's own dropout on
+z1, z2 = noisy(inputs), noisy(inputs)
 masked = adamix.consistency_loss(z1, z2, target_mask).item()
+print(f"consistency at the start, over {int(target_mask.sum())} target tokens: {at_start:.1e} without the "
+      f"GPT's dropout, {masked:.2e} with it (x100 in the loss: {100 * masked:.2f})")
+assert at_start == 0.0 and masked > 0
+rows = backend.from_numpy(target_mask.reshape(-1).nonzero()[0])
 by_hand = F.symmetric_kl(z1.reshape(-1, z1.shape[-1])[rows], z2.reshape(-1, z2.shape[-1])[rows]).item()
 z3 = Tensor(z2.data.copy())
 z3.data[~backend.from_numpy(target_mask)] += 5.0                   # change only non-target positions
-print(f"consistency over {int(target_mask.sum())} target tokens: {masked:.2e}")
-assert abs(masked - by_hand) < 1e-9 and masked > 0
+assert abs(masked - by_hand) < 1e-9
 assert abs(adamix.consistency_loss(z1, z3, target_mask).item() - masked) < 1e-9
 
 # %% [markdown]
 # ## Training: single LoRA against AdaMix-LoRA
 #
 # The same batches, seed and steps for both; label smoothing 0.1; AdamW with warm-up and linear
-# decay. The validation loss is the plain cross-entropy of the target tokens, without smoothing.
-# Three departures from the paper, all for the budget of a hundred-odd steps instead of several
-# epochs of E2E:
+# decay; consistency weight 100, as in the paper's code, with the GPT's own dropout off. The
+# validation loss is the plain cross-entropy of the target tokens, without smoothing. Two departures
+# from the paper, for the budget of a hundred-odd steps instead of several epochs of E2E:
 # - learning rate 1e-2, not 2e-4;
-# - consistency weight 1, not 100. Tried at this budget (30 steps of 8 sentences, full-mode data),
-#   100 all but stops learning — validation loss 5.92 -> 5.89, against 5.92 -> 5.59 with weight 1:
-#   the two passes differ by the frozen model's dropout from the very first step, a hundred times
-#   that difference swamps the task's gradient, and clipping the total norm to 1 leaves the task
-#   almost nothing;
 # - greedy decoding, not beam search.
 #
 # Expect AdaMix-LoRA to learn SLOWER per step here: each A-expert is trained on about 1/8 of the
@@ -188,7 +202,7 @@ assert abs(adamix.consistency_loss(z1, z3, target_mask).item() - masked) < 1e-9
 # many epochs; a miniature this short shows the machinery, not that result.
 
 # %%
-STEPS, BATCH, LR, CONSISTENCY = budget(120, 16), budget(8, 4), 1e-2, 1.0
+STEPS, BATCH, LR, CONSISTENCY = budget(120, 16), budget(8, 4), 1e-2, 100.0
 validation = encode(validation_pairs)
 
 
@@ -241,10 +255,11 @@ save_figure(figure, "13_gpt_adaptation.png")
 #
 # Average the 8 A's of every site (one LoRA per site), then fold (alpha / r) B A into the frozen W:
 # the model is again a plain tiny GPT — same parameter count, same cost per generated token — and
-# it predicts exactly what the averaged mixture predicted. Then generate from three validation MRs.
-# Be prepared: after a hundred-odd steps the loss has fallen but the sentences are not yet
-# sentences; writing E2E well takes thousands of steps (and the tiny GPT is a weak starting point:
-# a few minutes of Shakespeare).
+# it predicts exactly what the averaged mixture predicted. Then generate from three validation MRs,
+# with both adapted models. Be prepared: after a hundred-odd steps the single LoRA already writes
+# restaurant sentences (the tiny GPT read such sentences in pretraining, and learnt to copy names
+# from its context), while the slower AdaMix-LoRA may still wander off into Shakespeare; the full
+# comparison (docs/results_e2e.md) trains for 600 steps.
 
 # %%
 val_inputs = validation[0][:8]
@@ -259,8 +274,10 @@ assert not adamix.mixtures(adamix_model)
 assert all(block.attention.query.merged and block.attention.value.merged for block in adamix_model.transformer.layers)
 
 for prompt, reference in validation_pairs[:3]:
-    text = gpt.generate(adamix_model, tokenizer, prompt, max_new_tokens=30)
-    print(f"{prompt}\n    generated:{text[len(prompt):]!r}\n    reference:{reference!r}")
+    print(f"{prompt}\n    reference:   {reference!r}")
+    for name, adapted in (("LoRA", lora_model.eval()), ("AdaMix-LoRA", adamix_model)):
+        text = gpt.generate(adapted, tokenizer, prompt, max_new_tokens=30)
+        print(f"    {name + ':':13s}{text[len(prompt):]!r}")
 
 # %% [markdown]
 # In the library: `tinymix/peft.py` — `AdaMixConfig(module="lora")`, `LoRAConfig`, `merge(model,
