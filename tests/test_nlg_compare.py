@@ -38,3 +38,15 @@ def test_finished_runs_are_reused_only_if_made_from_the_same_weights(tmp_path):
     checkpoint.save_json(results, {"pretrained_weights": "0" * 64})    # made before a new pretraining
     with pytest.raises(ValueError, match="trained from other tiny-gpt weights"):
         nlg_compare.finished(cfg)
+
+
+def test_decoding_speed_reloads_a_merged_adamix_run(tmp_path):
+    """The speed test rebuilds the model of a finished run from its saved merged adapter: for AdaMix
+    the mixtures must be merged before the saved (merged) weights fit."""
+    cfg = nlg.NLGConfig(method="adamix-lora", num_experts=2, steps=1, batch_size=2, train_size=4,
+                        validation_size=1, test_size=2, eval_every=1, decoding="greedy", beam_width=2,
+                        max_new_tokens=3, progress=False, out=str(tmp_path / "run"))
+    nlg.train(cfg)
+    speed = nlg_compare.decoding_speed(cfg, prompts=2, new_tokens=3)
+    assert set(speed) == {"greedy_cached", "greedy_uncached", "beam_cached", "beam_uncached"}
+    assert all(value > 0 for value in speed.values())

@@ -110,8 +110,9 @@ def decoding_speed(cfg, prompts=16, new_tokens=48):
     """Tokens/s of the merged, folded model of a finished run (cfg.out): greedy, batch 1, with and
     without the KV cache; beam search (cfg.beam_width beams) with and without it."""
     model, tokenizer = build_model(cfg)
+    peft.merge(model)                                   # the saved adapter holds merged mixtures ...
     peft.load_adapter(model, Path(cfg.out) / "merged")
-    peft.merge(model, fold_lora=True)
+    peft.merge(model, fold_lora=True)                   # ... and the LoRA update is folded afresh
     encoder = nlg.Encoder(tokenizer, model.transformer.config.max_positions)
     test = e2e.make_splits(cfg.train_size, cfg.validation_size, cfg.test_size, cfg.data_seed)["test"]
     ids = [encoder.prompt(ex.mr) for ex in test[:prompts]]
