@@ -1,5 +1,6 @@
 """Fine-tuning the tiny GPT on the E2E-style task: the loss sees target tokens only, merging and
 folding change nothing, parameter counts, bad inputs, and the command line."""
+import numpy as np
 import pytest
 
 from tinymix import backend, e2e, nlg, peft, pretrained
@@ -94,6 +95,17 @@ def test_a_short_adamix_lora_run_merges_and_folds_without_changing_the_model():
     assert result["dropped_pairs"] == 0
     model = result["model"]
     assert not nlg.adamix.mixtures(model)                             # one LoRA per site remains
+
+
+def test_the_low_memory_step_trains_the_same_model():
+    settings = dict(method="adamix-lora", num_experts=2, steps=3, batch_size=4, train_size=8,
+                    validation_size=2, test_size=2, eval_every=3, decoding="greedy", max_new_tokens=2,
+                    lora_dropout=0.1, model_dropout=0.1, progress=False)
+    splits = e2e.make_splits(8, 2, 2, seed=0)
+    normal = nlg.train(nlg.NLGConfig(**settings), splits)
+    low = nlg.train(nlg.NLGConfig(**settings, low_memory=True), splits)
+    np.testing.assert_allclose(low["losses"], normal["losses"], rtol=1e-5)
+    assert low["test_loss_merged"] == pytest.approx(normal["test_loss_merged"], rel=1e-5)
 
 
 def test_frozen_weights_stay_frozen(tiny_gpt):

@@ -71,6 +71,7 @@ class NLGConfig:
     num_experts: int = 8
     sharing: str = "up"
     consistency_weight: float = 100.0
+    low_memory: bool = False         # AdaMix: recompute pass 2 in backward (train.TrainConfig.low_memory)
     expert_init: str = "independent"
     lora_rank: int = 4
     lora_alpha: float = 32.0
@@ -271,16 +272,15 @@ def train(cfg, splits=None):
         optimizer.lr = lr * linear_warmup_decay(step, warmup_steps, cfg.steps)
         inputs, targets = make_batch(next(stream), encoder.pad_id)
         picked = targets[targets != IGNORE]                               # (n,) the target tokens
+        optimizer.zero_grad()            # before the forward: last step's gradients are not kept alive
         # logits at target positions only: the consistency KL is averaged over target tokens
-        loss, _, _ = adamix.two_pass_loss(
+        loss, _, _ = adamix.two_pass_backward(
             lambda: target_logits(model, inputs, targets),
             lambda logits: F.cross_entropy(logits, picked, label_smoothing=cfg.label_smoothing),
-            consistency_weight)
-        value = loss.item()
+            consistency_weight, low_memory=cfg.low_memory)
+        value = loss.item()              # read every step: the decoding this loop feeds syncs anyway
         if not math.isfinite(value):
             raise FloatingPointError(f"loss became {value} at step {step}; try a lower --lr")
-        optimizer.zero_grad()
-        loss.backward()
         if cfg.max_grad_norm > 0:
             clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm)
         optimizer.step()
