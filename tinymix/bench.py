@@ -37,7 +37,7 @@ import warnings
 
 from . import adamix, backend, peft
 from .backend import xp
-from .bench_setup import (ADAMIX, SINGLE, _median_seconds, _sync, build, eval_forward,
+from .bench_setup import (ADAMIX, SINGLE, build, eval_forward, median_seconds, sync,
                           interleaved_seconds, make_workload, ratio, train_step)
 from .bench_torch import TorchTwin, load_torch, max_logit_difference
 from .nn import Linear
@@ -138,7 +138,7 @@ def peak_training_bytes(workload, method, consistency_weight, steps=2, low_memor
     model, optimizer = build(workload, method)
     for _ in range(steps):
         train_step(model, optimizer, batch, consistency_weight, low_memory)
-    _sync()
+    sync()
     if backend.name == "cupy":
         peak = pool.total_bytes() - before
     else:
@@ -210,7 +210,7 @@ def autograd_times(repeats=50, ops_per_run=100):
         for _ in range(ops_per_run):
             a.data + b.data  # the result is dropped: only the time counts
 
-    return (_median_seconds(tracked, repeats) / ops_per_run, _median_seconds(raw, repeats) / ops_per_run)
+    return (median_seconds(tracked, repeats) / ops_per_run, median_seconds(raw, repeats) / ops_per_run)
 
 
 def matmul_times(repeats=5, rows=64 * 32, inner=384, outer=1536):
@@ -229,7 +229,7 @@ def matmul_times(repeats=5, rows=64 * 32, inner=384, outer=1536):
         g @ w.data.T
         x.data.T @ g
 
-    return _median_seconds(tracked, repeats), _median_seconds(raw, repeats)
+    return median_seconds(tracked, repeats), median_seconds(raw, repeats)
 
 
 def autograd(quick=False):

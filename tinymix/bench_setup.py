@@ -23,21 +23,21 @@ QUICK_CONFIG = TransformerConfig(vocab_size=500, hidden_size=32, num_layers=2, n
 
 # ---- timing ----------------------------------------------------------------------------------------
 
-def _sync():
+def sync():
     """Wait for queued GPU work, so that the clock measures the work and not its launch."""
     if backend.name == "cupy":
         xp.cuda.get_current_stream().synchronize()
 
 
-def _median_seconds(run, repeats, warmup=3):
+def median_seconds(run, repeats, warmup=3):
     for _ in range(warmup):
         run()
-    _sync()
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
-        _sync()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -53,10 +53,10 @@ def interleaved_seconds(variants, batches, rounds):
         total = dict.fromkeys(names, 0.0)
         for batch in batches:
             for i in order_rng.permutation(len(names)):
-                _sync()
+                sync()
                 start = time.perf_counter()
                 variants[names[i]](batch)
-                _sync()
+                sync()
                 total[names[i]] += time.perf_counter() - start
         if timed:
             for name in names:
