@@ -95,9 +95,13 @@ class Mixture(Module):
         return merged
 
 
+EXPERT_INITS = ("official", "independent", "identical")
+
+
 def make_mixture(make_expert, num_experts, expert_init="independent", route=None):
-    """M experts from `make_expert()`: each initialised on its own (the adapter code's choice), or
-    M identical copies of the first (the official LoRA code's deep copy)."""
+    """M experts from `make_expert()`: each initialised on its own (the official adapter code), or
+    M identical copies of the first (the official LoRA code's deep copy after init, §7). Which one
+    "official" means depends on the module, so peft.py resolves it before calling this."""
     if num_experts < 1:
         raise ValueError(f"num_experts must be at least 1, got {num_experts}")
     if expert_init not in ("independent", "identical"):

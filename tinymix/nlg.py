@@ -40,7 +40,7 @@ from .nn import Dropout
 from .optim import AdamW, clip_grad_norm, linear_warmup_decay
 from .pretrained import TINY_GPT_DIR, file_sha256, load_pretrained, tiny_gpt_record
 from .tensor import no_grad
-from .train import decay_groups
+from .train import EXPERT_UPDATES, decay_groups
 from .transformer import LanguageModel
 
 METHODS = ("lora", "adamix-lora", "adamix", "adapter", "full")
@@ -72,7 +72,8 @@ class NLGConfig:
     sharing: str = "up"
     consistency_weight: float = 100.0
     low_memory: bool = False         # AdaMix: recompute pass 2 in backward (train.TrainConfig.low_memory)
-    expert_init: str = "independent"
+    expert_init: str = "official"    # identical A-experts (the official code's deep copy), independent adapters
+    expert_updates: str = "dense"    # train.TrainConfig.expert_updates: "dense" (official) or "lazy"
     lora_rank: int = 4
     lora_alpha: float = 32.0
     lora_dropout: float = 0.1
@@ -94,6 +95,8 @@ class NLGConfig:
             raise ValueError(f"unknown method {self.method!r} for the e2e task: choose one of {', '.join(METHODS)}")
         if self.decoding not in ("beam", "greedy"):
             raise ValueError(f"decoding must be 'beam' or 'greedy', got {self.decoding!r}")
+        if self.expert_updates not in EXPERT_UPDATES:
+            raise ValueError(f"expert_updates must be one of {EXPERT_UPDATES}, got {self.expert_updates!r}")
         if self.max_grad_norm < 0:
             raise ValueError(f"max_grad_norm must be at least 0 (0: no clipping), got {self.max_grad_norm}")
         if not 0.0 <= self.model_dropout < 1.0:
@@ -261,7 +264,7 @@ def train(cfg, splits=None):
     validation_pairs, _ = encode_pairs(encoder, splits["validation"])
     consistency_weight = cfg.consistency_weight if cfg.method.startswith("adamix") else 0.0
     lr = DEFAULT_LR.get(cfg.method, cfg.lr) if cfg.lr == NLGConfig.lr else cfg.lr
-    optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr)
+    optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr, lazy=cfg.expert_updates == "lazy")
     warmup_steps = int(cfg.warmup * cfg.steps)
     stream = batches(train_pairs, cfg.batch_size, backend.host_generator([cfg.seed, 7]))
     history, losses, best, best_weights = [], [], math.inf, None

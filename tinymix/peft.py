@@ -111,7 +111,8 @@ class AdaMixConfig:
     sharing: str = "up"             # which projection all experts share: up (adapter up / LoRA B)
     inference: str = "average"      # "average" (AdaMix proper), "random", "fixed"
     fixed_expert: int = 0
-    expert_init: str = "independent"  # or "identical" (the official LoRA code's copies)
+    expert_init: str = "official"   # as the official code: identical copies of the LoRA A-experts,
+                                    # independent adapter experts; or "identical" / "independent" for all
     consistency_weight: float = 1.0
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -185,6 +186,8 @@ def _check(config, transformer):
             raise ValueError(f"fixed_expert {config.fixed_expert} is not one of the {config.num_experts} experts")
         if config.module not in ("adapter", "lora"):
             raise ValueError(f"AdaMix mixes 'adapter' or 'lora' modules, got {config.module!r}")
+        if config.expert_init not in adamix.EXPERT_INITS:
+            raise ValueError(f"unknown expert_init {config.expert_init!r}: choose one of {adamix.EXPERT_INITS}")
     kind, settings = _module(config)
     if kind == "adapter":
         adapter = settings
@@ -210,7 +213,10 @@ def _projection(config, make_linear, shared, route=None):
     """A plain Linear if this side is shared by all experts (or there is no mixture), else a Mixture."""
     if config.method != "adamix" or shared:
         return make_linear()
-    return adamix.make_mixture(make_linear, config.num_experts, config.expert_init, route)
+    init = config.expert_init
+    if init == "official":                      # §7: the LoRA code deep-copies, the adapter code does not
+        init = "identical" if config.module == "lora" else "independent"
+    return adamix.make_mixture(make_linear, config.num_experts, init, route)
 
 
 def _make_adapter(config, hidden):

@@ -28,6 +28,7 @@ METHODS = ("adamix", "adamix-lora", "adapter", "houlsby", "pfeiffer", "lora", "b
 # 3e-3 80.2%, 1e-2 79.6%) and is used for every parameter-efficient method; full fine-tuning
 # updates 22.6M weights and takes the usual BERT-sized rate instead.
 DEFAULT_LR = {"full": 1e-4}     # every other method: TrainConfig.lr's default
+EXPERT_UPDATES = ("dense", "lazy")
 
 
 @dataclass
@@ -52,7 +53,10 @@ class TrainConfig:
     consistency_weight: float = 1.0
     low_memory: bool = False         # AdaMix: recompute pass 2 in backward (same gradients, one more
                                      # forward, one pass's activations alive instead of two)
-    expert_init: str = "independent"
+    expert_init: str = "official"    # identical LoRA A-experts, independent adapter experts (adamix.md §7)
+    expert_updates: str = "dense"    # "dense": an expert routed once is stepped at every later step, with
+                                     # a zero gradient when not routed (the official code); "lazy": only
+                                     # when routed (adamix.md §7b)
     bottleneck: int = 16
     lora_rank: int = 4
     lora_alpha: float = 32.0
@@ -68,6 +72,8 @@ class TrainConfig:
         if self.task != "movie-reviews" and not Path(self.task).is_dir():
             raise ValueError(f"unknown task {self.task!r}: use 'movie-reviews' or a folder holding "
                              "train.tsv, dev.tsv and test.tsv")
+        if self.expert_updates not in EXPERT_UPDATES:
+            raise ValueError(f"expert_updates must be one of {EXPERT_UPDATES}, got {self.expert_updates!r}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be at least 1 step, got {self.log_every}")
 
@@ -158,7 +164,7 @@ def train(cfg, splits=None, before_merge=None):
     model, tokenizer = build_model(cfg, num_labels)
     consistency_weight = cfg.consistency_weight if cfg.method.startswith("adamix") else 0.0
     lr = DEFAULT_LR.get(cfg.method, cfg.lr) if cfg.lr == TrainConfig.lr else cfg.lr
-    optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr)
+    optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr, lazy=cfg.expert_updates == "lazy")
     steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(cfg.warmup * total_steps)
