@@ -588,3 +588,21 @@ def test_experts_start_independent_or_as_identical_copies():
                               backend.to_numpy(mixture.experts[1].weight.data))
     with pytest.raises(ValueError, match="expert_init must be 'independent' or 'identical'"):
         adamix.make_mixture(lambda: Linear(4, 3), 2, "copies")
+
+
+def test_routing_report_counts_routes_and_measures_how_far_experts_moved():
+    model = adamix_model("adapter").train()
+    ids, mask, labels = tiny_batch()
+    start = adamix.expert_weights(model)
+    optimizer = AdamW(model.named_parameters(), lr=1e-2)
+    for _ in range(5):
+        optimizer.zero_grad()
+        adamix.two_pass_backward(lambda: model(ids, mask), lambda z: F.cross_entropy(z, labels), 1.0)
+        optimizer.step()
+    report = adamix.routing_report(model, start)
+    assert len(report) == len(adamix.mixtures(model))
+    for entry in report.values():
+        assert sum(entry["route_counts"]) == 10                     # 5 steps x 2 passes
+        moved = [m > 0 for m in entry["moved"]]
+        assert moved == [c > 0 for c in entry["route_counts"]] or all(moved)   # dense: routed once -> moves
+        assert entry["spread"] > 0                                   # independent experts differ

@@ -54,8 +54,9 @@ def main_job(args):
 def train_command(args):
     from .train import TrainConfig, train
     result = train(_config_from_args(args, TrainConfig()))
+    test = "not read (--no-test)" if result["test_accuracy"] is None else f"{result['test_accuracy']:.4f}"
     print(f"validation {result['validation_accuracy']:.4f} (epoch {result['best_epoch']}), "
-          f"test (merged model) {result['test_accuracy']:.4f}")
+          f"test (merged model) {test}")
     if result["config"]["out"]:
         from . import plots
         plots.training_curve(result["losses"], result["history"],

@@ -61,6 +61,8 @@ class TrainConfig:
     lora_rank: int = 4
     lora_alpha: float = 32.0
     out: str = ""                    # run folder ("" = nothing written)
+    test: bool = True                # evaluate the merged model on test at the end; a learning-rate
+                                     # search sets False, so that test is read only after the choice
     log_every: int = 10              # read the losses back (and check them) every N steps: on a GPU
                                      # each read waits for the device, so not every step
     resume: bool = False
@@ -162,6 +164,7 @@ def train(cfg, splits=None, before_merge=None):
     for name, split in splits.items():
         _check_labels(split, num_labels, name)
     model, tokenizer = build_model(cfg, num_labels)
+    start = adamix.expert_weights(model)
     consistency_weight = cfg.consistency_weight if cfg.method.startswith("adamix") else 0.0
     lr = DEFAULT_LR.get(cfg.method, cfg.lr) if cfg.lr == TrainConfig.lr else cfg.lr
     optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr, lazy=cfg.expert_updates == "lazy")
@@ -222,14 +225,15 @@ def train(cfg, splits=None, before_merge=None):
     extra = before_merge(model, tokenizer, splits) if before_merge else {}
     trainable = model.num_parameters(trainable_only=True)
     merged_count = peft.merged_parameter_count(model)
+    routing = adamix.routing_report(model, start)
     # Test once, on the deployed model: every mixture merged into one module. (Its outputs equal the
     # unmerged model's "average" inference exactly; tests/test_adamix.py checks that.)
     peft.merge(model)
-    test_accuracy = evaluate(model, tokenizer, splits["test"], cfg.eval_batch_size)
+    test_accuracy = evaluate(model, tokenizer, splits["test"], cfg.eval_batch_size) if cfg.test else None
     result = {
         "config": asdict(cfg), "history": state["history"], "losses": state["losses"],
         "best_epoch": state["best_epoch"], "validation_accuracy": state["best_validation"],
-        "test_accuracy": test_accuracy, "merged_test_accuracy": test_accuracy,
+        "test_accuracy": test_accuracy, "merged_test_accuracy": test_accuracy, "routing": routing,
         "trainable_parameters": trainable, "merged_parameters": merged_count,
         "all_parameters": model.num_parameters(), "seconds": time.perf_counter() - started, **extra,
     }
