@@ -343,7 +343,7 @@ def test_load_adapter_accepts_the_same_config_written_with_a_list(tmp_path):
 def test_one_seed_gives_every_method_the_same_start_where_they_share_a_module():
     """Paired seeds (compare): at one seed the single adapter is AdaMix's expert 0 plus its shared
     up-projection, every AdaMix-LoRA A-expert starts as the single LoRA's A, and the head is the same."""
-    from tinymix import adamix, backend
+    from tinymix import backend
     from tinymix.transformer import SequenceClassifier, Transformer, TransformerConfig
 
     def build(config, seed=3):

@@ -92,8 +92,8 @@ def fetch_command(args):
 
 
 def compare_command(args):
-    from . import compare
-    compare.compare_command(args)
+    from .experiments import nlu
+    nlu.compare_command(args)
 
 
 def bench_command(args):
@@ -173,13 +173,11 @@ def build_parser():
     p.add_argument("--max-length", type=int, default=64)
     p.set_defaults(run=eval_command)
 
-    p = commands.add_parser("compare", help="every method x seeds, AdaMix ablations, table and plots. "
-                            "With --task e2e: the data-to-text comparison (compare --task e2e --help)")
-    try:
-        from . import compare
-        compare.add_arguments(p)
-    except ImportError:
-        pass
+    p = commands.add_parser("compare", help="methods, ablations and the paper's claims under a fair protocol "
+                            "(tuned learning rates, paired seeds, confidence intervals). With --task e2e: the "
+                            "data-to-text comparison (compare --task e2e --help)")
+    from .experiments import nlu
+    nlu.add_arguments(p)
     p.set_defaults(run=compare_command)
 
     p = commands.add_parser("fetch", help="download the pinned assets into the cache and verify them")
@@ -209,9 +207,9 @@ def main(argv=None):
     parser = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["main"] + argv  # the built-in default
-    from . import nlg_compare
-    e2e_task = nlg_compare.is_e2e(argv)
-    args = nlg_compare.parse_args(argv) if e2e_task else parser.parse_args(argv)   # e2e: flags of its own
+    from .experiments import nlg as nlg_experiments
+    e2e_task = nlg_experiments.is_e2e(argv)
+    args = nlg_experiments.parse_args(argv) if e2e_task else parser.parse_args(argv)   # e2e: flags of its own
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, KeyError, FloatingPointError, RuntimeError) as error:

@@ -2,7 +2,7 @@
 
     result = train(NLGConfig(method="adamix-lora", seed=0))
     python -m tinymix train --task e2e --method adamix-lora
-    python -m tinymix compare --task e2e --seeds 3      # nlg_compare.py
+    python -m tinymix compare --task e2e                # experiments/nlg.py
 
 Each example is one token sequence,  prompt + " " + sentence + <|endoftext|>:
     "name The Eagle, type pub, food Italian => The Eagle is an Italian pub.<|endoftext|>"
@@ -47,7 +47,7 @@ METHODS = ("lora", "adamix-lora", "adamix", "adapter", "full")
 ALIASES = {"adamix-adapter": "adamix"}
 LABELS = {"lora": "LoRA", "adamix-lora": "AdaMix-LoRA", "adamix": "AdaMix-adapter", "adapter": "adapter",
           "full": "full fine-tuning"}
-DEFAULT_LR = {"full": 3e-3}      # every other method: NLGConfig.lr
+DEFAULT_LR = {**{method: 5e-3 for method in METHODS}, "full": 3e-3}   # when --lr is not given
 IGNORE = -100
 
 
@@ -62,7 +62,7 @@ class NLGConfig:
     test_size: int = 100             # test MRs decoded and scored (one reference per template family)
     steps: int = 600
     batch_size: int = 8
-    lr: float = 5e-3                 # full fine-tuning: DEFAULT_LR["full"] unless set
+    lr: float = 0.0                  # 0: the method's rate in DEFAULT_LR
     weight_decay: float = 0.01
     warmup: float = 0.06             # fraction of the steps
     max_grad_norm: float = 1.0       # 0: no clipping (the official GPT-2 code's --clip 0.0)
@@ -268,7 +268,7 @@ def train(cfg, splits=None):
     train_pairs, dropped = encode_pairs(encoder, splits["train"])
     validation_pairs, _ = encode_pairs(encoder, splits["validation"])
     consistency_weight = cfg.consistency_weight if cfg.method.startswith("adamix") else 0.0
-    lr = DEFAULT_LR.get(cfg.method, cfg.lr) if cfg.lr == NLGConfig.lr else cfg.lr
+    lr = cfg.lr or DEFAULT_LR[cfg.method]
     optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr, lazy=cfg.expert_updates == "lazy")
     warmup_steps = int(cfg.warmup * cfg.steps)
     stream = batches(train_pairs, cfg.batch_size, backend.host_generator([cfg.seed, 7]))
@@ -406,7 +406,7 @@ def _progress(total, description, enabled):
                 leave=False, dynamic_ncols=True)
 
 
-# ---- the command line: `train --task e2e` (nlg_compare.parse_args reads the flags) ------------------
+# ---- the command line: `train --task e2e` (experiments/nlg.parse_args reads the flags) ------------
 
 def config_from_args(args, base):
     """`base` with every NLGConfig flag the user gave written over it."""
