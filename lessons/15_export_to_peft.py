@@ -101,8 +101,8 @@ one_lora = scaling * B @ A                                                      
 mean_of_experts = sum(scaling * shared_B @ A_k for A_k in experts) / M
 spread = max(float(abs(A_k - A).max()) for A_k in experts)
 print(f"the experts differ from their mean by up to {spread:.3f}")
-print(f"exported A vs mean of the experts: {float(abs(A - sum(experts) / M).max()):.1e}; exported B is the shared B: "
-      f"{bool((B == shared_B).all())}")
+print(f"exported A vs mean of the experts: {float(abs(A - sum(experts) / M).max()):.1e}; "
+      f"exported B is the shared B: {bool((B == shared_B).all())}")
 print(f"one LoRA's update vs the mean of the experts' updates: {float(abs(one_lora - mean_of_experts).max()):.1e}")
 assert spread > 1e-3, "the experts are different matrices ..."
 assert float(abs(A - sum(experts) / M).max()) < 1e-7 and (B == shared_B).all()

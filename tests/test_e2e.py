@@ -218,7 +218,8 @@ def test_bleu_equals_sacrebleu_on_the_same_tokens(splits):
     assert 100 * ours["bp"] == pytest.approx(100 * theirs.bp, rel=1e-12)
     assert 100 * ours["bleu"] == pytest.approx(theirs.score, rel=1e-12)
     no_four_grams = (["the eagle pub cheap", "a b c"], [["the eagle is a pub"], ["a b d"]])
-    assert e2e.corpus_bleu(*no_four_grams)["bleu"] == sacrebleu_on_bleu_tokens(sacrebleu, *no_four_grams).score == 0.0
+    assert e2e.corpus_bleu(*no_four_grams)["bleu"] == 0.0
+    assert sacrebleu_on_bleu_tokens(sacrebleu, *no_four_grams).score == 0.0
 
 
 # ---- slot errors -----------------------------------------------------------------------------------

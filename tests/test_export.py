@@ -114,7 +114,7 @@ def test_export_writes_peft_keys_shapes_dtype_and_config(lora_run):
     head = arrays_of(root / "peft" / "head.safetensors")
     assert {k: v.shape for k, v in head.items()} == {"classifier.weight": (2, 384), "classifier.bias": (2,)}
     readme = (root / "peft" / "README.md").read_text()
-    assert "mean over non-pad tokens" in readme and "PeftModel.from_pretrained" in readme
+    assert "the mean over non-pad tokens" in readme and "PeftModel.from_pretrained" in readme
 
 
 def test_export_holds_the_adapters_numbers_and_the_update_is_alpha_over_r_B_A(lora_run):
@@ -132,7 +132,8 @@ def test_round_trip_tinymix_peft_tinymix_is_exact(lora_run):
     original = json.loads((root / "tinymix" / "adapter_config.json").read_text())
     back = json.loads((root / "back" / "adapter_config.json").read_text())
     assert back == original                                    # config, merged flag, base model, shapes
-    a, b = arrays_of(root / "tinymix" / "adapter_model.safetensors"), arrays_of(root / "back" / "adapter_model.safetensors")
+    a = arrays_of(root / "tinymix" / "adapter_model.safetensors")
+    b = arrays_of(root / "back" / "adapter_model.safetensors")
     assert sorted(a) == sorted(b) and all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
 
 
@@ -189,7 +190,8 @@ def test_every_set_of_tinymix_targets_maps_to_exactly_its_bert_modules(mask):
     targets = tuple(t for i, t in enumerate(peft.LORA_TARGETS) if mask >> i & 1)
     written = hf_peft.peft_target_modules(targets, LAYERS)
     selected = hf_peft.resolve_targets(written, LAYERS)
-    assert sorted(selected) == sorted(f"encoder.layer.{i}.{hf_peft.BERT_NAMES[t]}" for i in range(LAYERS) for t in targets)
+    modules = [f"encoder.layer.{i}.{hf_peft.BERT_NAMES[t]}" for i in range(LAYERS) for t in targets]
+    assert sorted(selected) == sorted(modules)
     assert hf_peft_import._tinymix_targets({"target_modules": written}, pytest.fail, LAYERS) == targets
     assert isinstance(written, list) or ("output" in targets and "attention_output" not in targets)
 
@@ -199,7 +201,7 @@ def test_a_lora_on_ffn_output_alone_round_trips_through_a_regular_expression(min
     peft.save_adapter(model, tmp_path / "tinymix")
     hf_peft.export_peft(tmp_path / "tinymix", tmp_path / "peft", say=lambda line: None)
     config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
-    assert isinstance(config["target_modules"], str)           # "output.dense" would also take attention.output.dense
+    assert isinstance(config["target_modules"], str)       # "output.dense" would take attention.output.dense too
     header = header_of(tmp_path / "peft" / "adapter_model.safetensors")
     assert header["base_model.model.encoder.layer.0.output.dense.lora_A.weight"]["shape"] == [2, 1536]
     assert header["base_model.model.encoder.layer.0.output.dense.lora_B.weight"]["shape"] == [384, 2]
@@ -281,7 +283,8 @@ def rewrite_weights(folder, change):
 
 @pytest.mark.parametrize("change, says", [
     (lambda a: {k: v for k, v in a.items() if "layer.3." not in k}, "missing keys"),
-    (lambda a: {**a, "base_model.model.pooler.dense.lora_A.weight": np.zeros((4, 384), np.float32)}, "unexpected keys"),
+    (lambda a: {**a, "base_model.model.pooler.dense.lora_A.weight": np.zeros((4, 384), np.float32)},
+     "unexpected keys"),
     (lambda a: {k.replace("model.encoder", "model.bert.encoder"): v for k, v in a.items()}, "task head"),
     (lambda a: {k: (v[:, :2] if ".lora_A." in k else v) for k, v in a.items()}, "shape"),
     (lambda a: {k: np.zeros((4, 768) if ".lora_A." in k else (768, 4), np.float32) for k in a}, "hidden size 384"),
@@ -306,10 +309,27 @@ def test_import_refuses_damaged_files_and_pickles(lora_run, tmp_path):
     (folder / "adapter_model.safetensors").write_bytes(struct.pack("<Q", 40) + b'{"a": {"dtype": "F32", "sha')
     with pytest.raises(ValueError, match="safetensors"):
         hf_peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
+    text = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 800]}}).encode()
+    (folder / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + bytes(8))
+    with pytest.raises(ValueError, match=r"damaged safetensors header \('a' at bytes \[0, 800\] of 8\)"):
+        hf_peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
     (folder / "adapter_model.safetensors").rename(folder / "adapter_model.bin")
     with pytest.raises(ValueError, match="pickle"):
         hf_peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_minimal_peft_config_takes_peft_defaults(lora_run, tmp_path):
+    """Only peft_type is required by PEFT; the rest has PEFT's defaults (r 8, lora_alpha 8, dropout 0,
+    query and value for BERT)."""
+    root, _ = lora_run
+    folder = shutil.copytree(root / "peft", tmp_path / "peft")
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    config, _, _ = hf_peft_import.read_peft(folder)
+    assert config == peft.LoRAConfig(rank=4, alpha=8.0, dropout=0.0, target_modules=("query", "value"))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    with pytest.raises(ValueError, match=r"shape \(4, 384\), expected \(8, 384\).*is r = 8"):
+        hf_peft_import.read_peft(folder)
 
 
 def test_half_precision_weights_are_widened_exactly(lora_run, tmp_path):
@@ -366,7 +386,8 @@ def test_peft_loads_the_export_on_a_bert_model_and_gives_tinymix_embeddings(adam
 
     root, model, _ = adamix_run
     where = pretrained._MINILM_DIR
-    bert = transformers.BertModel(transformers.BertConfig(**json.loads(assets.read_member("minilm", where + "config.json"))))
+    bert_config = json.loads(assets.read_member("minilm", where + "config.json"))
+    bert = transformers.BertModel(transformers.BertConfig(**bert_config))
     weights = safetensors.torch.load(assets.read_member("minilm", where + "model.safetensors"))
     missing, unexpected = bert.load_state_dict(weights, strict=False)
     assert not missing and set(unexpected) <= {"embeddings.position_ids"}
@@ -379,7 +400,8 @@ def test_peft_loads_the_export_on_a_bert_model_and_gives_tinymix_embeddings(adam
 
     def peft_embeddings(bert_model):
         with torch.no_grad():
-            hidden = bert_model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state
+            hidden = bert_model(input_ids=torch.from_numpy(ids),
+                                attention_mask=torch.from_numpy(mask)).last_hidden_state
         m = torch.from_numpy(mask).float()[:, :, None]
         return ((hidden * m).sum(1) / m.sum(1).clamp(min=1)).numpy()
 

@@ -29,7 +29,6 @@ CONFIG_FILE, WEIGHTS_FILE, HEAD_FILE = "adapter_config.json", "adapter_model.saf
 BERT_NAMES = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
               "attention_output": "attention.output.dense", "intermediate": "intermediate.dense",
               "output": "output.dense"}
-FLOAT_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
 
 
 # ---- names ------------------------------------------------------------------------------------------
@@ -118,9 +117,10 @@ def _exportable_lora(config, folder):
                          "of an existing weight. PEFT's LoRA format holds only such updates, so it cannot "
                          "express an adapter. Export a LoRA or AdaMix-LoRA (train --method lora or adamix-lora).")
     if config.method == "bitfit":
-        raise ValueError(f"{folder} holds BitFit: the base model's own biases, retrained. PEFT's LoRA format "
-                         "holds low-rank updates B A of weights and no base-model biases, so BitFit has "
-                         "nowhere to go. Export a LoRA or AdaMix-LoRA (train --method lora or adamix-lora).")
+        raise ValueError(f"{folder} holds BitFit: the base model's own biases, retrained, and no low-rank "
+                         "update. PEFT's LoRA format is for low-rank updates B A of weights (its bias option "
+                         "only adds biases to a LoRA), so BitFit is not a LoRA it can hold. Export a LoRA or "
+                         "AdaMix-LoRA (train --method lora or adamix-lora).")
     raise ValueError(f"{folder} holds full fine-tuning: every weight changed, not a low-rank update, which "
                      "PEFT's LoRA format cannot hold. Export a LoRA or AdaMix-LoRA instead.")
 
@@ -136,7 +136,8 @@ def export_peft(adapter_folder, out_folder, say=print):
     config = peft.config_from_dict(saved["config"])
     lora = _exportable_lora(config, folder)
     base = minilm_config()
-    differing = {k: (v, vars(base).get(k)) for k, v in saved.get("transformer", {}).items() if vars(base).get(k) != v}
+    minilm = vars(base)
+    differing = {k: (v, minilm.get(k)) for k, v in saved.get("transformer", {}).items() if minilm.get(k) != v}
     if differing or not saved.get("transformer"):
         raise ValueError(f"{folder} was trained on another base model than all-MiniLM-L6-v2 (differing fields, "
                          f"adapter vs MiniLM: {differing}); the PEFT export names MiniLM as its base model, "
@@ -178,26 +179,7 @@ def export_peft(adapter_folder, out_folder, say=print):
 
 
 def _readme(folder, config, peft_config, num_labels, hidden):
-    head = (f"""
-## head.safetensors: the classifier tinymix trained with it (not part of the PEFT files)
-
-`classifier.weight` ({num_labels}, {hidden}) and `classifier.bias` ({num_labels},), float32. Apply it to
-the BertModel's last hidden states `h` (batch, tokens, {hidden}) and the attention mask `m` (1 for a
-real token, 0 for padding):
-
-    pooled = (h * m[..., None]).sum(1) / m.sum(1, keepdims=True).clip(min=1)   # mean over non-pad tokens
-    logits = pooled @ classifier.weight.T + classifier.bias                      # ({num_labels} classes)
-
-BERT's pooler (tanh on the first token) is not used. On tinymix's movie reviews, class 1 is positive
-and class 0 negative.
-""" if num_labels else "")
-    merged = "" if config.method == "lora" else f"""
-Trained as an AdaMix-LoRA ({config.num_experts} experts, sharing {config.sharing!r}) and merged before export: each
-mixture became the mean of its experts, as tinymix deploys it. With B shared by the experts (sharing
-'up', the default) this one LoRA computes exactly the mean of the experts' updates:
-mean_k(B A_k) = B mean_k(A_k).
-"""
-    return f"""# A LoRA for {MINILM_NAME}, exported by tinymix
+    text = f"""# A LoRA for {MINILM_NAME}, exported by tinymix
 
 Made by `python -m tinymix export` from `{folder}` (tinymix method {config.method!r}). It is a
 Hugging Face PEFT LoRA (`adapter_config.json`, `adapter_model.safetensors`) for transformers'
@@ -208,5 +190,26 @@ W + (lora_alpha / r) lora_B @ lora_A.
     from peft import PeftModel
     from transformers import BertModel
     model = PeftModel.from_pretrained(BertModel.from_pretrained("{MINILM_NAME}"), "path/to/this/folder")
+"""
+    if config.method == "adamix":
+        text += f"""
+It was trained as an AdaMix-LoRA ({config.num_experts} experts, sharing {config.sharing!r}) and merged: each
+mixture became the mean of its experts, as tinymix deploys it. With B shared by the experts (sharing
+'up', the default) this one LoRA computes exactly the mean of the experts' updates,
+mean_k(B A_k) = B mean_k(A_k).
+"""
+    if num_labels:
+        text += f"""
+## head.safetensors: the classifier trained with it (not part of the PEFT files)
 
-{merged}{head}"""
+`classifier.weight` ({num_labels}, {hidden}) and `classifier.bias` ({num_labels},), float32. Apply it to the
+BertModel's last hidden states h (batch, tokens, {hidden}) with the attention mask m (1 for a real
+token, 0 for padding):
+
+    pooled[b] = sum_t m[b, t] h[b, t] / max(sum_t m[b, t], 1)     # the mean over non-pad tokens
+    logits[b] = classifier.weight @ pooled[b] + classifier.bias   # {num_labels} classes
+
+BERT's pooler (tanh on the first token) is not used. On tinymix's movie reviews class 1 is positive,
+class 0 negative.
+"""
+    return text

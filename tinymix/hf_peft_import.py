@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import checkpoint, peft
 from .backend import from_numpy
-from .hf_peft import (BERT_NAMES, CONFIG_FILE, FLOAT_DTYPES, HEAD_FILE, MINILM_NAME, PREFIX, WEIGHTS_FILE,
+from .hf_peft import (BERT_NAMES, CONFIG_FILE, HEAD_FILE, MINILM_NAME, PREFIX, WEIGHTS_FILE,
                       _check_destination, _lora_layers, _skeleton, minilm_config, resolve_targets)
 
 # adapter_config.json fields that do not change what a LoRA computes at inference, or that are checked
@@ -27,6 +27,7 @@ _KNOWN_FIELDS = {"peft_type", "task_type", "base_model_name_or_path", "revision"
                  "bias", "lora_bias", "fan_in_fan_out", "use_rslora", "use_dora", "rank_pattern", "alpha_pattern",
                  "modules_to_save"}
 _PLAIN_INITS = (True, False, "gaussian", "eva", "orthogonal")   # initialisations that leave W alone
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")                    # read as float32
 
 
 # ---- adapter_config.json ------------------------------------------------------------------------------
@@ -71,7 +72,7 @@ def lora_config_from_peft(cfg, where, num_layers):
         refuse(f"sets {', '.join(f'{k}={cfg[k]!r}' for k in unknown)}: tinymix imports plain LoRA and does not "
                "know what these options do to the outputs")
 
-    rank, alpha, dropout = cfg.get("r", 8), cfg.get("lora_alpha", 8), cfg.get("lora_dropout", 0.0)  # PEFT's defaults
+    rank, alpha, dropout = cfg.get("r", 8), cfg.get("lora_alpha", 8), cfg.get("lora_dropout", 0.0)  # PEFT defaults
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         refuse(f"r must be a positive integer, got {rank!r}")
     for field, value in (("lora_alpha", alpha), ("lora_dropout", dropout)):
@@ -97,7 +98,9 @@ def _tinymix_targets(cfg, refuse, num_layers):
     selected = resolve_targets(target_modules, num_layers, cfg.get("exclude_modules"))
     layers = cfg.get("layers_to_transform")
     if layers not in (None, []) and is_names:                # PEFT applies it to a list of names only
-        layers = {layers} if isinstance(layers, int) else set(layers)
+        layers = [layers] if isinstance(layers, int) else layers
+        if not isinstance(layers, list) or not all(isinstance(i, int) for i in layers):
+            refuse(f"layers_to_transform must be a layer index or a list of them, got {layers!r}")
         selected = [n for n in selected if not n.startswith("encoder.layer.") or int(n.split(".")[2]) in layers]
     by_bert_name = {name: target for target, name in BERT_NAMES.items()}
     per_layer, foreign = [set() for _ in range(num_layers)], []
@@ -131,9 +134,16 @@ def _header(data, where):
     try:
         header = json.loads(data[8:8 + length])
         header.pop("__metadata__", None)
-        return {name: (e["dtype"], tuple(e["shape"]), tuple(e["data_offsets"])) for name, e in header.items()}, 8 + length
+        entries = {name: (e["dtype"], tuple(e["shape"]), tuple(e["data_offsets"])) for name, e in header.items()}
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise ValueError(f"{where} has a damaged safetensors header ({error}): save it again") from None
+    body = len(data) - 8 - length
+    for name, (_, _, offsets) in entries.items():
+        valid = len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+        if not valid or not 0 <= offsets[0] <= offsets[1] <= body:
+            raise ValueError(f"{where} has a damaged safetensors header ({name!r} at bytes {list(offsets)} of "
+                             f"{body}): save it again")
+    return entries, 8 + length
 
 
 def _check_tensors(header, expected, where, advice):
@@ -141,13 +151,13 @@ def _check_tensors(header, expected, where, advice):
     missing, extra = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
     problems = []
     if missing:
-        problems.append(f"missing keys ({len(missing)}): {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+        problems.append(f"missing keys ({len(missing)}): {_few(missing)}")
     if extra:
         hint = ""
         if any(k.startswith(PREFIX) and not k.startswith(PREFIX + "encoder.") for k in extra):
             hint = (" (keys under another model than BertModel, e.g. a model with a task head: tinymix reads "
                     f"LoRAs for BertModel, {PREFIX}encoder.layer.N....)")
-        problems.append(f"unexpected keys ({len(extra)}): {', '.join(extra[:4])}{' ...' if len(extra) > 4 else ''}{hint}")
+        problems.append(f"unexpected keys ({len(extra)}): {_few(extra)}{hint}")
     for name in sorted(set(header) & set(expected)):
         dtype, shape, _ = header[name]
         if shape != expected[name]:
@@ -156,6 +166,10 @@ def _check_tensors(header, expected, where, advice):
             problems.append(f"{name} has dtype {dtype}: LoRA weights must be floats ({', '.join(FLOAT_DTYPES)})")
     if problems:
         raise ValueError(f"{where} does not fit: " + "; ".join(problems[:8]) + f". {advice}")
+
+
+def _few(names, count=4):
+    return ", ".join(names[:count]) + (" ..." if len(names) > count else "")
 
 
 def _read_float32(data, header, start, where):
@@ -185,7 +199,8 @@ def read_peft(folder, base=None):
     if not folder.is_dir():
         raise FileNotFoundError(f"no folder {folder}: give the folder that holds adapter_config.json")
     base = base or minilm_config()
-    config = lora_config_from_peft(checkpoint.load_json(folder / CONFIG_FILE), folder / CONFIG_FILE, base.num_layers)
+    config_file = folder / CONFIG_FILE
+    config = lora_config_from_peft(checkpoint.load_json(config_file), config_file, base.num_layers)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file() and (folder / "adapter_model.bin").is_file():
         raise ValueError(f"{folder} holds adapter_model.bin, a pickle file, which tinymix never opens (loading "
@@ -193,16 +208,16 @@ def read_peft(folder, base=None):
                          "which writes adapter_model.safetensors by default")
     if not weights.is_file():
         raise FileNotFoundError(f"no {WEIGHTS_FILE} in {folder}")
-    sizes = {"query": (base.hidden_size, base.hidden_size), "key": (base.hidden_size, base.hidden_size),
-             "value": (base.hidden_size, base.hidden_size), "attention_output": (base.hidden_size, base.hidden_size),
-             "intermediate": (base.intermediate_size, base.hidden_size),
-             "output": (base.hidden_size, base.intermediate_size)}
+    C, I = base.hidden_size, base.intermediate_size          # (out, in) of each target's weight
+    sizes = {"query": (C, C), "key": (C, C), "value": (C, C), "attention_output": (C, C),
+             "intermediate": (I, C), "output": (C, I)}
     expected = {}
     for i in range(base.num_layers):
         for target in config.target_modules:
             out, inp = sizes[target]
             name = f"{PREFIX}encoder.layer.{i}.{BERT_NAMES[target]}"
-            expected[f"{name}.lora_A.weight"], expected[f"{name}.lora_B.weight"] = (config.rank, inp), (out, config.rank)
+            expected[f"{name}.lora_A.weight"] = (config.rank, inp)
+            expected[f"{name}.lora_B.weight"] = (out, config.rank)
     data = weights.read_bytes()
     header, start = _header(data, weights)
     _check_tensors(header, expected, weights, f"Was it made for another model than MiniLM (hidden size "
@@ -212,9 +227,10 @@ def read_peft(folder, base=None):
         head_data = (folder / HEAD_FILE).read_bytes()
         head_header, head_start = _header(head_data, folder / HEAD_FILE)
         labels = (head_header.get("classifier.weight", (None, (0,)))[1] or (0,))[0]
-        _check_tensors(head_header, {"classifier.weight": (labels, base.hidden_size), "classifier.bias": (labels,)},
-                       folder / HEAD_FILE, f"It should hold classifier.weight (classes, {base.hidden_size}) and "
-                       "classifier.bias (classes,), as tinymix's export writes it")
+        head_shapes = {"classifier.weight": (labels, C), "classifier.bias": (labels,)}
+        _check_tensors(head_header, head_shapes, folder / HEAD_FILE,
+                       f"It should hold classifier.weight (classes, {C}) and classifier.bias (classes,), as "
+                       "tinymix's export writes it")
         head = _read_float32(head_data, head_header, head_start, folder / HEAD_FILE)
     return config, _read_float32(data, header, start, weights), head
 
@@ -262,5 +278,6 @@ def import_peft(peft_folder, out_folder, say=print):
     if num_labels:
         say(f"evaluate it with: python -m tinymix eval {out}")
     else:
-        say(f"no head ({HEAD_FILE}): load it onto MiniLM's Transformer with peft.load_adapter(transformer, {str(out)!r})")
+        say(f"no head ({HEAD_FILE}): load it onto MiniLM's Transformer with "
+            f"peft.load_adapter(transformer, {str(out)!r})")
     return model
