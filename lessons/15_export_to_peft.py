@@ -31,7 +31,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from tinymix import adamix, backend, checkpoint, data, hf_peft, no_grad, peft
+from tinymix import adamix, backend, checkpoint, data, no_grad, peft
+from tinymix.export import peft_export
 from tinymix import functional as F
 from tinymix.optim import AdamW
 from tinymix.pretrained import load_pretrained
@@ -70,7 +71,7 @@ peft.save_adapter(model, folder / "adamix")                   # tinymix's own fo
 # classification head is BERT's pooler, not tinymix's mean pooling), and a README.
 
 # %%
-hf_peft.export_peft(folder / "adamix", folder / "peft")
+peft_export.export_peft(folder / "adamix", folder / "peft")
 print()
 print(json.dumps(json.loads((folder / "peft" / "adapter_config.json").read_text()), indent=1))
 exported = checkpoint.load_arrays(folder / "peft" / "adapter_model.safetensors")
@@ -135,8 +136,8 @@ assert not adamix.mixtures(deployed) and adamix.mixtures(model)
 assert gap < 1e-5
 
 # %% [markdown]
-# In the library: `tinymix/hf_peft.py` — `export_peft` (the names, the config, the merge on the way
-# out, the head file), `peft_target_modules`; `tinymix/hf_peft_import.py` — `import_peft`, `read_peft`
+# In the library: `tinymix/export/peft_export.py` — `export_peft` (the names, the config, the merge on the way
+# out, the head file), `peft_target_modules`; `tinymix/export/peft_import.py` — `import_peft`, `read_peft`
 # (every check before any weight is read); `tinymix/peft.py` — `load_adapter` (also a PEFT folder),
 # `merge`; `tinymix/adamix.py` — `merge_experts`. On the command line: `python -m tinymix export
 # runs/x/merged --format peft --out DIR` and `python -m tinymix import-peft DIR --out runs/y`.

@@ -1,4 +1,4 @@
-"""Export to and import from Hugging Face PEFT's LoRA folder (hf_peft.py, hf_peft_import.py).
+"""Export to and import from Hugging Face PEFT's LoRA folder (tinymix/export/).
 
 Without torch: the files have PEFT's keys, shapes, dtype and config fields; tinymix -> PEFT -> tinymix is
 exact (the same adapter_config.json, bit-identical arrays); an AdaMix-LoRA is merged on the way out,
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import tinymix
-from tinymix import adamix, backend, checkpoint, cli, hf_peft, hf_peft_import, peft
+from tinymix import adamix, backend, checkpoint, cli, peft
+from tinymix.export import peft_export, peft_import
 from tinymix.tensor import no_grad
 from tinymix.transformer import SequenceClassifier, Transformer, TransformerConfig
 
@@ -26,7 +27,7 @@ QV = [f"base_model.model.encoder.layer.{i}.attention.self.{m}.lora_{s}.weight"
 
 @pytest.fixture(scope="module")
 def minilm_config():
-    return hf_peft.minilm_config()
+    return peft_export.minilm_config()
 
 
 def trained_like(config, peft_config, seed=0):
@@ -78,8 +79,8 @@ def lora_run(minilm_config, tmp_path_factory):
     root = tmp_path_factory.mktemp("lora")
     model = trained_like(minilm_config, peft.LoRAConfig(rank=4, alpha=32.0, dropout=0.1))
     peft.save_adapter(model, root / "tinymix")
-    hf_peft.export_peft(root / "tinymix", root / "peft", say=lambda line: None)
-    hf_peft_import.import_peft(root / "peft", root / "back", say=lambda line: None)
+    peft_export.export_peft(root / "tinymix", root / "peft", say=lambda line: None)
+    peft_import.import_peft(root / "peft", root / "back", say=lambda line: None)
     return root, model
 
 
@@ -91,8 +92,8 @@ def adamix_run(minilm_config, tmp_path_factory):
     model = trained_like(minilm_config, config, seed=1)
     peft.save_adapter(model, root / "tinymix")
     said = []
-    hf_peft.export_peft(root / "tinymix", root / "peft", say=said.append)
-    hf_peft_import.import_peft(root / "peft", root / "back", say=lambda line: None)
+    peft_export.export_peft(root / "tinymix", root / "peft", say=said.append)
+    peft_import.import_peft(root / "peft", root / "back", say=lambda line: None)
     return root, model, said
 
 
@@ -188,25 +189,25 @@ def test_the_exported_adamix_lora_is_tinymix_merge_and_computes_the_average_infe
 @pytest.mark.parametrize("mask", range(1, 2 ** len(peft.LORA_TARGETS)))
 def test_every_set_of_tinymix_targets_maps_to_exactly_its_bert_modules(mask):
     targets = tuple(t for i, t in enumerate(peft.LORA_TARGETS) if mask >> i & 1)
-    written = hf_peft.peft_target_modules(targets, LAYERS)
-    selected = hf_peft.resolve_targets(written, LAYERS)
-    modules = [f"encoder.layer.{i}.{hf_peft.BERT_NAMES[t]}" for i in range(LAYERS) for t in targets]
+    written = peft_export.peft_target_modules(targets, LAYERS)
+    selected = peft_export.resolve_targets(written, LAYERS)
+    modules = [f"encoder.layer.{i}.{peft_export.BERT_NAMES[t]}" for i in range(LAYERS) for t in targets]
     assert sorted(selected) == sorted(modules)
-    assert hf_peft_import._tinymix_targets({"target_modules": written}, pytest.fail, LAYERS) == targets
+    assert peft_import._tinymix_targets({"target_modules": written}, pytest.fail, LAYERS) == targets
     assert isinstance(written, list) or ("output" in targets and "attention_output" not in targets)
 
 
 def test_a_lora_on_ffn_output_alone_round_trips_through_a_regular_expression(minilm_config, tmp_path):
     model = trained_like(minilm_config, peft.LoRAConfig(rank=2, alpha=8.0, target_modules=("key", "output")))
     peft.save_adapter(model, tmp_path / "tinymix")
-    hf_peft.export_peft(tmp_path / "tinymix", tmp_path / "peft", say=lambda line: None)
+    peft_export.export_peft(tmp_path / "tinymix", tmp_path / "peft", say=lambda line: None)
     config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
     assert isinstance(config["target_modules"], str)       # "output.dense" would take attention.output.dense too
     header = header_of(tmp_path / "peft" / "adapter_model.safetensors")
     assert header["base_model.model.encoder.layer.0.output.dense.lora_A.weight"]["shape"] == [2, 1536]
     assert header["base_model.model.encoder.layer.0.output.dense.lora_B.weight"]["shape"] == [384, 2]
     assert len(header) == LAYERS * 4
-    hf_peft_import.import_peft(tmp_path / "peft", tmp_path / "back", say=lambda line: None)
+    peft_import.import_peft(tmp_path / "peft", tmp_path / "back", say=lambda line: None)
     assert (json.loads((tmp_path / "back" / "adapter_config.json").read_text())
             == json.loads((tmp_path / "tinymix" / "adapter_config.json").read_text()))
 
@@ -230,7 +231,7 @@ def fake_adapter(folder, config, transformer):
 def test_export_refuses_what_a_peft_lora_cannot_express(config, says, minilm_config, tmp_path):
     folder = fake_adapter(tmp_path / "a", config, minilm_config)
     with pytest.raises(ValueError, match=says) as error:
-        hf_peft.export_peft(folder, tmp_path / "out", say=lambda line: None)
+        peft_export.export_peft(folder, tmp_path / "out", say=lambda line: None)
     assert "PEFT's LoRA format" in str(error.value) and not (tmp_path / "out").exists()
 
 
@@ -238,10 +239,10 @@ def test_export_refuses_another_base_model_and_writing_over_its_input(minilm_con
     tiny = TransformerConfig(vocab_size=50, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64)
     folder = fake_adapter(tmp_path / "a", peft.LoRAConfig(), tiny)
     with pytest.raises(ValueError, match="another base model than all-MiniLM-L6-v2"):
-        hf_peft.export_peft(folder, tmp_path / "out", say=lambda line: None)
+        peft_export.export_peft(folder, tmp_path / "out", say=lambda line: None)
     folder = fake_adapter(tmp_path / "b", peft.LoRAConfig(), minilm_config)
     with pytest.raises(ValueError, match="the folder being converted"):
-        hf_peft.export_peft(folder, folder, say=lambda line: None)
+        peft_export.export_peft(folder, folder, say=lambda line: None)
 
 
 # ---- what import refuses, before anything is written ----------------------------------------------------------
@@ -272,7 +273,7 @@ def test_import_refuses_configs_tinymix_cannot_compute(change, says, lora_run, t
     config = json.loads((folder / "adapter_config.json").read_text())
     (folder / "adapter_config.json").write_text(json.dumps({**config, **change}))
     with pytest.raises(ValueError, match=says):
-        hf_peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
+        peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
     assert not (tmp_path / "out").exists()
 
 
@@ -295,7 +296,7 @@ def test_import_refuses_weights_that_do_not_fit(change, says, lora_run, tmp_path
     folder = shutil.copytree(root / "peft", tmp_path / "peft")
     rewrite_weights(folder, change)
     with pytest.raises(ValueError, match=says):
-        hf_peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
+        peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
     assert not (tmp_path / "out").exists()
 
 
@@ -304,18 +305,18 @@ def test_import_refuses_damaged_files_and_pickles(lora_run, tmp_path):
     folder = shutil.copytree(root / "peft", tmp_path / "peft")
     (folder / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4,')
     with pytest.raises(ValueError, match="not valid JSON"):
-        hf_peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
+        peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
     shutil.copy(root / "peft" / "adapter_config.json", folder / "adapter_config.json")
     (folder / "adapter_model.safetensors").write_bytes(struct.pack("<Q", 40) + b'{"a": {"dtype": "F32", "sha')
     with pytest.raises(ValueError, match="safetensors"):
-        hf_peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
+        peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
     text = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 800]}}).encode()
     (folder / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + bytes(8))
     with pytest.raises(ValueError, match=r"damaged safetensors header \('a' at bytes \[0, 800\] of 8\)"):
-        hf_peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
+        peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
     (folder / "adapter_model.safetensors").rename(folder / "adapter_model.bin")
     with pytest.raises(ValueError, match="pickle"):
-        hf_peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
+        peft_import.import_peft(folder, tmp_path / "out", say=lambda line: None)
     assert not (tmp_path / "out").exists()
 
 
@@ -325,11 +326,11 @@ def test_a_minimal_peft_config_takes_peft_defaults(lora_run, tmp_path):
     root, _ = lora_run
     folder = shutil.copytree(root / "peft", tmp_path / "peft")
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
-    config, _, _ = hf_peft_import.read_peft(folder)
+    config, _, _ = peft_import.read_peft(folder)
     assert config == peft.LoRAConfig(rank=4, alpha=8.0, dropout=0.0, target_modules=("query", "value"))
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
     with pytest.raises(ValueError, match=r"shape \(4, 384\), expected \(8, 384\).*is r = 8"):
-        hf_peft_import.read_peft(folder)
+        peft_import.read_peft(folder)
 
 
 def test_half_precision_weights_are_widened_exactly(lora_run, tmp_path):
@@ -345,14 +346,14 @@ def test_half_precision_weights_are_widened_exactly(lora_run, tmp_path):
     text = json.dumps(entries).encode()
     folder = shutil.copytree(root / "peft", tmp_path / "bf16")
     (folder / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + body)
-    _, loaded, _ = hf_peft_import.read_peft(folder)
+    _, loaded, _ = peft_import.read_peft(folder)
     for name, bits in top_halves.items():
         assert loaded[name].dtype == np.float32
         assert np.array_equal(loaded[name], (bits.astype(np.uint32) << 16).view(np.float32))
     assert max(np.abs(loaded[k] - arrays[k]).max() for k in arrays) > 0      # bf16 did round: a real test
     folder = shutil.copytree(root / "peft", tmp_path / "f16")
     rewrite_weights(folder, lambda a: {k: v.astype(np.float16) for k, v in a.items()})
-    _, loaded, _ = hf_peft_import.read_peft(folder)
+    _, loaded, _ = peft_import.read_peft(folder)
     assert all(np.array_equal(loaded[k], arrays[k].astype(np.float16).astype(np.float32)) for k in arrays)
 
 
@@ -391,7 +392,7 @@ def test_peft_loads_the_export_on_a_bert_model_and_gives_tinymix_embeddings(adam
     weights = safetensors.torch.load(assets.read_member("minilm", where + "model.safetensors"))
     missing, unexpected = bert.load_state_dict(weights, strict=False)
     assert not missing and set(unexpected) <= {"embeddings.position_ids"}
-    assert [n for n, _ in bert.named_modules() if n] == hf_peft.bert_module_names(LAYERS)
+    assert [n for n, _ in bert.named_modules() if n] == peft_export.bert_module_names(LAYERS)
     bert.eval()
 
     minilm, tokenizer = pretrained.load_pretrained("minilm-l6")

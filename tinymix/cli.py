@@ -88,14 +88,14 @@ def eval_command(args):
 
 def export_command(args):
     """Write a saved LoRA / AdaMix-LoRA adapter as a Hugging Face PEFT LoRA folder."""
-    from . import hf_peft
-    hf_peft.export_peft(args.adapter, args.out)
+    from .export import peft_export
+    peft_export.export_peft(args.adapter, args.out)
 
 
 def import_peft_command(args):
     """Write a Hugging Face PEFT LoRA folder for MiniLM as a tinymix adapter folder."""
-    from . import hf_peft_import
-    hf_peft_import.import_peft(args.peft_folder, args.out)
+    from .export import peft_import
+    peft_import.import_peft(args.peft_folder, args.out)
 
 
 def fetch_command(args):

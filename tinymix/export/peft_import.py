@@ -7,15 +7,15 @@ Everything is checked before any weight is read: adapter_config.json (another ba
 tinymix's LoRA cannot compute: rsLoRA, DoRA, biases, fan_in_fan_out, per-module ranks, ...), the
 target modules against BertModel's module names (PEFT's own matching rule), and the safetensors
 header (every expected key present, no other, each shape and dtype). Only then are the arrays read.
-The names, the format and the export are in hf_peft.py.
+The names, the format and the export are in peft_export.py.
 """
 import json
 import struct
 from pathlib import Path
 
-from . import checkpoint, peft
-from .backend import from_numpy
-from .hf_peft import (BERT_NAMES, CONFIG_FILE, HEAD_FILE, MINILM_NAME, PREFIX, WEIGHTS_FILE,
+from .. import checkpoint, peft
+from ..backend import from_numpy
+from .peft_export import (BERT_NAMES, CONFIG_FILE, HEAD_FILE, MINILM_NAME, PREFIX, WEIGHTS_FILE,
                       _check_destination, _lora_layers, _skeleton, minilm_config, resolve_targets)
 
 # adapter_config.json fields that do not change what a LoRA computes at inference, or that are checked

@@ -19,8 +19,8 @@ import json
 import re
 from pathlib import Path
 
-from . import adamix, assets, checkpoint, peft, pretrained
-from .transformer import SequenceClassifier, Transformer
+from .. import adamix, assets, checkpoint, peft, pretrained
+from ..transformer import SequenceClassifier, Transformer
 
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PREFIX = "base_model.model."                # PeftModel.base_model (LoraModel).model (the BertModel)
