@@ -15,9 +15,10 @@ FILES = ["a1_autograd.py", "a2_softmax_layernorm.py", "a3_attention.py", "a4_ada
 FIRST_TASK = {"a1_autograd.py": "sum_backward", "a2_softmax_layernorm.py": "softmax_backward",
               "a3_attention.py": "multi_head_attention", "a4_adapter_lora.py": "lora_merge",
               "a5_adamix.py": "merge_experts"}   # a task no other task of the file calls
-KEY = {"a1_autograd.py": "from tinymix.tensor import Tensor", "a2_softmax_layernorm.py": "from tinymix import functional",
-       "a3_attention.py": "from tinymix.transformer import Attention", "a4_adapter_lora.py": "from tinymix import peft",
-       "a5_adamix.py": "from tinymix import adamix"}
+KEY = {"a1_autograd.py": "from tinymix.tensor import Tensor",       # what computes each file's answers
+       "a2_softmax_layernorm.py": "from tinymix import functional",
+       "a3_attention.py": "from tinymix.transformer import Attention",
+       "a4_adapter_lora.py": "from tinymix import peft", "a5_adamix.py": "from tinymix import adamix"}
 KINDS = ["correct", "wrong", "crashing", "looping", "cheating", "load error"]
 
 

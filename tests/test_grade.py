@@ -3,6 +3,7 @@ assignment allows score full marks through the isolated process, untouched stubs
 started", a wrong solution loses exactly its task's points with a useful message, and the student
 stubs cannot drift from the registry. (tests/test_grade_attacks.py: what a hostile file cannot do;
 tests/test_grade_class.py: a class folder, hidden cases, partial credit, the package.)"""
+import dataclasses
 import importlib.util
 import inspect
 import json
@@ -128,8 +129,8 @@ def test_every_stub_file_names_the_lessons_that_prepare_for_it():
     readme = (STUBS / "README.md").read_text()
     for a in ASSIGNMENTS:
         head = (STUBS / a.filename).read_text()[:600]
-        assert f"after lessons {a.lessons}" in head or f"after lesson {a.lessons}" in head, a.id
-        assert f"after lesson{'s' * ('-' in a.lessons)} {a.lessons}" in readme, a.id
+        assert f"Do it {a.after} (`python3 lessons/run.py {a.lessons[:2]}`" in head, a.id
+        assert f"| {a.after} |" in readme, a.id
 
 
 # ---- stubs: checking and printing ---------------------------------------------------------------------
@@ -157,7 +158,8 @@ def test_check_stubs_reports_drift_solutions_and_strangers(tmp_path):
     assert "A2.1 softmax_backward: docstring differs" in problems
     assert "A2.4 layer_norm_backward: the body must be only the docstring and raise" in problems
     assert "defines helper, which is no task of A2" in problems
-    assert "a5_adamix.py line" in problems and "imports tinymix.assignments, which the grader refuses in A5" in problems
+    assert "a5_adamix.py line" in problems
+    assert "imports tinymix.assignments, which the grader refuses in A5" in problems
     assert "imports tinymix.Tensor, which the grader refuses in A1" in problems
     assert "A4:" in problems and "does not exist" in problems
     assert len(problems.splitlines()) == 7
@@ -256,7 +258,8 @@ def test_gradient_checks_use_central_differences_not_the_reference():
     softmax = lambda x: F.softmax(Tensor(x, dtype=x.dtype)).data
     y = softmax(x)
     (numeric,) = central_differences(softmax, g, {"x": x})
-    np.testing.assert_allclose(numeric, y * (g - (g * y).sum(axis=-1, keepdims=True)), rtol=GRADCHECK_RTOL, atol=1e-7)
+    analytic = y * (g - (g * y).sum(axis=-1, keepdims=True))
+    np.testing.assert_allclose(numeric, analytic, rtol=GRADCHECK_RTOL, atol=1e-7)
     assert not np.allclose(numeric, g * y, rtol=GRADCHECK_RTOL)           # a wrong formula is told apart
     case = gradcheck_case("softmax", (g, y), softmax, g, {"x": x})
     assert case.against == "central differences" and case.expected is not None
@@ -345,3 +348,12 @@ def test_a_file_that_does_not_parse_is_an_error_for_every_task(tmp_path, capsys)
     assert grade.main([str(path)]) == 2
     err = capsys.readouterr().err
     assert "cannot grade" in err and "SyntaxError at line 1" in err
+
+
+def test_the_child_refuses_to_run_a_file_when_tinymix_itself_loads_more_than_allowed():
+    """If tinymix/__init__.py ever imports a module an assignment refuses, the child stops before the
+    submission runs, instead of leaving that module in reach."""
+    narrower = dataclasses.replace(assignment("A3"), library=("backend", "tensor", "functional", "nn"))
+    results, run = judge.grade_source((SOLUTIONS / "a3_attention.py").read_text(), "a3_attention.py", narrower)
+    assert "cannot isolate this assignment: loading tinymix also loaded ['tinymix.gradcheck']" in run.output
+    assert run.load_error is not None and all(r.status == "error" for r in results)

@@ -135,7 +135,26 @@ HOSTILE = {
             from tinymix import adamix
             return adamix
     """),
-    "p_solved/a1_autograd.py": SOLVED_A1,                  # graded last: nothing before it may cost it marks
+    "q_copycat/a1_autograd.py": replace_body(STUB_A1, "matmul_backward", """
+        import os
+        import tinymix
+        theirs = os.path.join(os.path.dirname(os.path.dirname(__file__)), "z_solved", "a1_autograd.py")
+        namespace = {}
+        exec(open(theirs).read(), namespace)
+        return namespace["matmul_backward"](g, a, b)
+    """),
+    "r_vandal/a1_autograd.py": STUB_A1 + textwrap.dedent("""
+        import os
+        _class = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        _victim = os.path.join(_class, "z_solved", "a1_autograd.py")
+        for _attack in (lambda: open(_victim, "w").write("oops"), lambda: os.remove(_victim),
+                        lambda: os.rename(_victim, _victim + ".bak")):
+            try:
+                _attack()
+            except OSError as error:
+                print(type(error).__name__, error)
+    """),
+    "z_solved/a1_autograd.py": SOLVED_A1,                  # graded last: nothing before it may cost it marks
 }
 
 
@@ -170,7 +189,7 @@ def test_a_file_cannot_patch_the_grader_for_itself_or_for_the_files_after_it(hos
     assert files["a_patcher/a1_autograd.py"]["score"] == 0
     assert {t["status"] for t in files["a_patcher/a1_autograd.py"]["tasks"]} == {"not started"}
     assert [t["status"] for t in files["b_honest/a2_softmax_layernorm.py"]["tasks"]] == ["not started"] * 4
-    assert files["p_solved/a1_autograd.py"]["score"] == 10           # the last file, graded honestly
+    assert files["z_solved/a1_autograd.py"]["score"] == 10           # the last file, graded honestly
     assert process.returncode == 1
 
 
@@ -257,6 +276,16 @@ def test_the_library_that_computes_an_assignments_answers_is_refused(hostile_cla
     assert result["status"] == "error" and refused in messages(result)
 
 
+def test_a_file_cannot_read_or_change_another_students_file(hostile_class):
+    _, files, _ = hostile_class
+    copied = tasks(files, "q_copycat/a1_autograd.py")["A1.4"]
+    assert copied["status"] == "error" and "z_solved" in messages(copied) and "may not be opened" in messages(copied)
+    vandal = files["r_vandal/a1_autograd.py"]
+    assert vandal["printed"].count("PermissionError") == 3
+    victim = files["z_solved/a1_autograd.py"]
+    assert victim["score"] == 10 and Path(victim["file"]).read_text() == SOLVED_A1
+
+
 def test_the_whole_hostile_class_is_graded_in_bounded_time(hostile_class):
     _, files, seconds = hostile_class
     assert len(files) == len(HOSTILE)
@@ -277,7 +306,8 @@ def test_a_merge_that_mutates_its_input_weight_fails_and_says_so(tmp_path):
     path.write_text(textwrap.dedent(MUTATING_MERGE))
     result = grade_file(path, only={"A4.3"}).results[0]
     assert result.status == "failed" and result.passed == 0
-    assert result.failures[0][1] == "changed its input weight in place: return a new array and leave the inputs unchanged"
+    assert result.failures[0][1] == ("changed its input weight in place: return a new array and leave the inputs "
+                                     "unchanged")
     path.write_text(textwrap.dedent(MUTATING_MERGE.replace("weight += ", "weight = weight + ")))
     assert grade_file(path, only={"A4.3"}).results[0].status == "passed"
 
@@ -322,7 +352,8 @@ def test_a_python_list_is_refused_with_a_clear_message(tmp_path):
 def test_ctrl_c_stops_the_grader_cleanly(tmp_path):
     started = tmp_path / "started"
     path = tmp_path / "a1_autograd.py"
-    path.write_text(replace_body(SOLVED_A1, "sum_backward", f"open({str(started)!r}, 'w').close()\nwhile True:\n    pass"))
+    loop = f"open({str(started)!r}, 'w').close()\nwhile True:\n    pass"
+    path.write_text(replace_body(SOLVED_A1, "sum_backward", loop))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     process = subprocess.Popen([sys.executable, "-m", "tinymix.grade", str(path), "--csv", str(tmp_path / "g.csv")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)

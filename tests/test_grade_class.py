@@ -117,7 +117,7 @@ def test_hidden_cases_defeat_answers_hard_coded_for_the_visible_ones(tmp_path, m
     assert hidden.status == "error" and "KeyError" in hidden.failures[0][1]
     solved = grade_file(SOLUTIONS / "a1_autograd.py", only={"A1.1"}, seed=8123).results[0]
     assert solved.status == "passed"                                                 # same shapes, new values
-    monkeypatch.setenv("TINYMIX_GRADE_SEED", "8123")                                  # the same, from the environment
+    monkeypatch.setenv("TINYMIX_GRADE_SEED", "8123")              # the same, from the environment
     assert grade.main([str(path), "--task", "A1.1"]) == 1
 
 

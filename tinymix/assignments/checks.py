@@ -85,6 +85,11 @@ class Assignment:
     def points(self):
         return sum(task.points for task in self.tasks)
 
+    @property
+    def after(self):
+        """"after lessons 01-02" / "after lesson 03": when to do it."""
+        return f"after lesson{'s' * ('-' in self.lessons)} {self.lessons}"
+
 
 # ---- inputs --------------------------------------------------------------------------------------------
 

@@ -69,3 +69,9 @@ def describe_exception(error, source_name=None):
         where = f"{Path(f.filename).name} line {f.lineno}: {f.line}"
     return {"type": type(error).__name__, "message": message[:500], "where": where,
             "not_implemented": isinstance(error, NotImplementedError)}
+
+
+def exception_text(info):
+    """`TypeError: message (a2_x.py line 41: return g * y)` from describe_exception's dict."""
+    text = f"{info.get('type', 'an exception')}: {info.get('message', '')}".rstrip(": ")
+    return text + (f" ({info['where']})" if info.get("where") else "")

@@ -53,7 +53,7 @@ def main(argv=None, description=None):
 def _main(parser, args):
     if args.list:
         for a in ASSIGNMENTS:
-            print(f"{a.id}  {a.title} ({a.points} points, after lessons {a.lessons})  lessons/assignments/{a.filename}")
+            print(f"{a.id}  {a.title} ({a.points} points, {a.after})  lessons/assignments/{a.filename}")
             for t in a.tasks:
                 print(f"  {t.id}  {t.name:<30} {t.points} point{'s' * (t.points != 1)}  {t.todo}")
         return 0
@@ -80,6 +80,8 @@ def _main(parser, args):
         forced = assignment(args.assignment) if args.assignment else None
         seed = args.seed if args.seed is not None else _seed_from_environment()
         found = submissions.find(args.paths)
+        if args.paths and not found:
+            raise ValueError(f"no .py files in {', '.join(args.paths)}")
         references = [] if args.reference is None else [assignment(i) for i in args.reference] or ASSIGNMENTS
     except (KeyError, ValueError, FileNotFoundError) as error:
         parser.error(error.args[0])
@@ -94,10 +96,11 @@ def _main(parser, args):
             print(report.format_report(graded[-1], args.all_failures, seed is not None) + "\n")
     class_mode = any(os.path.isdir(p) for p in args.paths)
     protected = [s.path.resolve() for s in found]
+    sources = {s.path: _read(s.path) for s in found}        # before any of them runs: none can change another
     width = max([len(s.student) for s in found] + [7])
     for submission in found:
         result = grade_file(submission.path, submission.student, forced.id if forced else None, only, seed,
-                            args.time_limit, args.partial_credit, protected)
+                            args.time_limit, args.partial_credit, protected, source=sources[submission.path])
         if result is None:            # --task names no task of this file's assignment
             if not class_mode:
                 print(f"{submission.path}: --task {', '.join(sorted(only))} names no task of its assignment",
@@ -117,20 +120,27 @@ def _main(parser, args):
         for student, files in by_student.items():
             print(f"{student:<{width}}  {'total':<24}  {'':<3} {report.points(sum(g.score for g in files)):>4} / "
                   f"{sum(g.points for g in files)}")
-    _write(args, graded, seed)
+    try:
+        _write(args, graded, seed)
+    except OSError as error:
+        print(f"cannot write the grades: {error}", file=sys.stderr)
+        return 2
     if status == 0 and not all(g.passed for g in graded):
         status = 1
     return status
 
 
 def grade_file(path, student="", assignment_id=None, only=None, seed=None, time_limit=judge.DEFAULT_TIME_LIMIT,
-               partial=False, protected=None, load_limit=None):
+               partial=False, protected=None, load_limit=None, source=None):
     """A report.Graded for one student file (None when `only` names no task of its assignment). The
     file runs in its own process; `protected`: paths it may not open (default: the file itself);
-    `load_limit`: seconds to load it (default: twice the time limit, at least 10)."""
+    `load_limit`: seconds to load it (default: twice the time limit, at least 10); `source`: its
+    text, read beforehand (or an OSError/ValueError met reading it)."""
     start = time.perf_counter()
     try:
-        source = submissions.read(path)
+        source = submissions.read(path) if source is None else source
+        if isinstance(source, Exception):
+            raise source
         a = submissions.assignment_of(path, source, assignment_id)
     except (OSError, ValueError) as error:
         return report.Graded(str(path), student, error=str(error), seconds=time.perf_counter() - start)
@@ -142,13 +152,21 @@ def grade_file(path, student="", assignment_id=None, only=None, seed=None, time_
                          time.perf_counter() - start)
 
 
+def _read(path):
+    try:
+        return submissions.read(path)
+    except (OSError, ValueError) as error:
+        return error
+
+
 def _write(args, graded, seed):
     if args.csv:
         report.write_text(args.csv, report.csv_text(graded))
         print(f"wrote {args.csv}")
     if args.json:
-        report.write_json(args.json, report.json_data(graded, {
-            "hidden_cases": seed is not None, "partial_credit": args.partial_credit, "time_limit": args.time_limit}))
+        settings = {"hidden_cases": seed is not None, "partial_credit": args.partial_credit,
+                    "time_limit": args.time_limit}
+        report.write_json(args.json, report.json_data(graded, settings))
         print(f"wrote {args.json}")
 
 

@@ -72,39 +72,32 @@ def _input_names(args, parameters):
     return names
 
 
-def run_in_process(prepared, fn):
-    """The events a function gives on the prepared cases, made here (for the trusted reference)."""
-    outcomes = {}
-    for i, (case, packed) in enumerate(zip(prepared.cases, prepared.packed)):
-        inputs = wire.decode_inputs(packed)
-        backend.manual_seed(0)
-        try:
-            value = calling.call(fn, inputs, case.gradients, case.repeat)
-            outcomes[i] = {"event": "result", "value": wire.encode(value), "digests": inputs.digests()}
-        except calling.NotATensor as error:
-            outcomes[i] = {"event": "failed", "message": str(error)}
-        except Exception as error:  # the answer key crashed: reported as an error of that task
-            outcomes[i] = {"event": "raised", "error": calling.describe_exception(error)}
-    return outcomes
+def call_here(fn, case, packed):
+    """The event a function gives on one case, made in this process (for the trusted reference)."""
+    inputs = wire.decode_inputs(packed)
+    backend.manual_seed(0)
+    try:
+        value = calling.call(fn, inputs, case.gradients, case.repeat)
+        return {"event": "result", "value": wire.encode(value), "digests": inputs.digests()}
+    except calling.NotATensor as error:
+        return {"event": "failed", "message": str(error)}
+    except Exception as error:  # the answer key crashed: reported as an error of that task
+        return {"event": "raised", "error": calling.describe_exception(error)}
 
 
 def expected_answers(prepared):
     """The expected answer of each case, as data (the reference's is computed here)."""
     answers = []
-    for i, case in enumerate(prepared.cases):
-        if isinstance(case.expected, str) and case.expected == REFERENCE:
-            outcome = run_in_process(_one_case(prepared, i), prepared.task.reference)[0]
-            if outcome.get("event") != "result" or outcome["digests"] != prepared.digests[i]:
-                raise RuntimeError(f"{prepared.task.id} reference failed on {case.label!r}: {outcome}")
-            answers.append(wire.decode(outcome["value"]))
-        else:
+    for case, packed, digests in zip(prepared.cases, prepared.packed, prepared.digests):
+        if not (isinstance(case.expected, str) and case.expected == REFERENCE):
             answers.append(wire.decode(wire.encode(case.expected)))
+            continue
+        event = call_here(prepared.task.reference, case, packed)
+        if event["event"] != "result" or event["digests"] != digests:
+            raise RuntimeError(f"{prepared.task.id}'s reference failed or changed its inputs on {case.label!r}: "
+                               f"{event}")
+        answers.append(wire.decode(event["value"]))
     return answers
-
-
-def _one_case(prepared, i):
-    return Prepared(prepared.task, prepared.cases[i:i + 1], prepared.packed[i:i + 1], prepared.digests[i:i + 1],
-                    prepared.names[i:i + 1])
 
 
 # ---- judging ---------------------------------------------------------------------------------------------
@@ -130,8 +123,8 @@ def judge(prepared, expected, task_run, parameters, load_error=None, partial=Fal
             if _judge_case(result, prepared, i, case, answer, task_run) == "not started":
                 return TaskResult(task, "not started", total=len(prepared.cases), seconds=task_run.seconds)
         if task_run.stopped is not None:
-            reached = len(task_run.outcomes)
-            label = prepared.cases[reached].label if reached < len(prepared.cases) else ""
+            reached = next((i for i in range(len(prepared.cases)) if i not in task_run.outcomes), None)
+            label = "" if reached is None else prepared.cases[reached].label
             result.status = "timed out" if task_run.timed_out else "error"
             result.failures.insert(0, (label, task_run.stopped))
     if result.status == "passed":
@@ -158,9 +151,10 @@ def _judge_case(result, prepared, i, case, answer, task_run):
     except (KeyError, ValueError, TypeError):
         _error(result, case, "the answer that came back could not be read")
         return None
-    changed = [name for name, before, after in zip(prepared.names[i], prepared.digests[i], event.get("digests") or [])
+    digests = event.get("digests") or []
+    changed = [name for name, before, after in zip(prepared.names[i], prepared.digests[i], digests)
                if before != after]
-    if len(event.get("digests") or []) != len(prepared.digests[i]) or changed:
+    if len(digests) != len(prepared.digests[i]) or changed:
         what = f"its input {changed[0]}" if changed else "its inputs"
         _fail(result, case, f"changed {what} in place: return a new array and leave the inputs unchanged")
         return None
@@ -181,13 +175,14 @@ def _raised(result, task, case, error):
     if error.get("not_implemented"):
         other = _TASK_ID.match(message)
         if other is not None and other.group(1) != task.id:
-            _error(result, case, f"it calls {other.group(1)}, which is not started yet (raises NotImplementedError)")
+            _error(result, case, f"it calls {other.group(1)}, which is not started yet (raises "
+                                 "NotImplementedError)")
         elif result.passed or result.failures:      # started, but not for this case
             _fail(result, case, f"raises NotImplementedError on this case: {message}")
         else:
             return "not started"
         return None
-    text = runner._exception_text(error)
+    text = calling.exception_text(error)
     if error.get("type") in ("SystemExit", "KeyboardInterrupt"):
         text += ": a task's function must return its answer, not end the program"
     _error(result, case, text)
@@ -241,7 +236,9 @@ def grade_reference(assignment, only=None, seed=None, partial=False):
             continue
         prepared = prepare(task, Draw(seed))
         start = time.perf_counter()
-        task_run = runner.TaskRun(outcomes=run_in_process(prepared, task.reference), finished=True)
+        outcomes = {i: call_here(task.reference, case, packed)
+                    for i, (case, packed) in enumerate(zip(prepared.cases, prepared.packed))}
+        task_run = runner.TaskRun(outcomes=outcomes, finished=True)
         task_run.seconds = time.perf_counter() - start
         results.append(judge(prepared, expected_answers(prepared), task_run, calling.parameters(task.reference),
                              partial=partial))
@@ -250,4 +247,5 @@ def grade_reference(assignment, only=None, seed=None, partial=False):
 
 def _module_name(source_name):
     """`submission_a2_softmax_layernorm`: never the name of a module the grading process uses."""
-    return "submission_" + re.sub(r"\W", "_", source_name.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py"))
+    stem = source_name.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
+    return "submission_" + re.sub(r"\W", "_", stem)

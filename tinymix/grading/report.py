@@ -145,7 +145,7 @@ def json_data(graded_files, settings):
                        "tasks": [{"task": r.task.id, "function": r.task.name, "status": r.status, "score": r.score,
                                   "points": r.task.points, "checks_passed": r.passed, "checks_total": r.total,
                                   "seconds": round(r.seconds, 3),
-                                  "failures": [{"check": label, "message": message} for label, message in r.failures]}
+                                  "failures": [{"check": label, "message": text} for label, text in r.failures]}
                                  for r in g.results]}
                       for g in files]})
     return data

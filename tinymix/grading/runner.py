@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import calling
+
 CHILD = Path(__file__).resolve().with_name("child.py")
 OUTPUT_LIMIT = 1_000_000    # bytes the submission may print before its process is stopped
 OUTPUT_KEPT = 4_000         # bytes of them kept for the report
@@ -134,8 +136,25 @@ def _read_output(stream, events, printed):
     printed.update(kept=bytes(kept), bytes=total)
 
 
+def _exited(process, seconds=1.0):
+    """Whether the child, which closed its events, exits within `seconds` (not reaping it, so that its
+    process group can still be killed safely)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if os.name == "posix":
+            if os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        elif process.poll() is not None:
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def _exit_reason(process):
-    status = _kill(process)       # the child closed its events: it has exited, or it is stopped now
+    exited = _exited(process)
+    status = _kill(process)
+    if not exited:
+        return "the process stopped reporting to the grader (its channel was closed) and was stopped"
     if status < 0:
         try:
             return f"the process was killed by signal {signal.Signals(-status).name}"
@@ -184,7 +203,7 @@ class _Watch:
         now = time.monotonic()
         if kind == "load_failed" and not self.loaded:
             error = event.get("error") or {}
-            self.run.load_error = f"the file raised {_exception_text(error)} while loading"
+            self.run.load_error = f"the file raised {calling.exception_text(error)} while loading"
             return True
         if kind == "loaded" and not self.loaded:
             self.loaded, self.run.functions = True, event.get("functions") or {}
@@ -212,7 +231,3 @@ class _Watch:
             task.stopped, task.timed_out, task.finished = reason, timed_out, True
             task.seconds = time.monotonic() - self.started
 
-
-def _exception_text(error):
-    text = f"{error.get('type', 'an exception')}: {error.get('message', '')}".rstrip(": ")
-    return text + (f" ({error['where']})" if error.get("where") else "")
