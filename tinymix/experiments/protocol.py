@@ -116,7 +116,7 @@ def _run_in_workers(folders, workers, label):
         while queue or running:
             while queue and len(running) < workers:
                 folder = queue.pop(0)
-                log = open(folder / "log.txt", "w")
+                log = open(folder / "log.txt", "a")          # a resumed run adds to its log
                 process = subprocess.Popen([sys.executable, "-m", "tinymix.experiments.worker", str(folder)],
                                            stdout=log, stderr=subprocess.STDOUT, env=env)
                 running[folder] = (process, log, time.perf_counter())
