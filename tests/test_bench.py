@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from tinymix import bench, cli, peft
+from tinymix import backend, bench, cli, peft
 from tinymix.transformer import SequenceClassifier, Transformer
 
 
@@ -32,7 +32,7 @@ def test_every_measurement_is_there_and_positive(results):
     assert set(results["training"]["seconds"]) == {"two passes", "one pass", "two passes, low memory"}
     assert set(results["inference"]["seconds"]) == {"single adapter", "AdaMix merged", "AdaMix average",
                                                     "AdaMix random"}
-    assert results["backend"] == "numpy"
+    assert results["backend"] == backend.name
 
 
 def test_memory_is_ordered_as_the_methods_store_things(results):
