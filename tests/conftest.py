@@ -14,8 +14,12 @@ Every other test runs on the default backend: numpy, or the one TINYMIX_BACKEND 
 runs the whole suite on the cupy backend (real or stand-in as above; under the stand-in, tests that
 start a separate Python process run it on numpy, which cannot see the stand-in). Each test starts from
 the default backend and seed 0.
+
+TINYMIX_TESTS_OFFLINE=1 reports a test that fails only for want of a pinned asset (neither cached nor
+downloadable) as skipped, naming the asset: for machines without a network, such as a GPU machine.
 """
 import os
+import re
 
 import pytest
 
@@ -67,12 +71,12 @@ def default_backend():
 def backend_name(request, default_backend):
     """The backend this run of the test uses: numpy, or cupy (real, or the stand-in; see above)."""
     if request.param == "cupy" and EMULATE:
-        with cupy_standin.installed():
-            backend.set_backend("cupy")
-            try:
+        try:
+            with cupy_standin.installed():
+                backend.set_backend("cupy")
                 yield "cupy"
-            finally:
-                backend.set_backend(DEFAULT_BACKEND)
+        finally:
+            backend.set_backend(DEFAULT_BACKEND)   # after the real modules (if any) are back
         return
     if request.param == "cupy" and CUPY_MODE == "real" and REAL_CUPY_PROBLEM:
         pytest.fail(f"TINYMIX_CUPY=real, but real CuPy cannot run here: {REAL_CUPY_PROBLEM}")
@@ -84,13 +88,31 @@ def backend_name(request, default_backend):
 def emulated_cupy():
     """The cupy backend on the CuPy stand-in, whatever the machine has, and its ledger (reset): for
     tests that count transfers, which only the stand-in can."""
-    with cupy_standin.installed():
-        backend.set_backend("cupy")
-        LEDGER.reset()
-        try:
+    try:
+        with cupy_standin.installed():
+            backend.set_backend("cupy")
+            LEDGER.reset()
             yield LEDGER
-        finally:
-            backend.set_backend(DEFAULT_BACKEND)
+    finally:
+        backend.set_backend(DEFAULT_BACKEND)      # after the real modules (if any) are back
+
+
+OFFLINE = os.environ.get("TINYMIX_TESTS_OFFLINE", "") not in ("", "0")
+_NO_ASSET = re.compile(r"could not download asset '([\w-]+)'")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With TINYMIX_TESTS_OFFLINE=1 (a machine that cannot download, such as a GPU machine without a
+    network), a test that failed only because a pinned asset is neither cached nor downloadable is
+    reported as skipped, naming the asset, so that the real failures stand out."""
+    outcome = yield
+    report = outcome.get_result()
+    missing = _NO_ASSET.search(report.longreprtext) if OFFLINE and report.failed else None
+    if missing:
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0,
+                           f"Skipped: needs asset {missing.group(1)!r}, not cached here and not downloadable")
 
 
 def pytest_report_header(config):

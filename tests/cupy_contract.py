@@ -22,19 +22,16 @@ What it counts (LEDGER), and what cupy._core.syncdetect.allow_synchronize(False)
   printing (repr, str, format), cupy.asnumpy, pickling; and the hidden ones, where CuPy reads a count
   back to size its result: boolean-mask indexing, nonzero, argwhere, flatnonzero, unique, compress;
 - host-to-device copies (asarray of host data, host index arrays) are counted apart, in `uploads`;
-- explicit synchronize() calls, in `syncs`; every function and method call, in `calls`.
+- explicit synchronize() calls, in `sync_marks`; every function and method call, in `calls`.
 What it does not model: time, asynchrony, device memory limits, other summation orders, and the
 device generator's numbers (NumPy's are drawn).
 """
-import contextlib
-import sys
-import types
 import warnings
-import weakref
 from collections import Counter
 
 import numpy
 
+from cupy_memory import POOL
 from cupy_names import METHODS, RETURN_ARRAYS, SYNCING, UFUNCS
 
 
@@ -47,7 +44,7 @@ class Ledger:
     def reset(self):
         self.transfers = Counter()   # device -> host, by kind
         self.uploads = Counter()     # host -> device, by kind
-        self.syncs = 0               # explicit synchronize() calls
+        self.sync_marks = []         # at each explicit synchronize(): the transfers counted so far
         self.calls = Counter()       # (name, positional count, keyword names) -> calls
 
     def total(self):
@@ -74,45 +71,6 @@ def _transfer(kind):
 
 def _record(name, args, kwargs):
     LEDGER.calls[(name, len(args), tuple(sorted(kwargs)))] += 1
-
-
-# ---- device memory: the bytes of live device arrays ----------------------------------------------
-
-class MemoryPool:
-    """CuPy's pool keeps freed blocks for reuse, so total_bytes() holds the high-water mark until
-    free_all_blocks(); used_bytes() is what live arrays occupy."""
-
-    def __init__(self):
-        self._used, self._held, self._owners = 0, 0, {}
-
-    def _track(self, array):
-        root = array
-        while isinstance(root.base, numpy.ndarray):
-            root = root.base
-        if id(root) in self._owners or root.base is not None:
-            return
-        self._owners[id(root)] = weakref.finalize(root, self._release, id(root), root.nbytes)
-        self._used += root.nbytes
-        self._held = max(self._held, self._used)
-
-    def _release(self, key, nbytes):
-        self._owners.pop(key, None)
-        self._used -= nbytes
-
-    def used_bytes(self):
-        return self._used
-
-    def total_bytes(self):
-        return self._held
-
-    def free_bytes(self):
-        return self._held - self._used
-
-    def free_all_blocks(self, stream=None):
-        self._held = self._used
-
-
-POOL = MemoryPool()
 
 
 # ---- the device array ------------------------------------------------------------------------------
