@@ -44,7 +44,7 @@ def test_without_a_gpu_the_command_says_what_is_missing(capsys):
     except RuntimeError as error:
         missing = str(error)
     else:
-        pytest.skip("CuPy and a GPU are usable here")
+        pytest.skip("the cupy backend can be set here (real CuPy and a GPU, or the stand-in)")
     assert parity.main([]) == 2
     assert capsys.readouterr().out == f"parity needs the cupy backend: {missing}\n"
     assert backend.name == "numpy"
