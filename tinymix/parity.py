@@ -1,5 +1,5 @@
 """The same AdaMix training step on NumPy and on CuPy, from one seed: do the routes, the loss and every
-gradient agree? The first thing to run on a GPU (scripts/gpu_first_hour.py runs it):
+gradient agree? The first thing to run on a GPU (tinymix/gpu_first_hour.py runs it):
 
     python3 -m tinymix.parity [--out parity.json] [--batch 32] [--length 64] [--seed 0]
 

@@ -2,7 +2,7 @@
 """The first hour on a GPU: what tinymix's CuPy path has never shown on a real device, in ONE command
 that stays under 8 minutes (each step has its own time limit), with every number written to a folder.
 
-    python3 scripts/gpu_first_hour.py --out DIR      # DIR: $OUT if set, else runs/gpu_first_hour
+    python3 -m tinymix.gpu_first_hour --out DIR      # DIR: $OUT if set, else runs/gpu_first_hour
 
 Steps, in order (a step that fails or runs out of time is recorded, and the next one runs):
   1. machine  GPU, driver, CUDA runtime, CuPy / NumPy / PyTorch versions, CPU count      (15 s)
@@ -13,12 +13,12 @@ Steps, in order (a step that fails or runs out of time is recorded, and the next
               per test where pytest-timeout is (200 s)
   4. bench    python -m tinymix bench --random-init on cupy (with PyTorch on CUDA where torch sees
               the GPU), then on numpy without PyTorch                                        (90 s + 90 s)
-Files in DIR (8 at most, as a lent GPU machine sends back): machine.json, parity.json, suite.txt,
+Files in DIR (8 at most, small enough to copy back from a remote machine): machine.json, parity.json, suite.txt,
 suite.xml, bench_cupy.json, bench_numpy.json, steps.log (what each step printed) and summary.md (each
 step's verdict and time, both bench tables, and NumPy's time / CuPy's time for every timed row).
 
 Nothing is downloaded (PIP_NO_INDEX=1); a test that needs an asset missing from the cache is skipped
-and named (TINYMIX_TESTS_OFFLINE=1). docs/benchmarks.md says what to carry to a lent machine.
+and named (TINYMIX_TESTS_OFFLINE=1). docs/benchmarks.md says which archives to copy along to an offline machine.
 
 --rehearse runs the same steps on a CPU with the CuPy stand-in from tests/ in place of CuPy, a small
 parity step and bench --quick, to check the script itself; its numbers say nothing about a GPU.
@@ -76,16 +76,8 @@ def step(name, command, env, log, out_file=None):
 
 MACHINE = """
 import json, os, platform, subprocess, sys
-import numpy
-info = {"python": platform.python_version(), "numpy": numpy.__version__, "cpus": os.cpu_count()}
-try:
-    import cupy
-    info["cupy"] = cupy.__version__
-    info["cuda_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
-    info["cuda_driver"] = cupy.cuda.runtime.driverGetVersion()
-    info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-except Exception as error:
-    info["cupy_error"] = repr(error)
+from tinymix import backend
+info = {"python": platform.python_version(), "cpus": os.cpu_count(), **backend.describe()}
 try:
     import torch
     info["torch"] = torch.__version__
@@ -177,7 +169,7 @@ def main(argv=None):
 
 
 def _has(module):
-    """Whether a pytest plugin is installed (the lent GPU machines have xdist and timeout)."""
+    """Whether a pytest plugin is installed (xdist runs the suite in parallel; timeout caps a test)."""
     try:
         __import__(module)
         return True
