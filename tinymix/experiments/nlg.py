@@ -141,8 +141,7 @@ def compare_command(args):
     task = DataToText(base)
     arms, grid = protocol.settings(args, all_arms(), GRID)
     out = Path(args.out)
-    chosen = protocol.tune(task, arms, grid, range(1000, 1000 + args.tuning_seeds), out, args.workers,
-                           report_only=args.report_only)
+    chosen = protocol.learning_rates(task, arms, grid, args, out)
     runs, diverged, missing = protocol.final(task, arms, chosen, range(args.seeds), out, args.workers,
                                              report_only=args.report_only)
     speed = None

@@ -154,8 +154,7 @@ def compare_command(args):
     task = MovieReviews(regime["train_size"], regime["epochs"], args.model, args.random_runs, {"task": args.task})
     arms, grid = protocol.settings(args, all_arms(), GRID)
     out = Path(args.out)
-    chosen = protocol.tune(task, arms, grid, range(1000, 1000 + args.tuning_seeds), out, args.workers,
-                           report_only=args.report_only)
+    chosen = protocol.learning_rates(task, arms, grid, args, out)
     runs, diverged, missing = protocol.final(task, arms, chosen, range(args.seeds), out, args.workers,
                                              report_only=args.report_only)
     write_report(out, args, regime, arms, chosen, runs, report.status(chosen, arms, diverged, missing))
