@@ -13,11 +13,11 @@
 #     while training, at every forward call, each mixture picks ONE expert uniformly at random,
 #     and the WHOLE batch goes through it.
 #
-# So a training step costs exactly what a single module costs. Per layer, the down-projection (or
-# LoRA's A) and the up-projection (or B) draw their indices independently; by default the up
-# projection / B is shared — one Linear for all experts, not a mixture at all (adamix.md sections
-# 3 and 5). The draws come from a host-side generator seeded by the user, so a seed fixes the
-# routes on NumPy and on CuPy alike.
+# So a forward pass costs exactly what it costs with a single module. Per layer, the
+# down-projection (or LoRA's A) and the up-projection (or B) draw their indices independently; by
+# default the up projection / B is shared — one Linear for all experts, not a mixture at all
+# (adamix.md sections 3 and 5). The draws come from a host-side generator seeded by the user, so a
+# seed fixes the routes on NumPy and on CuPy alike.
 #
 # How the experts start follows the official code (adamix.md section 7): an adapter mixture's
 # experts are initialised independently; AdaMix-LoRA's A-experts start as identical copies (its

@@ -45,7 +45,7 @@ from tinymix.transformer import Transformer, mean_pool
 
 minilm, tokenizer = load_pretrained("minilm-l6", max_length=64)
 splits = data.load_movie_reviews()
-TRAIN, TEST, BATCH, EPOCHS = budget(512, 64), budget(320, 32), budget(32, 16), budget(3, 2)
+TRAIN, TEST, BATCH, EPOCHS = budget(512, 128), budget(320, 64), budget(32, 16), budget(3, 2)
 EVAL_BATCH, RANDOM_RUNS = budget(64, 32), budget(3, 2)
 train_split = data.Split(splits["train"].texts[:TRAIN], splits["train"].labels[:TRAIN])
 test_split = data.Split(splits["test"].texts[:TEST], splits["test"].labels[:TEST])

@@ -5,6 +5,9 @@ Every case runs one lesson in fast mode in a fresh process, after a patch applie
 in that process only (the files on disk are never touched), through the same runner a reader uses
 (lessons/run.py). The control case runs the same driver without a patch and must pass, so a
 failure below is the mutation's doing, not the driver's.
+
+Some claims are about the lesson's own arithmetic, not the library (lesson 14's confidence
+intervals): those cases break a copy of the lesson's text instead.
 """
 import os
 import subprocess
@@ -166,8 +169,18 @@ MUTATIONS = [
 ]
 
 
-def _run(lesson, patch, tmp_path):
-    path = runner.lesson_files()[lesson]
+# (name, lesson, the text to break, what to put instead, a piece of the failure output)
+TEXT_MUTATIONS = [
+    ("the interval forgets the 1.96", "14", "return float(d.mean()), Z * float(d.std(ddof=1))",
+     "return float(d.mean()), float(d.std(ddof=1))", "the interval formula agrees with the bootstrap"),
+    ("the figure zooms in on the points", "14", "figure.tight_layout()\nbottom, top = left.get_ylim()",
+     "left.set_ylim(min(p for p, _ in accuracies.values()), max(p for p, _ in accuracies.values()))\n"
+     "bottom, top = left.get_ylim()", "every interval fits the axis"),
+]
+
+
+def _run(lesson, patch, tmp_path, path=None):
+    path = path or runner.lesson_files()[lesson]
     code = DRIVER.format(lessons=str(LESSONS), root=str(ROOT), patch=textwrap.dedent(patch), lesson=str(path))
     env = {**os.environ, "TINYMIX_FAST": "1", "TINYMIX_LESSON_FIGURES": str(tmp_path), "MPLBACKEND": "Agg"}
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -182,6 +195,19 @@ def test_the_driver_passes_an_unbroken_lesson(tmp_path):
 @pytest.mark.parametrize("name, lesson, patch, claim", MUTATIONS, ids=[f"{m[1]}: {m[0]}" for m in MUTATIONS])
 def test_lesson_fails_on_a_broken_library(name, lesson, patch, claim, tmp_path):
     result = _run(lesson, patch, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, f"lesson {lesson} still passes with '{name}':\n{output[-3000:]}"
+    assert claim in output, f"lesson {lesson} failed with '{name}', but not at the claim:\n{output[-3000:]}"
+
+
+@pytest.mark.parametrize("name, lesson, old, new, claim", TEXT_MUTATIONS, ids=[f"{m[1]}: {m[0]}" for m in TEXT_MUTATIONS])
+def test_lesson_fails_when_its_own_arithmetic_is_broken(name, lesson, old, new, claim, tmp_path):
+    original = runner.lesson_files()[lesson]
+    text = original.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"the text to break is not in {original.name} exactly once"
+    broken = tmp_path / original.name
+    broken.write_text(text.replace(old, new), encoding="utf-8")
+    result = _run(lesson, "", tmp_path, path=broken)
     output = result.stdout + result.stderr
     assert result.returncode == 1, f"lesson {lesson} still passes with '{name}':\n{output[-3000:]}"
     assert claim in output, f"lesson {lesson} failed with '{name}', but not at the claim:\n{output[-3000:]}"
