@@ -219,7 +219,7 @@ def term_gradient_norms(forward, task_loss, consistency_weight, parameters, targ
     own (fresh routes): how much of a step the consistency term asks for. Leaves no gradient behind."""
     def norm_of(loss):
         loss.backward()
-        total = sum(float((p.grad * p.grad).sum()) for p in parameters if p.grad is not None) ** 0.5
+        total = float(xp.sqrt(sum((p.grad * p.grad).sum() for p in parameters if p.grad is not None)))
         for p in parameters:
             p.grad = None
         return total
@@ -253,12 +253,12 @@ def routing_report(model, start=None):
         if start is not None:
             row += [norm(w - w0) for w, w0 in zip(weights, start[name])]
             row.append(norm(mean - sum(start[name]) / len(weights)))
-        found.append((name, mixture, len(row)))
+        found.append((name, mixture))
         pieces += row
     if not pieces:
         return {}
     values, report = iter(backend.to_numpy(xp.concatenate(pieces)).tolist()), {}
-    for name, mixture, _ in found:
+    for name, mixture in found:
         M = mixture.num_experts
         mean_norm, apart = next(values), [next(values) for _ in range(M)]
         report[name] = {"route_counts": list(mixture.route_counts), "spread": sum(apart) / M / max(mean_norm, 1e-12)}
