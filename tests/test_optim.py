@@ -31,13 +31,17 @@ def gradient_sequence(shape, seed, steps=STEPS):
 
 # ---- references: the textbook update formulas in float64 ------------------------------------------
 
-def reference_adamw(p, grads, lrs, beta1, beta2, eps, weight_decay):
-    """`grads` may hold None: that step skips the parameter and does not advance its t."""
+def reference_adamw(p, grads, lrs, beta1, beta2, eps, weight_decay, lazy=True):
+    """`grads` may hold None (no gradient that step). Before the first gradient that step skips the
+    parameter; after it, lazy skips it too (t does not advance), dense steps with a zero gradient,
+    as PyTorch 1.x did, whose zero_grad() kept zero-filled gradients."""
     p = p.astype(np.float64)
     m, v, t = np.zeros_like(p), np.zeros_like(p), 0
     for g, lr in zip(grads, lrs):
-        if g is None:
+        if g is None and (lazy or t == 0):
             continue
+        if g is None:
+            g = np.zeros_like(p)
         g, t = g.astype(np.float64), t + 1
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g ** 2
@@ -57,13 +61,15 @@ def reference_sgd(p, grads, lr, momentum, weight_decay):
     return p
 
 
-def test_adamw_matches_reference_with_weight_decay_and_changing_lr():
+@pytest.mark.parametrize("lazy", [False, True])
+def test_adamw_matches_reference_with_weight_decay_and_changing_lr(lazy):
     w, b = make_param((4, 3), 0), make_param((3,), 1)
     w0, b0 = host(w.data).copy(), host(b.data).copy()
     w_grads, b_grads = gradient_sequence((4, 3), 2), gradient_sequence((3,), 3)
-    b_grads = [g if i % 3 != 1 else None for i, g in enumerate(b_grads)]  # like an unrouted expert
+    # like an expert: not routed at the first step, then routed on two steps in three
+    b_grads = [g if i % 3 != 1 and i > 0 else None for i, g in enumerate(b_grads)]
     lrs = [0.01 * (1 + i) / STEPS for i in range(STEPS)]
-    optimizer = AdamW([w, b], lr=lrs[0], betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)
+    optimizer = AdamW([w, b], lr=lrs[0], betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1, lazy=lazy)
     for step in range(STEPS):
         optimizer.lr = lrs[step]
         w.grad = backend.from_numpy(w_grads[step])
@@ -72,9 +78,28 @@ def test_adamw_matches_reference_with_weight_decay_and_changing_lr():
         optimizer.zero_grad()
     np.testing.assert_allclose(host(w.data), reference_adamw(w0, w_grads, lrs, 0.8, 0.95, 1e-6, 0.1),
                                rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(host(b.data), reference_adamw(b0, b_grads, lrs, 0.8, 0.95, 1e-6, 0.1),
+    np.testing.assert_allclose(host(b.data), reference_adamw(b0, b_grads, lrs, 0.8, 0.95, 1e-6, 0.1, lazy),
                                rtol=1e-5, atol=1e-6)
-    assert optimizer.state["1"]["step"] == sum(g is not None for g in b_grads)
+    routed = sum(g is not None for g in b_grads)
+    first = next(i for i, g in enumerate(b_grads) if g is not None)
+    assert optimizer.state["1"]["step"] == (routed if lazy else STEPS - first)   # dense: every step from the first
+
+
+def test_dense_and_lazy_updates_differ_only_after_an_unrouted_step():
+    """Dense moves a once-routed parameter on a step without a gradient (momentum and weight decay);
+    lazy leaves it exactly where it was; neither touches a parameter that never had a gradient."""
+    moved = {}
+    for lazy in (False, True):
+        p, never = make_param((3,), 7), make_param((2,), 8)
+        optimizer = AdamW([p, never], lr=0.1, weight_decay=0.1, lazy=lazy)
+        p.grad = backend.from_numpy(np.ones(3, np.float32))
+        optimizer.step()
+        optimizer.zero_grad()
+        before, never_before = host(p.data).copy(), host(never.data).copy()
+        optimizer.step()                                     # no gradient for anyone
+        moved[lazy] = np.abs(host(p.data) - before).max()
+        np.testing.assert_array_equal(host(never.data), never_before)
+    assert moved[True] == 0.0 and moved[False] > 1e-3
 
 
 def test_adamw_weight_decay_is_decoupled():

@@ -338,3 +338,34 @@ def test_load_adapter_accepts_the_same_config_written_with_a_list(tmp_path):
     peft.load_adapter(again, tmp_path)
     ids, mask = tiny_batch()
     assert np.array_equal(logits_of(again.eval(), ids, mask), logits_of(model.eval(), ids, mask))
+
+
+def test_one_seed_gives_every_method_the_same_start_where_they_share_a_module():
+    """Paired seeds (compare): at one seed the single adapter is AdaMix's expert 0 plus its shared
+    up-projection, every AdaMix-LoRA A-expert starts as the single LoRA's A, and the head is the same."""
+    from tinymix import backend
+    from tinymix.transformer import SequenceClassifier, Transformer, TransformerConfig
+
+    def build(config, seed=3):
+        backend.manual_seed(seed)
+        encoder = Transformer(TransformerConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2,
+                                                intermediate_size=32, max_positions=16))
+        model = peft.get_peft_model(SequenceClassifier(encoder, 2), config)
+        return {n: backend.to_numpy(p.data) for n, p in model.named_parameters() if p.requires_grad}
+
+    adapter = build(peft.AdapterConfig(bottleneck=4))
+    mix = build(peft.AdaMixConfig(module="adapter", num_experts=3, adapter=peft.AdapterConfig(bottleneck=4)))
+    for name, value in adapter.items():
+        twin = name.replace(".down.", ".down.experts.0.") if ".down." in name else name
+        np.testing.assert_array_equal(mix[twin], value, err_msg=name)
+    assert not np.array_equal(mix["transformer.layers.0.ffn_adapter.down.experts.1.weight"],
+                              adapter["transformer.layers.0.ffn_adapter.down.weight"])
+    lora = build(peft.LoRAConfig(rank=2))
+    mix_lora = build(peft.AdaMixConfig(module="lora", num_experts=3, lora=peft.LoRAConfig(rank=2)))
+    for name, value in lora.items():
+        if ".lora_A." in name:
+            for k in range(3):
+                np.testing.assert_array_equal(mix_lora[name.replace("lora_A.", f"lora_A.experts.{k}.")], value)
+        else:
+            np.testing.assert_array_equal(mix_lora[name], value, err_msg=name)
+    assert not np.array_equal(build(peft.LoRAConfig(rank=2), seed=4)["classifier.weight"], lora["classifier.weight"])

@@ -170,7 +170,7 @@ def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_unless_overwrite(tmp
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
     with pytest.raises(ValueError, match=r"holds a run already: add --resume to continue it, --overwrite"):
         train(tiny_config(run, epochs=1, method="adapter"), splits)
-    with pytest.raises(ValueError, match="--lr must be a number > 0, got nan"):
+    with pytest.raises(ValueError, match="--lr must be a number >= 0, got nan"):
         train(tiny_config(run, epochs=1, lr=float("nan"), overwrite=True), splits)
     bad_labels = {**splits, "test": data.Split(["x"], [7])}
     with pytest.raises(ValueError, match="test split has labels"):

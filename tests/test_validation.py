@@ -39,8 +39,8 @@ TRAIN_CASES = [
     (dict(eval_batch_size=0), "--eval-batch-size must be an integer >= 1, got 0"),
     (dict(eval_batch_size=-1), "--eval-batch-size must be an integer >= 1, got -1"),
     (dict(train_size=-5), r"--train-size must be an integer >= 0, got -5 \(0 means all\)"),
-    (dict(lr=-1e-3), "--lr must be a number > 0, got -0.001"),
-    (dict(lr=math.nan), "--lr must be a number > 0, got nan"),
+    (dict(lr=-1e-3), r"--lr must be a number >= 0, got -0.001 \(0: the method's default rate\)"),
+    (dict(lr=math.nan), "--lr must be a number >= 0, got nan"),
     (dict(consistency_weight=-1.0), "--consistency-weight must be a number >= 0, got -1.0"),
     (dict(consistency_weight=math.nan), "--consistency-weight must be a number >= 0, got nan"),
     (dict(weight_decay=-1.0), "--weight-decay must be a number >= 0, got -1.0"),
@@ -57,7 +57,8 @@ TRAIN_CASES = [
     (dict(log_every=0), "--log-every must be an integer >= 1, got 0"),
     (dict(sharing="left"), "--sharing must be one of up, down, none, both; got 'left'"),
     (dict(inference="best"), "--inference must be one of average, random, fixed; got 'best'"),
-    (dict(expert_init="zeros"), "--expert-init must be one of independent, identical; got 'zeros'"),
+    (dict(expert_init="zeros"), "--expert-init must be one of official, independent, identical; got 'zeros'"),
+    (dict(expert_updates="sometimes"), "--expert-updates must be one of dense, lazy; got 'sometimes'"),
     (dict(method="sgd"), "--method must be one of adamix, .*; got 'sgd'"),
     (dict(progress="yes"), "--progress must be true or false, got 'yes'"),
     (dict(resume=True, overwrite=True), "give one of them"),
@@ -86,7 +87,7 @@ def test_max_length_past_the_models_positions_is_refused_when_the_model_loads():
 
 NLG_CASES = [
     (dict(steps=0), "--steps must be an integer >= 1, got 0"),
-    (dict(lr=0.0), "--lr must be a number > 0, got 0.0"),
+    (dict(lr=-1.0), "--lr must be a number >= 0, got -1.0"),
     (dict(batch_size=-2), "--batch-size must be an integer >= 1, got -2"),
     (dict(train_size=10**9), r"--train-size must be an integer in \[1, 100000\], got 1000000000"),
     (dict(test_size=0), r"--test-size must be an integer in \[1, 10000\], got 0"),
@@ -135,6 +136,7 @@ def test_a_damaged_tiny_gpt_folder_is_named_before_it_is_loaded(tmp_path, config
 @pytest.mark.parametrize("flags, message", [
     (["--steps", "0"], "--steps must be an integer >= 1, got 0"),
     (["--lr", "nan"], "--lr must be a number > 0, got nan"),
+    (["--lr", "0"], "--lr must be a number > 0, got 0.0"),
     (["--lr", "-1"], "--lr must be a number > 0, got -1.0"),
     (["--seed", "-3"], "--seed must be an integer >= 0, got -3"),
     (["--e2e-texts", "-1"], "--e2e-texts must be an integer >= 0, got -1"),

@@ -13,6 +13,8 @@ Read this file in order; each step names the section of ../shared/docs/adamix.md
      its experts' (AdaMix proper); "random" — a random expert per example; "fixed" — expert k.  (§6)
   6. merge(): replace every Mixture by that averaged Linear, so the deployed model has the size and
      cost of one adapter / LoRA.                                                             (§6, §8)
+  7. Diagnostics a user of a mixture expects: how often each expert was routed, how far each moved
+     from its start, and how far the experts drifted apart.
 
 A Mixture is a drop-in replacement for a Linear: the Adapter and LoRALinear of peft.py hold either.
 """
@@ -48,11 +50,13 @@ class Mixture(Module):
         self.route = route if route is not None else Route()
         self.inference = "average"
         self.fixed_expert = 0
+        self.route_counts = [0] * self.num_experts   # training calls routed to each expert (diagnostics)
 
     def forward(self, x):
         if self.training:
             if self.draws_route:                                     # §3: one draw per call, whole batch
                 self.route.index = backend.host_choice(self.num_experts)
+            self.route_counts[self.route.index] += 1
             return self.experts[self.route.index](x)
         if self.inference == "average":
             return F.linear(x, *self.averaged_weights())
@@ -95,9 +99,13 @@ class Mixture(Module):
         return merged
 
 
+EXPERT_INITS = ("official", "independent", "identical")
+
+
 def make_mixture(make_expert, num_experts, expert_init="independent", route=None):
-    """M experts from `make_expert()`: each initialised on its own (the adapter code's choice), or
-    M identical copies of the first (the official LoRA code's deep copy)."""
+    """M experts from `make_expert()`: each initialised on its own (the official adapter code), or
+    M identical copies of the first (the official LoRA code's deep copy after init, §7). Which one
+    "official" means depends on the module, so peft.py resolves it before calling this."""
     if num_experts < 1:
         raise ValueError(f"num_experts must be at least 1, got {num_experts}")
     if expert_init not in ("independent", "identical"):
@@ -202,3 +210,45 @@ def merge_experts(model):
                 setattr(parent, name, child.averaged())
                 count += 1
     return count
+
+
+# ---- 7. diagnostics --------------------------------------------------------------------------------
+
+def term_gradient_norms(forward, task_loss, consistency_weight, parameters, target_mask=None):
+    """(||gradient of the task term||, ||gradient of weight * consistency||), each from passes of its
+    own (fresh routes): how much of a step the consistency term asks for. Leaves no gradient behind."""
+    def norm_of(loss):
+        loss.backward()
+        total = sum(float((p.grad * p.grad).sum()) for p in parameters if p.grad is not None) ** 0.5
+        for p in parameters:
+            p.grad = None
+        return total
+    task = norm_of(task_loss(forward()))
+    if consistency_weight == 0:
+        return task, 0.0
+    return task, norm_of(consistency_loss(forward(), forward(), target_mask) * consistency_weight)
+
+
+def expert_weights(model):
+    """{mixture name: [each expert's weight as a host array]} — e.g. to keep the starting points."""
+    return {name: [backend.to_numpy(e.weight.data).copy() for e in m.experts]
+            for name, m in model.named_modules() if isinstance(m, Mixture)}
+
+
+def routing_report(model, start=None):
+    """Per mixture: how many training calls each expert got, and how far the experts are apart — the
+    mean distance of an expert from the experts' mean, relative to the mean's norm ("spread"; 0 for
+    identical experts) — and, given `start` (expert_weights before training), the distance each
+    expert moved ("moved", in weight units)."""
+    distance = lambda a, b: float(((a - b) ** 2).sum()) ** 0.5
+    report = {}
+    for name, mixture in model.named_modules():
+        if not isinstance(mixture, Mixture):
+            continue
+        weights = [backend.to_numpy(e.weight.data) for e in mixture.experts]
+        mean = sum(weights) / len(weights)
+        spread = sum(distance(w, mean) for w in weights) / len(weights) / max(distance(mean, 0.0), 1e-12)
+        report[name] = {"route_counts": list(mixture.route_counts), "spread": spread}
+        if start is not None:
+            report[name]["moved"] = [distance(w, w0) for w, w0 in zip(weights, start[name])]
+    return report

@@ -65,8 +65,9 @@ def main_job(args):
 def train_command(args):
     from .train import TrainConfig, train
     result = train(_config_from_args(args, TrainConfig()))
+    test = "not read (--no-test)" if result["test_accuracy"] is None else f"{result['test_accuracy']:.4f}"
     print(f"validation {result['validation_accuracy']:.4f} (epoch {result['best_epoch']}), "
-          f"test (merged model) {result['test_accuracy']:.4f}")
+          f"test (merged model) {test}")
     if result["config"]["out"]:
         from . import plots
         plots.training_curve(result["losses"], result["history"],
@@ -120,8 +121,8 @@ def fetch_command(args):
 
 
 def compare_command(args):
-    from . import compare
-    compare.compare_command(args)
+    from .experiments import nlu
+    nlu.compare_command(args)
 
 
 def bench_command(args):
@@ -207,13 +208,11 @@ def build_parser():
     p.add_argument("--max-length", type=int, default=64)
     p.set_defaults(run=eval_command)
 
-    p = commands.add_parser("compare", help="every method x seeds, AdaMix ablations, table and plots. "
-                            "With --task e2e: the data-to-text comparison (compare --task e2e --help)")
-    try:
-        from . import compare
-        compare.add_arguments(p)
-    except ImportError:
-        pass
+    p = commands.add_parser("compare", help="methods, ablations and the paper's claims under a fair protocol "
+                            "(tuned learning rates, paired seeds, confidence intervals). With --task e2e: the "
+                            "data-to-text comparison (compare --task e2e --help)")
+    from .experiments import nlu
+    nlu.add_arguments(p)
     p.set_defaults(run=compare_command)
 
     p = commands.add_parser("fetch", help="download the pinned assets into the cache and verify them")
@@ -242,9 +241,9 @@ def _parse(argv):
     parser = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["main"] + argv  # the built-in default
-    from . import nlg_compare
-    e2e_task = nlg_compare.is_e2e(argv)
-    return nlg_compare.parse_args(argv) if e2e_task else parser.parse_args(argv)   # e2e: flags of its own
+    from .experiments import nlg as nlg_experiments
+    e2e_task = nlg_experiments.is_e2e(argv)
+    return nlg_experiments.parse_args(argv) if e2e_task else parser.parse_args(argv)   # e2e: flags of its own
 
 
 def main(argv=None):
@@ -264,8 +263,7 @@ def main(argv=None):
     except Exception as error:       # SystemExit (argparse, --help) passes through
         if debug:
             raise
-        print(f"error: {describe_error(error)}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(f"error: {describe_error(error)}") from None     # printed to stderr, status 1
 
 
 def _after_interrupt(args):

@@ -2,7 +2,7 @@
 
     result = train(NLGConfig(method="adamix-lora", seed=0))
     python -m tinymix train --task e2e --method adamix-lora
-    python -m tinymix compare --task e2e --seeds 3      # nlg_compare.py
+    python -m tinymix compare --task e2e                # experiments/nlg.py
 
 Each example is one token sequence,  prompt + " " + sentence + <|endoftext|>:
     "name The Eagle, type pub, food Italian => The Eagle is an Italian pub.<|endoftext|>"
@@ -41,14 +41,14 @@ from .nn import Dropout
 from .optim import AdamW, clip_grad_norm, linear_warmup_decay
 from .pretrained import TINY_GPT_DIR, file_sha256, load_pretrained, tiny_gpt_record
 from .tensor import no_grad
-from .train import MAX_EXPERTS, decay_groups
+from .train import EXPERT_UPDATES, MAX_EXPERTS, decay_groups
 from .transformer import LanguageModel
 
 METHODS = ("lora", "adamix-lora", "adamix", "adapter", "full")
 ALIASES = {"adamix-adapter": "adamix"}
 LABELS = {"lora": "LoRA", "adamix-lora": "AdaMix-LoRA", "adamix": "AdaMix-adapter", "adapter": "adapter",
           "full": "full fine-tuning"}
-DEFAULT_LR = {"full": 3e-3}      # every other method: NLGConfig.lr
+DEFAULT_LR = {**{method: 5e-3 for method in METHODS}, "full": 3e-3}   # when --lr is not given
 IGNORE = -100
 
 
@@ -63,7 +63,7 @@ class NLGConfig:
     test_size: int = 100             # test MRs decoded and scored (one reference per template family)
     steps: int = 600
     batch_size: int = 8
-    lr: float = 5e-3                 # full fine-tuning: DEFAULT_LR["full"] unless set
+    lr: float = 0.0                  # 0: the method's rate in DEFAULT_LR
     weight_decay: float = 0.01
     warmup: float = 0.06             # fraction of the steps
     max_grad_norm: float = 1.0       # 0: no clipping (the official GPT-2 code's --clip 0.0)
@@ -73,7 +73,8 @@ class NLGConfig:
     sharing: str = "up"
     consistency_weight: float = 100.0
     low_memory: bool = False         # AdaMix: recompute pass 2 in backward (train.TrainConfig.low_memory)
-    expert_init: str = "independent"
+    expert_init: str = "official"    # identical A-experts (the official code's deep copy), independent adapters
+    expert_updates: str = "dense"    # train.TrainConfig.expert_updates: "dense" (official) or "lazy"
     lora_rank: int = 4
     lora_alpha: float = 32.0
     lora_dropout: float = 0.1
@@ -87,6 +88,11 @@ class NLGConfig:
     no_repeat_ngram: int = 4
     max_new_tokens: int = 72
     out: str = ""                    # run folder ("" = nothing written)
+    test: bool = True                # decode and score test at the end; a learning-rate search sets
+                                     # False, so that test is read only after the choice
+    diagnostics: bool = False        # at each validation: how far each expert moved, the gradient norms
+                                     # of the task and consistency terms; at the end: test loss of the
+                                     # merged model vs each single expert vs random routing
     progress: bool = True
 
     def __post_init__(self):
@@ -109,7 +115,7 @@ class NLGConfig:
             check(name, getattr(self, name), 1, high, integer=True, why="the generated data set's limit")
         for name in ("steps", "batch_size", "eval_every", "lora_rank", "bottleneck", "beam_width", "max_new_tokens"):
             check(name, getattr(self, name), 1, integer=True)
-        check("lr", self.lr, 0.0, low_open=True)
+        check("lr", self.lr, 0.0, why="0: the method's default rate")
         check("lora_alpha", self.lora_alpha, 0.0, low_open=True)
         for name in ("weight_decay", "consistency_weight", "length_penalty"):
             check(name, getattr(self, name), 0.0)
@@ -119,11 +125,12 @@ class NLGConfig:
             check(name, getattr(self, name), 0.0, 1.0, high_open=True)
         check("num_experts", self.num_experts, 1, MAX_EXPERTS, integer=True)
         validate.check_choice("sharing", self.sharing, peft.SHARING)
-        validate.check_choice("expert_init", self.expert_init, ("independent", "identical"))
+        validate.check_choice("expert_init", self.expert_init, adamix.EXPERT_INITS)
+        validate.check_choice("expert_updates", self.expert_updates, EXPERT_UPDATES)
         validate.check_choice("decoding", self.decoding, ("beam", "greedy"))
         for name in ("also_train", "out"):
             validate.check_text(name, getattr(self, name))
-        for name in ("low_memory", "progress"):
+        for name in ("low_memory", "test", "diagnostics", "progress"):
             validate.check_bool(name, getattr(self, name))
 
 
@@ -284,11 +291,12 @@ def train(cfg, splits=None):
     train_pairs, dropped = encode_pairs(encoder, splits["train"])
     validation_pairs, _ = encode_pairs(encoder, splits["validation"])
     consistency_weight = cfg.consistency_weight if cfg.method.startswith("adamix") else 0.0
-    lr = DEFAULT_LR.get(cfg.method, cfg.lr) if cfg.lr == NLGConfig.lr else cfg.lr
-    optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr)
+    lr = cfg.lr or DEFAULT_LR[cfg.method]
+    optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr, lazy=cfg.expert_updates == "lazy")
     warmup_steps = int(cfg.warmup * cfg.steps)
     stream = batches(train_pairs, cfg.batch_size, backend.host_generator([cfg.seed, 7]))
     history, losses, best, best_weights = [], [], math.inf, None
+    start = adamix.expert_weights(model)
     bar = _progress(cfg.steps, f"{cfg.method} seed {cfg.seed}", cfg.progress)
     train_started = time.perf_counter()
     for step in range(1, cfg.steps + 1):
@@ -305,15 +313,19 @@ def train(cfg, splits=None):
         value = loss.item()              # read every step: the decoding this loop feeds syncs anyway
         if not math.isfinite(value):
             raise FloatingPointError(f"loss became {value} at step {step}; try a lower --lr")
-        if cfg.max_grad_norm > 0:
-            clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm)
+        if cfg.max_grad_norm > 0 or cfg.diagnostics:   # 0: no clipping; the norm is a diagnostic too
+            gradient_norm = clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm or math.inf)
         optimizer.step()
         losses.append(value)
         bar.update(1)
         bar.set_postfix(loss=f"{value:.3f}")
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            validation = evaluate_loss(model, validation_pairs, encoder.pad_id)
-            history.append({"step": step, "validation_loss": validation})
+            entry = {"step": step}
+            if cfg.diagnostics:
+                entry.update(_step_diagnostics(model, start, inputs, targets, picked, cfg, consistency_weight))
+                entry["gradient_norm"] = gradient_norm       # the step's, before clipping
+            entry["validation_loss"] = validation = evaluate_loss(model, validation_pairs, encoder.pad_id)
+            history.append(entry)
             if validation < best:
                 best = validation
                 best_weights = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad}
@@ -324,31 +336,72 @@ def train(cfg, splits=None):
     test_pairs, _ = encode_pairs(encoder, splits["test"], all_references=False)
     trainable = model.num_parameters(trainable_only=True)
     merged_count = peft.merged_parameter_count(model)
-    loss_before = evaluate_loss(model, test_pairs, encoder.pad_id)
+    routing = adamix.routing_report(model, start)
+    result = {"config": asdict(cfg), "pretrained_weights": pretrained_weights_id(cfg.model), "history": history,
+              "best_validation_loss": best, "routing": routing, "trainable_parameters": trainable,
+              "merged_parameters": merged_count, "all_parameters": model.num_parameters(),
+              "train_pairs": len(train_pairs), "dropped_pairs": dropped, "train_seconds": train_seconds}
+    if cfg.test:
+        if cfg.diagnostics and adamix.mixtures(model):
+            result["test_loss_by_inference"] = _inference_losses(model, test_pairs, encoder.pad_id)
+        result["test_loss_unmerged"] = evaluate_loss(model, test_pairs, encoder.pad_id)
     peft.merge(model, fold_lora=True)          # mixtures -> one module; LoRA folded into W
-    loss_after = evaluate_loss(model, test_pairs, encoder.pad_id)
-    decode_started = time.perf_counter()
-    outputs = generate(model, encoder, [ex.mr for ex in splits["test"]], cfg)
-    decode_seconds = time.perf_counter() - decode_started
-    scores = score(splits["test"], [encoder.text(d.ids) for d in outputs])
-    result = {
-        "config": asdict(cfg), "pretrained_weights": pretrained_weights_id(cfg.model), "history": history,
-        "best_validation_loss": best,
-        "test_loss_unmerged": loss_before, "test_loss_merged": loss_after, **scores,
-        "unfinished_outputs": sum(not d.finished for d in outputs),
-        "trainable_parameters": trainable, "merged_parameters": merged_count,
-        "all_parameters": model.num_parameters(), "train_pairs": len(train_pairs), "dropped_pairs": dropped,
-        "train_seconds": train_seconds, "decode_seconds": decode_seconds,
-        "generated_tokens": sum(len(d.ids) for d in outputs), "seconds": time.perf_counter() - started,
-        "samples": [{"prompt": ex.prompt, "output": encoder.text(d.ids), "reference": ex.references[0]}
-                    for ex, d in zip(splits["test"], outputs)],
-    }
+    validation_outputs = generate(model, encoder, [ex.mr for ex in splits["validation"]], cfg)
+    result["validation_bleu"] = score(splits["validation"], [encoder.text(d.ids) for d in validation_outputs])["bleu"]
+    if cfg.test:
+        result["test_loss_merged"] = evaluate_loss(model, test_pairs, encoder.pad_id)
+        decode_started = time.perf_counter()
+        outputs = generate(model, encoder, [ex.mr for ex in splits["test"]], cfg)
+        result["decode_seconds"] = time.perf_counter() - decode_started
+        result.update(score(splits["test"], [encoder.text(d.ids) for d in outputs]))
+        result["unfinished_outputs"] = sum(not d.finished for d in outputs)
+        result["generated_tokens"] = sum(len(d.ids) for d in outputs)
+        result["samples"] = [{"prompt": ex.prompt, "output": encoder.text(d.ids), "reference": ex.references[0]}
+                             for ex, d in zip(splits["test"], outputs)]
+    result["seconds"] = time.perf_counter() - started
     if cfg.out:
         checkpoint.save_json(Path(cfg.out) / "results.json", result)
         checkpoint.save_json(Path(cfg.out) / "losses.json", losses)
         peft.save_adapter(model, Path(cfg.out) / "merged")
     result["model"], result["encoder"], result["losses"] = model, encoder, losses
     return result
+
+
+def _step_diagnostics(model, start, inputs, targets, picked, cfg, consistency_weight):
+    """How far each expert has moved from its start (mean over the mixtures, per expert index), how far
+    their mean has, and the gradient norms of the task and the weighted consistency term on this batch."""
+    moved, mean_moved = [], []
+    for name, weights in adamix.expert_weights(model).items():
+        distance = lambda a, b: float(((a - b) ** 2).sum()) ** 0.5
+        moved.append([distance(w, w0) for w, w0 in zip(weights, start[name])])
+        mean_moved.append(distance(sum(weights) / len(weights), sum(start[name]) / len(weights)))
+    found = {}
+    if moved:
+        found["expert_moved"] = [sum(col) / len(col) for col in zip(*moved)]
+        found["mean_expert_moved"] = sum(mean_moved) / len(mean_moved)
+    model.train()
+    task, consistency = adamix.term_gradient_norms(
+        lambda: target_logits(model, inputs, targets),
+        lambda logits: F.cross_entropy(logits, picked, label_smoothing=cfg.label_smoothing),
+        consistency_weight, model.trainable_parameters())
+    found.update(task_gradient_norm=task, consistency_gradient_norm=consistency)
+    return found
+
+
+def _inference_losses(model, pairs, pad_id):
+    """Test loss of the unmerged AdaMix model: averaged experts (= merged), each expert alone, and
+    random routing (a random expert per example)."""
+    M = adamix.mixtures(model)[0].num_experts
+    losses = {"average": None, "experts": [], "random": None}
+    adamix.set_inference_mode(model, "average")
+    losses["average"] = evaluate_loss(model, pairs, pad_id)
+    for k in range(M):
+        adamix.set_inference_mode(model, "fixed", k)
+        losses["experts"].append(evaluate_loss(model, pairs, pad_id))
+    adamix.set_inference_mode(model, "random")
+    losses["random"] = evaluate_loss(model, pairs, pad_id)
+    adamix.set_inference_mode(model, "average")
+    return losses
 
 
 def generate(model, encoder, mrs, cfg):
@@ -376,7 +429,7 @@ def _progress(total, description, enabled):
                 leave=False, dynamic_ncols=True)
 
 
-# ---- the command line: `train --task e2e` (nlg_compare.parse_args reads the flags) ------------------
+# ---- the command line: `train --task e2e` (experiments/nlg.parse_args reads the flags) ------------
 
 def config_from_args(args, base):
     """`base` with every NLGConfig flag the user gave written over it."""
@@ -400,9 +453,11 @@ def add_config_flags(parser, skip=()):
 
 def train_command(args):
     result = train(config_from_args(args, NLGConfig()))
-    print(f"{LABELS[result['config']['method']]}: BLEU {result['bleu']:.1f} (held-out families "
-          f"{result['bleu_held_out']:.1f}), slot errors {result['slot_error_rate']:.1f}%, best validation "
-          f"loss {result['best_validation_loss']:.3f}; trainable params {result['trainable_parameters']:,d}, "
-          f"merged {result['merged_parameters']:,d}; {result['seconds']:.0f} s")
-    for sample in result["samples"][:3]:
+    test = ("test not read (--no-test)" if "bleu" not in result else
+            f"BLEU {result['bleu']:.1f} (held-out families {result['bleu_held_out']:.1f}), slot errors "
+            f"{result['slot_error_rate']:.1f}%")
+    print(f"{LABELS[result['config']['method']]}: {test}; validation BLEU {result['validation_bleu']:.1f}, best "
+          f"validation loss {result['best_validation_loss']:.3f}; trainable params "
+          f"{result['trainable_parameters']:,d}, merged {result['merged_parameters']:,d}; {result['seconds']:.0f} s")
+    for sample in result.get("samples", [])[:3]:
         print(f"  {sample['prompt']}\n    -> {sample['output']}")

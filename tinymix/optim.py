@@ -14,11 +14,16 @@ One training step:
     optimizer.step()
     optimizer.zero_grad()
 
-A parameter is updated only when it requires a gradient AND received one (`.grad` is not None):
-frozen weights are never touched, and an AdaMix expert that was not routed this step is left alone
-(no weight decay either). Its state (step count, moments) is made at its first gradient, so frozen
-weights cost no optimizer memory. Updates work in place on `p.data`, with Python floats as scalars,
-so float32 parameters stay float32.
+Frozen weights (requires_grad False) are never touched. A parameter's state (step count, moments) is
+made at its first gradient, so frozen weights cost no optimizer memory, and a parameter that has never
+received a gradient is skipped. What happens on a step where a parameter that HAS state received no
+gradient (an AdaMix expert that was not routed this step) is the `lazy` choice:
+- lazy=False (default, "dense"): it is updated with a zero gradient — Adam's momentum keeps moving it
+  and weight decay shrinks it. This is what the official AdaMix code does: on PyTorch 1.x, zero_grad()
+  filled gradients with zeros, so an expert routed once was stepped at every later step.
+- lazy=True: it is left alone, as if the step had not happened for it (a sparse-expert optimizer;
+  also what PyTorch >= 2 does, whose zero_grad() sets gradients to None).
+Updates work in place on `p.data`, with Python floats as scalars, so float32 parameters stay float32.
 """
 import math
 
@@ -27,13 +32,14 @@ from .tensor import Tensor
 
 
 class Optimizer:
-    """The plumbing shared by every optimizer: parameter groups, lazy per-parameter state, zero_grad
-    and state_dict. A subclass writes the math in `update(p, grad, state, lr, weight_decay)`."""
+    """The plumbing shared by every optimizer: parameter groups, per-parameter state made at first use,
+    zero_grad and state_dict. A subclass writes the math in `update(p, grad, state, lr, weight_decay)`."""
 
     hyperparameters = ("lr",)  # the settings saved in state_dict (a subclass lists its own)
 
-    def __init__(self, params, lr, weight_decay):
+    def __init__(self, params, lr, weight_decay, lazy=False):
         self.lr = lr
+        self.lazy = bool(lazy)
         self.groups = _param_groups(params, weight_decay)  # [{"weight_decay": wd, "params": {name: Tensor}}]
         self.state = {}  # name -> {"step": number of updates, buffer name -> xp array}
 
@@ -41,11 +47,16 @@ class Optimizer:
         lr = float(self.lr)  # a NumPy float64 lr would turn the float32 arithmetic into float64
         for group in self.groups:
             for name, p in group["params"].items():
-                if not p.requires_grad or p.grad is None:
+                if not p.requires_grad:
                     continue
+                grad = p.grad
+                if grad is None:                      # e.g. an AdaMix expert not routed this step
+                    if self.lazy or name not in self.state:
+                        continue
+                    grad = xp.zeros_like(p.data)      # dense: a step with a zero gradient
                 state = self.state.setdefault(name, {"step": 0})
                 state["step"] += 1
-                self.update(p, p.grad, state, lr, group["weight_decay"])
+                self.update(p, grad, state, lr, group["weight_decay"])
 
     def update(self, p, grad, state, lr, weight_decay):
         raise NotImplementedError
@@ -111,8 +122,8 @@ class SGD(Optimizer):
 
     hyperparameters = ("lr", "momentum")
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
-        super().__init__(params, lr, weight_decay)
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, lazy=False):
+        super().__init__(params, lr, weight_decay, lazy)
         self.momentum = float(momentum)
 
     def update(self, p, grad, state, lr, weight_decay):
@@ -135,8 +146,8 @@ class AdamW(Optimizer):
 
     hyperparameters = ("lr", "betas", "eps")
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-        super().__init__(params, lr, weight_decay)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, lazy=False):
+        super().__init__(params, lr, weight_decay, lazy)
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = float(eps)
 

@@ -7,11 +7,13 @@ the first two — injected into a frozen Transformer with an API in the spirit o
     merge(model)                        # AdaMix -> one adapter per layer
     save_adapter(model, "runs/x")       # only the trained weights: safetensors + adapter_config.json
 """
+import contextlib
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import adamix, checkpoint
+from . import adamix, backend, checkpoint
 from . import functional as F
 from .nn import Dropout, Linear, Module, Parameter, kaiming_uniform
 from .backend import xp
@@ -111,7 +113,8 @@ class AdaMixConfig:
     sharing: str = "up"             # which projection all experts share: up (adapter up / LoRA B)
     inference: str = "average"      # "average" (AdaMix proper), "random", "fixed"
     fixed_expert: int = 0
-    expert_init: str = "independent"  # or "identical" (the official LoRA code's copies)
+    expert_init: str = "official"   # as the official code: identical copies of the LoRA A-experts,
+                                    # independent adapter experts; or "identical" / "independent" for all
     consistency_weight: float = 1.0
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -185,6 +188,8 @@ def _check(config, transformer):
             raise ValueError(f"fixed_expert {config.fixed_expert} is not one of the {config.num_experts} experts")
         if config.module not in ("adapter", "lora"):
             raise ValueError(f"AdaMix mixes 'adapter' or 'lora' modules, got {config.module!r}")
+        if config.expert_init not in adamix.EXPERT_INITS:
+            raise ValueError(f"unknown expert_init {config.expert_init!r}: choose one of {adamix.EXPERT_INITS}")
     kind, settings = _module(config)
     if kind == "adapter":
         adapter = settings
@@ -206,18 +211,42 @@ def _check(config, transformer):
                                  f"{lora.rank} (target '{target}')")
 
 
-def _projection(config, make_linear, shared, route=None):
-    """A plain Linear if this side is shared by all experts (or there is no mixture), else a Mixture."""
+@contextlib.contextmanager
+def _init_stream(key):
+    """Draw a module's initial weights from a generator of its own, keyed by (draw, layer, site, side,
+    expert), then go back to the running generator. So at one seed every method starts from the same
+    numbers wherever they share a module: the single adapter IS AdaMix's expert 0 plus its shared
+    up-projection, the single LoRA's A is every AdaMix-LoRA A-expert's start (paired seeds, compare)."""
+    running = backend.host_rng.bit_generator.state
+    backend.host_rng.bit_generator.state = backend.host_generator(list(key)).bit_generator.state
+    try:
+        yield
+    finally:
+        backend.host_rng.bit_generator.state = running
+
+
+def _projection(config, make_linear, shared, key, route=None):
+    """A plain Linear if this side is shared by all experts (or there is no mixture), else a Mixture.
+    Expert k starts from the init stream key + (k,); a plain Linear from key + (0,), as expert 0."""
+    expert = itertools.count()
+
+    def make():
+        with _init_stream(key + (next(expert),)):
+            return make_linear()
+
     if config.method != "adamix" or shared:
-        return make_linear()
-    return adamix.make_mixture(make_linear, config.num_experts, config.expert_init, route)
+        return make()
+    init = config.expert_init
+    if init == "official":                      # §7: the LoRA code deep-copies, the adapter code does not
+        init = "identical" if config.module == "lora" else "independent"
+    return adamix.make_mixture(make, config.num_experts, init, route)
 
 
-def _make_adapter(config, hidden):
+def _make_adapter(config, hidden, key):
     r = _module(config)[1].bottleneck
     sharing = getattr(config, "sharing", "both")
-    down = _projection(config, lambda: Linear(hidden, r), sharing in ("down", "both"))
-    up = _projection(config, lambda: Linear(r, hidden), sharing in ("up", "both"))
+    down = _projection(config, lambda: Linear(hidden, r), sharing in ("down", "both"), key + (0,))
+    up = _projection(config, lambda: Linear(r, hidden), sharing in ("up", "both"), key + (1,))
     return Adapter(down, up)
 
 
@@ -228,7 +257,7 @@ def _lora_sites(block):
             "intermediate": (block, "intermediate"), "output": (block, "output")}
 
 
-def _inject_lora(config, block):
+def _inject_lora(config, block, key):
     """Wrap each target Linear of a block in a LoRALinear. With AdaMix, all targets of a layer use
     one expert index per side: the first target in forward order draws it, the others follow."""
     lora = _module(config)[1]
@@ -242,7 +271,8 @@ def _inject_lora(config, block):
         sides = []
         for i, (make, shared) in enumerate(((make_A, sharing in ("down", "both")),
                                             (make_B, sharing in ("up", "both")))):
-            layer = _projection(config, make, shared, routes[i])
+            site = (len(PLACEMENTS) + LORA_TARGETS.index(target), i)
+            layer = _projection(config, make, shared, key + site, routes[i])
             if isinstance(layer, adamix.Mixture) and routes[i] is None:
                 routes[i] = layer.route
             sides.append(layer)
@@ -269,17 +299,19 @@ def get_peft_model(model, config):
     _check(config, transformer)
     model.requires_grad_(False)
     kind, settings = _module(config)
-    for block in transformer.layers:
+    draw = int(backend.host_rng.integers(2**31))     # one draw for every method: paired initial weights
+    for layer, block in enumerate(transformer.layers):
         if kind == "adapter":
             placement = settings.placement
+            site = lambda name: (draw, layer, PLACEMENTS.index(name))
             if placement in ("ffn", "houlsby"):
-                block.ffn_adapter = _make_adapter(config, hidden)
+                block.ffn_adapter = _make_adapter(config, hidden, site("ffn"))
             if placement == "houlsby":
-                block.attention_adapter = _make_adapter(config, hidden)
+                block.attention_adapter = _make_adapter(config, hidden, site("houlsby"))
             if placement == "pfeiffer":
-                block.output_adapter = _make_adapter(config, hidden)
+                block.output_adapter = _make_adapter(config, hidden, site("pfeiffer"))
         elif kind == "lora":
-            _inject_lora(config, block)
+            _inject_lora(config, block, (draw, layer))
     if config.method == "full":
         model.requires_grad_(True)
     elif config.method == "bitfit":

@@ -71,3 +71,63 @@ def loss_curves(curves, path):
     axes.set(xlabel="step", ylabel="training loss (running mean)", title="training curves (seed 0)")
     axes.legend(fontsize=8)
     return _save(figure, path)
+
+
+def forest(judged, path, scale=1.0, unit="", title="paired differences, 95% confidence intervals"):
+    """One row per claim: the mean paired difference (dot) and its 95% CI (bar); the zero line, and the
+    equivalence margins where a claim has one. judged: report.Claim.judge() dicts."""
+    rows = [c for c in judged if c["low"] is not None]
+    figure, axes = plt.subplots(figsize=(8, 0.42 * len(rows) + 1.4))
+    colours = {"held": "C2", "refuted": "C3", "inconclusive": "0.45"}
+    for y, c in enumerate(reversed(rows)):
+        colour = colours.get(c["verdict"], "0.45")
+        axes.plot([scale * c["low"], scale * c["high"]], [y, y], color=colour, linewidth=2.2)
+        axes.plot(scale * c["mean"], y, "o", color=colour)
+        if c["kind"] == "equivalent":
+            axes.plot([-scale * c["margin"], scale * c["margin"]], [y, y], "|", color="0.2", markersize=12)
+    axes.axvline(0, color="0.3", linewidth=0.8)
+    axes.set_yticks(range(len(rows)), [f"{c['number']}. {c['left']} vs {c['right']}" for c in reversed(rows)],
+                    fontsize=8)
+    axes.set(xlabel=f"mean paired difference ({unit}); green held, red refuted, grey inconclusive", title=title)
+    return _save(figure, path)
+
+
+def validation_curves(curves, path, xlabel, ylabel, title="validation curves"):
+    """One line per arm: its validation score at each evaluation. curves: {name: [value, ...]} or
+    {name: ([x, ...], [value, ...])}."""
+    figure, axes = plt.subplots(figsize=(7.5, 4.4))
+    for i, (name, curve) in enumerate(curves.items()):
+        xs, ys = curve if isinstance(curve, tuple) else (list(range(1, len(curve) + 1)), curve)
+        axes.plot(xs, ys, "o-" if len(ys) < 30 else "-", markersize=3, color=f"C{i % 10}", label=name)
+    axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if curves:
+        axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def expert_diagnostics(arms_runs, path):
+    """For each AdaMix arm (mean over seeds, at each evaluation): left, how far each expert and the
+    experts' mean have moved from their start; right, the gradient norm of the weighted consistency term
+    over the task term's. arms_runs: {arm: {seed: results with diagnostics in "history"}}."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, (name, runs) in enumerate(arms_runs.items()):
+        histories = [r["history"] for r in runs.values() if r["history"] and "expert_moved" in r["history"][0]]
+        if not histories:
+            continue
+        steps = [h["step"] for h in histories[0]]
+        mean = lambda f: [sum(f(h[j]) for h in histories) / len(histories) for j in range(len(steps))]
+        experts = len(histories[0][0]["expert_moved"])
+        for k in range(experts):
+            left.plot(steps, mean(lambda e: e["expert_moved"][k]), color=f"C{i}", alpha=0.35, linewidth=0.8,
+                      label=f"{name}: each expert" if k == 0 else None)
+        left.plot(steps, mean(lambda e: e["mean_expert_moved"]), color=f"C{i}", linewidth=2.2,
+                  label=f"{name}: their mean (the merged module)")
+        right.plot(steps, mean(lambda e: e["consistency_gradient_norm"] / max(e["task_gradient_norm"], 1e-12)),
+                   color=f"C{i}", label=name)
+    left.set(xlabel="step", ylabel="distance from the start (Frobenius)", title="how far the experts moved")
+    left.legend(fontsize=7)
+    right.axhline(1.0, color="0.5", linewidth=0.8)
+    right.set(xlabel="step", ylabel="||grad consistency|| / ||grad task||", yscale="log",
+              title="the consistency term's pull")
+    right.legend(fontsize=8)
+    return _save(figure, path)

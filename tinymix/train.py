@@ -24,10 +24,11 @@ from .tensor import no_grad
 from .transformer import SequenceClassifier
 
 METHODS = ("adamix", "adamix-lora", "adapter", "houlsby", "pfeiffer", "lora", "bitfit", "full")
-# Learning rates: 3e-3 won a small sweep on validation (AdaMix, 1,280 sentences: 1e-3 71.8%,
-# 3e-3 80.2%, 1e-2 79.6%) and is used for every parameter-efficient method; full fine-tuning
-# updates 22.6M weights and takes the usual BERT-sized rate instead.
-DEFAULT_LR = {"full": 1e-4}     # every other method: TrainConfig.lr's default
+# Each method's learning rate when --lr is not given: 3e-3 won a small sweep on validation (AdaMix,
+# 1,280 sentences: 1e-3 71.8%, 3e-3 80.2%, 1e-2 79.6%); full fine-tuning updates 22.6M weights and
+# takes the usual BERT-sized rate.
+DEFAULT_LR = {**{method: 3e-3 for method in METHODS}, "full": 1e-4}
+EXPERT_UPDATES = ("dense", "lazy")
 MAX_EXPERTS = 64                # each expert gets about 1/M of the updates: far more than this learn nothing
 
 
@@ -40,7 +41,7 @@ class TrainConfig:
     epochs: int = 2
     train_size: int = 0              # use the first N training sentences (0 = all)
     batch_size: int = 32
-    lr: float = 3e-3                 # full fine-tuning uses DEFAULT_LR["full"] unless set
+    lr: float = 0.0                  # 0: the method's rate in DEFAULT_LR
     weight_decay: float = 0.1
     warmup: float = 0.06             # fraction of the steps
     max_grad_norm: float = 1.0
@@ -53,11 +54,16 @@ class TrainConfig:
     consistency_weight: float = 1.0
     low_memory: bool = False         # AdaMix: recompute pass 2 in backward (same gradients, one more
                                      # forward, one pass's activations alive instead of two)
-    expert_init: str = "independent"
+    expert_init: str = "official"    # identical LoRA A-experts, independent adapter experts (adamix.md §7)
+    expert_updates: str = "dense"    # "dense": an expert routed once is stepped at every later step, with
+                                     # a zero gradient when not routed (the official code); "lazy": only
+                                     # when routed (adamix.md §7b)
     bottleneck: int = 16
     lora_rank: int = 4
     lora_alpha: float = 32.0
     out: str = ""                    # run folder ("" = nothing written)
+    test: bool = True                # evaluate the merged model on test at the end; a learning-rate
+                                     # search sets False, so that test is read only after the choice
     log_every: int = 10              # read the losses back (and check them) every N steps: on a GPU
                                      # each read waits for the device, so not every step
     resume: bool = False             # continue the run in `out` from its newest complete checkpoint
@@ -83,7 +89,7 @@ class TrainConfig:
         for name in ("batch_size", "eval_batch_size", "bottleneck", "lora_rank", "log_every"):
             check(name, getattr(self, name), 1, integer=True)
         check("max_length", self.max_length, 3, integer=True, why="a [CLS] token, a word and a [SEP] token")
-        check("lr", self.lr, 0.0, low_open=True)
+        check("lr", self.lr, 0.0, why="0: the method's default rate")
         check("weight_decay", self.weight_decay, 0.0)
         check("warmup", self.warmup, 0.0, 1.0, why="the share of the steps spent warming up")
         check("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
@@ -91,10 +97,11 @@ class TrainConfig:
         validate.check_choice("sharing", self.sharing, peft.SHARING)
         validate.check_choice("inference", self.inference, adamix.INFERENCE_MODES)
         check("consistency_weight", self.consistency_weight, 0.0)
-        validate.check_choice("expert_init", self.expert_init, ("independent", "identical"))
+        validate.check_choice("expert_init", self.expert_init, adamix.EXPERT_INITS)
+        validate.check_choice("expert_updates", self.expert_updates, EXPERT_UPDATES)
         check("lora_alpha", self.lora_alpha, 0.0, low_open=True)
         validate.check_text("out", self.out)
-        for name in ("low_memory", "resume", "progress", "overwrite"):
+        for name in ("low_memory", "test", "resume", "progress", "overwrite"):
             validate.check_bool(name, getattr(self, name))
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
@@ -190,9 +197,10 @@ def _train(cfg, splits, before_merge, run):
         train_split = data.Split(train_split.texts[:cfg.train_size], train_split.labels[:cfg.train_size])
     num_labels = data.class_count({**splits, "train": train_split})   # classes 0..K-1, K >= 2
     model, tokenizer = build_model(cfg, num_labels)
+    start = adamix.expert_weights(model)
     consistency_weight = cfg.consistency_weight if cfg.method.startswith("adamix") else 0.0
-    lr = DEFAULT_LR.get(cfg.method, cfg.lr) if cfg.lr == TrainConfig.lr else cfg.lr
-    optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr)
+    lr = cfg.lr or DEFAULT_LR[cfg.method]
+    optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr, lazy=cfg.expert_updates == "lazy")
     steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(cfg.warmup * total_steps)
@@ -250,14 +258,15 @@ def _train(cfg, splits, before_merge, run):
     extra = before_merge(model, tokenizer, splits) if before_merge else {}
     trainable = model.num_parameters(trainable_only=True)
     merged_count = peft.merged_parameter_count(model)
+    routing = adamix.routing_report(model, start)
     # Test once, on the deployed model: every mixture merged into one module. (Its outputs equal the
     # unmerged model's "average" inference exactly; tests/test_adamix.py checks that.)
     peft.merge(model)
-    test_accuracy = evaluate(model, tokenizer, splits["test"], cfg.eval_batch_size)
+    test_accuracy = evaluate(model, tokenizer, splits["test"], cfg.eval_batch_size) if cfg.test else None
     result = {
         "config": asdict(cfg), "history": state["history"], "losses": state["losses"],
         "best_epoch": state["best_epoch"], "validation_accuracy": state["best_validation"],
-        "test_accuracy": test_accuracy, "merged_test_accuracy": test_accuracy,
+        "test_accuracy": test_accuracy, "merged_test_accuracy": test_accuracy, "routing": routing,
         "trainable_parameters": trainable, "merged_parameters": merged_count,
         "all_parameters": model.num_parameters(), "seconds": time.perf_counter() - started, **extra,
     }
@@ -290,7 +299,7 @@ def nan_message(cfg, lr, run, value, step, epoch):
     suspects = ["lr", "max_grad_norm", "weight_decay"]
     suspects += ["lora_alpha"] if "lora" in cfg.method else []
     suspects += ["consistency_weight"] if cfg.method.startswith("adamix") else []
-    defaults = {f.name: f.default for f in fields(TrainConfig)} | {"lr": DEFAULT_LR.get(cfg.method, TrainConfig.lr)}
+    defaults = {f.name: f.default for f in fields(TrainConfig)} | {"lr": DEFAULT_LR[cfg.method]}
     found = validate.extreme_settings(replace(cfg, lr=lr), defaults, suspects)
     text = f"loss became {value} at step {step} (epoch {epoch}); stopping. "
     text += (f"Likely cause: {', '.join(found)}. " if found else

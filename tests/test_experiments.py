@@ -1,0 +1,179 @@
+"""The fair protocol (tinymix/experiments): statistics, learning-rate search, run reuse, worker processes,
+and both comparisons end to end on tiny budgets."""
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tinymix import checkpoint, cli, data, nlg
+from tinymix.experiments import nlg as nlg_experiments
+from tinymix.experiments import protocol, report, stats, worker
+from tinymix.experiments.protocol import Arm
+
+
+# ---- statistics --------------------------------------------------------------------------------------
+
+def t_density(x, df):
+    return math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2)) * (1 + x * x / df) ** (-(df + 1) / 2)
+
+
+@pytest.mark.parametrize("df", [1, 2, 4, 9, 30])
+def test_t_table_holds_the_975_quantile(df):
+    """95% of Student's t lies between -t and t: integrate the density numerically."""
+    q = stats.t_quantile(df)
+    xs = np.linspace(-q, q, 200_001)
+    mass = np.trapezoid([t_density(x, df) for x in xs[::100]], xs[::100])
+    assert mass == pytest.approx(0.95, abs=2e-4)
+
+
+def test_paired_difference_and_verdicts():
+    left, right = {0: 0.80, 1: 0.82, 2: 0.81, 3: 0.83}, {0: 0.78, 1: 0.79, 2: 0.80, 3: 0.80, 9: 0.5}
+    d = stats.paired_difference(left, right)
+    assert d["n"] == 4 and d["differences"] == pytest.approx([0.02, 0.03, 0.01, 0.03])    # seed 9 unpaired
+    half = stats.t_quantile(3) * np.std([0.02, 0.03, 0.01, 0.03], ddof=1) / 2
+    assert (d["low"], d["high"]) == pytest.approx((0.0225 - half, 0.0225 + half))
+    assert stats.verdict(d) == "held"
+    assert stats.verdict(stats.paired_difference(right, left)) == "refuted"
+    noisy = stats.paired_difference({0: 1.0, 1: 0.0, 2: 0.5}, {0: 0.0, 1: 1.0, 2: 0.5})
+    assert stats.verdict(noisy) == "inconclusive"
+    assert stats.verdict(d, "equivalent", 0.05) == "held" and stats.verdict(d, "equivalent", 0.005) == "refuted"
+    assert stats.verdict(stats.paired_difference({0: 1.0}, {0: 0.0})) == "not enough seeds"
+
+
+# ---- run folders -------------------------------------------------------------------------------------
+
+def test_a_finished_run_is_reused_only_for_the_same_request(tmp_path):
+    request = {"task": "nlu", "config": {"lr": 1e-3, "seed": 0}}
+    assert protocol.finished(tmp_path, request) is None
+    checkpoint.save_json(tmp_path / "request.json", request)
+    assert protocol.finished(tmp_path, request) is None                   # asked for, not finished
+    checkpoint.save_json(tmp_path / "results.json", {"validation_accuracy": 0.7})
+    assert protocol.finished(tmp_path, request) == {"validation_accuracy": 0.7}
+    with pytest.raises(ValueError, match=r"other settings \(config.lr: 0.001 -> 0.003\)"):
+        protocol.finished(tmp_path, {"task": "nlu", "config": {"lr": 3e-3, "seed": 0}})
+    # a config field added later, at the default that keeps the old behaviour, still matches
+    newer = {"task": "nlu", "config": {"lr": 1e-3, "seed": 0, "new_knob": "off"}}
+    assert protocol.finished(tmp_path, newer, defaults={"new_knob": "off"}) is not None
+    with pytest.raises(ValueError, match="new_knob"):
+        protocol.finished(tmp_path, {"task": "nlu", "config": {**newer["config"], "new_knob": "on"}},
+                          defaults={"new_knob": "off"})
+
+
+class PeakedTask:
+    """A stand-in task whose validation score peaks at lr = 0.01, outside the starting grid."""
+    name, defaults = "fake", {}
+
+    def request(self, arm, lr, seed, test):
+        return {"task": "fake", "config": {"arm": arm.name, "lr": lr, "seed": seed, "test": test}}
+
+    @staticmethod
+    def validation_score(result):
+        return result["score"]
+
+
+def fake_execute(folder):
+    config = checkpoint.load_json(folder / "request.json")["config"]
+    score = -abs(math.log10(config["lr"]) + 2) + 0.001 * config["seed"]
+    checkpoint.save_json(folder / "results.json", {"score": score, "test": config["test"]})
+
+
+def test_learning_rate_search_grows_past_an_edge_and_variants_inherit(tmp_path, monkeypatch):
+    monkeypatch.setattr(worker, "execute", fake_execute)
+    arms = [Arm("a"), Arm("a, variant", lr_from="a"), Arm("b")]
+    chosen = protocol.tune(PeakedTask(), arms, [1e-4, 1e-3], [1000], tmp_path, workers=1)
+    assert chosen["a"]["lr"] == 0.01 and sorted(chosen["a"]["scores"]) == [1e-4, 1e-3, 0.01, 0.1]
+    assert chosen["a, variant"] == {"lr": 0.01, "from": "a"} and chosen["b"]["lr"] == 0.01
+    for results in tmp_path.glob("tuning/*/*/*/results.json"):
+        assert json.loads(results.read_text())["test"] is False           # the search never reads test
+    runs, diverged, missing = protocol.final(PeakedTask(), arms, chosen, range(3), tmp_path, workers=1)
+    assert sorted(runs) == ["a", "a, variant", "b"] and sorted(runs["a"]) == [0, 1, 2]
+    assert not diverged and not missing and runs["b"][2]["test"] is True
+    # the same call again trains nothing; with a narrower budget the edge rule stops after two steps
+    monkeypatch.setattr(worker, "execute", lambda folder: pytest.fail("a finished run was trained again"))
+    assert protocol.tune(PeakedTask(), arms, [1e-4, 1e-3], [1000], tmp_path, workers=1) == chosen
+    capped = protocol.tune(PeakedTask(), [Arm("c")], [1e-7, 1e-6], [1000], tmp_path, workers=1, extensions=2,
+                           report_only=True)
+    assert capped == {}                                                    # report-only: nothing ran
+
+
+def test_settings_are_checked_before_any_work():
+    arms = [Arm("adamix"), Arm("adamix, no sharing", lr_from="adamix"), Arm("lora")]
+    args = argparse.Namespace(seeds=5, tuning_seeds=1, workers=2, lr_grid="1e-3,3e-3", arms="adamix-no-sharing")
+    chosen, grid = protocol.settings(args, arms, (1e-3,))
+    assert [a.name for a in chosen] == ["adamix", "adamix, no sharing"] and grid == [1e-3, 3e-3]
+    for field, value, message in (("seeds", 0, "--seeds must be at least 1"), ("lr_grid", "1e-3", "at least two"),
+                                  ("lr_grid", "fast", "--lr-grid takes"), ("arms", "nope", "unknown arm")):
+        with pytest.raises(ValueError, match=message):
+            protocol.settings(argparse.Namespace(**{**vars(args), field: value}), arms, (1e-3,))
+
+
+# ---- the comparisons, end to end ------------------------------------------------------------------------
+
+def write_tsv_task(folder, n_train=24, n_eval=24):
+    full = data.load_movie_reviews()
+    folder.mkdir(parents=True)
+    for name, split, n in (("train", full["train"], n_train), ("dev", full["validation"], n_eval),
+                           ("test", full["test"], n_eval)):
+        rows = [f"{t}\t{y}" for t, y in zip(split.texts[:n], split.labels[:n])]
+        (folder / f"{name}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def test_nlu_comparison_end_to_end_in_worker_processes(tmp_path):
+    task = write_tsv_task(tmp_path / "task")
+    out = tmp_path / "compare"
+    argv = ["compare", "--model", "random-tiny", "--task", str(task), "--epochs", "1", "--seeds", "2",
+            "--lr-grid", "1e-3,3e-3", "--arms", "adapter,adamix-no-consistency", "--out", str(out)]
+    cli.main(argv)
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved["chosen"]) == {"adapter", "adamix", "adamix, no consistency"}
+    verdicts = {(c["left"], c["right"]): c for c in saved["claims"]}
+    assert verdicts["adamix", "adapter"]["n"] == 2 and verdicts["adamix", "adamix, no consistency"]["n"] == 2
+    assert verdicts["adamix merged", "random routing (mean)"]["n"] == 2
+    text = (out / "results.md").read_text()
+    assert "| adamix, no consistency | " in text and "Every run of this comparison has finished." in text
+    for figure in ("claims_forest.png", "validation_curves.png"):
+        assert (out / figure).stat().st_size > 10_000, figure
+    run = out / "final" / "adamix" / "seed-1"
+    assert (run / "log.txt").is_file() and not (run / "checkpoints").exists()    # ran in a worker; checkpoints removed
+    result = json.loads((run / "results.json").read_text())
+    assert sum(sum(m["route_counts"]) for m in result["routing"].values()) > 0
+
+
+def test_e2e_comparison_end_to_end(tmp_path):
+    out = tmp_path / "e2e"
+    cli.main(["compare", "--task", "e2e", "--steps", "4", "--eval-every", "2", "--train-size", "16",
+              "--validation-size", "2", "--test-size", "2", "--batch-size", "4", "--seeds", "2",
+              "--lr-grid", "3e-3,1e-2", "--arms", "lora,adamix-lora", "--workers", "1", "--beam-width", "2",
+              "--max-new-tokens", "6", "--num-experts", "2", "--out", str(out)])
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["speed"]["greedy_cached"] > 0
+    pairs = {(c["left"], c["right"]): c for c in saved["claims"] + saved["inference_claims"]}
+    assert pairs["adamix-lora", "lora"]["n"] == 2 and pairs["adamix-lora merged", "random routing"]["n"] == 2
+    run = json.loads((out / "final" / "adamix-lora" / "seed-0" / "results.json").read_text())
+    assert run["config"]["max_grad_norm"] == 0.0 and run["config"]["expert_updates"] == "dense"
+    assert "consistency_gradient_norm" in run["history"][0] and len(run["test_loss_by_inference"]["experts"]) == 2
+    assert (out / "expert_diagnostics.png").stat().st_size > 10_000
+    text = (out / "results.md").read_text()
+    assert "The gap, measured" in text and "| adamix-lora | " in text
+
+
+def test_e2e_command_line_dispatch():
+    is_e2e = nlg_experiments.is_e2e
+    assert is_e2e(["train", "--task", "e2e"]) and is_e2e(["compare", "--seeds", "2", "--task=e2e"])
+    assert not is_e2e(["train", "--task", "movie-reviews"]) and not is_e2e(["eval", "--task", "e2e"])
+    args = nlg_experiments.parse_args(["train", "--task", "e2e", "--method", "adamix-adapter", "--steps", "3"])
+    cfg = nlg.config_from_args(args, nlg.NLGConfig())
+    assert cfg.method == "adamix" and cfg.steps == 3 and args.run is nlg.train_command
+    args = nlg_experiments.parse_args(["compare", "--task", "e2e", "--seeds", "2"])
+    assert args.seeds == 2 and args.run is nlg_experiments.compare_command
+    with pytest.raises(SystemExit, match="--method must be one of lora, .*; got 'nope'"):
+        cli.main(["train", "--task", "e2e", "--method", "nope"])
+
+
+def test_claims_table_reads_as_the_verdicts():
+    judged = [report.Claim("1", "A >= B", "a", "b", {0: 0.8, 1: 0.82}, {0: 0.7, 1: 0.71}).judge()]
+    table = report.claims_table(judged, scale=100)
+    assert "| 1 | A >= B | a vs b | +10.50 |" in table and "**held**" in table

@@ -1,0 +1,255 @@
+"""The e2e data-to-text comparison on the tiny GPT under the fair protocol (protocol.py), and the command
+line of the data-to-text task.
+
+    python -m tinymix compare --task e2e --out docs/experiments/e2e
+    python -m tinymix train --task e2e --method lora
+
+The official GPT-2 recipe (adamix.md section 7): no gradient clipping, AdamW with weight decay 0.01,
+label smoothing 0.1, consistency weight 100 over target tokens, M = 8 A-experts with B shared, identical
+initial A-experts, dense expert updates; AdaMix trained 4x longer than LoRA. Arms: LoRA, the single
+adapter, AdaMix-LoRA, AdaMix-adapter and full fine-tuning with their own learning rates at one budget;
+AdaMix-LoRA's ablations and recipe checks with its rate; both AdaMix methods at 4x the steps. Scores:
+BLEU on test (decoded with beam search after merging and folding), chosen on validation BLEU. Every run
+also records its diagnostics (nlg.NLGConfig.diagnostics) to explain the gap between AdaMix and LoRA.
+"""
+import argparse
+import statistics
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from .. import checkpoint, decode, e2e, nlg, peft, plots
+from ..nlg import NLGConfig
+from . import protocol, report, stats
+from .protocol import Arm
+from .report import Claim
+
+GRID = (3e-4, 1e-3, 3e-3, 1e-2)
+STEPS = 1200     # the base budget: about 5 epochs of the 2,000 training MRs (the official LoRA recipe's 5)
+MAIN = ("lora", "adapter", "adamix-lora", "adamix", "full")
+OFFICIAL = {"max_grad_norm": 0.0, "diagnostics": True}      # no clipping, as the official scripts
+ABLATIONS = {"adamix-lora, no consistency": {"consistency_weight": 0.0},
+             "adamix-lora, no sharing": {"sharing": "none"},
+             "adamix-lora, 1 expert": {"num_experts": 1}, "adamix-lora, 2 experts": {"num_experts": 2},
+             "adamix-lora, 4 experts": {"num_experts": 4},
+             "adamix-lora, lazy expert updates": {"expert_updates": "lazy"},
+             "adamix-lora, independent init": {"expert_init": "independent"},
+             "adamix-lora, clipped at 1.0": {"max_grad_norm": 1.0}}
+LONGER = 4
+
+
+def all_arms():
+    arms = [Arm(m, {"method": m}) for m in MAIN]
+    arms += [Arm(name, {"method": "adamix-lora", **o}, lr_from="adamix-lora") for name, o in ABLATIONS.items()]
+    arms += [Arm(f"{m}, {LONGER}x steps", {"method": m}, lr_from=m, budget=LONGER) for m in ("adamix-lora", "adamix")]
+    return arms
+
+
+class DataToText:
+    name = "e2e"
+
+    def __init__(self, base):
+        self.base = base                      # an NLGConfig with the command line's settings
+        self.defaults = asdict(NLGConfig())   # for config fields newer than a finished run
+
+    def request(self, arm, lr, seed, test):
+        cfg = replace(self.base, **{**OFFICIAL, **arm.overrides}, seed=seed, lr=lr, test=test,
+                      steps=round(self.base.steps * arm.budget))
+        config = {k: v for k, v in asdict(cfg).items() if k not in ("out", "progress")}
+        return {"task": self.name, "config": config, "pretrained_weights": nlg.pretrained_weights_id(cfg.model)}
+
+    @staticmethod
+    def validation_score(result):
+        return -1.0 if "diverged" in result else result["validation_bleu"]
+
+
+def run_request(request, folder):
+    """In the worker: one run into `folder`. (A speed request measures decoding instead.)"""
+    if request.get("speed"):
+        checkpoint.save_json(folder / "results.json", decoding_speed(NLGConfig(**request["config"]), Path(request["run"])))
+        return
+    if nlg.pretrained_weights_id(request["config"]["model"]) != request["pretrained_weights"]:
+        raise ValueError(f"the {request['config']['model']} weights changed since this run was asked for")
+    nlg.train(NLGConfig(**request["config"], out=str(folder), progress=False))     # writes results.json
+
+
+def decoding_speed(cfg, run, prompts=16, new_tokens=48):
+    """Tokens/s of the merged, folded model of a finished run folder: greedy, batch 1, with and without
+    the KV cache; beam search (cfg.beam_width beams) with and without it."""
+    model, tokenizer = nlg.build_model(cfg)
+    peft.merge(model)                                   # the saved adapter holds merged mixtures ...
+    peft.load_adapter(model, run / "merged")
+    peft.merge(model, fold_lora=True)                   # ... and the LoRA update is folded afresh
+    encoder = nlg.Encoder(tokenizer, model.transformer.config.max_positions)
+    test = e2e.make_splits(cfg.train_size, cfg.validation_size, cfg.test_size, cfg.data_seed)["test"]
+    ids = [encoder.prompt(ex.mr) for ex in test[:prompts]]
+    speed = {f"greedy_{name}": decode.tokens_per_second(model, ids, new_tokens, use_cache)
+             for name, use_cache in (("cached", True), ("uncached", False))}
+    for name, use_cache in (("cached", True), ("uncached", False)):
+        started, tokens = time.perf_counter(), 0
+        for p in ids[:4]:
+            tokens += len(decode.beam_search(model, p, encoder.end_id, cfg.beam_width, cfg.max_new_tokens,
+                                             cfg.length_penalty, cfg.no_repeat_ngram, use_cache).ids)
+        speed[f"beam_{name}"] = tokens / (time.perf_counter() - started)
+    return speed
+
+
+# ---- the claims -----------------------------------------------------------------------------------------
+
+def claims(runs):
+    bleu = lambda arm: {s: r["bleu"] for s, r in runs.get(arm, {}).items()}
+    found = []
+    for mix, single in (("adamix-lora", "lora"), ("adamix", "adapter")):
+        found.append(Claim("1", "AdaMix (merged) >= the single module it mixes", mix, single, bleu(mix), bleu(single)))
+        longer = f"{mix}, {LONGER}x steps"
+        found.append(Claim("1", f"... with AdaMix trained {LONGER}x longer (the official ratio)", longer, single,
+                           bleu(longer), bleu(single)))
+    for mix in ("adamix-lora", "adamix"):
+        found.append(Claim("2", "AdaMix >= full fine-tuning", mix, "full", bleu(mix), bleu("full")))
+    for name, text in (("adamix-lora, no consistency", "the consistency loss helps"),
+                       ("adamix-lora, no sharing", "sharing B helps")):
+        found.append(Claim("4", text, "adamix-lora", name, bleu("adamix-lora"), bleu(name)))
+    by_m = {1: bleu("adamix-lora, 1 expert"), 2: bleu("adamix-lora, 2 experts"), 4: bleu("adamix-lora, 4 experts"),
+            8: bleu("adamix-lora")}
+    gain = lambda a, b: {s: by_m[b][s] - by_m[a][s] for s in set(by_m[a]) & set(by_m[b])}
+    found += [Claim("5", "returns diminish with more experts", "gain M 1->2", "gain M 2->4", gain(1, 2), gain(2, 4)),
+              Claim("5", "returns diminish with more experts", "gain M 2->4", "gain M 4->8", gain(2, 4), gain(4, 8))]
+    for name, text in (("adamix-lora, lazy expert updates", "dense expert updates >= lazy ones"),
+                       ("adamix-lora, independent init", "identical initial A-experts >= independent ones"),
+                       ("adamix-lora, clipped at 1.0", "no clipping (official) >= clipping at 1.0")):
+        found.append(Claim("R", text, "adamix-lora", name, bleu("adamix-lora"), bleu(name)))
+    return [c.judge() for c in found]
+
+
+def inference_claims(runs):
+    """Claim 3 on test loss (nats per target token, lower is better, so each side is negated): the
+    merged model against random routing, expert 0 alone, and the best single expert."""
+    found = []
+    for mix in ("adamix-lora", "adamix"):
+        modes = {s: r["test_loss_by_inference"] for s, r in runs.get(mix, {}).items() if "test_loss_by_inference" in r}
+        merged = {s: -m["average"] for s, m in modes.items()}
+        found += [Claim("3", "merging >= random routing", f"{mix} merged", "random routing", merged,
+                        {s: -m["random"] for s, m in modes.items()}),
+                  Claim("3", "merging ~ the best single expert", f"{mix} merged", "best expert alone", merged,
+                        {s: -min(m["experts"]) for s, m in modes.items()}, "equivalent", 0.01),
+                  Claim("3", "merging > fixed routing", f"{mix} merged", "expert 0 alone", merged,
+                        {s: -m["experts"][0] for s, m in modes.items()})]
+    return [c.judge() for c in found]
+
+
+# ---- the command ---------------------------------------------------------------------------------------
+
+def compare_command(args):
+    base = nlg.config_from_args(args, NLGConfig(steps=STEPS, progress=False))
+    task = DataToText(base)
+    arms, grid = protocol.settings(args, all_arms(), GRID)
+    out = Path(args.out)
+    chosen = protocol.tune(task, arms, grid, range(1000, 1000 + args.tuning_seeds), out, args.workers,
+                           report_only=args.report_only)
+    runs, diverged, missing = protocol.final(task, arms, chosen, range(args.seeds), out, args.workers,
+                                             report_only=args.report_only)
+    speed = None
+    first = next((a for a in arms if runs.get(a.name, {}).get(0)), None)
+    if first is not None and not args.report_only:
+        # measured in a worker process: one BLAS thread, as every run
+        run = protocol.run_folder(out, "final", first, 0)
+        speed_request = {"speed": True, "task": "e2e", "run": str(run),
+                         "config": task.request(first, chosen[first.name]["lr"], 0, True)["config"]}
+        speed = protocol.run_all([(out / "speed", speed_request)], workers=2)[out / "speed"]
+    write_report(out, args, base, arms, chosen, runs, speed, report.status(chosen, arms, diverged, missing))
+
+
+def arms_table(arms, chosen, runs):
+    lines = ["| arm | lr | seeds | BLEU (all refs) | BLEU (held-out families) | slot error % | validation BLEU | "
+             "trainable (training) | trainable (merged) | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for arm in arms:
+        found = list(runs.get(arm.name, {}).values())
+        if not found:
+            continue
+        pm = lambda key: "{:.1f} ± {:.1f}".format(*stats.mean_std(r[key] for r in found))
+        lines.append(f"| {arm.name} | {chosen[arm.name]['lr']:g} | {len(found)} | {pm('bleu')} | {pm('bleu_held_out')} | "
+                     f"{pm('slot_error_rate')} | {pm('validation_bleu')} | {found[0]['trainable_parameters']:,d} | "
+                     f"{found[0]['merged_parameters']:,d} | {statistics.mean(r['train_seconds'] for r in found):.0f} |")
+    return "\n".join(lines)
+
+
+def gap_tables(runs):
+    """Why AdaMix trails (or not): per arm, the consistency term's gradient norm against the task term's
+    (mean over the run's evaluations and seeds), the experts' spread and distance moved, and the test
+    loss of the merged model, random routing, and the single experts."""
+    lines = ["| arm | task gradient norm | consistency gradient norm (x weight) | ratio | step norm before "
+             "clipping | merged test loss | random routing | single experts (best / mean / worst) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, found in runs.items():
+        history = [h for r in found.values() for h in r["history"] if "task_gradient_norm" in h]
+        if not history or not name.startswith("adamix"):
+            continue
+        mean = lambda key: statistics.mean(h[key] for h in history)
+        modes = [r["test_loss_by_inference"] for r in found.values() if "test_loss_by_inference" in r]
+        loss = lambda f: statistics.mean(f(m) for m in modes) if modes else float("nan")
+        lines.append(f"| {name} | {mean('task_gradient_norm'):.3f} | {mean('consistency_gradient_norm'):.3f} | "
+                     f"{mean('consistency_gradient_norm') / mean('task_gradient_norm'):.2f} | {mean('gradient_norm'):.3f} | "
+                     f"{loss(lambda m: m['average']):.4f} | {loss(lambda m: m['random']):.4f} | "
+                     f"{loss(lambda m: min(m['experts'])):.4f} / {loss(lambda m: statistics.mean(m['experts'])):.4f} / "
+                     f"{loss(lambda m: max(m['experts'])):.4f} |")
+    return "\n".join(lines)
+
+
+def write_report(out, args, base, arms, chosen, runs, speed, status):
+    judged, judged_3 = claims(runs), inference_claims(runs)
+    parts = [f"Budget: {base.steps} steps of batch {base.batch_size} over {base.train_size} training MRs "
+             f"(AdaMix's {LONGER}x arms: {LONGER * base.steps}); no gradient clipping; test: {base.test_size} MRs "
+             f"with unseen slot combinations, beam search (width {base.beam_width}) after merging and folding; "
+             f"mean ± std over seeds 0..{args.seeds - 1}.",
+             "Learning rates (validation BLEU, mean over tuning seeds "
+             f"{', '.join(str(s) for s in range(1000, 1000 + args.tuning_seeds))}; test never read):",
+             report.tuning_table(chosen), arms_table(arms, chosen, runs),
+             "Claims (adamix.md section 10) and recipe checks (R): paired differences of test BLEU, 95% CI over seeds:",
+             report.claims_table(judged),
+             "Claim 3 on test loss (nats per target token, negated so that higher is better):",
+             report.claims_table(judged_3),
+             "The gap, measured (means over each run's evaluations and over seeds):", gap_tables(runs),
+             "Routing:", report.routing_table({a: r for a, r in runs.items() if a.startswith("adamix")}), status]
+    if speed:
+        parts.append(f"Decoding speed of a merged model, tokens/s: greedy (batch 1) {speed['greedy_cached']:.0f} with "
+                     f"the KV cache, {speed['greedy_uncached']:.0f} without; beam search {speed['beam_cached']:.0f} "
+                     f"with, {speed['beam_uncached']:.0f} without.")
+    text = "\n\n".join(parts)
+    (out / "results.md").write_text(text + "\n")
+    checkpoint.save_json(out / "results.json", {"config": asdict(base), "chosen": chosen, "claims": judged,
+                                                "inference_claims": judged_3, "seeds": args.seeds, "speed": speed})
+    print(text)
+    plots.forest(judged, out / "claims_forest.png", unit="BLEU")
+    curves = {name: ([h["step"] for h in found[0]["history"]],
+                     [statistics.mean(r["history"][i]["validation_loss"] for r in found.values())
+                      for i in range(len(found[0]["history"]))])
+              for name, found in runs.items() if (name in MAIN or "steps" in name) and 0 in found}
+    plots.validation_curves(curves, out / "validation_curves.png", "step", "validation loss (mean over seeds)")
+    plots.expert_diagnostics({name: found for name, found in runs.items() if name in ("adamix-lora", "adamix")},
+                             out / "expert_diagnostics.png")
+
+
+# ---- the command line: `train --task e2e` and `compare --task e2e` ---------------------------------------
+
+def parse_args(argv):
+    """`train --task e2e ...` or `compare --task e2e ...`: the data-to-text task's own flags."""
+    parser = argparse.ArgumentParser(prog="python -m tinymix", description=nlg.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
+    p = commands.add_parser("train", help="fine-tune the tiny GPT on the e2e task, decode and score")
+    p.add_argument("--task", choices=["e2e"], required=True)
+    nlg.add_config_flags(p)
+    p.set_defaults(run=nlg.train_command)
+    p = commands.add_parser("compare", help="the e2e comparison under the fair protocol")
+    p.add_argument("--task", choices=["e2e"], required=True)
+    protocol.add_flags(p, GRID, default_out="runs/compare-e2e")
+    nlg.add_config_flags(p, skip=("method", "seed", "out", "progress", "lr", "test", "diagnostics"))
+    p.set_defaults(run=compare_command)
+    return parser.parse_args(argv)
+
+
+def is_e2e(argv):
+    """True for `train ... --task e2e` and `compare ... --task e2e` (also --task=e2e)."""
+    if not argv or argv[0] not in ("train", "compare"):
+        return False
+    return any(a == "--task=e2e" or (a == "--task" and nxt == "e2e") for a, nxt in zip(argv, argv[1:] + [""]))

@@ -1,0 +1,190 @@
+"""Movie-review sentiment on frozen MiniLM: the NLU comparison under the fair protocol (protocol.py).
+
+    python -m tinymix compare --regime small --out docs/experiments/nlu-small   # 1,000 sentences, 10 epochs
+    python -m tinymix compare --regime full --out docs/experiments/nlu-full     # all 7,568, 3 epochs
+
+Arms: full fine-tuning, the single adapter AdaMix mixes (after the FFN, bottleneck 16), LoRA (r=4 on
+query and value), AdaMix (adapter, M=4, shared up-projection) and AdaMix-LoRA (M=4, shared B), each with
+its own learning rate; AdaMix's ablations (no consistency, no sharing, 1 / 2 / 8 experts) with AdaMix's
+rate; and both AdaMix methods at 4x the steps (the official NLG scripts train AdaMix 4x longer than LoRA).
+"""
+import shutil
+import statistics
+from dataclasses import asdict
+from pathlib import Path
+
+from .. import adamix, checkpoint, plots
+from ..train import TrainConfig, evaluate, train
+from . import protocol, report, stats
+from .protocol import Arm
+from .report import Claim
+
+REGIMES = {"small": {"train_size": 1000, "epochs": 10}, "full": {"train_size": 0, "epochs": 3}}
+GRID = (1e-4, 3e-4, 1e-3, 3e-3)
+MAIN = ("full", "adapter", "lora", "adamix", "adamix-lora")
+ABLATIONS = {"adamix, no consistency": {"consistency_weight": 0.0}, "adamix, no sharing": {"sharing": "none"},
+             "adamix, 1 expert": {"num_experts": 1}, "adamix, 2 experts": {"num_experts": 2},
+             "adamix, 8 experts": {"num_experts": 8}}
+LONGER = 4     # the official ratio of AdaMix's steps to LoRA's (NLG scripts: 20 epochs vs 5)
+
+
+def all_arms():
+    arms = [Arm(m, {"method": m}) for m in MAIN]
+    arms += [Arm(name, {"method": "adamix", **o}, lr_from="adamix") for name, o in ABLATIONS.items()]
+    arms += [Arm(f"{m}, {LONGER}x steps", {"method": m}, lr_from=m, budget=LONGER) for m in ("adamix", "adamix-lora")]
+    return arms
+
+
+class MovieReviews:
+    """The task as the protocol sees it: a complete request per (arm, rate, seed), a validation score."""
+    name = "nlu"
+
+    def __init__(self, train_size, epochs, model="minilm-l6", random_runs=3, settings=None):
+        self.train_size, self.epochs, self.model, self.random_runs = train_size, epochs, model, random_runs
+        self.settings = settings or {}       # other TrainConfig fields given on the command line
+        self.defaults = asdict(TrainConfig())   # for config fields newer than a finished run
+
+    def request(self, arm, lr, seed, test):
+        cfg = TrainConfig(**{**self.settings, **arm.overrides}, seed=seed, lr=lr, train_size=self.train_size,
+                          epochs=round(self.epochs * arm.budget), model=self.model, test=test)
+        config = {k: v for k, v in asdict(cfg).items() if k not in ("out", "resume", "progress")}
+        adamix_run = test and cfg.method.startswith("adamix") and cfg.num_experts > 1
+        return {"task": self.name, "config": config, "random_runs": self.random_runs if adamix_run else 0}
+
+    @staticmethod
+    def validation_score(result):
+        return -1.0 if "diverged" in result else result["validation_accuracy"]
+
+
+def run_request(request, folder):
+    """In the worker: train one run into `folder` (resuming its last epoch if it was interrupted)."""
+    cfg = TrainConfig(**request["config"], out=str(folder), resume=True, progress=False)
+    hook = inference_modes(request["random_runs"]) if request["random_runs"] else None
+    result = train(cfg, before_merge=hook)
+    checkpoint.save_json(folder / "losses.json", result["losses"])
+    for checkpoint_folder in ("checkpoints", "best") + (("merged",) if cfg.method == "full" else ()):
+        shutil.rmtree(folder / checkpoint_folder, ignore_errors=True)   # finished: results.json holds it all
+
+
+def inference_modes(random_runs):
+    """Before merging: test accuracy with random routing (several runs) and with expert 0 alone."""
+    def evaluate_modes(model, tokenizer, splits):
+        test = splits["test"]
+        adamix.set_inference_mode(model, "random")
+        found = {"random_test_accuracies": [evaluate(model, tokenizer, test) for _ in range(random_runs)]}
+        adamix.set_inference_mode(model, "fixed", 0)
+        found["fixed_test_accuracy"] = evaluate(model, tokenizer, test)
+        adamix.set_inference_mode(model, "average")
+        return found
+    return evaluate_modes
+
+
+# ---- the claims (adamix.md section 10) ---------------------------------------------------------------
+
+def claims(runs):
+    test = lambda arm: {s: r["merged_test_accuracy"] for s, r in runs.get(arm, {}).items()}
+    found = []
+    for mix, single in (("adamix", "adapter"), ("adamix-lora", "lora")):
+        found.append(Claim("1", "AdaMix (merged) >= the single module it mixes", mix, single, test(mix), test(single)))
+        longer = f"{mix}, {LONGER}x steps"
+        found.append(Claim("1", f"... with AdaMix trained {LONGER}x longer (the official ratio)", longer, single,
+                           test(longer), test(single)))
+    for mix in ("adamix", "adamix-lora"):
+        found.append(Claim("2", "AdaMix >= full fine-tuning (small data)", mix, "full", test(mix), test("full")))
+    for mix in ("adamix", "adamix-lora"):
+        with_modes = {s: r for s, r in runs.get(mix, {}).items() if "random_test_accuracies" in r}
+        merged = {s: r["merged_test_accuracy"] for s, r in with_modes.items()}
+        mean_random = {s: statistics.mean(r["random_test_accuracies"]) for s, r in with_modes.items()}
+        best_random = {s: max(r["random_test_accuracies"]) for s, r in with_modes.items()}
+        fixed = {s: r["fixed_test_accuracy"] for s, r in with_modes.items()}
+        found += [Claim("3", "merging >= the mean random-routing run", f"{mix} merged", "random routing (mean)",
+                        merged, mean_random),
+                  Claim("3", "merging ~ the best random-routing run", f"{mix} merged", "random routing (best)",
+                        merged, best_random, "equivalent", 0.01),
+                  Claim("3", "merging > fixed routing", f"{mix} merged", "expert 0 alone", merged, fixed)]
+    for name, text in (("adamix, no consistency", "the consistency loss helps"),
+                       ("adamix, no sharing", "sharing the up-projection helps")):
+        found.append(Claim("4", text, "adamix", name, test("adamix"), test(name)))
+    by_m = {1: test("adamix, 1 expert"), 2: test("adamix, 2 experts"), 4: test("adamix"), 8: test("adamix, 8 experts")}
+    gain = lambda a, b: {s: by_m[b][s] - by_m[a][s] for s in set(by_m[a]) & set(by_m[b])}
+    found += [Claim("5", "returns diminish with more experts", "gain M 1->2", "gain M 2->4", gain(1, 2), gain(2, 4)),
+              Claim("5", "returns diminish with more experts", "gain M 2->4", "gain M 4->8", gain(2, 4), gain(4, 8))]
+    return [c.judge() for c in found]
+
+
+# ---- the command ---------------------------------------------------------------------------------------
+
+def add_arguments(parser):
+    parser.add_argument("--regime", choices=sorted(REGIMES), default="small",
+                        help="small: 1,000 training sentences, 10 epochs; full: all 7,568, 3 epochs (default: small)")
+    parser.add_argument("--train-size", type=int, default=None, help="override the regime's training sentences")
+    parser.add_argument("--epochs", type=int, default=None, help="override the regime's epochs")
+    parser.add_argument("--random-runs", type=int, default=3,
+                        help="random-routing inference runs per AdaMix model (default: %(default)s)")
+    parser.add_argument("--model", default="minilm-l6", help="the pretrained backbone (random-tiny for a smoke run)")
+    parser.add_argument("--task", default="movie-reviews",
+                        help="movie-reviews, or a folder with train.tsv, dev.tsv, test.tsv (SST-2 layout)")
+    protocol.add_flags(parser, GRID, default_out="runs/compare")
+
+
+def compare_command(args):
+    if (args.train_size is not None and args.train_size < 0) or (args.epochs is not None and args.epochs < 1) \
+            or args.random_runs < 1:
+        raise ValueError("--train-size must be at least 0 (0: all), --epochs and --random-runs at least 1")
+    regime = dict(REGIMES[args.regime])
+    if args.train_size is not None:
+        regime["train_size"] = args.train_size
+    if args.epochs is not None:
+        regime["epochs"] = args.epochs
+    task = MovieReviews(regime["train_size"], regime["epochs"], args.model, args.random_runs, {"task": args.task})
+    arms, grid = protocol.settings(args, all_arms(), GRID)
+    out = Path(args.out)
+    chosen = protocol.tune(task, arms, grid, range(1000, 1000 + args.tuning_seeds), out, args.workers,
+                           report_only=args.report_only)
+    runs, diverged, missing = protocol.final(task, arms, chosen, range(args.seeds), out, args.workers,
+                                             report_only=args.report_only)
+    write_report(out, args, regime, arms, chosen, runs, report.status(chosen, arms, diverged, missing))
+
+
+def arms_table(arms, chosen, runs):
+    lines = ["| arm | lr | seeds | test accuracy (merged) | validation | trainable (training) | "
+             "trainable (merged) | merged % of all | train time (s) |", "|---|---|---|---|---|---|---|---|---|"]
+    for arm in arms:
+        found = runs.get(arm.name)
+        if not found:
+            continue
+        first = next(iter(found.values()))
+        mean, std = stats.mean_std(r["merged_test_accuracy"] for r in found.values())
+        validation = statistics.mean(r["validation_accuracy"] for r in found.values())
+        seconds = statistics.mean(r["seconds"] for r in found.values())
+        share = 100 * first["merged_parameters"] / first["all_parameters"]
+        lines.append(f"| {arm.name} | {chosen[arm.name]['lr']:g} | {len(found)} | {mean:.4f} ± {std:.4f} | "
+                     f"{validation:.4f} | {first['trainable_parameters']:,d} | {first['merged_parameters']:,d} | "
+                     f"{share:.2f}% | {seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def write_report(out, args, regime, arms, chosen, runs, status):
+    judged = claims(runs)
+    size = regime["train_size"] or "all 7,568"
+    text = "\n\n".join([
+        f"Budget: {regime['epochs']} epochs over {size} training sentences (AdaMix's {LONGER}x arms: "
+        f"{LONGER * regime['epochs']}); batch 32; test accuracy of the merged model, mean ± std over seeds "
+        f"0..{args.seeds - 1}.",
+        "Learning rates (validation accuracy, mean over tuning seeds "
+        f"{', '.join(str(s) for s in range(1000, 1000 + args.tuning_seeds))}; test never read):",
+        report.tuning_table(chosen), arms_table(arms, chosen, runs),
+        "Claims (adamix.md section 10): paired differences of test accuracy in points, 95% CI over seeds:",
+        report.claims_table(judged, scale=100, unit=""),
+        "Routing (over seeds and mixtures; spread = mean distance of an expert from the experts' mean / its "
+        "norm; moved = distance from its start):", report.routing_table({a: r for a, r in runs.items()
+                                                                         if a.startswith("adamix")}), status])
+    (out / "results.md").write_text(text + "\n")
+    checkpoint.save_json(out / "results.json", {"regime": regime, "chosen": chosen, "claims": judged,
+                                                "seeds": args.seeds, "tuning_seeds": args.tuning_seeds})
+    print(text)
+    plots.forest(judged, out / "claims_forest.png", scale=100, unit="test accuracy points")
+    curves = {name: [statistics.mean(r["history"][i]["validation_accuracy"] for r in found.values())
+                     for i in range(min(len(r["history"]) for r in found.values()))]
+              for name, found in runs.items() if name in MAIN or "steps" in name}
+    plots.validation_curves(curves, out / "validation_curves.png", "epoch", "validation accuracy (mean over seeds)")

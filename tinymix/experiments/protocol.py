@@ -1,0 +1,240 @@
+"""The fair protocol shared by both tasks (nlu.py, nlg.py).
+
+1. Learning rates. Every arm that is a method of its own gets its own learning rate, chosen on the
+   VALIDATION split from one grid shared by all arms, with the same tuning seeds for each grid point.
+   If the best rate sits at an edge of the grid, the grid grows one step past that edge (at most
+   `extensions` times): the same rule, so the same kind of budget, for every arm. A variant of a method
+   (an ablation, a longer budget) uses that method's rate (`Arm.lr_from`). Tuning runs never read the
+   test split (config `test=False`).
+2. Final runs. Only after the choice: seeds 0..S-1 per arm, test read once per run. Seed s gives every
+   arm the same data order, the same head and the same start wherever two arms share a module
+   (peft._init_stream), so arms are compared seed by seed (paired differences, stats.py).
+3. Run folders. A run lives in its own folder: request.json (its whole configuration) and, once
+   finished, results.json. A finished run is reused only when its request is exactly the one asked
+   for; any difference is an error that names what differs. No path is read out of a results file.
+   Runs go to `workers` processes (python -m tinymix.experiments.worker FOLDER, one BLAS thread each),
+   so that a crash or Ctrl-C loses at most the runs in flight: run the same command again to go on.
+"""
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import checkpoint
+
+
+@dataclass
+class Arm:
+    """One line of a comparison: a method, or a variant of one."""
+    name: str                   # e.g. "adamix", "adamix, no sharing", "adamix, 4x steps"
+    overrides: dict = field(default_factory=dict)   # config fields, `method` included
+    lr_from: str = ""           # "" = its own learning-rate search; else the arm whose rate it uses
+    budget: float = 1.0         # multiple of the base budget (epochs or steps)
+
+    @property
+    def slug(self):
+        return "".join(c if c.isalnum() or c in "-." else "-" for c in self.name.replace(", ", "-"))
+
+
+def run_folder(out, phase, arm, seed, lr=None):
+    parts = [phase, arm.slug] + ([f"lr-{lr:g}"] if lr is not None else []) + [f"seed-{seed}"]
+    return Path(out).joinpath(*parts)
+
+
+def differences(saved, wanted, prefix=""):
+    """The keys where two requests differ, as 'key: saved -> wanted' lines."""
+    found = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key, "(absent)"), wanted.get(key, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return found
+
+
+def finished(folder, request, defaults=None):
+    """The results of a finished run of exactly this request; None if it has not finished. A folder
+    holding another request is an error: its runs belong to another experiment. `defaults`: config
+    fields added since a run was made, with the default that reproduces the old behaviour; a saved
+    config without such a field matches a request that has the default."""
+    saved_request = folder / "request.json"
+    if saved_request.is_file():
+        saved = checkpoint.load_json(saved_request)
+        added = {k: v for k, v in (defaults or {}).items()
+                 if k not in saved.get("config", {}) and k in request.get("config", {})}
+        if added and saved.get("config") is not None:
+            saved = {**saved, "config": {**added, **saved["config"]}}
+        if saved != request:
+            raise ValueError(f"{folder} holds a run with other settings ("
+                             + "; ".join(differences(saved, request)[:6]) + "). Use another --out folder, or "
+                             "delete that run folder to train it again with the new settings")
+    results = folder / "results.json"
+    return checkpoint.load_json(results) if saved_request.is_file() and results.is_file() else None
+
+
+def run_all(jobs, workers, report_only=False, label=str, defaults=None):
+    """Run every (folder, request) not finished yet; returns {folder: results or None (not run)}.
+    workers <= 1: one after the other in this process; else that many worker processes."""
+    done, pending = {}, []
+    for folder, request in jobs:
+        result = finished(folder, request, defaults)
+        if result is None and not report_only:
+            checkpoint.save_json(folder / "request.json", request)
+            pending.append(folder)
+        done[folder] = result
+    if pending:
+        print(f"{len(pending)} run(s) to train, {len(jobs) - len(pending)} finished before", flush=True)
+    failures = _run_in_process(pending, label) if workers <= 1 else _run_in_workers(pending, workers, label)
+    for folder in pending:
+        if folder not in failures:
+            done[folder] = checkpoint.load_json(folder / "results.json")
+    if failures:
+        raise RuntimeError(f"{len(failures)} run(s) failed: " + "; ".join(
+            f"{label(f)} ({why}, log: {f / 'log.txt'})" for f, why in failures.items())
+            + ". Finished runs are kept: fix the cause and run the same command again")
+    return done
+
+
+def _run_in_process(folders, label):
+    from .worker import execute
+    for folder in folders:
+        started = time.perf_counter()
+        execute(folder)
+        print(f"  {label(folder)}: done ({time.perf_counter() - started:.0f} s)", flush=True)
+    return {}
+
+
+def _run_in_workers(folders, workers, label):
+    """Each run in a process of its own with one BLAS thread: on two cores, two one-thread runs beat
+    one two-thread run of these small matrices. Its output goes to log.txt in its folder."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    queue, running, failures = list(folders), {}, {}
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                folder = queue.pop(0)
+                log = open(folder / "log.txt", "w")
+                process = subprocess.Popen([sys.executable, "-m", "tinymix.experiments.worker", str(folder)],
+                                           stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[folder] = (process, log, time.perf_counter())
+            time.sleep(0.5)
+            for folder, (process, log, started) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                log.close()
+                del running[folder]
+                seconds = time.perf_counter() - started
+                if process.returncode == 0:
+                    print(f"  {label(folder)}: done ({seconds:.0f} s)", flush=True)
+                else:
+                    failures[folder] = f"exit code {process.returncode}"
+                    print(f"  {label(folder)}: FAILED (exit code {process.returncode}, see {folder / 'log.txt'})",
+                          flush=True)
+    finally:                         # Ctrl-C or an error here: no orphan keeps training
+        for process, log, _ in running.values():
+            process.terminate()
+            process.wait()
+            log.close()
+    return failures
+
+
+def add_flags(parser, grid, default_out):
+    """The command-line flags of the protocol, shared by both comparisons."""
+    parser.add_argument("--seeds", type=int, default=5, help="final seeds per arm (default: %(default)s)")
+    parser.add_argument("--tuning-seeds", type=int, default=1,
+                        help="seeds per learning rate in the search (default: %(default)s)")
+    parser.add_argument("--lr-grid", default=",".join(f"{lr:g}" for lr in grid),
+                        help="the learning rates every arm is tried at (default: %(default)s)")
+    parser.add_argument("--arms", default="", help="comma-separated arms, named as their folders "
+                        "(e.g. adamix,adamix-no-sharing; default: every arm)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel runs, one BLAS thread each (default: %(default)s)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: report on the finished runs and list the missing ones")
+    parser.add_argument("--out", default=default_out, help="(default: %(default)s)")
+
+
+def settings(args, arms, grid):
+    """Check the protocol's flags before any work starts; returns (chosen arms, learning-rate grid).
+    An arm that takes another arm's rate brings that arm along."""
+    for flag, value, low in (("--seeds", args.seeds, 1), ("--tuning-seeds", args.tuning_seeds, 1),
+                             ("--workers", args.workers, 1)):
+        if value < low:
+            raise ValueError(f"{flag} must be at least {low}, got {value}")
+    try:
+        rates = sorted(float(x) for x in args.lr_grid.split(","))
+    except ValueError:
+        raise ValueError(f"--lr-grid takes learning rates separated by commas, e.g. {','.join(map(str, grid))}; "
+                         f"got {args.lr_grid!r}") from None
+    if len(rates) < 2 or rates[0] <= 0 or len(set(rates)) < len(rates):
+        raise ValueError(f"--lr-grid needs at least two different positive rates, got {args.lr_grid!r}")
+    if not args.arms:
+        return arms, rates
+    wanted = set(args.arms.split(","))
+    unknown = wanted - {a.slug for a in arms}
+    if unknown:
+        raise ValueError(f"unknown arm(s) {sorted(unknown)}: choose from {', '.join(a.slug for a in arms)}")
+    wanted |= {a.lr_from for a in arms if a.slug in wanted and a.lr_from}
+    return [a for a in arms if a.slug in wanted or a.name in wanted], rates
+
+
+# ---- the two phases ---------------------------------------------------------------------------------
+
+def tune(task, arms, grid, seeds, out, workers, extensions=2, report_only=False):
+    """Phase 1: {arm name: {"lr": chosen rate, "scores": {rate: mean validation score}, "edge": bool}}
+    for every arm with a search of its own; variants get their method's rate."""
+    own = [arm for arm in arms if not arm.lr_from]
+    grids = {arm.name: sorted(grid) for arm in own}
+    chosen = {}
+    for round_ in range(extensions + 1):
+        jobs = {(arm.name, lr, s): (run_folder(out, "tuning", arm, s, lr), task.request(arm, lr, s, test=False))
+                for arm in own for lr in grids[arm.name] for s in seeds}
+        results = run_all(list(jobs.values()), workers, report_only, _label, task.defaults)
+        grown = False
+        for arm in own:
+            scores = {}
+            for lr in grids[arm.name]:
+                found = [results[jobs[arm.name, lr, s][0]] for s in seeds]
+                found = [task.validation_score(r) for r in found if r is not None]
+                if found:
+                    scores[lr] = sum(found) / len(found)
+            if not scores:
+                continue
+            best = max(scores, key=scores.get)          # ties: the lowest rate
+            lrs = grids[arm.name]
+            wins = all(scores[best] > score for lr, score in scores.items() if lr != best)
+            at_edge = best in (lrs[0], lrs[-1]) and len(scores) == len(lrs) and wins
+            chosen[arm.name] = {"lr": best, "scores": scores, "edge": at_edge}
+            if at_edge and round_ < extensions and not report_only:     # one grid step further out
+                if best == lrs[0]:
+                    lrs.insert(0, float(f"{lrs[0] * lrs[0] / lrs[1]:.2g}"))
+                else:
+                    lrs.append(float(f"{lrs[-1] * lrs[-1] / lrs[-2]:.2g}"))
+                grown = True
+        if not grown:
+            break
+    for arm in arms:
+        if arm.lr_from and arm.lr_from in chosen:
+            chosen[arm.name] = {"lr": chosen[arm.lr_from]["lr"], "from": arm.lr_from}
+    return chosen
+
+
+def final(task, arms, chosen, seeds, out, workers, report_only=False):
+    """Phase 2: {arm name: {seed: results}} for the arms whose rate is known (missing runs left out)."""
+    jobs = {(arm.name, s): (run_folder(out, "final", arm, s), task.request(arm, chosen[arm.name]["lr"], s, test=True))
+            for arm in arms if arm.name in chosen for s in seeds}
+    results = run_all(list(jobs.values()), workers, report_only, _label, task.defaults)
+    runs, diverged = {}, []
+    for (name, seed), (folder, _) in jobs.items():
+        if results[folder] is not None and "diverged" in results[folder]:
+            diverged.append(f"{name} seed {seed}: {results[folder]['diverged']}")
+        elif results[folder] is not None:
+            runs.setdefault(name, {})[seed] = results[folder]
+    missing = [f"{name} seed {seed}" for (name, seed), (folder, _) in jobs.items() if results[folder] is None]
+    return runs, diverged, missing
+
+
+def _label(folder):
+    return "/".join(folder.parts[-4:])
