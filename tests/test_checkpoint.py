@@ -187,3 +187,13 @@ def test_require_fields_names_the_file_and_the_field(tmp_path):
         checkpoint.require_fields([1, 2], where, {"shapes": dict})
     with pytest.raises(ValueError, match="'epoch' must be an integer, found True"):
         checkpoint.require_fields({"epoch": True}, where, {"epoch": int})
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def disk_full(handle):
+        raise OSError(28, "No space left on device")        # as a write or flush reports it: no file name
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError) as caught:
+        checkpoint.save_json(tmp_path / "results.json", {"a": 1})
+    assert caught.value.errno == 28 and caught.value.filename == str(tmp_path / "results.json")
+    assert listing(tmp_path) == []

@@ -63,8 +63,10 @@ def test_a_kill_at_every_step_of_replacing_a_checkpoint_leaves_one_whole_set(tmp
                     os._exit(9)
             return _real(*args, **kwargs)
         monkeypatch.setattr(os, name, step)
+    old_set["README.md"] = new_set["README.md"] = "how it was made"   # a file beside the set stays
     dry = tmp_path / "dry" / "gpt"
     gpt_folder.write_set(dry, _writer("old"))
+    (dry / "README.md").write_text("how it was made")
     counts.update(on=True, n=0)
     gpt_folder.write_set(dry, _writer("new"))
     counts["on"], total = False, counts["n"]
@@ -73,6 +75,7 @@ def test_a_kill_at_every_step_of_replacing_a_checkpoint_leaves_one_whole_set(tmp
     for kill_at in range(1, total + 1):
         folder = tmp_path / f"kill-{kill_at:02d}" / "gpt"
         gpt_folder.write_set(folder, _writer("old"))
+        (folder / "README.md").write_text("how it was made")
         child = os.fork()
         if child == 0:
             counts.update(on=True, n=0, kill_at=kill_at)
@@ -87,3 +90,5 @@ def test_a_kill_at_every_step_of_replacing_a_checkpoint_leaves_one_whole_set(tmp
         assert sorted(p.name for p in folder.parent.iterdir()) == [".gpt.lock", "gpt"], kill_at
         outcomes.append("new" if found == new_set else "old")
     assert outcomes == sorted(outcomes, key=["old", "new"].index) and outcomes[0] == "old" and outcomes[-1] == "new"
+    print(f"write_set killed at each of {total} steps: the old set after {outcomes.count('old')}, the new after "
+          f"{outcomes.count('new')}")

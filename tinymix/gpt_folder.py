@@ -3,7 +3,8 @@
     write_set(folder, save)     # save(staging_folder) writes the files; the set then replaces `folder`
     check(folder)               # a clear ValueError unless it is a complete, well-formed checkpoint
 
-The new set is written beside the folder, in `.NAME.incoming/`, each file flushed to disk. Then two
+The new set is written beside the folder, in `.NAME.incoming/`, each file flushed to disk (other files
+of the folder, such as a README.md, are copied along). Then two
 renames swap it in: FOLDER -> `.NAME.previous`, `.NAME.incoming` -> FOLDER; then the previous set is
 removed. A reader finds the old set or the new one, never a mix. A kill between the two renames leaves
 no FOLDER for a moment; the next write_set finishes the swap (the incoming set was complete). A lock
@@ -11,6 +12,7 @@ file `.NAME.lock` beside the folder keeps two writers apart.
 """
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 
 from . import checkpoint, files
@@ -56,6 +58,9 @@ def write_set(folder, save):
         missing = [name for name in FILES if not (incoming / name).is_file()]
         if missing:
             raise RuntimeError(f"the checkpoint writer left out {missing}")
+        for other in (folder.iterdir() if folder.is_dir() else []):   # e.g. the shipped README.md stays
+            if other.is_file() and other.name not in FILES:
+                shutil.copy2(other, incoming / other.name)
         for name in FILES:                       # on disk before the swap
             with open(incoming / name, "rb") as file:
                 os.fsync(file.fileno())

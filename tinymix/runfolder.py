@@ -31,7 +31,8 @@ RUN_FILES = ("config.json", "config_history.json", "results.json", "losses.json"
 RUN_FOLDERS = (CHECKPOINTS, "best", "merged", "last", "last.new", "last.old")   # last*: tinymix's old layout
 _CHECKPOINT_NAME = re.compile(r"^epoch-(\d{4,})$")
 # settings a resumed run may change; any other difference means another experiment
-RESUMABLE = {"epochs", "resume", "overwrite", "progress", "out", "eval_batch_size", "low_memory", "log_every", "lr"}
+RESUMABLE = {"epochs", "resume", "overwrite", "progress", "out", "eval_batch_size", "low_memory", "log_every", "lr",
+             "test"}
 
 
 class RunFolder:
@@ -73,13 +74,15 @@ class RunFolder:
         differing = {k: (v, getattr(cfg, k, None)) for k, v in saved.items()
                      if k not in RESUMABLE and getattr(cfg, k, None) != v}
         if differing:
+            may = ", ".join("--" + k.replace("_", "-") for k in sorted(RESUMABLE - {"resume", "overwrite", "out"}))
             raise ValueError(f"the run in {self.path} has other settings; differing (saved, now): {differing}. "
-                             "Use the same settings (only --epochs, --lr, --eval-batch-size, --low-memory and "
-                             "--log-every may change on --resume), or --overwrite, or another --out.")
+                             f"Use the same settings (only {may} may change on --resume), or --overwrite, or "
+                             "another --out.")
 
     def saved_config(self):
+        """The settings in config.json (a dict), or None if there is none."""
         path = self.path / "config.json"
-        return checkpoint.load_json(path) if path.is_file() else None
+        return checkpoint.require_fields(checkpoint.load_json(path), path, {}) if path.is_file() else None
 
     # ---- beginning: replace or repair, record the settings ------------------------------------------
 
@@ -194,7 +197,8 @@ class RunFolder:
         if not complete:
             return
         newest = complete[-1]
-        best_epoch = checkpoint.load_json(newest / "state.json").get("best_epoch")
+        state = checkpoint.load_json(newest / "state.json")
+        best_epoch = state.get("best_epoch") if isinstance(state, dict) else None
         for folder in complete[:-1]:
             if _epoch(folder) != best_epoch:
                 (folder / MANIFEST).unlink()        # first: a half-removed folder is never taken as complete
