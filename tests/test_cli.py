@@ -202,7 +202,7 @@ def test_ctrl_c_before_any_checkpoint_and_without_a_run_folder(task, capsys, mon
 
 
 def test_a_real_sigint_during_training_ends_in_one_message_and_status_130(tmp_path, task):
-    write_task(task, {"train.tsv": 3000, "dev.tsv": 3, "test.tsv": 2})     # epochs of a few seconds
+    write_task(task, {"train.tsv": 1000, "dev.tsv": 3, "test.tsv": 2})     # epochs of a second or more
     run = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "tinymix", "train", "--task", str(task), "--out", str(run),
                                 "--epochs", "50"] + TINY, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

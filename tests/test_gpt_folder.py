@@ -2,6 +2,7 @@
 checkpoint only with --overwrite, and always the three files as one set, even when killed."""
 import hashlib
 import os
+import shutil
 
 import pytest
 
@@ -83,6 +84,12 @@ def test_a_kill_at_every_step_of_replacing_a_checkpoint_leaves_one_whole_set(tmp
             os._exit(0)
         _, status = os.waitpid(child, 0)
         assert os.waitstatus_to_exitcode(status) == 9, kill_at
+        again = tmp_path / f"again-{kill_at:02d}"          # the next pretrain-gpt into the same folder works
+        shutil.copytree(folder.parent, again)
+        gpt_folder.write_set(again / "gpt", _writer("third"))
+        assert {p.name: p.read_text() for p in (again / "gpt").iterdir()} == {
+            **{name: f"third {name}" for name in gpt_folder.FILES}, "README.md": "how it was made"}, kill_at
+        assert sorted(p.name for p in again.iterdir()) == [".gpt.lock", "gpt"], kill_at
         with gpt_folder.files.FolderLock(folder.parent, name=f".{folder.name}.lock"):
             gpt_folder.repair(folder)
         found = {p.name: p.read_text() for p in folder.iterdir()}
