@@ -86,9 +86,9 @@ for step in range(budget(400, 150)):
     loss.backward()
     optimizer.step()
     losses.append(loss.item())
-learned = backend.to_numpy(lora.delta_weight())                          # (alpha / r) B A
+learned = lora.delta_weight()                                            # (alpha / r) B A
 singular = xp.linalg.svd(learned, compute_uv=False)
-true_singular = xp.linalg.svd(backend.to_numpy(true_change), compute_uv=False)
+true_singular = xp.linalg.svd(true_change, compute_uv=False)
 print(f"loss {losses[0]:.4f} -> {losses[-1]:.5f}; learned update singular values "
       f"{[round(float(s), 3) for s in singular[:5]]}, true {[round(float(s), 3) for s in true_singular[:3]]}")
 assert losses[-1] < 0.05 * losses[0]

@@ -1,12 +1,13 @@
 """The benchmark at toy sizes: every measurement runs, every ratio is a positive number, the report has
 a row for each, and without PyTorch the PyTorch row says so. Timings themselves are not checked (a
 busy machine makes them anything); what is checked is that the benchmark measures what it says."""
+import json
 import sys
 
 import numpy as np
 import pytest
 
-from tinymix import bench, cli, peft
+from tinymix import backend, bench, cli, peft
 from tinymix.transformer import SequenceClassifier, Transformer
 
 
@@ -32,7 +33,7 @@ def test_every_measurement_is_there_and_positive(results):
     assert set(results["training"]["seconds"]) == {"two passes", "one pass", "two passes, low memory"}
     assert set(results["inference"]["seconds"]) == {"single adapter", "AdaMix merged", "AdaMix average",
                                                     "AdaMix random"}
-    assert results["backend"] == "numpy"
+    assert results["backend"] == backend.name
 
 
 def test_memory_is_ordered_as_the_methods_store_things(results):
@@ -135,3 +136,11 @@ def test_a_training_step_makes_no_float64_array(monkeypatch):
         assert p.dtype == np.float32 and (p.grad is None or p.grad.dtype == np.float32)
     for state in optimizer.state.values():
         assert all(v.dtype == np.float32 for k, v in state.items() if k != "step")
+
+
+def test_the_command_line_writes_every_measurement_as_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    cli.main(["bench", "--quick", "--rounds", "1", "--no-torch", "--json", str(path)])
+    saved = json.loads(path.read_text())
+    assert saved["backend"] == backend.name and saved["training"]["one_pass_over_two_passes"] > 0
+    assert set(saved) >= {"training", "inference", "memory", "forward", "autograd", "workload"}

@@ -180,6 +180,48 @@ def test_bleu_is_pooled_over_the_corpus_not_averaged():
         e2e.corpus_bleu(["a b"], ["a b"])
 
 
+def sacrebleu_on_bleu_tokens(sacrebleu, hypotheses, references):
+    """sacreBLEU's corpus BLEU on tinymix's tokens: each text lower-cased and split by e2e.bleu_tokens,
+    joined by spaces, and given to sacreBLEU with its own tokenisation off, no smoothing. sacreBLEU
+    takes references as streams (the k-th reference of every sentence); None pads the shorter lists."""
+    joined = lambda text: " ".join(e2e.bleu_tokens(text))
+    width = max(len(refs) for refs in references)
+    streams = [[joined(refs[k]) if k < len(refs) else None for refs in references] for k in range(width)]
+    return sacrebleu.corpus_bleu([joined(h) for h in hypotheses], streams, tokenize="none",
+                                 smooth_method="none", lowercase=False, force=True)
+
+
+def test_bleu_equals_sacrebleu_on_the_same_tokens(splits):
+    """tinymix's corpus BLEU is sacreBLEU's (n-gram counts, clipping, closest reference length with ties
+    to the shorter, brevity penalty), on a corpus with 1 to 10 references per sentence, hypotheses
+    shortened, reordered and mis-worded, and a corpus whose 4-gram precision is zero."""
+    sacrebleu = pytest.importorskip("sacrebleu")
+    rng = e2e.backend.host_generator(7)
+    hypotheses, references = [], []
+    for i, ex in enumerate(splits["test"]):
+        words = ex.references[0].split()
+        kind = i % 4
+        if kind == 1:
+            words = words[:max(2, len(words) * 2 // 3)]                    # shorter: brevity penalty
+        elif kind == 2:
+            words = [w for j, w in enumerate(words) if j % 5 != 2] + ["nearby", "indeed", "."]
+        elif kind == 3:
+            start = int(rng.integers(len(words)))
+            words = words[start:] + words[:start]                          # reordered
+        hypotheses.append(" ".join(words))
+        references.append(ex.references[1:][:1 + i % len(ex.references[1:])])
+    ours = e2e.corpus_bleu(hypotheses, references)
+    theirs = sacrebleu_on_bleu_tokens(sacrebleu, hypotheses, references)
+    assert 0.2 < ours["bleu"] < 0.9 and ours["bp"] < 1.0                   # a corpus that tests something
+    assert (ours["hyp_length"], ours["ref_length"]) == (theirs.sys_len, theirs.ref_len)
+    assert [100 * p for p in ours["precisions"]] == pytest.approx(theirs.precisions, rel=1e-12)
+    assert 100 * ours["bp"] == pytest.approx(100 * theirs.bp, rel=1e-12)
+    assert 100 * ours["bleu"] == pytest.approx(theirs.score, rel=1e-12)
+    no_four_grams = (["the eagle pub cheap", "a b c"], [["the eagle is a pub"], ["a b d"]])
+    assert e2e.corpus_bleu(*no_four_grams)["bleu"] == 0.0
+    assert sacrebleu_on_bleu_tokens(sacrebleu, *no_four_grams).score == 0.0
+
+
 # ---- slot errors -----------------------------------------------------------------------------------
 
 def test_slot_errors_by_hand():

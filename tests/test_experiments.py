@@ -177,3 +177,17 @@ def test_claims_table_reads_as_the_verdicts():
     judged = [report.Claim("1", "A >= B", "a", "b", {0: 0.8, 1: 0.82}, {0: 0.7, 1: 0.71}).judge()]
     table = report.claims_table(judged, scale=100)
     assert "| 1 | A >= B | a vs b | +10.50 |" in table and "**held**" in table
+
+
+def test_learning_rates_can_come_from_another_comparison(tmp_path):
+    arms = [Arm("a"), Arm("a, variant", lr_from="a")]
+    args = argparse.Namespace(lr_from=str(tmp_path / "small"), tuning_seeds=1, workers=1, report_only=False)
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        protocol.learning_rates(PeakedTask(), arms, [1e-3], args, tmp_path)
+    checkpoint.save_json(tmp_path / "small" / "results.json", {"chosen": {"b": {"lr": 0.1}}})
+    with pytest.raises(ValueError, match="chose no learning rate for a"):
+        protocol.learning_rates(PeakedTask(), arms, [1e-3], args, tmp_path)
+    checkpoint.save_json(tmp_path / "small" / "results.json", {"chosen": {"a": {"lr": 0.003, "scores": {}}}})
+    chosen = protocol.learning_rates(PeakedTask(), arms, [1e-3], args, tmp_path)
+    assert chosen["a"]["lr"] == 0.003 and chosen["a, variant"] == {"lr": 0.003, "from": "a"}
+    assert not (tmp_path / "tuning").exists()                              # nothing searched

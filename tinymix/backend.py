@@ -85,6 +85,20 @@ def manual_seed(seed):
     _device_rng = xp.random.default_rng(device_seed)
 
 
+def describe():
+    """Versions and device for reports: NumPy's; CuPy's, CUDA's and the GPU's name where CuPy imports
+    and sees a GPU (else what went wrong, as text)."""
+    info = {"numpy": numpy.__version__}
+    try:
+        import cupy
+        info.update(cupy=cupy.__version__, cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
+                    cuda_driver=cupy.cuda.runtime.driverGetVersion(),
+                    gpu=cupy.cuda.runtime.getDeviceProperties(0)["name"].decode())
+    except Exception as error:                       # no CuPy, no driver, no GPU: said, not raised
+        info["cupy_error"] = repr(error)
+    return info
+
+
 # ---- moving arrays -------------------------------------------------------------------------------
 
 def to_numpy(array):

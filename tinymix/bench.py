@@ -35,7 +35,7 @@ import time
 import tracemalloc
 import warnings
 
-from . import adamix, backend, peft
+from . import adamix, backend, checkpoint, peft
 from .backend import xp
 from .bench_setup import (ADAMIX, SINGLE, build, eval_forward, median_seconds, sync,
                           interleaved_seconds, make_workload, ratio, train_step)
@@ -345,6 +345,7 @@ def add_arguments(parser):
     parser.add_argument("--batches", type=int, default=4, help="batches of 32 sentences per round")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (inference: 2 more)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--json", metavar="FILE", help="also write every measurement to FILE as JSON")
 
 
 def bench_command(args):
@@ -353,6 +354,8 @@ def bench_command(args):
     results = run(args.quick, args.random_init, args.batches, args.rounds, not args.no_torch)
     print()
     print(report(results))
+    if getattr(args, "json", None):
+        checkpoint.save_json(args.json, results)
     return results
 
 

@@ -117,6 +117,18 @@ def eval_command(args):
     print(f"{args.split}: accuracy {evaluate(model, tokenizer, split):.4f} on {len(split)} sentences")
 
 
+def export_command(args):
+    """Write a saved LoRA / AdaMix-LoRA adapter as a Hugging Face PEFT LoRA folder."""
+    from .export import peft_export
+    peft_export.export_peft(args.adapter, args.out)
+
+
+def import_peft_command(args):
+    """Write a Hugging Face PEFT LoRA folder for MiniLM as a tinymix adapter folder."""
+    from .export import peft_import
+    peft_import.import_peft(args.peft_folder, args.out)
+
+
 def fetch_command(args):
     from . import assets
     assets.fetch_command(args.names)
@@ -209,6 +221,19 @@ def build_parser():
     p.add_argument("--model", default="minilm-l6")
     p.add_argument("--max-length", type=int, default=64)
     p.set_defaults(run=eval_command)
+
+    p = commands.add_parser("export", help="write a LoRA or AdaMix-LoRA adapter as a Hugging Face PEFT LoRA "
+                            "folder (an AdaMix mixture is merged first)")
+    p.add_argument("adapter", help="a folder written by save_adapter (e.g. runs/lora/merged)")
+    p.add_argument("--format", choices=["peft"], default="peft", help="the output format (default: peft)")
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.set_defaults(run=export_command)
+
+    p = commands.add_parser("import-peft", help="turn a Hugging Face PEFT LoRA for all-MiniLM-L6-v2 into a "
+                            "tinymix adapter folder")
+    p.add_argument("peft_folder", help="the folder holding adapter_config.json and adapter_model.safetensors")
+    p.add_argument("--out", required=True, help="the tinymix adapter folder to write")
+    p.set_defaults(run=import_peft_command)
 
     p = commands.add_parser("compare", help="methods, ablations and the paper's claims under a fair protocol "
                             "(tuned learning rates, paired seeds, confidence intervals). With --task e2e: the "

@@ -156,7 +156,7 @@ def attention(q, k, v, mask_bias=None, dropout_p=0.0, training=False):
     scaled_q = q.data * scale                                   # (..., T, D)
     y = scaled_q @ k.data                                       # (..., T, S) scores
     if mask_bias is not None:
-        y += mask_bias.data if isinstance(mask_bias, Tensor) else mask_bias
+        y += _tensor(mask_bias).data                             # a host mask is moved over first
     y -= y.max(axis=-1, keepdims=True)                          # exp of a large score would overflow
     xp.exp(y, out=y)
     y /= y.sum(axis=-1, keepdims=True)                          # softmax, in place

@@ -371,10 +371,14 @@ def save_adapter(model, folder):
 
 
 def load_adapter(model, folder):
-    """Load weights saved by save_adapter. A model without PEFT modules gets them injected first
-    (from the saved config); a model with different modules or shapes is a clear error."""
+    """Load weights saved by save_adapter, or a Hugging Face PEFT LoRA folder (export/peft_import.py). A
+    model without PEFT modules gets them injected first (from the saved config); a model with different
+    modules or shapes is a clear error."""
     folder = Path(folder)
     saved = checkpoint.load_json(folder / "adapter_config.json")
+    if isinstance(saved, dict) and "peft_type" in saved:
+        from .export import peft_import       # imported here: it builds on this module
+        return peft_import.load_into(model, folder)
     config = config_from_dict(saved["config"])
     base_config = vars(_transformer(model).config)
     differing = {k: (v, base_config.get(k)) for k, v in saved["transformer"].items() if base_config.get(k) != v}

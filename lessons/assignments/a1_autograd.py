@@ -1,6 +1,8 @@
 # %% [markdown]
 # # Assignment A1 — autograd primitives and broadcasting gradients (10 points)
 #
+# Do it after lessons 01-02 (`python3 lessons/run.py 01`, then `02`): they prepare every step.
+#
 # Every Tensor operation in tinymix records a small backward function beside its forward
 # (tinymix/tensor.py). Here you write four of them on raw arrays: given g = dLoss/dOutput and the
 # inputs, return dLoss/dInput for each input. The twist is broadcasting: when `a` of shape (4,) meets
@@ -9,13 +11,18 @@
 #
 # How to work: replace each `raise NotImplementedError(...)` with your code. Keep every def line and
 # docstring as they are: they are the contract the grader checks you against. Grade yourself, from
-# the repository root, as often as you like (no server, nothing is sent anywhere):
+# the repository root (or from any folder after `pip install -e .` there), as often as you like
+# (no server, nothing is sent anywhere):
 #
 #     python -m tinymix.grade lessons/assignments/a1_autograd.py
 #     python -m tinymix.grade lessons/assignments/a1_autograd.py --task A1.1     # one task
 #
 # A task you have not started shows as "not started"; a wrong one shows which input failed, the
 # expected and the actual values, and the largest difference.
+#
+# The grader runs your file in a process of its own, with a time limit per task, and lets it import
+# only tinymix.backend (xp) of tinymix: Tensor autograd computes these backward passes, so it is
+# refused here.
 
 # %%
 from tinymix.backend import xp   # the array module (NumPy, or CuPy on a GPU): say xp, never numpy

@@ -1,6 +1,8 @@
 # %% [markdown]
 # # Assignment A2 — softmax, cross-entropy and layer-norm backward (10 points)
 #
+# Do it after lesson 03 (`python3 lessons/run.py 03`): they prepare every step.
+#
 # tinymix fuses softmax, cross-entropy and layer norm into single operations whose backward was
 # derived by hand (tinymix/functional.py): one graph node instead of five to ten, and one or two
 # saved arrays. Here you derive those backward passes yourself. Inputs are arrays; the grader checks
@@ -8,13 +10,18 @@
 #
 # How to work: replace each `raise NotImplementedError(...)` with your code. Keep every def line and
 # docstring as they are: they are the contract the grader checks you against. Grade yourself, from
-# the repository root, as often as you like (no server, nothing is sent anywhere):
+# the repository root (or from any folder after `pip install -e .` there), as often as you like
+# (no server, nothing is sent anywhere):
 #
 #     python -m tinymix.grade lessons/assignments/a2_softmax_layernorm.py
 #     python -m tinymix.grade lessons/assignments/a2_softmax_layernorm.py --task A2.1     # one task
 #
 # A task you have not started shows as "not started"; a wrong one shows which input failed, the
 # expected and the actual values, and the largest difference.
+#
+# The grader runs your file in a process of its own, with a time limit per task, and lets it import
+# only tinymix.backend (xp) of tinymix: tinymix.functional and Tensor autograd compute these
+# backward passes, so they are refused here.
 
 # %%
 from tinymix.backend import xp

@@ -1,19 +1,26 @@
 # %% [markdown]
 # # Assignment A3 — multi-head attention (10 points)
 #
+# Do it after lesson 04 (`python3 lessons/run.py 04`): they prepare every step.
+#
 # Write tinymix's attention (transformer.Attention) as Tensor code: use Tensor operations and
 # tinymix.functional, and autograd gives you the backward pass. The grader compares your values AND
 # your gradients with the library's. Sizes: B batch, T time (tokens), C channels, H heads, D = C / H.
 #
 # How to work: replace each `raise NotImplementedError(...)` with your code. Keep every def line and
 # docstring as they are: they are the contract the grader checks you against. Grade yourself, from
-# the repository root, as often as you like (no server, nothing is sent anywhere):
+# the repository root (or from any folder after `pip install -e .` there), as often as you like
+# (no server, nothing is sent anywhere):
 #
 #     python -m tinymix.grade lessons/assignments/a3_attention.py
 #     python -m tinymix.grade lessons/assignments/a3_attention.py --task A3.1     # one task
 #
 # A task you have not started shows as "not started"; a wrong one shows which input failed, the
 # expected and the actual values, and the largest difference.
+#
+# The grader runs your file in a process of its own, with a time limit per task. It may import
+# tinymix.backend, tensor, functional and nn; tinymix.transformer and functional.attention compute
+# these answers, so they are refused here.
 
 # %%
 import math

@@ -1,19 +1,26 @@
 # %% [markdown]
 # # Assignment A4 — adapter and LoRA, with merge and unmerge (10 points)
 #
+# Do it after lessons 07-08 (`python3 lessons/run.py 07`, then `08`): they prepare every step.
+#
 # The two parameter-efficient modules that AdaMix mixes (tinymix/peft.py). An adapter adds a small
 # bottleneck after a layer; LoRA adds a low-rank update to a frozen weight, which can be folded into
 # that weight for deployment (merge) and taken out again to resume training (unmerge).
 #
 # How to work: replace each `raise NotImplementedError(...)` with your code. Keep every def line and
 # docstring as they are: they are the contract the grader checks you against. Grade yourself, from
-# the repository root, as often as you like (no server, nothing is sent anywhere):
+# the repository root (or from any folder after `pip install -e .` there), as often as you like
+# (no server, nothing is sent anywhere):
 #
 #     python -m tinymix.grade lessons/assignments/a4_adapter_lora.py
 #     python -m tinymix.grade lessons/assignments/a4_adapter_lora.py --task A4.1     # one task
 #
 # A task you have not started shows as "not started"; a wrong one shows which input failed, the
 # expected and the actual values, and the largest difference.
+#
+# The grader runs your file in a process of its own, with a time limit per task. It may import
+# tinymix.backend, tensor, functional and nn; tinymix.peft computes these answers, so it is refused
+# here.
 
 # %%
 from tinymix import functional as F

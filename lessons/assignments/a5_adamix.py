@@ -1,6 +1,8 @@
 # %% [markdown]
 # # Assignment A5 — AdaMix (10 points)
 #
+# Do it after lessons 09-11 (`python3 lessons/run.py 09`, `10`, `11`): they prepare every step.
+#
 # AdaMix (Wang et al., EMNLP 2022; ../../shared/docs/adamix.md) keeps M copies ("experts") of an
 # adapter or LoRA projection. Training routes each forward call through ONE expert drawn at random,
 # ties two passes with a symmetric-KL consistency loss, and at the end averages the experts into one
@@ -8,13 +10,18 @@
 #
 # How to work: replace each `raise NotImplementedError(...)` with your code. Keep every def line and
 # docstring as they are: they are the contract the grader checks you against. Grade yourself, from
-# the repository root, as often as you like (no server, nothing is sent anywhere):
+# the repository root (or from any folder after `pip install -e .` there), as often as you like
+# (no server, nothing is sent anywhere):
 #
 #     python -m tinymix.grade lessons/assignments/a5_adamix.py
 #     python -m tinymix.grade lessons/assignments/a5_adamix.py --task A5.1     # one task
 #
 # A task you have not started shows as "not started"; a wrong one shows which input failed, the
 # expected and the actual values, and the largest difference.
+#
+# The grader runs your file in a process of its own, with a time limit per task. It may import
+# tinymix.backend, tensor, functional and nn; tinymix.adamix and functional.symmetric_kl and kl_div
+# compute these answers, so they are refused here.
 
 # %%
 from tinymix import functional as F
@@ -83,7 +90,8 @@ def adamix_loss(logits_1, logits_2, targets, consistency_weight):
     """The AdaMix objective for one batch seen twice with independent routes (adamix.md section 4):
     cross-entropy of pass 1's logits plus consistency_weight times the symmetric KL between the passes.
     Only pass 1 carries the task loss. logits_1, logits_2: Tensors (N, C); targets: (N,) integers.
-    You may use tinymix.functional.cross_entropy and symmetric_kl. Returns a scalar Tensor."""
+    You may use tinymix.functional.cross_entropy and your symmetric_kl (Task A5.3). Returns a
+    scalar Tensor."""
     raise NotImplementedError(
         "Task A5.4: add the weighted consistency term to pass 1's task loss — hint: "
         "tinymix.functional.cross_entropy on pass 1 only; the consistency term sees both passes")

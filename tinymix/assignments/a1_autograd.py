@@ -1,7 +1,7 @@
 """A1: autograd primitives and broadcasting gradients. Student file: lessons/assignments/a1_autograd.py."""
 from ..backend import xp
 from ..tensor import Tensor
-from .checks import Compare, Verify, _shape, gradcheck_backward, leaf, rand
+from .checks import Case, _shape, gradcheck_case, leaf
 
 
 # ---- A1: autograd primitives and broadcasting gradients ---------------------------------------------
@@ -16,13 +16,13 @@ def unbroadcast(grad, shape):
     return x.grad
 
 
-def _unbroadcast_checks():
+def _unbroadcast_cases(draw):
     cases = [((2, 3, 4), (3, 4)), ((2, 3, 4), (1, 4)), ((2, 3, 4), (3, 1)), ((2, 3, 4), (2, 1, 4)),
              ((2, 3, 4), ()), ((2, 3, 4), (1, 1, 1)), ((3, 4), (3, 4)), ((5, 4, 3), (4, 1))]
-    checks = [Compare(f"grad {_shape(g)} -> shape {s}", lambda fn, g=g, s=s: fn(rand(g, i), s))
-              for i, (g, s) in enumerate(cases)]
-    checks.append(Verify("gradcheck of broadcast_to(x (3, 1), (2, 3, 4))", lambda fn: gradcheck_backward(
-        lambda x: xp.broadcast_to(x, (2, 3, 4)) * 1.0, lambda g, x: fn(g, x.shape), x=rand((3, 1), 9))))
+    checks = [Case(f"grad {_shape(g)} -> shape {s}", (draw.rand(g, i), s)) for i, (g, s) in enumerate(cases)]
+    g = draw.rand((2, 3, 4), 19)
+    checks.append(gradcheck_case("gradcheck of broadcast_to(x (3, 1), (2, 3, 4))", (g, (3, 1)),
+                                 lambda x: xp.broadcast_to(x, (2, 3, 4)), g, {"x": draw.rand((3, 1), 9)}))
     return checks
 
 
@@ -35,18 +35,17 @@ def mul_backward(g, a, b):
     return A.grad, B.grad
 
 
-def _mul_checks():
-    cases = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (3,)), ((2, 3), (1,))]
+def _mul_cases(draw):
+    shapes = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (3,)), ((2, 3), (1,))]
     checks = []
-    for i, (sa, sb) in enumerate(cases):
-        def run(fn, sa=sa, sb=sb, i=i):
-            a, b = rand(sa, 10 * i), rand(sb, 10 * i + 1)
-            return fn(rand((a * b).shape, 10 * i + 2), a, b)
-        checks.append(Compare(f"a {_shape(sa)} * b {_shape(sb)}", run))
-    for sa, sb in cases[1:3]:
-        def run_gradcheck(fn, sa=sa, sb=sb):
-            gradcheck_backward(lambda a, b: a * b, lambda g, a, b: fn(g, a, b), a=rand(sa, 3), b=rand(sb, 4))
-        checks.append(Verify(f"gradcheck of a {_shape(sa)} * b {_shape(sb)}", run_gradcheck))
+    for i, (sa, sb) in enumerate(shapes):
+        a, b = draw.rand(sa, 10 * i), draw.rand(sb, 10 * i + 1)
+        checks.append(Case(f"a {_shape(sa)} * b {_shape(sb)}", (draw.rand((a * b).shape, 10 * i + 2), a, b)))
+    for i, (sa, sb) in enumerate(shapes[1:3]):
+        a, b = draw.rand(sa, 3 + 10 * i), draw.rand(sb, 4 + 10 * i)
+        g = draw.rand((a * b).shape, 5 + 10 * i)
+        checks.append(gradcheck_case(f"gradcheck of a {_shape(sa)} * b {_shape(sb)}", (g, a, b),
+                                     lambda a, b: a * b, g, {"a": a, "b": b}))
     return checks
 
 
@@ -60,18 +59,16 @@ def sum_backward(g, shape, axis=None, keepdims=False):
     return x.grad
 
 
-def _sum_checks():
-    cases = [((3, 4), None, False), ((3, 4), 0, False), ((3, 4), -1, True), ((2, 3, 4), (0, 2), False),
-             ((2, 3, 4), 1, True), ((2, 3, 4), None, True)]
+def _sum_cases(draw):
+    shapes = [((3, 4), None, False), ((3, 4), 0, False), ((3, 4), -1, True), ((2, 3, 4), (0, 2), False),
+              ((2, 3, 4), 1, True), ((2, 3, 4), None, True)]
     checks = []
-    for i, (shape, axis, keepdims) in enumerate(cases):
-        def run(fn, shape=shape, axis=axis, keepdims=keepdims, i=i):
-            g = rand(xp.zeros(shape).sum(axis=axis, keepdims=keepdims).shape, i)
-            return fn(g, shape, axis, keepdims)
-        checks.append(Compare(f"x {_shape(shape)}, axis={axis}, keepdims={keepdims}", run))
-    checks.append(Verify("gradcheck of x (2, 3, 4).sum(axis=(0, 2))", lambda fn: gradcheck_backward(
-        lambda x: xp.asarray(x.sum(axis=(0, 2))), lambda g, x: fn(g, x.shape, (0, 2), False),
-        x=rand((2, 3, 4), 5))))
+    for i, (shape, axis, keepdims) in enumerate(shapes):
+        g = draw.rand(xp.zeros(shape).sum(axis=axis, keepdims=keepdims).shape, i)
+        checks.append(Case(f"x {_shape(shape)}, axis={axis}, keepdims={keepdims}", (g, shape, axis, keepdims)))
+    g = draw.rand((3,), 15)
+    checks.append(gradcheck_case("gradcheck of x (2, 3, 4).sum(axis=(0, 2))", (g, (2, 3, 4), (0, 2), False),
+                                 lambda x: x.sum(axis=(0, 2)), g, {"x": draw.rand((2, 3, 4), 5)}))
     return checks
 
 
@@ -84,15 +81,15 @@ def matmul_backward(g, a, b):
     return A.grad, B.grad
 
 
-def _matmul_checks():
-    cases = [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)), ((3, 4), (2, 4, 5)),
-             ((2, 1, 3, 4), (5, 4, 2))]
+def _matmul_cases(draw):
+    shapes = [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)), ((3, 4), (2, 4, 5)),
+              ((2, 1, 3, 4), (5, 4, 2))]
     checks = []
-    for i, (sa, sb) in enumerate(cases):
-        def run(fn, sa=sa, sb=sb, i=i):
-            a, b = rand(sa, 10 * i), rand(sb, 10 * i + 1)
-            return fn(rand((a @ b).shape, 10 * i + 2), a, b)
-        checks.append(Compare(f"a {_shape(sa)} @ b {_shape(sb)}", run))
-    checks.append(Verify("gradcheck of a (2, 3, 4) @ b (4, 2)", lambda fn: gradcheck_backward(
-        lambda a, b: a @ b, lambda g, a, b: fn(g, a, b), a=rand((2, 3, 4), 7), b=rand((4, 2), 8))))
+    for i, (sa, sb) in enumerate(shapes):
+        a, b = draw.rand(sa, 10 * i), draw.rand(sb, 10 * i + 1)
+        checks.append(Case(f"a {_shape(sa)} @ b {_shape(sb)}", (draw.rand((a @ b).shape, 10 * i + 2), a, b)))
+    a, b = draw.rand((2, 3, 4), 7), draw.rand((4, 2), 8)
+    g = draw.rand((2, 3, 2), 6)
+    checks.append(gradcheck_case("gradcheck of a (2, 3, 4) @ b (4, 2)", (g, a, b), lambda a, b: a @ b, g,
+                                 {"a": a, "b": b}))
     return checks

@@ -3,7 +3,7 @@ lessons/assignments/a2_softmax_layernorm.py."""
 from .. import functional as F
 from ..backend import xp
 from ..tensor import Tensor
-from .checks import F64, Compare, Verify, _shape, gradcheck_backward, labels, leaf, rand
+from .checks import F64, Case, _shape, gradcheck_case, leaf
 
 
 # ---- A2: softmax, cross-entropy and layer-norm backward ---------------------------------------------
@@ -21,14 +21,13 @@ def _softmax(x, axis=-1):
     return F.softmax(Tensor(x, dtype=x.dtype), axis=axis).data
 
 
-def _softmax_checks():
-    cases = [((5,), -1, 1.0), ((3, 7), -1, 1.0), ((2, 3, 4), 1, 1.0), ((4, 6), -1, 8.0)]
-    checks = [Compare(f"x {_shape(s)} (scale {scale}), axis={axis}",
-                      lambda fn, s=s, axis=axis, scale=scale, i=i:
-                      fn(rand(s, 2 * i + 1), _softmax(rand(s, 2 * i, scale), axis), axis))
-              for i, (s, axis, scale) in enumerate(cases)]
-    checks.append(Verify("gradcheck of softmax(x (3, 4))", lambda fn: gradcheck_backward(
-        _softmax, lambda g, x: fn(g, _softmax(x)), x=rand((3, 4), 11))))
+def _softmax_cases(draw):
+    shapes = [((5,), -1, 1.0), ((3, 7), -1, 1.0), ((2, 3, 4), 1, 1.0), ((4, 6), -1, 8.0)]
+    checks = [Case(f"x {_shape(s)} (scale {scale}), axis={axis}",
+                   (draw.rand(s, 2 * i + 1), _softmax(draw.rand(s, 2 * i, scale), axis), axis))
+              for i, (s, axis, scale) in enumerate(shapes)]
+    x, g = draw.rand((3, 4), 11), draw.rand((3, 4), 13)
+    checks.append(gradcheck_case("gradcheck of softmax(x (3, 4))", (g, _softmax(x)), _softmax, g, {"x": x}))
     return checks
 
 
@@ -43,18 +42,16 @@ def cross_entropy_backward(logits, targets, label_smoothing=0.0):
     return z.grad
 
 
-def _cross_entropy_checks():
-    cases = [(5, 4, 0.0, 1.0), (3, 7, 0.1, 1.0), (1, 2, 0.0, 1.0), (6, 3, 0.2, 5.0)]
-    checks = [Compare(f"logits {n}x{c} (scale {scale}), label_smoothing={eps}",
-                      lambda fn, n=n, c=c, eps=eps, scale=scale, i=i:
-                      fn(rand((n, c), i, scale), labels(n, c, 100 + i), eps))
-              for i, (n, c, eps, scale) in enumerate(cases)]
+def _cross_entropy_cases(draw):
+    shapes = [(5, 4, 0.0, 1.0), (3, 7, 0.1, 1.0), (1, 2, 0.0, 1.0), (6, 3, 0.2, 5.0)]
+    checks = [Case(f"logits {n}x{c} (scale {scale}), label_smoothing={eps}",
+                   (draw.rand((n, c), i, scale), draw.labels(n, c, 100 + i), eps))
+              for i, (n, c, eps, scale) in enumerate(shapes)]
+    z, t = draw.rand((4, 3), 12), draw.labels(4, 3, 7)
     for eps in (0.0, 0.1):
-        t = labels(4, 3, 7)
-        checks.append(Verify(f"gradcheck of cross_entropy(logits 4x3), label_smoothing={eps}",
-                             lambda fn, eps=eps, t=t: gradcheck_backward(
-                                 lambda z: F.cross_entropy(Tensor(z, dtype=F64), t, label_smoothing=eps).data,
-                                 lambda g, z: g * fn(z, t, eps), z=rand((4, 3), 12))))
+        checks.append(gradcheck_case(
+            f"gradcheck of cross_entropy(logits 4x3), label_smoothing={eps}", (z, t, eps),
+            lambda z, eps=eps: F.cross_entropy(Tensor(z, dtype=F64), t, label_smoothing=eps).data, 1.0, {"z": z}))
     return checks
 
 
@@ -71,18 +68,17 @@ def layer_norm_forward(x, weight, bias, eps=1e-5):
     return out.data, xhat.data, rstd
 
 
-def _layer_norm_cases():
+def _layer_norm_inputs(draw):
     """(label, x, weight, bias, eps) on a few shapes, scales, offsets and a large eps."""
-    cases = [((4, 6), 1.0, 0.0, 1e-5), ((2, 3, 8), 3.0, 5.0, 1e-5), ((3, 5), 0.5, -2.0, 0.1)]
-    for i, (shape, scale, offset, eps) in enumerate(cases):
+    shapes = [((4, 6), 1.0, 0.0, 1e-5), ((2, 3, 8), 3.0, 5.0, 1e-5), ((3, 5), 0.5, -2.0, 0.1)]
+    for i, (shape, scale, offset, eps) in enumerate(shapes):
         C = shape[-1]
-        yield (f"x {_shape(shape)} (scale {scale}, offset {offset}), eps={eps}",
-               rand(shape, 20 + i, scale) + offset, 1.0 + rand((C,), 30 + i, 0.5), rand((C,), 40 + i), eps)
+        yield (f"x {_shape(shape)} (scale {scale}, offset {offset}), eps={eps}", draw.rand(shape, 20 + i, scale)
+               + offset, 1.0 + draw.rand((C,), 30 + i, 0.5), draw.rand((C,), 40 + i), eps)
 
 
-def _layer_norm_forward_checks():
-    return [Compare(label, lambda fn, x=x, w=w, b=b, eps=eps: fn(x.copy(), w.copy(), b.copy(), eps))
-            for label, x, w, b, eps in _layer_norm_cases()]
+def _layer_norm_forward_cases(draw):
+    return [Case(label, (x, w, b, eps)) for label, x, w, b, eps in _layer_norm_inputs(draw)]
 
 
 def layer_norm_backward(g, xhat, rstd, weight):
@@ -99,19 +95,14 @@ def layer_norm_backward(g, xhat, rstd, weight):
     return x.grad.astype(g.dtype), w.grad.astype(g.dtype), b.grad.astype(g.dtype)
 
 
-def _layer_norm_backward_checks():
+def _layer_norm_backward_cases(draw):
     checks = []
-    for i, (label, x, w, b, eps) in enumerate(_layer_norm_cases()):
-        def run(fn, x=x, w=w, b=b, eps=eps, i=i):
-            _, xhat, rstd = layer_norm_forward(x, w, b, eps)
-            return fn(rand(x.shape, 50 + i), xhat, rstd, w.copy())
-        checks.append(Compare(label, run))
-
-    def run_gradcheck(fn):
-        def backward(g, x, weight, bias):
-            _, xhat, rstd = layer_norm_forward(x, weight, bias, 0.1)
-            return fn(g, xhat, rstd, weight)
-        gradcheck_backward(lambda x, weight, bias: layer_norm_forward(x, weight, bias, 0.1)[0], backward,
-                           x=rand((3, 5), 60), weight=1.0 + rand((5,), 61, 0.5), bias=rand((5,), 62))
-    checks.append(Verify("gradcheck of layer_norm(x (3, 5), weight, bias), eps=0.1", run_gradcheck))
+    for i, (label, x, w, b, eps) in enumerate(_layer_norm_inputs(draw)):
+        _, xhat, rstd = layer_norm_forward(x, w, b, eps)
+        checks.append(Case(label, (draw.rand(x.shape, 50 + i), xhat, rstd, w)))
+    x, w, b, g = draw.rand((3, 5), 60), 1.0 + draw.rand((5,), 61, 0.5), draw.rand((5,), 62), draw.rand((3, 5), 63)
+    _, xhat, rstd = layer_norm_forward(x, w, b, 0.1)
+    checks.append(gradcheck_case("gradcheck of layer_norm(x (3, 5), weight, bias), eps=0.1", (g, xhat, rstd, w),
+                                 lambda x, weight, bias: layer_norm_forward(x, weight, bias, 0.1)[0], g,
+                                 {"x": x, "weight": w, "bias": b}))
     return checks

@@ -4,7 +4,7 @@ import math
 from .. import functional as F
 from ..backend import xp
 from ..transformer import Attention, TransformerConfig
-from .checks import F64, Compare, _linear, _shape, differentiate, leaf, rand
+from .checks import F64, Case, Leaf, _linear, _shape
 
 
 # ---- A3: multi-head attention -----------------------------------------------------------------------
@@ -19,15 +19,10 @@ def split_heads(x, num_heads):
     return x.reshape(B, T, num_heads, C // num_heads).transpose(0, 2, 1, 3)
 
 
-def _split_heads_checks():
-    cases = [((2, 3, 8), 2), ((1, 4, 6), 3), ((2, 2, 4), 1), ((1, 2, 4), 4)]
-    return [Compare(f"x {_shape(s)}, num_heads={h}", lambda fn, s=s, h=h, i=i: _differentiate_x(fn, s, h, i))
-            for i, (s, h) in enumerate(cases)]
-
-
-def _differentiate_x(fn, shape, num_heads, seed):
-    x = leaf(rand(shape, seed))
-    return differentiate(fn(x, num_heads), x=x)
+def _split_heads_cases(draw):
+    shapes = [((2, 3, 8), 2), ((1, 4, 6), 3), ((2, 2, 4), 1), ((1, 2, 4), 4)]
+    return [Case(f"x {_shape(s)}, num_heads={h}", (Leaf(draw.rand(s, i), "x"), h), gradients=True)
+            for i, (s, h) in enumerate(shapes)]
 
 
 def scaled_dot_product_attention(q, k, v, mask_bias):
@@ -49,14 +44,12 @@ def _mask_biases(B, T):
             ("causal mask", causal)]
 
 
-def _attention_checks():
+def _attention_cases(draw):
     B, H, T, D = 2, 2, 4, 3
     checks = []
     for i, (label, mask) in enumerate(_mask_biases(B, T)):
-        def run(fn, mask=mask, i=i):
-            q, k, v = (leaf(rand((B, H, T, D), 10 * i + j)) for j in range(3))
-            return differentiate(fn(q, k, v, mask.copy()), q=q, k=k, v=v)
-        checks.append(Compare(f"q, k, v {_shape((B, H, T, D))}, {label}", run))
+        q, k, v = (Leaf(draw.rand((B, H, T, D), 10 * i + j), name) for j, name in enumerate("qkv"))
+        checks.append(Case(f"q, k, v {_shape((B, H, T, D))}, {label}", (q, k, v, mask), gradients=True))
     return checks
 
 
@@ -74,16 +67,14 @@ def multi_head_attention(x, params, num_heads, mask_bias):
     return attention(x, mask_bias)
 
 
-def _multi_head_attention_checks():
+def _multi_head_attention_cases(draw):
     checks = []
     for i, (B, T, C, H) in enumerate([(2, 4, 6, 2), (1, 3, 8, 4)]):
         for label, mask in _mask_biases(B, T)[i:i + 2]:
-            def run(fn, B=B, T=T, C=C, H=H, mask=mask, i=i):
-                x = leaf(rand((B, T, C), i))
-                params = {}
-                for j, name in enumerate(("query", "key", "value", "output")):
-                    params[f"{name}.weight"] = leaf(rand((C, C), 10 * j + 1, 0.5))
-                    params[f"{name}.bias"] = leaf(rand((C,), 10 * j + 2, 0.5))
-                return differentiate(fn(x, params, H, mask.copy()), x=x, **params)
-            checks.append(Compare(f"x {_shape((B, T, C))}, num_heads={H}, {label}", run))
+            params = {}
+            for j, name in enumerate(("query", "key", "value", "output")):
+                params[f"{name}.weight"] = Leaf(draw.rand((C, C), 10 * j + 1, 0.5), f"{name}.weight")
+                params[f"{name}.bias"] = Leaf(draw.rand((C,), 10 * j + 2, 0.5), f"{name}.bias")
+            checks.append(Case(f"x {_shape((B, T, C))}, num_heads={H}, {label}",
+                               (Leaf(draw.rand((B, T, C), i), "x"), params, H, mask), gradients=True))
     return checks

@@ -1,7 +1,7 @@
 """A4: adapter and LoRA, merge and unmerge. Student file: lessons/assignments/a4_adapter_lora.py."""
 from ..peft import Adapter, LoRALinear
 from ..tensor import Tensor
-from .checks import Compare, _linear, _shape, differentiate, leaf, rand
+from .checks import Case, Leaf, _linear, _shape
 
 
 # ---- A4: adapter and LoRA, merge and unmerge ---------------------------------------------------------
@@ -17,16 +17,14 @@ def adapter_forward(h, params):
     return adapter(h)
 
 
-def _adapter_checks():
+def _adapter_cases(draw):
     checks = []
     for i, (shape, r) in enumerate([((2, 3, 6), 2), ((4, 5), 3)]):
-        def run(fn, shape=shape, r=r, i=i):
-            d = shape[-1]
-            h = leaf(rand(shape, i))
-            params = {"down.weight": leaf(rand((r, d), 10 + i)), "down.bias": leaf(rand((r,), 20 + i)),
-                      "up.weight": leaf(rand((d, r), 30 + i)), "up.bias": leaf(rand((d,), 40 + i))}
-            return differentiate(fn(h, params), h=h, **params)
-        checks.append(Compare(f"h {_shape(shape)}, bottleneck r={r}", run))
+        d = shape[-1]
+        params = {"down.weight": (r, d), "down.bias": (r,), "up.weight": (d, r), "up.bias": (d,)}
+        params = {name: Leaf(draw.rand(s, 10 * (j + 1) + i), name) for j, (name, s) in enumerate(params.items())}
+        checks.append(Case(f"h {_shape(shape)}, bottleneck r={r}", (Leaf(draw.rand(shape, i), "h"), params),
+                           gradients=True))
     return checks
 
 
@@ -47,17 +45,14 @@ def lora_forward(x, params, scaling):
                        params["lora_B.weight"], scaling)(x)
 
 
-def _lora_checks():
+def _lora_cases(draw):
     checks = []
     for i, (shape, out, r, scaling) in enumerate([((2, 3, 5), 4, 2, 8.0), ((6, 4), 3, 1, 0.5)]):
-        def run(fn, shape=shape, out=out, r=r, scaling=scaling, i=i):
-            d = shape[-1]
-            x = leaf(rand(shape, i))
-            params = {"base.weight": leaf(rand((out, d), 10 + i)), "base.bias": leaf(rand((out,), 20 + i)),
-                      "lora_A.weight": leaf(rand((r, d), 30 + i)),
-                      "lora_B.weight": leaf(rand((out, r), 40 + i))}
-            return differentiate(fn(x, params, scaling), x=x, **params)
-        checks.append(Compare(f"x {_shape(shape)}, out={out}, rank={r}, scaling={scaling}", run))
+        d = shape[-1]
+        params = {"base.weight": (out, d), "base.bias": (out,), "lora_A.weight": (r, d), "lora_B.weight": (out, r)}
+        params = {name: Leaf(draw.rand(s, 10 * (j + 1) + i), name) for j, (name, s) in enumerate(params.items())}
+        checks.append(Case(f"x {_shape(shape)}, out={out}, rank={r}, scaling={scaling}",
+                           (Leaf(draw.rand(shape, i), "x"), params, scaling), gradients=True))
     return checks
 
 
@@ -82,25 +77,18 @@ def lora_unmerge(merged_weight, lora_A, lora_B, scaling):
     return layer.base.weight.data
 
 
-def _lora_merge_cases():
+def _lora_merge_inputs(draw):
     for i, (out, d, r, scaling) in enumerate([(4, 5, 2, 8.0), (3, 3, 1, 0.5), (6, 2, 2, 16.0)]):
-        yield (f"weight {out}x{d}, rank={r}, scaling={scaling}", i,
-               lambda i=i, out=out, d=d, r=r: (rand((out, d), i), rand((r, d), 10 + i),
-                                               rand((out, r), 20 + i)),
-               scaling)
+        yield (f"weight {out}x{d}, rank={r}, scaling={scaling}",
+               draw.rand((out, d), i), draw.rand((r, d), 10 + i), draw.rand((out, r), 20 + i), scaling)
 
 
-def _lora_merge_checks():
-    return [Compare(label, lambda fn, make=make, scaling=scaling: fn(*make(), scaling))
-            for label, _, make, scaling in _lora_merge_cases()]
+def _lora_merge_cases(draw):
+    return [Case(label, (w, A, B, scaling)) for label, w, A, B, scaling in _lora_merge_inputs(draw)]
 
 
-def _lora_unmerge_checks():
-    checks = [Compare(label, lambda fn, make=make, scaling=scaling: fn(*make(), scaling))
-              for label, _, make, scaling in _lora_merge_cases()]
-    for label, _, make, scaling in _lora_merge_cases():
-        def round_trip(fn, make=make, scaling=scaling):
-            weight, A, B = make()
-            return fn(lora_merge(weight, A, B, scaling), A, B, scaling)
-        checks.append(Compare(f"unmerge(merge(W)) == W, {label}", round_trip))
+def _lora_unmerge_cases(draw):
+    checks = _lora_merge_cases(draw)
+    for label, w, A, B, scaling in _lora_merge_inputs(draw):
+        checks.append(Case(f"unmerge(merge(W)) == W, {label}", (lora_merge(w, A, B, scaling), A, B, scaling)))
     return checks

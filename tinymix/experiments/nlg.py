@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .. import checkpoint, decode, e2e, nlg, peft, plots
 from ..nlg import NLGConfig
-from . import protocol, report, stats
+from . import nlu, protocol, report, stats
 from .protocol import Arm
 from .report import Claim
 
@@ -41,7 +41,9 @@ LONGER = 4
 def all_arms():
     arms = [Arm(m, {"method": m}) for m in MAIN]
     arms += [Arm(name, {"method": "adamix-lora", **o}, lr_from="adamix-lora") for name, o in ABLATIONS.items()]
-    arms += [Arm(f"{m}, {LONGER}x steps", {"method": m}, lr_from=m, budget=LONGER) for m in ("adamix-lora", "adamix")]
+    # AdaMix at the official ratio of steps, and the single modules at that budget too: do they still gain?
+    arms += [Arm(f"{m}, {LONGER}x steps", {"method": m}, lr_from=m, budget=LONGER)
+             for m in ("adamix-lora", "adamix", "lora", "adapter")]
     return arms
 
 
@@ -98,12 +100,7 @@ def decoding_speed(cfg, run, prompts=16, new_tokens=48):
 
 def claims(runs):
     bleu = lambda arm: {s: r["bleu"] for s, r in runs.get(arm, {}).items()}
-    found = []
-    for mix, single in (("adamix-lora", "lora"), ("adamix", "adapter")):
-        found.append(Claim("1", "AdaMix (merged) >= the single module it mixes", mix, single, bleu(mix), bleu(single)))
-        longer = f"{mix}, {LONGER}x steps"
-        found.append(Claim("1", f"... with AdaMix trained {LONGER}x longer (the official ratio)", longer, single,
-                           bleu(longer), bleu(single)))
+    found = nlu.longer_budget_claims(bleu, (("adamix-lora", "lora"), ("adamix", "adapter")))
     for mix in ("adamix-lora", "adamix"):
         found.append(Claim("2", "AdaMix >= full fine-tuning", mix, "full", bleu(mix), bleu("full")))
     for name, text in (("adamix-lora, no consistency", "the consistency loss helps"),
@@ -144,8 +141,7 @@ def compare_command(args):
     task = DataToText(base)
     arms, grid = protocol.settings(args, all_arms(), GRID)
     out = Path(args.out)
-    chosen = protocol.tune(task, arms, grid, range(1000, 1000 + args.tuning_seeds), out, args.workers,
-                           report_only=args.report_only)
+    chosen = protocol.learning_rates(task, arms, grid, args, out)
     runs, diverged, missing = protocol.final(task, arms, chosen, range(args.seeds), out, args.workers,
                                              report_only=args.report_only)
     speed = None

@@ -116,7 +116,7 @@ def _run_in_workers(folders, workers, label):
         while queue or running:
             while queue and len(running) < workers:
                 folder = queue.pop(0)
-                log = open(folder / "log.txt", "w")
+                log = open(folder / "log.txt", "a")          # a resumed run adds to its log
                 process = subprocess.Popen([sys.executable, "-m", "tinymix.experiments.worker", str(folder)],
                                            stdout=log, stderr=subprocess.STDOUT, env=env)
                 running[folder] = (process, log, time.perf_counter())
@@ -151,6 +151,9 @@ def add_flags(parser, grid, default_out):
     parser.add_argument("--arms", default="", help="comma-separated arms, named as their folders "
                         "(e.g. adamix,adamix-no-sharing; default: every arm)")
     parser.add_argument("--workers", type=int, default=2, help="parallel runs, one BLAS thread each (default: %(default)s)")
+    parser.add_argument("--lr-from", default="",
+                        help="take every arm's learning rate from another comparison's folder instead of "
+                             "searching (its results.json); the report says so")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report on the finished runs and list the missing ones")
     parser.add_argument("--out", default=default_out, help="(default: %(default)s)")
@@ -181,6 +184,23 @@ def settings(args, arms, grid):
 
 
 # ---- the two phases ---------------------------------------------------------------------------------
+
+def learning_rates(task, arms, grid, args, out):
+    """Phase 1, or the rates another comparison chose (--lr-from FOLDER), marked as taken from there."""
+    if not args.lr_from:
+        return tune(task, arms, grid, range(1000, 1000 + args.tuning_seeds), out, args.workers,
+                    report_only=args.report_only)
+    source = Path(args.lr_from) / "results.json"
+    if not source.is_file():
+        raise FileNotFoundError(f"--lr-from {args.lr_from}: no results.json there (a finished comparison's folder)")
+    found = checkpoint.load_json(source).get("chosen", {})
+    missing = [a.name for a in arms if a.name not in found and not a.lr_from]
+    if missing:
+        raise ValueError(f"--lr-from {args.lr_from} chose no learning rate for {', '.join(missing)}")
+    chosen = {a.name: {"lr": float(found[a.name]["lr"]), "from": str(source.parent)} for a in arms if not a.lr_from}
+    chosen.update({a.name: {"lr": chosen[a.lr_from]["lr"], "from": a.lr_from} for a in arms if a.lr_from})
+    return chosen
+
 
 def tune(task, arms, grid, seeds, out, workers, extensions=2, report_only=False):
     """Phase 1: {arm name: {"lr": chosen rate, "scores": {rate: mean validation score}, "edge": bool}}
