@@ -9,7 +9,7 @@
 # costs exactly what a single adapter costs.
 #
 # The budget here is tiny (a handful of steps on a few sentences): the point is the shape of the
-# pipeline, not the accuracy. Lesson 12 trains for real, in miniature.
+# pipeline, not the accuracy. Lesson 14 trains for real, in miniature.
 
 # %%
 from support import budget
@@ -57,10 +57,18 @@ for step in range(budget(4, 2)):
 # %% [markdown]
 # Inference: each mixture acts as ONE linear layer whose weights are the mean of its experts'
 # ("average" mode). `merge` makes that permanent: it replaces every mixture by the averaged layer,
-# so the model now holds one adapter per layer. The predictions must not change, and the number of
-# trainable parameters drops to that of one adapter per layer (plus the classifier).
+# so the model now holds one adapter per layer. Three checks, each of which a broken merge fails:
+# the merged down-projection of every layer holds the mean of its four experts' weights and biases,
+# computed here by hand from the experts before merging; the predictions do not change; and the
+# number of trainable parameters drops to that of one adapter per layer (plus the classifier).
 
 # %%
+from tinymix.backend import xp
+
+layers = model.transformer.layers
+experts = [[(e.weight.data.copy(), e.bias.data.copy()) for e in block.ffn_adapter.down.experts] for block in layers]
+by_hand = [(sum(w for w, _ in pairs) / 4, sum(b for _, b in pairs) / 4) for pairs in experts]
+spread = min(float(abs(pairs[0][0] - pairs[1][0]).max()) for pairs in experts)
 model.eval()
 with no_grad():
     averaged = model(ids, mask).data
@@ -73,10 +81,53 @@ merged_count = model.num_parameters(trainable_only=True)
 print(f"trainable parameters: {trainable_before_merge:,d} while training -> {merged_count:,d} after merging")
 
 assert losses[-1] < losses[0], "a few steps on one batch must lower its loss"
+assert spread > 1e-3, "the four experts of a layer differ, so their mean is not any one of them"
+for block, (weight, bias) in zip(layers, by_hand):
+    assert xp.allclose(block.ffn_adapter.down.weight.data, weight, atol=1e-7), "merged != mean of the experts"
+    assert xp.allclose(block.ffn_adapter.down.bias.data, bias, atol=1e-7), "merged bias != mean of the biases"
 assert gap < 1e-5, "merging must not change what the model predicts"
 assert not adamix.mixtures(model), "after merging no mixture is left"
 one_adapter_per_layer = 6 * (384 * 16 + 16 + 16 * 384 + 384) + (384 * 2 + 2)
 assert merged_count == one_adapter_per_layer, (merged_count, one_adapter_per_layer)
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise cell ends with `check(...)`: put your answer where the `...` is and run the cell
+# (`python lessons/run.py 00 --exercises` runs only these cells). It says right, or not right with a
+# hint. The answers are not in this file.
+#
+# 00.1 — The model above has M = 4 experts in each layer's mixture. How many parameters would it
+# TRAIN with M = 8 (same bottleneck r = 16, shared up-projection, the 2-class head included)?
+# Work it out from the sizes (C = 384, r = 16, 6 layers), or build the model and count.
+
+# %% exercise 00.1
+from exercises import check
+
+trained_with_8_experts = ...          # a whole number
+check("00.1", trained_with_8_experts)
+
+# %% [markdown]
+# 00.2 — And after `merge`, how many trainable parameters would that M = 8 model keep?
+
+# %% exercise 00.2
+from exercises import check
+
+kept_after_merging_8_experts = ...    # a whole number
+check("00.2", kept_after_merging_8_experts)
+
+# %% [markdown]
+# 00.3 — The training loss above is CE(z1, y) + lambda * symKL(z1, z2). Which of these are true?
+# (a) pass 2 also carries the task loss; (b) the two passes may use different experts in the same
+# layer; (c) with lambda = 0 the second pass is not run at all; (d) the consistency term is zero
+# when both passes happen to pick the same expert in every layer and dropout is off.
+# Answer with the letters, e.g. "ab".
+
+# %% exercise 00.3
+from exercises import check
+
+true_statements = ...                 # a string of letters
+check("00.3", true_statements)
 
 # %% [markdown]
 # In the library:
@@ -84,3 +135,5 @@ assert merged_count == one_adapter_per_layer, (merged_count, one_adapter_per_lay
 # - `tinymix/adamix.py`: `two_pass_loss`, `Mixture`, `merge_experts` — the algorithm top to bottom
 # - `tinymix/train.py`: `train(TrainConfig(method="adamix"))` — this loop with batching, a schedule,
 #   clipping, validation and checkpoints; `python -m tinymix` runs it on the movie reviews.
+#
+# Next: lesson 01 takes apart the engine under all of this, autograd.

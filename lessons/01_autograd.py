@@ -143,15 +143,23 @@ for name, tensor in (("w", wt), ("b", bt), ("x", xt)):
 # %% [markdown]
 # ## What arrays add: broadcasting and matrix products
 #
-# With arrays, one rule matters beyond the scalar case. When a (3,) bias is added to a (4, 3) batch
-# it is *broadcast*: used once per row. So its gradient is the SUM of the upstream gradient over the
-# rows — the same `+=` rule, applied four times at once. For a product Y = X W (X: (n, k),
-# W: (k, m)):
+# With arrays, one rule matters beyond the scalar case. Broadcasting reuses an input in two ways,
+# and its gradient must undo both by SUMMING the upstream gradient — the same `+=` rule, applied to
+# every reuse at once:
+#
+# - it ADDS leading axes: a (2,) bias added to a (4, 2) batch is used once per row, so its gradient
+#   is the sum over the rows (axis 0, which then disappears);
+# - it STRETCHES axes of length 1: a (4, 1) column of per-row scales multiplied into a (4, 2) array
+#   is used once per column, so its gradient is the sum over axis 1 — kept, as length 1, so that it
+#   has the column's shape (4, 1) again.
+#
+# And for a product Y = X W (X: (n, k), W: (k, m)):
 #
 #     dL/dX = dL/dY @ W^T        dL/dW = X^T @ dL/dY
 #
 # (each entry of W meets every row of X; the sum over rows is the matrix product). Here is a linear
-# layer's gradient from the Tensor engine against those formulas, written in plain xp.
+# layer with a per-row scale, its gradients from the Tensor engine against those formulas written in
+# plain xp.
 
 # %%
 from tinymix import backend
@@ -159,27 +167,32 @@ from tinymix import backend
 backend.manual_seed(0)
 X = Tensor(backend.host_normal((4, 3), 1.0))
 W = Tensor(backend.host_normal((3, 2), 1.0), requires_grad=True)
-bias = Tensor(backend.host_normal((2,), 1.0), requires_grad=True)
-Y = X @ W + bias                               # (4, 2); bias broadcast over 4 rows
+bias = Tensor(backend.host_normal((2,), 1.0), requires_grad=True)      # (2,)   -> (4, 2): axis added
+scale = Tensor(backend.host_normal((4, 1), 1.0), requires_grad=True)   # (4, 1) -> (4, 2): axis stretched
+XW = X @ W                                     # (4, 2)
+Y = (XW + bias) * scale                        # (4, 2)
 loss = (Y * Y).sum()                           # dL/dY = 2 Y
 loss.backward()
 
 dY = 2 * Y.data
-assert W.grad.shape == W.shape and bias.grad.shape == bias.shape
-assert xp.allclose(W.grad, X.data.T @ dY, atol=1e-5)
-assert xp.allclose(bias.grad, dY.sum(axis=0), atol=1e-5)
+dZ = dY * scale.data                           # the gradient reaching XW + bias (scale broadcast back)
+assert W.grad.shape == W.shape and bias.grad.shape == bias.shape and scale.grad.shape == scale.shape
+assert xp.allclose(W.grad, X.data.T @ dZ, atol=1e-5)
+assert xp.allclose(bias.grad, dZ.sum(axis=0), atol=1e-5)
+assert xp.allclose(scale.grad, (dY * (XW.data + bias.data)).sum(axis=1, keepdims=True), atol=1e-5)
 assert X.grad is None, "X did not ask for a gradient, so none was computed"
-print("dL/dW = X^T dL/dY and dL/dbias = sum over rows of dL/dY: both match")
+print("dL/dW = X^T dZ; dL/dbias = dZ summed over rows (axis added); dL/dscale = summed over columns,")
+print(f"kept as shape {tuple(scale.grad.shape)} (axis stretched): all match")
 
 # %% [markdown]
 # ## Three rules of the engine worth knowing before training anything
 #
 # 1. Gradients of leaves ACCUMULATE across `backward()` calls, exactly like `+=` above. That is
-#    what makes two forward passes with one backward work (AdaMix's consistency loss, lesson 10),
+#    what makes two forward passes with one backward work (AdaMix's consistency loss, lesson 11),
 #    and it is why an optimizer zeroes them between steps.
 # 2. Under `no_grad()` no graph is recorded: evaluation costs no memory for backward.
 # 3. A tensor that does not require a gradient gets none, and the engine skips the work for it:
-#    that is what makes frozen pretrained weights cheap (lesson 06).
+#    that is what makes frozen pretrained weights cheap (lesson 07).
 
 # %%
 a = Tensor([1.0, 2.0, 3.0], requires_grad=True)
@@ -200,7 +213,39 @@ assert frozen.grad is None and xp.allclose(a.grad, frozen.data)
 print("accumulation, no_grad and frozen inputs behave as described")
 
 # %% [markdown]
+# ## Exercises
+#
+# Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
+# (`python lessons/run.py 01 --exercises` runs only these cells). Work them out by hand first —
+# autograd is the thing being learnt.
+#
+# 01.1 — With a = [1, 2, 3] and b = [4, 5, 6] (both (3,)), L = sum(a * b) + sum(a). What is dL/da?
+# (Two paths lead from a to L.)
+
+# %% exercise 01.1
+from exercises import check
+
+dL_da = ...                      # a list or array of 3 numbers
+check("01.1", dL_da)
+
+# %% [markdown]
+# 01.2 — a has shape (3, 1) with values [[1], [2], [3]]; b has shape (1, 4) with values
+# [[1, 0, -1, 2]]. L = sum(a * b) (the product broadcasts to (3, 4)). Give (dL/da, dL/db), each with
+# its input's shape.
+
+# %% exercise 01.2
+from exercises import check
+
+dL_da, dL_db = ..., ...          # arrays of shape (3, 1) and (1, 4)
+check("01.2", (dL_da, dL_db))
+
+# %% [markdown]
 # In the library: `tinymix/tensor.py` — `Tensor._make` records the graph, `Tensor.backward` walks it
 # (iteratively, so deep graphs do not hit Python's recursion limit, and releasing each node once it
-# is used), `_unbroadcast` is the sum-over-broadcast-axes rule, and every primitive (`__mul__`,
-# `__matmul__`, `tanh`, `__getitem__`, ...) has its `backward(g)` right below its forward line.
+# is used), `_unbroadcast` is the sum-over-broadcast-axes rule (both kinds: added axes and stretched
+# ones), and every primitive (`__mul__`, `__matmul__`, `tanh`, `__getitem__`, ...) has its
+# `backward(g)` right below its forward line.
+#
+# Next: lesson 02 proves a backward function right with finite differences. After lessons 01-02, do
+# assignment A1 (autograd primitives and broadcasting gradients):
+# `python -m tinymix.grade lessons/assignments/a1_autograd.py`.

@@ -147,6 +147,43 @@ else:
 assert "index" in message and "analytic" in message and "numerical" in message
 
 # %% [markdown]
+# ## Exercises
+#
+# Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
+# (`python lessons/run.py 02 --exercises` runs only these cells).
+#
+# 02.1 — The forward difference's error is about e |f''| / 2 (truncation) plus u |f| / e (rounding).
+# Predict, from that model alone, the step e at which the FORWARD difference in float64 is most
+# accurate for the f above (|f| and |f''| are of order 1 there; u = 1.1e-16). The check measures the
+# best step as the figure did and accepts an answer within a factor of 10.
+
+# %% exercise 02.1
+from exercises import check
+
+best_forward_step = ...          # a number such as 1e-3
+check("02.1", best_forward_step)
+
+# %% [markdown]
+# 02.2 — Write cube(x) = x^3 as ONE fused op, the way softplus is written above: compute the output
+# array, define backward(g) that accumulates the input's gradient, and return Tensor._make(...).
+# The check runs gradcheck on it and makes sure it is a single graph node, not x * x * x.
+
+# %% exercise 02.2
+from exercises import check
+from tinymix import Tensor
+
+
+def cube(x):
+    raise NotImplementedError("exercise 02.2")   # out = ...; def backward(g): ...; return Tensor._make(...)
+
+
+check("02.2", cube)
+
+# %% [markdown]
 # In the library: `tinymix/gradcheck.py` — `gradcheck(fn, *inputs)`; tests/test_functional.py runs
-# it over every fused op (lesson 03 derives their backward functions), and tests/test_tensor.py over
-# every primitive.
+# it over every fused op (lessons 03 and 04 derive their backward functions), and
+# tests/test_tensor.py over every primitive.
+#
+# After lessons 01-02, do assignment A1 (autograd primitives and broadcasting gradients, graded
+# against the library and finite differences):
+# `python -m tinymix.grade lessons/assignments/a1_autograd.py`.

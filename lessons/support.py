@@ -5,8 +5,9 @@
 FAST is True when the environment variable TINYMIX_FAST is 1: budgets shrink so that CI can run every
 lesson in seconds (the asserts stay the same; only sizes and step counts change). NumPy's BLAS runs
 one thread unless OPENBLAS_NUM_THREADS says otherwise (see below). Figures are PNG
-files in lessons/figures/ (git ignores it), or in the folder TINYMIX_LESSON_FIGURES names; without
-a display matplotlib draws off-screen.
+files in lessons/figures/ (lessons/figures/fast/ in fast mode, so a fast run never overwrites the
+full run's figures; git ignores both), or in the folder TINYMIX_LESSON_FIGURES names; without a
+display matplotlib draws off-screen. In a Jupyter notebook each saved figure is also shown inline.
 """
 import os
 import sys
@@ -36,9 +37,16 @@ def budget(full, fast):
 
 def figure_path(name):
     """Where a lesson saves its figure `name` (a .png file name); the folder is made if missing."""
-    folder = Path(os.environ.get("TINYMIX_LESSON_FIGURES") or LESSONS / "figures")
+    folder = Path(os.environ.get("TINYMIX_LESSON_FIGURES") or LESSONS / "figures" / ("fast" if FAST else ""))
     folder.mkdir(parents=True, exist_ok=True)
     return folder / name
+
+
+def show(path):
+    """Show a saved figure inline when the lesson runs in a Jupyter notebook (elsewhere: nothing)."""
+    if "ipykernel" in sys.modules:
+        from IPython.display import Image, display
+        display(Image(filename=str(path)))
 
 
 def save_figure(figure, name):
@@ -49,4 +57,5 @@ def save_figure(figure, name):
     figure.savefig(path, dpi=110)
     plt.close(figure)
     print(f"figure saved: {path}")
+    show(path)
     return path

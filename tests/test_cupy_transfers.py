@@ -8,7 +8,7 @@ waits for every queued kernel: a training step that makes one wastes the GPU whi
 - decoding (beam search and greedy, with the KV cache): one transfer per generated token, the
   next-token log-probabilities, because the next token is chosen on the host; and two uploads, the
   chosen tokens (the next input) and the surviving beams' parents (to reorder the cache);
-- lesson 14 runs its GPU cells on the stand-in, and its timed steps read nothing back.
+- lesson 16 runs its GPU cells on the stand-in, and its timed steps read nothing back.
 """
 import math
 import sys
@@ -34,8 +34,9 @@ def test_a_training_step_reads_nothing_back_but_the_logged_losses(emulated_cupy,
     # from the start to the end of step 1, then each step: the losses of steps 1-4 come back during
     # step 5's interval, in ONE transfer; steps 5-6 after the epoch
     assert transfers == [0, 0, 0, 0, 1, 0], f"transfers per training step: {transfers}"
-    # after the last step: steps 5-6's losses (1), one validation batch and one test batch (1 each)
-    assert emulated_cupy.total() - marks[-1][0] == 3, dict(emulated_cupy.transfers)
+    # after the last step: steps 5-6's losses (1), one validation batch and one test batch (1 each),
+    # and the routing report's distances (1)
+    assert emulated_cupy.total() - marks[-1][0] == 4, dict(emulated_cupy.transfers)
 
 
 def test_log_every_sets_how_often_the_losses_come_back(emulated_cupy):
@@ -103,16 +104,16 @@ def test_greedy_reads_one_array_per_token(emulated_cupy):
     assert len(marks) == 1 + 8                                            # start + 7 steps for 8 tokens
 
 
-def test_lesson_14_runs_its_gpu_cells_and_its_timed_steps_read_nothing(emulated_cupy, monkeypatch, capsys):
-    """Lesson 14's GPU cells, never run before without a GPU: parity of a MiniLM-sized AdaMix step
+def test_lesson_16_runs_its_gpu_cells_and_its_timed_steps_read_nothing(emulated_cupy, monkeypatch, capsys):
+    """Lesson 16's GPU cells, never run before without a GPU: parity of a MiniLM-sized AdaMix step
     on NumPy and on the (stand-in) device, and timing between two synchronize() calls."""
     monkeypatch.syspath_prepend(str(LESSONS))
     monkeypatch.setenv("TINYMIX_FAST", "1")
     import run as runner
     import support
     monkeypatch.setattr(support, "FAST", True)
-    path = runner.lesson_files()["14"]
-    module = type(sys)("lesson_14_on_the_stand_in")
+    path = runner.lesson_files()["16"]
+    module = type(sys)("lesson_16_on_the_stand_in")
     monkeypatch.setitem(sys.modules, module.__name__, module)
     per_cell = []
     for cell in runner.parse_cells(path):
@@ -124,5 +125,5 @@ def test_lesson_14_runs_its_gpu_cells_and_its_timed_steps_read_nothing(emulated_
     assert module.GPU is True and "routes" in output and "to finish" in output, output[-2000:]
     marks = emulated_cupy.sync_marks
     assert len(marks) >= 2 and marks[-1] == marks[-2], f"transfers at each synchronize: {marks}"
-    print(f"lesson 14 transfers per code cell: {per_cell}")
+    print(f"lesson 16 transfers per code cell: {per_cell}")
     assert backend.name == "numpy"                                         # the lesson switches back

@@ -23,7 +23,7 @@ sys.path.insert(0, str(LESSONS))
 import run as runner  # noqa: E402  (lessons/run.py: the cell parser the runner uses)
 
 NUMBERS = list(runner.lesson_files())
-TIMEOUT_S = 180   # a fast-mode lesson takes 1-20 s on 2 busy cores; this only stops a hung one
+TIMEOUT_S = 240   # a fast-mode lesson takes 1-20 s on 2 busy cores; this only stops a hung one
 
 
 def test_there_are_lessons():
@@ -65,6 +65,26 @@ def test_readme_indexes_every_lesson():
     readme = (LESSONS / "README.md").read_text(encoding="utf-8")
     for number, path in runner.lesson_files().items():
         assert path.name in readme, f"lessons/README.md does not list {path.name}"
+
+
+# The route through the assignments: after which lessons each one comes (the lesson side of the links)
+ROUTE = {"A1": ("01", "02"), "A2": ("03", "04"), "A3": ("05", "05"), "A4": ("08", "09"), "A5": ("10", "13")}
+
+
+@pytest.mark.parametrize("assignment", list(ROUTE))
+def test_lessons_point_to_their_assignment(assignment):
+    first, last = ROUTE[assignment]
+    files = sorted((LESSONS / "assignments").glob(f"{assignment.lower()}_*.py"))
+    assert len(files) == 1, f"no single assignment file for {assignment} in lessons/assignments/"
+    command = f"python -m tinymix.grade lessons/assignments/{files[0].name}"
+    span = f"lessons {first}-{last}" if first != last else "this lesson"
+    lesson = runner.lesson_files()[last]
+    last_cell = runner.parse_cells(lesson)[-1].prose()
+    assert f"After {span}, do assignment {assignment}" in last_cell and command in last_cell, \
+        f"{lesson.name} must end with 'After {span}, do assignment {assignment}' and `{command}`"
+    readme = (LESSONS / "README.md").read_text(encoding="utf-8")
+    lessons_named = f"{first}-{last}" if first != last else first
+    assert f"| {lessons_named} | {assignment} |" in readme, f"lessons/README.md's route misses {assignment}"
 
 
 def test_runner_parses_cells_with_their_line_numbers(tmp_path):

@@ -230,8 +230,9 @@ def term_gradient_norms(forward, task_loss, consistency_weight, parameters, targ
 
 
 def expert_weights(model):
-    """{mixture name: [each expert's weight as a host array]} — e.g. to keep the starting points."""
-    return {name: [backend.to_numpy(e.weight.data).copy() for e in m.experts]
+    """{mixture name: [a copy of each expert's weight]}, on the device (no transfer): the starting
+    points for routing_report."""
+    return {name: [e.weight.data.copy() for e in m.experts]
             for name, m in model.named_modules() if isinstance(m, Mixture)}
 
 
@@ -239,16 +240,29 @@ def routing_report(model, start=None):
     """Per mixture: how many training calls each expert got, and how far the experts are apart — the
     mean distance of an expert from the experts' mean, relative to the mean's norm ("spread"; 0 for
     identical experts) — and, given `start` (expert_weights before training), the distance each
-    expert moved ("moved", in weight units)."""
-    distance = lambda a, b: float(((a - b) ** 2).sum()) ** 0.5
-    report = {}
+    expert moved ("moved", in weight units) and the distance their mean moved ("mean_moved": how far
+    the merged module went). Every distance is computed on the device; all come back in ONE transfer."""
+    norm = lambda a: xp.sqrt((a * a).sum()).reshape(1)
+    found, pieces = [], []
     for name, mixture in model.named_modules():
         if not isinstance(mixture, Mixture):
             continue
-        weights = [backend.to_numpy(e.weight.data) for e in mixture.experts]
+        weights = [e.weight.data for e in mixture.experts]
         mean = sum(weights) / len(weights)
-        spread = sum(distance(w, mean) for w in weights) / len(weights) / max(distance(mean, 0.0), 1e-12)
-        report[name] = {"route_counts": list(mixture.route_counts), "spread": spread}
+        row = [norm(mean)] + [norm(w - mean) for w in weights]
         if start is not None:
-            report[name]["moved"] = [distance(w, w0) for w, w0 in zip(weights, start[name])]
+            row += [norm(w - w0) for w, w0 in zip(weights, start[name])]
+            row.append(norm(mean - sum(start[name]) / len(weights)))
+        found.append((name, mixture, len(row)))
+        pieces += row
+    if not pieces:
+        return {}
+    values, report = iter(backend.to_numpy(xp.concatenate(pieces)).tolist()), {}
+    for name, mixture, _ in found:
+        M = mixture.num_experts
+        mean_norm, apart = next(values), [next(values) for _ in range(M)]
+        report[name] = {"route_counts": list(mixture.route_counts), "spread": sum(apart) / M / max(mean_norm, 1e-12)}
+        if start is not None:
+            report[name]["moved"] = [next(values) for _ in range(M)]
+            report[name]["mean_moved"] = next(values)
     return report

@@ -370,15 +370,11 @@ def train(cfg, splits=None):
 def _step_diagnostics(model, start, inputs, targets, picked, cfg, consistency_weight):
     """How far each expert has moved from its start (mean over the mixtures, per expert index), how far
     their mean has, and the gradient norms of the task and the weighted consistency term on this batch."""
-    moved, mean_moved = [], []
-    for name, weights in adamix.expert_weights(model).items():
-        distance = lambda a, b: float(((a - b) ** 2).sum()) ** 0.5
-        moved.append([distance(w, w0) for w, w0 in zip(weights, start[name])])
-        mean_moved.append(distance(sum(weights) / len(weights), sum(start[name]) / len(weights)))
+    report = adamix.routing_report(model, start).values()
     found = {}
-    if moved:
-        found["expert_moved"] = [sum(col) / len(col) for col in zip(*moved)]
-        found["mean_expert_moved"] = sum(mean_moved) / len(mean_moved)
+    if report:
+        found["expert_moved"] = [sum(col) / len(col) for col in zip(*(m["moved"] for m in report))]
+        found["mean_expert_moved"] = sum(m["mean_moved"] for m in report) / len(report)
     model.train()
     task, consistency = adamix.term_gradient_norms(
         lambda: target_logits(model, inputs, targets),

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Assignment A2 — softmax, cross-entropy and layer-norm backward (10 points)
 #
-# Do it after lesson 03 (`python3 lessons/run.py 03`): they prepare every step.
+# Do it after lessons 03-04 (`python3 lessons/run.py 03`, then `04`): they prepare every step.
 #
 # tinymix fuses softmax, cross-entropy and layer norm into single operations whose backward was
 # derived by hand (tinymix/functional.py): one graph node instead of five to ten, and one or two

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Assignment A3 — multi-head attention (10 points)
 #
-# Do it after lesson 04 (`python3 lessons/run.py 04`): they prepare every step.
+# Do it after lesson 05 (`python3 lessons/run.py 05`): it prepares every step.
 #
 # Write tinymix's attention (transformer.Attention) as Tensor code: use Tensor operations and
 # tinymix.functional, and autograd gives you the backward pass. The grader compares your values AND

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Assignment A4 — adapter and LoRA, with merge and unmerge (10 points)
 #
-# Do it after lessons 07-08 (`python3 lessons/run.py 07`, then `08`): they prepare every step.
+# Do it after lessons 08-09 (`python3 lessons/run.py 08`, then `09`): they prepare every step.
 #
 # The two parameter-efficient modules that AdaMix mixes (tinymix/peft.py). An adapter adds a small
 # bottleneck after a layer; LoRA adds a low-rank update to a frozen weight, which can be folded into

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Assignment A5 — AdaMix (10 points)
 #
-# Do it after lessons 09-11 (`python3 lessons/run.py 09`, `10`, `11`): they prepare every step.
+# Do it after lessons 10-13 (`python3 lessons/run.py 10`, `11`, `12`, `13`): they prepare every step.
 #
 # AdaMix (Wang et al., EMNLP 2022; ../../shared/docs/adamix.md) keeps M copies ("experts") of an
 # adapter or LoRA projection. Training routes each forward call through ONE expert drawn at random,

@@ -61,7 +61,7 @@ ASSIGNMENTS = [
              "(xp.swapaxes) and sum away the batch axes that broadcasting added",
              _matmul_cases, ("da", "db")),
     ]),
-    Assignment("A2", "Softmax, cross-entropy and layer-norm backward", "a2_softmax_layernorm.py", "03", ARRAYS,
+    Assignment("A2", "Softmax, cross-entropy and layer-norm backward", "a2_softmax_layernorm.py", "03-04", ARRAYS,
                "A2 is graded with tinymix.backend (xp) alone: tinymix.functional and Tensor autograd hold "
                "these backward passes, they are the answer key here", (), [
         Task("A2.1", softmax_backward, 2, "return dx of softmax from g and the output y",
@@ -79,7 +79,7 @@ ASSIGNMENTS = [
              "gives three terms; the means are along the last axis; dweight and dbias sum over every "
              "leading axis", _layer_norm_backward_cases, ("dx", "dweight", "dbias")),
     ]),
-    Assignment("A3", "Multi-head attention", "a3_attention.py", "04", TENSORS,
+    Assignment("A3", "Multi-head attention", "a3_attention.py", "05", TENSORS,
                "A3 may use tinymix.backend, tensor, functional and nn; transformer.Attention and "
                "functional.attention compute this assignment's answers", ("tinymix.functional.attention",), [
         Task("A3.1", split_heads, 2, "reshape (B, T, C) into heads (B, H, T, D)",
@@ -93,7 +93,7 @@ ASSIGNMENTS = [
              "tinymix.functional.linear(x, params['query.weight'], params['query.bias']) and so on; merge "
              "the heads back to (B, T, C) before the output projection", _multi_head_attention_cases),
     ]),
-    Assignment("A4", "Adapter and LoRA, with merge and unmerge", "a4_adapter_lora.py", "07-08", TENSORS,
+    Assignment("A4", "Adapter and LoRA, with merge and unmerge", "a4_adapter_lora.py", "08-09", TENSORS,
                "A4 may use tinymix.backend, tensor, functional and nn; tinymix.peft (Adapter, LoRALinear) "
                "computes this assignment's answers", (), [
         Task("A4.1", adapter_forward, 3, "compute h + up(gelu(down(h)))",
@@ -108,7 +108,7 @@ ASSIGNMENTS = [
         Task("A4.4", lora_unmerge, 2, "return the weight with the scaled update B @ A taken out",
              "the exact inverse of lora_merge", _lora_unmerge_cases),
     ]),
-    Assignment("A5", "AdaMix: stochastic routing, consistency, averaging and merging", "a5_adamix.py", "09-11",
+    Assignment("A5", "AdaMix: stochastic routing, consistency, averaging and merging", "a5_adamix.py", "10-13",
                TENSORS, "A5 may use tinymix.backend, tensor, functional and nn; tinymix.adamix and "
                "functional.symmetric_kl and kl_div compute this assignment's answers",
                ("tinymix.functional.symmetric_kl", "tinymix.functional.kl_div"), [

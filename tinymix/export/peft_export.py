@@ -12,7 +12,7 @@ The format (PEFT's LoraConfig and LoraLayer, for transformers' BertModel):
 and a frozen weight W (out, in) becomes W + (lora_alpha / r) B A: tinymix's LoRALinear, term for term, so
 the numbers move across unchanged. An AdaMix-LoRA is merged first (tinymix's merge: each mixture becomes
 the mean of its experts); with B shared, mean_k(B A_k) = B mean_k(A_k), so the merged model is exactly
-ONE LoRA (lesson 15). The classifier head stays out of the PEFT file (PEFT's sequence-classification head
+ONE LoRA (lesson 17). The classifier head stays out of the PEFT file (PEFT's sequence-classification head
 is BERT's pooler and a classifier, not tinymix's mean pooling): it goes to head.safetensors beside it.
 """
 import json

@@ -1,16 +1,16 @@
 # %% [markdown]
-# # Lesson 10 — consistency regularisation
+# # Lesson 11 — consistency regularisation
 #
 # Objective: derive AdaMix's consistency loss and its gradient, see why each direction stops the
 # gradient on its target, and measure what the loss does: it makes the experts agree.
 #
-# Prerequisites: lessons 03 (softmax, cross-entropy) and 09 (routing).
+# Prerequisites: lessons 03 (softmax, cross-entropy) and 10 (routing).
 #
-# Stochastic routing alone trains M experts that each see about 1/M of the steps and are free to
-# drift apart; averaging such experts at the end (lesson 11) would then average things that do not
-# belong together. AdaMix ties them: every training step runs the SAME batch twice, each pass with
-# its own fresh routes (and dropout), giving logits z1 and z2, and adds a symmetric KL divergence
-# between the two predictions:
+# Stochastic routing alone trains M experts that each get a gradient from about 1/M of the forward
+# passes and are free to drift apart; averaging such experts at the end (lesson 13) would then
+# average things that do not belong together. AdaMix ties them: every training step runs the SAME
+# batch twice, each pass with its own fresh routes (and dropout), giving logits z1 and z2, and adds
+# a symmetric KL divergence between the two predictions:
 #
 #     loss = CE(z1, y) + lambda * symKL(z1, z2)
 #     symKL(z1, z2) = 1/2 [ KL(sg(q) || p) + KL(sg(p) || q) ],   p = softmax(z1), q = softmax(z2)
@@ -148,65 +148,44 @@ axes.set_yscale("log")
 axes.set(xlabel="training step", ylabel="mean pairwise symKL between experts (log)",
          title="consistency loss makes the experts agree")
 axes.legend()
-save_figure(figure, "10_expert_disagreement.png")
+save_figure(figure, "11_expert_disagreement.png")
 
 # %% [markdown]
 # What this small run shows, and what it does not: with lambda = 10 the experts' disagreement is a
 # fraction of what it is without the term — the mechanism works as described. lambda = 1 is a mild
 # pull on this toy: it shows only late in the longer (full-mode) run, and the assert does not lean
-# on it. Whether the agreement also buys ACCURACY depends on the task and
-# the data size (the paper reports the largest drops without it on the smallest GLUE tasks); a toy
-# this size does not settle that, so no assert claims it.
+# on it. Whether the agreement also buys ACCURACY depends on the task and the data size (the paper
+# reports the largest drops without it on the smallest GLUE tasks); a toy this size does not settle
+# that, so no assert claims it.
 #
-# ## The price in memory, and paying it in time instead
+# ## Exercises
 #
-# Backward needs what each pass saved (activations, dropout masks), and the loss ties the passes
-# together, so both graphs stay alive until the one backward: twice the activations of a single
-# module's step. The loss, though, sees pass 2 only through its logits z2. So:
+# Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
+# (`python lessons/run.py 11 --exercises` runs only these cells).
 #
-#   1. run pass 1 with its graph;  2. run pass 2 WITHOUT a graph, keeping only z2 — but remember its
-#   random choices (the route generator's state and the dropout masks it drew);  3. differentiate the
-#   loss with respect to z1 and z2 alone (cheap);  4. backward through pass 1, which frees it;
-#   5. run pass 2 again WITH its graph, replaying the same routes and masks, and backward from dz2.
-#
-# Same gradients, one more forward pass, one graph alive at a time (`--low-memory` in training).
-# Below: the same step both ways on a toy Transformer with dropout everywhere, and the peak memory
-# of each as NumPy reports it to `tracemalloc`.
+# 11.1 — One example with two classes: pass 1 gives logits z1 = [2, 0], pass 2 gives z2 = [0, 0].
+# What is symKL(z1, z2)?
 
-# %%
-import tracemalloc
+# %% exercise 11.1
+from exercises import check
 
-from tinymix import peft
-from tinymix.transformer import SequenceClassifier, Transformer, TransformerConfig
+sym_kl_value = ...               # a number
+check("11.1", sym_kl_value)
 
+# %% [markdown]
+# 11.2 — For the same z1 and z2 (N = 1), give d symKL / dz1, with the stop-gradients of the lesson.
 
-def one_step(low_memory):
-    """Gradients and peak bytes of one AdaMix step (fresh model, same seeds either way)."""
-    backend.manual_seed(0)
-    config = TransformerConfig(vocab_size=100, hidden_size=64, num_layers=2, num_heads=4,
-                               intermediate_size=256, max_positions=64, dropout=0.1)
-    model = peft.get_peft_model(SequenceClassifier(Transformer(config), 2),
-                                peft.AdaMixConfig(module="adapter", num_experts=4)).train()
-    ids = backend.host_generator(1).integers(1, 100, size=(32, 48))
-    labels = ids[:, 0] % 2
-    objective = (lambda: model(ids), lambda z: F.cross_entropy(z, labels), 1.0)
-    tracemalloc.start()
-    adamix.two_pass_backward(*objective, low_memory=low_memory)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}, peak
+# %% exercise 11.2
+from exercises import check
 
-
-grads, peak = one_step(low_memory=False)
-low_grads, low_peak = one_step(low_memory=True)
-worst = max(float(abs(low_grads[n] - grads[n]).max()) for n in grads)
-print(f"{len(grads)} gradients; largest difference between the two ways: {worst:.1e}")
-print(f"peak memory of the step: {peak / 2**20:.1f} MiB both graphs, {low_peak / 2**20:.1f} MiB recomputing")
-assert worst < 1e-5 and low_peak < 0.8 * peak
+dsym_dz1 = ...                   # two numbers
+check("11.2", dsym_dz1)
 
 # %% [markdown]
 # In the library: `tinymix/functional.py` — `kl_div` (both gradients derived in its docstring) and
 # `symmetric_kl`; `tinymix/adamix.py` — `consistency_loss` (with a target-token mask for language
-# models), `two_pass_loss` (pass 1 carries the task loss, pass 2 only the consistency term) and
-# `two_pass_backward` (with `low_memory=True`, the recomputing step); `functional.dropout_tape` records and replays dropout masks;
-# `tinymix/train.py` — `train` calls one of them at every step.
+# models) and `two_pass_loss` (pass 1 carries the task loss, pass 2 only the consistency term);
+# `tinymix/train.py` — `train` calls it (through `two_pass_backward`) at every step.
+#
+# Next: lesson 12 — the second pass doubles the memory a step holds, and how to pay for it in time
+# instead.

@@ -1,10 +1,10 @@
 # %% [markdown]
-# # Lesson 05 — loading and checking a real pretrained BERT
+# # Lesson 06 — loading and checking a real pretrained BERT
 #
 # Objective: load real pretrained weights into our own Transformer and PROVE they are wired right:
 # same token ids and same hidden states as the reference implementation, to float32 precision.
 #
-# Prerequisites: lesson 04.
+# Prerequisites: lesson 05.
 #
 # The model is all-MiniLM-L6-v2: a BERT encoder with 6 layers, width 384, 12 heads, trained by
 # sentence-transformers so that the mean of its last hidden states is a sentence embedding. Its
@@ -130,13 +130,38 @@ for i in range(6):
                   color="black" if similarity[i, j] > 0.6 else "white")
 axes.set_title("MiniLM sentence embeddings: cosine similarity")
 figure.colorbar(image, ax=axes, fraction=0.046)
-save_figure(figure, "05_sentence_similarity.png")
+save_figure(figure, "06_sentence_similarity.png")
 
 films, others = [0, 1, 2], [4, 5]
 film_to_film = min(similarity[i, j] for i in films for j in films if i != j)
 film_to_other = max(similarity[i, j] for i in films for j in others)
 print(f"least similar pair of film sentences {film_to_film:.2f} > most similar film/other pair {film_to_other:.2f}")
 assert film_to_film > film_to_other
+
+# %% [markdown]
+# ## Exercises
+#
+# Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
+# (`python lessons/run.py 06 --exercises` runs only these cells).
+#
+# 06.1 — tinymix's `layers.2.intermediate.weight` is loaded from which array of the Hugging Face
+# checkpoint? Give its Hugging Face name (a string); the check runs it through the renaming table.
+
+# %% exercise 06.1
+from exercises import check
+
+hugging_face_name = ...          # a string like "encoder.layer...."
+check("06.1", hugging_face_name)
+
+# %% [markdown]
+# 06.2 — What fraction of MiniLM's parameters sit in its three embedding tables (word, position and
+# token type; their layer norm not included)? A number between 0 and 1, to two significant digits.
+
+# %% exercise 06.2
+from exercises import check
+
+embedding_fraction = ...         # a number between 0 and 1
+check("06.2", embedding_fraction)
 
 # %% [markdown]
 # In the library: `tinymix/pretrained.py` — `load_pretrained` (and `load_minilm`), the renaming

@@ -1,11 +1,11 @@
 # %% [markdown]
-# # Lesson 08 — LoRA, and merging it into the weights
+# # Lesson 09 — LoRA, and merging it into the weights
 #
 # Objective: build a LoRA layer, see why it starts as an exact no-op and what that does to the first
 # gradient step, train one on a problem with a known low-rank answer, and fold it into the frozen
 # weight so that inference costs nothing extra.
 #
-# Prerequisites: lessons 06 and 07.
+# Prerequisites: lessons 07 and 08.
 #
 # LoRA (Hu et al., 2021) leaves a frozen linear layer W (out x in) alone and adds a trainable
 # low-rank update next to it:
@@ -102,7 +102,7 @@ right.plot(range(1, 11), backend.to_numpy(true_singular[:10]), "s-", label="true
 right.plot(range(1, 11), backend.to_numpy(singular[:10]), "o--", label="learned (alpha/r) B A")
 right.set(xlabel="index", ylabel="singular value", title="singular values of the update", xticks=range(1, 11))
 right.legend()
-save_figure(figure, "08_lora_low_rank.png")
+save_figure(figure, "09_lora_low_rank.png")
 
 # %% [markdown]
 # ## Merging: zero added latency
@@ -160,7 +160,44 @@ assert xp.allclose(adapted, folded, atol=1e-4)
 assert all(block.attention.query.merged for block in minilm.layers)
 
 # %% [markdown]
+# ## Exercises
+#
+# Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
+# (`python lessons/run.py 09 --exercises` runs only these cells).
+#
+# 09.1 — For the update alone, y = s B A x over a batch (x: (N, in), so y = s x A^T B^T: (N, out)),
+# with upstream gradient g = dL/dy (N, out): write lora_grads(x, g, A, B, s) returning (dL/dA,
+# dL/dB). The check compares with autograd, with B non-zero (as after a few steps).
+
+# %% exercise 09.1
+from exercises import check
+
+
+def lora_grads(x, g, A, B, s):
+    raise NotImplementedError("exercise 09.1")   # return (dA, dB) with A's and B's shapes
+
+
+check("09.1", lora_grads)
+
+# %% [markdown]
+# 09.2 — Write fold(W, A, B, alpha, r): the weight of the single Linear that computes what the frozen
+# W plus its LoRA update computes. The check compares with LoRALinear.merge.
+
+# %% exercise 09.2
+from exercises import check
+
+
+def fold(W, A, B, alpha, r):
+    raise NotImplementedError("exercise 09.2")   # return W' with W's shape
+
+
+check("09.2", fold)
+
+# %% [markdown]
 # In the library: `tinymix/peft.py` — `LoRALinear` (`forward`, `delta_weight`, `merge`, `unmerge`),
 # `LoRAConfig` (`rank`, `alpha`, `dropout`, `target_modules`), `merge(model, fold_lora=True)`;
-# `tinymix/nn.py` — `kaiming_uniform`. AdaMix-LoRA (lessons 09, 11, 13) keeps this layer and makes
+# `tinymix/nn.py` — `kaiming_uniform`. AdaMix-LoRA (lessons 10, 13, 15) keeps this layer and makes
 # `lora_A` a mixture of experts.
+#
+# After lessons 08-09, do assignment A4 (adapter and LoRA, with merge and unmerge):
+# `python -m tinymix.grade lessons/assignments/a4_adapter_lora.py`.

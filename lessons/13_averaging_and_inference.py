@@ -1,11 +1,11 @@
 # %% [markdown]
-# # Lesson 11 — averaging experts, and the inference modes
+# # Lesson 13 — averaging experts, and the inference modes
 #
 # Objective: understand AdaMix's inference — collapse each mixture into ONE module by averaging its
 # experts' weights — know exactly when that equals averaging the experts' OUTPUTS (an ensemble) and
 # when it only approximates it, and compare the alternatives the paper tests.
 #
-# Prerequisites: lessons 07-10.
+# Prerequisites: lessons 08-11.
 #
 # After training, a mixture of M experts could be used in three ways (adamix.md section 6):
 #
@@ -27,7 +27,7 @@
 # differ because GELU is not linear. Writing D_i = D_mean + t E_i (mean_i E_i = 0, t the spread of
 # the experts), a Taylor expansion gives a gap of (1/2) GELU'' t^2 mean(E_i h)^2: second order in the
 # spread. Averaging is accurate when the experts are close — which is exactly what the consistency
-# loss (lesson 10) and the shared projection encourage.
+# loss (lesson 11) and the shared projection encourage.
 
 # %%
 import support  # noqa: F401  (the repository on sys.path when run as a script)
@@ -133,7 +133,7 @@ axes.loglog(spreads, 0.5 * curves["adapter, up shared"][-1] * spreads ** 2, "k:"
 axes.set(xlabel="spread of the experts around their mean, t", ylabel="relative gap: weight average vs ensemble",
          title="averaging experts: exact only when everything is linear")
 axes.legend(fontsize=8)
-save_figure(figure, "11_averaging_gap.png")
+save_figure(figure, "13_averaging_gap.png")
 
 for name in ("LoRA, nothing shared", "adapter, up shared"):
     slope = numpy.polyfit(numpy.log(spreads[:6]), numpy.log(curves[name][:6]), 1)[0]
@@ -216,10 +216,40 @@ assert model.num_parameters(trainable_only=True) == 2 * ((C * r + r) + (r * C + 
 
 # %% [markdown]
 # Which mode is best is an empirical question. The paper (Table 7, Fig. 5) finds merging beats the
-# average random-routing run and matches the best one, and beats fixed routing; lesson 12 repeats
+# average random-routing run and matches the best one, and beats fixed routing; lesson 14 repeats
 # the comparison in miniature on real sentences.
 #
+# ## Exercises
+#
+# Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
+# (`python lessons/run.py 13 --exercises` runs only these cells).
+#
+# 13.1 — A mixture of two experts, W1 = [[1, 2], [3, 4]] with bias [1, 0] and W2 = [[0, 2], [1, 0]]
+# with bias [-1, 2]. What does it output in "average" mode for the input x = [1, 1]?
+
+# %% exercise 13.1
+from exercises import check
+
+average_mode_output = ...        # two numbers
+check("13.1", average_mode_output)
+
+# %% [markdown]
+# 13.2 — For which of these does averaging the experts' WEIGHTS give exactly the ensemble (the mean
+# of the experts' outputs)? (a) LoRA, A mixed, B shared; (b) LoRA, A shared, B mixed; (c) LoRA, A and
+# B both mixed; (d) adapter, down mixed, up shared. Answer with the letters. The check decides by
+# measuring each case with the library.
+
+# %% exercise 13.2
+from exercises import check
+
+exact_cases = ...                # a string of letters
+check("13.2", exact_cases)
+
+# %% [markdown]
 # In the library: `tinymix/adamix.py` — `Mixture.averaged_weights` (recomputed at every call),
 # `Mixture._random_per_example`, `set_inference_mode`, `Mixture.averaged` and `merge_experts`
 # (steps 5-6 of the file); `tinymix/peft.py` — `merge`, `merged_parameter_count`, and
 # `LoRALinear.delta_weight`, which folds an averaged AdaMix-LoRA into its frozen weight.
+#
+# After lessons 10-13, do assignment A5 (AdaMix: routing, consistency, averaging, merging):
+# `python -m tinymix.grade lessons/assignments/a5_adamix.py`.

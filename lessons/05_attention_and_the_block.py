@@ -1,11 +1,11 @@
 # %% [markdown]
-# # Lesson 04 — attention and the Transformer block, shape by shape
+# # Lesson 05 — attention and the Transformer block, shape by shape
 #
 # Objective: follow one batch through multi-head self-attention and a Transformer block with the
 # shape of every array in hand; see what the padding and causal masks guarantee, and where the
 # parameter-efficient modules of later lessons plug in.
 #
-# Prerequisites: lessons 01 and 03 (softmax, layer norm).
+# Prerequisites: lessons 01, 03 and 04 (softmax, layer norm).
 #
 # Sizes, named once:  B batch, T tokens, C hidden width, H heads, D = C / H the width of one head.
 #
@@ -129,7 +129,7 @@ for panel, matrix, title in ((panels[0], weights.data[1, 0], "encoder, padded se
     image = panel.imshow(backend.to_numpy(matrix), cmap="viridis", vmin=0)
     panel.set(title=title, xlabel="key position", ylabel="query position")
     figure.colorbar(image, ax=panel, fraction=0.046)
-save_figure(figure, "04_attention_masks.png")
+save_figure(figure, "05_attention_masks.png")
 assert float(causal_weights[0, 0][xp.triu(xp.ones((T, T)), k=1) > 0].max()) == 0.0
 
 # %% [markdown]
@@ -160,6 +160,40 @@ print(f"one block of width C={C}: {per_block:,d} parameters (12 C^2 + 13 C); "
       f"for MiniLM's C=384: {12 * 384 ** 2 + 13 * 384:,d}")
 
 # %% [markdown]
+# ## Exercises
+#
+# Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
+# (`python lessons/run.py 05 --exercises` runs only these cells).
+#
+# 05.1 — The attention weights are the largest array attention keeps for backward. For MiniLM
+# (H = 12 heads) on a batch of B = 32 sentences of T = 128 tokens, how many BYTES (float32) do the
+# weights of ONE layer take?
+
+# %% exercise 05.1
+from exercises import check
+
+attention_weight_bytes = ...     # a whole number
+check("05.1", attention_weight_bytes)
+
+# %% [markdown]
+# 05.2 — Write causal_bias(T): the (T, T) float32 array a decoder adds to its attention scores —
+# 0 where query i may look at key j, -1e9 where it may not. The check compares it with the bias the
+# library's decoder builds.
+
+# %% exercise 05.2
+from exercises import check
+
+
+def causal_bias(T):
+    raise NotImplementedError("exercise 05.2")   # return a (T, T) float32 array
+
+
+check("05.2", causal_bias)
+
+# %% [markdown]
 # In the library: `tinymix/transformer.py` — `Attention.forward` (the same lines, with the shape
 # comments), `Block.forward` (both norm placements, and the adapter plug-in points
 # `attention_adapter` / `ffn_adapter` / `output_adapter`), `Transformer._mask_bias` (both masks).
+#
+# After this lesson, do assignment A3 (multi-head attention):
+# `python -m tinymix.grade lessons/assignments/a3_attention.py`.

@@ -5,7 +5,7 @@
 # to see what is in them, and prove that the mixture of experts became exactly ONE LoRA: the same
 # model, at the size and cost of one.
 #
-# Prerequisites: lessons 08 (LoRA) and 11 (averaging experts).
+# Prerequisites: lessons 09 (LoRA) and 13 (averaging experts).
 #
 # PEFT stores a LoRA as two files. `adapter_config.json` says which weights it adapts (`target_modules`,
 # e.g. BERT's `query` and `value`), the rank `r` and `lora_alpha`. `adapter_model.safetensors` holds,
@@ -13,9 +13,9 @@
 #
 #     W' = W + (lora_alpha / r) B A
 #
-# which is tinymix's LoRALinear term for term (lesson 08). AdaMix-LoRA trains M experts A_1 .. A_M of
+# which is tinymix's LoRALinear term for term (lesson 09). AdaMix-LoRA trains M experts A_1 .. A_M of
 # A at each site and ONE B shared by all of them (B is the "up" side, `sharing="up"`). Averaging the
-# experts' weights is exact for it, because everything is linear (lesson 11):
+# experts' weights is exact for it, because everything is linear (lesson 13):
 #
 #     mean_k (B A_k x) = B (mean_k A_k) x          for every input x
 #
@@ -136,8 +136,54 @@ assert not adamix.mixtures(deployed) and adamix.mixtures(model)
 assert gap < 1e-5
 
 # %% [markdown]
-# In the library: `tinymix/export/peft_export.py` — `export_peft` (the names, the config, the merge on the way
-# out, the head file), `peft_target_modules`; `tinymix/export/peft_import.py` — `import_peft`, `read_peft`
-# (every check before any weight is read); `tinymix/peft.py` — `load_adapter` (also a PEFT folder),
-# `merge`; `tinymix/adamix.py` — `merge_experts`. On the command line: `python -m tinymix export
-# runs/x/merged --format peft --out DIR` and `python -m tinymix import-peft DIR --out runs/y`.
+# ## Exercises
+#
+# Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
+# (`python lessons/run.py 17 --exercises` runs only these cells).
+#
+# 17.1 — Write peft_key(layer, target, side): the name PEFT gives, in adapter_model.safetensors, to
+# tinymix's LoRA matrix `side` ("A" or "B") on `target` ("query" or "value") of encoder layer `layer`.
+
+# %% exercise 17.1
+from exercises import check
+
+
+def peft_key(layer, target, side):
+    raise NotImplementedError("exercise 17.1")   # return a string like "base_model.model.encoder..."
+
+
+check("17.1", peft_key)
+
+# %% [markdown]
+# 17.2 — An AdaMix-LoRA site holds M A-experts (each (r, in)) and one shared B (out, r). Write
+# deployed_update(A_experts, B, alpha, r): the (out, in) change that the ONE exported LoRA adds to the
+# frozen weight. The check compares with the mean of the M experts' own updates.
+
+# %% exercise 17.2
+from exercises import check
+
+
+def deployed_update(A_experts, B, alpha, r):
+    raise NotImplementedError("exercise 17.2")   # return an (out, in) array
+
+
+check("17.2", deployed_update)
+
+# %% [markdown]
+# 17.3 — With B NOT shared (sharing "none": M experts of A and M of B), the exporter still writes one
+# LoRA made of mean(A) and mean(B). Is its update (alpha / r) mean(B) mean(A) the mean of the experts'
+# updates (alpha / r) B_k A_k? Answer "a" (always), "b" (only when the experts are identical, or in
+# special cases), or "c" (never).
+
+# %% exercise 17.3
+from exercises import check
+
+answer = ...
+check("17.3", answer)
+
+# %% [markdown]
+# In the library: `tinymix/export/peft_export.py` — `export_peft` (the names, the config, the merge on
+# the way out, the head file), `peft_target_modules`; `tinymix/export/peft_import.py` — `import_peft`,
+# `read_peft` (every check before any weight is read); `tinymix/peft.py` — `load_adapter` (also a PEFT
+# folder), `merge`; `tinymix/adamix.py` — `merge_experts`. On the command line: `python -m tinymix
+# export runs/x/merged --format peft --out DIR` and `python -m tinymix import-peft DIR --out runs/y`.

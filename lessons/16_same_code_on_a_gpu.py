@@ -1,10 +1,10 @@
 # %% [markdown]
-# # Lesson 14 — the same code on a GPU
+# # Lesson 16 — the same code on a GPU
 #
 # Objective: know what changes when tinymix runs on a GPU (one switch), what must NOT change (the
 # random routes), and where a GPU program silently waits: implicit transfers and synchronisation.
 #
-# Prerequisites: lessons 01 and 09.
+# Prerequisites: lessons 01 and 10.
 #
 # tinymix never imports NumPy outside `tinymix/backend.py`; everything else says `xp`, which is
 # NumPy or CuPy. CuPy mirrors NumPy's API on GPU arrays, so the whole library — tensors, fused ops,
@@ -115,9 +115,11 @@ else:
 #
 # With a GPU, the cell below runs the same AdaMix training step on both backends from the same seed
 # and with dropout off: the routes must match exactly and the losses to float32 rounding (GPU
-# libraries sum in other orders). Then it times a step the right way — synchronise, start the clock,
-# run, synchronise, stop — and the wrong way, which only measures how long queuing the kernels took.
-# Without a GPU it says so and does nothing.
+# libraries sum in other orders). Then it times work the right way — synchronise, start the clock,
+# run, synchronise, stop — and the wrong way, which only measures how long QUEUING the kernels took:
+# first five large matrix products, where the gap is unmistakable (the check fails if a launch
+# waited for its kernel, as it would with CUDA_LAUNCH_BLOCKING=1), then ten AdaMix steps, where it
+# depends on how much of a small step is Python overhead. Without a GPU it says so and does nothing.
 
 # %%
 def one_step(backend_name, seed=0, batch=32, length=64):
@@ -148,16 +150,26 @@ if GPU:
         loss.backward()
         return loss
 
-    step()                                                   # warm-up: kernels compile on first use
-    cupy.cuda.Device().synchronize()
-    started = time.perf_counter()
-    for _ in range(budget(10, 3)):
-        step()
-    queued = time.perf_counter() - started                   # the wrong clock: kernels may still run
-    cupy.cuda.Device().synchronize()
-    finished = time.perf_counter() - started                 # the right clock
-    print(f"{budget(10, 3)} steps: {queued:.3f} s to queue, {finished:.3f} s to finish")
-    assert finished >= queued
+    def clocks(work, repeats):
+        """(seconds until the Python loop returned, seconds until the GPU had finished)."""
+        work()                                               # warm-up: kernels compile on first use
+        cupy.cuda.Device().synchronize()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            work()
+        queued = time.perf_counter() - started               # the wrong clock: kernels may still run
+        cupy.cuda.Device().synchronize()
+        return queued, time.perf_counter() - started         # the right clock
+
+    size = budget(8192, 256)                 # fast mode: a quick run of the cell, too small to time
+    big = xp.asarray(backend.host_normal((size, size), 1.0))
+    queued, finished = clocks(lambda: big @ big, 5)
+    print(f"5 products of {size} x {size} matrices: {1000 * queued:.2f} ms to queue, {1000 * finished:.1f} ms to finish")
+    if size == 8192:
+        assert finished > 3 * queued, "a launch returns before its kernel has run: time after synchronize()"
+    queued, finished = clocks(step, budget(10, 3))
+    print(f"{budget(10, 3)} AdaMix steps: {queued:.3f} s to queue, {finished:.3f} s to finish")
+    del big
     backend.set_backend("numpy")
 else:
     print("no GPU: parity and timing skipped (run this lesson with CuPy and a GPU to see them)")
@@ -167,6 +179,33 @@ else:
 # `backend.to_numpy` first; labels and token ids are made on the host (`backend.host_rng`) and
 # handed to the library, which moves them; nothing imports NumPy to compute on model data.
 #
+# ## Exercises
+#
+# Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
+# (`python lessons/run.py 16 --exercises` runs only these cells).
+#
+# 16.1 — With x, w, norm and loss on the GPU, which of these lines make the host WAIT for the GPU?
+# (a) `loss.item()`; (b) `y = x @ w`; (c) `float(norm)`; (d) `backend.host_choice(4)`;
+# (e) `print(x)`; (f) `if norm > 1.0: ...`. Answer with the letters.
+
+# %% exercise 16.1
+from exercises import check
+
+waits = ...                      # a string of letters
+check("16.1", waits)
+
+# %% [markdown]
+# 16.2 — Which of these can be drawn from the DEVICE generator without costing a synchronisation at
+# every forward pass? (a) a dropout mask; (b) the expert a mixture routes the batch to; (c) the
+# order of the training batches. Answer with the letters.
+
+# %% exercise 16.2
+from exercises import check
+
+device_side = ...                # a string of letters
+check("16.2", device_side)
+
+# %% [markdown]
 # In the library: `tinymix/backend.py` — `set_backend`, `xp`, `host_rng` / `manual_seed`,
 # `host_choice`, `device_uniform`, `to_numpy` / `from_numpy`, `scatter_add`; `tinymix/optim.py` —
 # `clip_grad_norm(as_float=False)`; tests/conftest.py runs every backend test on NumPy and, where a

@@ -1,19 +1,18 @@
 # %% [markdown]
-# # Lesson 03 — deriving softmax, cross-entropy, layer-norm and GELU backward
+# # Lesson 04 — deriving layer-norm and GELU backward, and why the library fuses them
 #
-# Objective: derive the backward pass of the four fused operations every Transformer leans on, check
-# each derivation three ways (against the full Jacobian or the definition, against the composition
-# of primitive ops, and against finite differences), and see why fusing them pays.
+# Objective: derive the backward pass of the two other fused operations every Transformer block
+# leans on, layer norm and GELU; check each derivation against the composition of primitive ops
+# and against finite differences; and count what fusing saves.
 #
-# Prerequisites: lessons 01 and 02.
+# Prerequisites: lesson 03 (the same method, on softmax and cross-entropy).
 #
-# Any of these ops could be written as a chain of primitives (exp, sum, divide, ...) and autograd
-# would differentiate it. The library fuses each one instead: one forward on raw arrays and a
-# hand-derived backward. The graph then holds ONE node instead of five to ten, keeps one or two
-# arrays alive instead of all the intermediates, and — for softmax — stays finite where the naive
-# chain overflows.
+# As in lesson 03, each op could be a chain of primitives that autograd differentiates; the library
+# writes one forward on raw arrays and a hand-derived backward instead, so the graph holds ONE node
+# where the chain would record eight or more.
 
 # %%
+import math
 import time
 
 import support  # noqa: F401  (the repository on sys.path when run as a script)
@@ -32,76 +31,6 @@ def grad_of(fn, x, g):
     fn(x).backward(g)
     return x.grad
 
-
-# %% [markdown]
-# ## Softmax
-#
-#     y_i = exp(x_i) / S,   S = sum_k exp(x_k)
-#
-# Differentiate the quotient:  dy_i/dx_j = y_i (delta_ij - y_j),  i.e. the Jacobian is
-# J = diag(y) - y y^T. The backward pass never builds J (C x C per row); it needs only J^T g:
-#
-#     dx_j = sum_i g_i y_i (delta_ij - y_j) = y_j (g_j - sum_i g_i y_i)
-#
-# one elementwise product and one dot product per row. Below, the full Jacobian from the formula
-# against the one autograd finds through the composition exp / sum / divide, row by row.
-
-# %%
-x = Tensor(backend.host_normal((5,), 1.0), dtype=xp.float64)
-y = F.softmax(x).data
-J_formula = xp.diag(y) - xp.outer(y, y)
-composed = lambda t: t.exp() / t.exp().sum()
-J_autograd = xp.stack([grad_of(composed, x, xp.eye(5)[i]) for i in range(5)])   # row i = d y_i / dx
-assert xp.allclose(J_formula, J_autograd, atol=1e-12)
-
-g = backend.host_normal((5,), 1.0, dtype="float64")
-assert xp.allclose(grad_of(F.softmax, x, g), y * (g - (g * y).sum()), atol=1e-12)
-assert xp.allclose(grad_of(F.softmax, x, g), J_formula.T @ g, atol=1e-12)
-assert gradcheck(lambda t: F.softmax(t, axis=-1), Tensor(backend.host_normal((3, 4), 2.0), requires_grad=True))
-print("softmax: J = diag(y) - y y^T, and the fused backward y * (g - <g, y>) equals J^T g")
-
-# %% [markdown]
-# Softmax is unchanged by adding a constant to every logit, so the library subtracts the row's
-# maximum before exp. The naive chain does not, and overflows as soon as a logit passes ~88 in
-# float32 (exp(89) > 3.4e38): NumPy warns about the overflow, and inf / inf is nan.
-
-# %%
-big = Tensor([[90.0, 89.0, 70.0]])
-naive = (big.exp() / big.exp().sum(axis=-1, keepdims=True)).data
-stable = F.softmax(big).data
-print("naive:", naive, " fused:", stable)
-assert not xp.isfinite(naive).all() and xp.isfinite(stable).all()
-assert abs(float(stable.sum()) - 1.0) < 1e-6
-
-# %% [markdown]
-# ## Log-softmax and cross-entropy
-#
-#     log_softmax(x)_i = x_i - log S           d/dx_j = delta_ij - y_j
-#     dx = g - y * sum_i g_i
-#
-# Cross-entropy of the target class t is L = -log_softmax(z)_t, so g = -onehot(t) and
-#
-#     dL/dz = softmax(z) - onehot(t)       ("prediction minus truth")
-#
-# averaged over N rows it is divided by N. With label smoothing eps the target becomes the
-# distribution q = (1 - eps) onehot(t) + eps / C, and the gradient is simply p - q.
-
-# %%
-N, C = 6, 4
-logits = Tensor(backend.host_normal((N, C), 1.5), dtype=xp.float64)
-targets = backend.host_rng.integers(C, size=N)
-p = F.softmax(logits).data
-onehot = xp.eye(C)[targets]
-for eps in (0.0, 0.1):
-    q = (1 - eps) * onehot + eps / C
-    derived = (p - q) / N
-    library = grad_of(lambda z: F.cross_entropy(z, targets, label_smoothing=eps), logits, xp.ones(()))
-    composed = grad_of(lambda z: -((F.log_softmax(z) * Tensor(q, dtype=xp.float64)).sum(axis=-1)).mean(),
-                       logits, xp.ones(()))
-    assert xp.allclose(library, derived, atol=1e-12) and xp.allclose(composed, derived, atol=1e-12)
-g = backend.host_normal((N, C), 1.0, dtype="float64")
-assert xp.allclose(grad_of(F.log_softmax, logits, g), g - p * g.sum(axis=-1, keepdims=True), atol=1e-12)
-print("cross-entropy: dL/dz = (softmax(z) - q) / N, with and without label smoothing")
 
 # %% [markdown]
 # ## Layer norm
@@ -210,7 +139,50 @@ for name, op in (("fused", lambda: F.layer_norm(activations, w32, b32, 1e-5)),
 assert counts["fused"] == 1 and counts["composed"] >= 8
 
 # %% [markdown]
-# In the library: `tinymix/functional.py` — `softmax`, `log_softmax`, `cross_entropy` (with
-# `label_smoothing` and `ignore_index`), `layer_norm`, `gelu` (and `kl_div`, derived the same way
-# in lesson 10). Each docstring carries the one-line formula derived here; tests/test_functional.py
+# ## Exercises
+#
+# Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
+# (`python lessons/run.py 04 --exercises` runs only these cells).
+#
+# 04.1 — RMS norm (used by many recent language models) drops layer norm's centring:
+#
+#     rms = sqrt(mean(x^2) + eps),   y = weight * x / rms      (over the last axis of size C)
+#
+# Derive dL/dx and write it: given x (N, C), weight (C,), the upstream gradient g (N, C) and eps,
+# return dx. The check compares with autograd through the composition of primitives.
+
+# %% exercise 04.1
+from exercises import check
+
+
+def rms_norm_backward(x, weight, g, eps):
+    raise NotImplementedError("exercise 04.1")   # return dx, an (N, C) array
+
+
+check("04.1", rms_norm_backward)
+
+# %% [markdown]
+# 04.2 — GPT-2 (and the tiny GPT of lesson 15) uses GELU's tanh approximation,
+#
+#     gelu(x) = 0.5 x (1 + tanh(k (x + 0.044715 x^3))),   k = sqrt(2 / pi)
+#
+# Write its derivative, gelu_tanh_grad(x), for an array x. The check compares with autograd through
+# the formula in float64.
+
+# %% exercise 04.2
+from exercises import check
+
+
+def gelu_tanh_grad(x):
+    raise NotImplementedError("exercise 04.2")   # return d gelu / dx, elementwise
+
+
+check("04.2", gelu_tanh_grad)
+
+# %% [markdown]
+# In the library: `tinymix/functional.py` — `layer_norm`, `gelu` (and `kl_div`, derived the same way
+# in lesson 11). Each docstring carries the one-line formula derived here; tests/test_functional.py
 # checks each against its composition and against gradcheck.
+#
+# After lessons 03-04, do assignment A2 (softmax, cross-entropy and layer-norm backward):
+# `python -m tinymix.grade lessons/assignments/a2_softmax_layernorm.py`.

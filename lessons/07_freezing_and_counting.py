@@ -1,10 +1,10 @@
 # %% [markdown]
-# # Lesson 06 — freezing, counting parameters, and what it saves in memory
+# # Lesson 07 — freezing, counting parameters, and what it saves in memory
 #
 # Objective: know exactly which numbers a parameter-efficient method trains, count them by formula
 # and by program, and see what freezing the rest saves — and what it does not.
 #
-# Prerequisites: lessons 01 (a tensor without requires_grad gets no gradient) and 05.
+# Prerequisites: lessons 01 (a tensor without requires_grad gets no gradient) and 06.
 #
 # Training a weight with AdamW costs four floats per weight: the weight, its gradient, and Adam's two
 # moving averages (first and second moment). A frozen weight costs one: the weight itself. Fine-tuning
@@ -96,7 +96,7 @@ for p, n in zip(positions, names):
 axes.set(xlabel="parameters (log scale)", title="MiniLM + a 2-class head: what each method trains",
          xlim=(1e4, 2e8))
 axes.legend(loc="lower right", fontsize=8)
-save_figure(figure, "06_trainable_parameters.png")
+save_figure(figure, "07_trainable_parameters.png")
 
 # %% [markdown]
 # ## Freezing, proven by a real step
@@ -104,7 +104,9 @@ save_figure(figure, "06_trainable_parameters.png")
 # One AdaMix training step on the real MiniLM, then the facts: every frozen weight is bit-for-bit
 # unchanged and holds no gradient; the optimizer made state only for parameters that received a
 # gradient; the gradient memory is exactly 4 bytes per trainable float — and not even all of
-# those: the experts that were not routed this step received no gradient at all (lesson 09).
+# those: the experts that were not routed this step received no gradient at all. (On this FIRST
+# step they also get no optimizer state. From the next step on, an expert that has state keeps
+# being stepped even without a gradient, as in the official code — lesson 10.)
 
 # %%
 backend.manual_seed(0)
@@ -172,7 +174,33 @@ print(f"forward + backward, one pass: AdaMix {adamix_seconds:.2f} s, full fine-t
 assert all(p.grad is not None for p in full_model.parameters()), "full fine-tuning: every weight's gradient"
 
 # %% [markdown]
+# ## Exercises
+#
+# Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
+# (`python lessons/run.py 07 --exercises` runs only these cells).
+#
+# 07.1 — AdaMix-LoRA with M = 8 experts and rank r = 8 on the query and value of every MiniLM layer
+# (A's mixed, B shared), with the 2-class head: how many parameters does it TRAIN?
+
+# %% exercise 07.1
+from exercises import check
+
+adamix_lora_trained = ...        # a whole number
+check("07.1", adamix_lora_trained)
+
+# %% [markdown]
+# 07.2 — Full fine-tuning of MiniLM with the 2-class head: how many megabytes (1 MB = 1e6 bytes,
+# float32) do the gradients and Adam's two moments take together — the memory freezing saves?
+
+# %% exercise 07.2
+from exercises import check
+
+full_fine_tuning_extra_mb = ...  # a number
+check("07.2", full_fine_tuning_extra_mb)
+
+# %% [markdown]
 # In the library: `tinymix/nn.py` — `Module.requires_grad_`, `num_parameters(trainable_only=...)`,
 # `trainable_parameters`; `tinymix/peft.py` — `get_peft_model` (freezes everything, then unfreezes
 # the injected modules and the head), `print_trainable_parameters`, `merged_parameter_count`;
-# `tinymix/optim.py` — `Optimizer.step` makes state lazily, only for parameters with a gradient.
+# `tinymix/optim.py` — `Optimizer.step` makes a parameter's state at its first gradient, so frozen
+# weights and never-routed experts cost no optimizer memory.

@@ -1,0 +1,213 @@
+"""Each lesson's key claims can fail: break the library thing a claim is about, run the lesson, and the
+lesson must fail — at the assert that states the claim.
+
+Every case runs one lesson in fast mode in a fresh process, after a patch applied to the library
+in that process only (the files on disk are never touched), through the same runner a reader uses
+(lessons/run.py). The control case runs the same driver without a patch and must pass, so a
+failure below is the mutation's doing, not the driver's.
+
+Some claims are about the lesson's own arithmetic, not the library (lesson 14's confidence
+intervals): those cases break a copy of the lesson's text instead.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSONS = ROOT / "lessons"
+sys.path.insert(0, str(LESSONS))
+import run as runner  # noqa: E402
+
+DRIVER = """
+import sys
+from pathlib import Path
+sys.path[:0] = [{lessons!r}, {root!r}]
+import support   # its environment settings precede NumPy's import
+{patch}
+import run
+outcome = run.run_lesson(Path({lesson!r}), show_code=False)
+sys.exit(0 if outcome else 1)
+"""
+
+# (name, lesson, the patch, a piece of the failure output that names the broken claim)
+MUTATIONS = [
+    ("unbroadcast forgets stretched axes", "01", """
+        import tinymix.tensor as tensor
+        def _unbroadcast(grad, shape):                  # sums the added leading axes only
+            extra = grad.ndim - len(shape)
+            return grad.sum(axis=tuple(range(extra))) if extra else grad
+        tensor._unbroadcast = _unbroadcast
+        """, "assert W.grad.shape == W.shape and bias.grad.shape == bias.shape and scale.grad.shape"),
+    ("averaging returns the first expert", "00", """
+        from tinymix import adamix
+        def averaged_weights(self):
+            first = self.experts[0]
+            return first.weight, first.bias
+        adamix.Mixture.averaged_weights = averaged_weights
+        """, "merged != mean of the experts"),
+    ("averaging returns the first expert", "13", """
+        from tinymix import adamix
+        def averaged_weights(self):
+            first = self.experts[0]
+            return first.weight, first.bias
+        adamix.Mixture.averaged_weights = averaged_weights
+        """, "assert gaps[\"LoRA, B shared\"] < 1e-6"),
+    ("adapter with a non-linearity after up", "08", """
+        # wrong only for large weights: the lesson's first cell (small weights) checks the forward
+        # formula and would catch it at once; the column-space claim must catch it on its own
+        from tinymix import peft
+        from tinymix import functional as F
+        original = peft.Adapter.forward
+        def forward(self, h):
+            if float(abs(self.up.weight.data).max()) < 0.2:
+                return original(self, h)
+            return h + F.gelu(self.up(F.gelu(self.down(h))))
+        peft.Adapter.forward = forward
+        """, "every column of db/dh lies in the column space of U"),
+    ("mixture computes every expert", "10", """
+        from tinymix import adamix
+        original = adamix.Mixture.forward
+        def forward(self, x):
+            if not self.training:
+                return original(self, x)
+            if self.draws_route:
+                self.route.index = adamix.backend.host_choice(self.num_experts)
+            outputs = [expert(x) for expert in self.experts]
+            return outputs[self.route.index]
+        adamix.Mixture.forward = forward
+        """, "one call computes ONE expert: the chosen one"),
+    ("the optimizer is always lazy", "10", """
+        from tinymix import optim
+        original = optim.Optimizer.step
+        def step(self):
+            self.lazy = True
+            original(self)
+        optim.Optimizer.step = step
+        """, "dense: an expert moves at every step from its first route on"),
+    ("the optimizer ignores lazy=True", "10", """
+        from tinymix import optim
+        original = optim.Optimizer.step
+        def step(self):
+            self.lazy = False
+            original(self)
+        optim.Optimizer.step = step
+        """, "lazy: an expert moves exactly on the steps it was routed"),
+    ("LoRA A-experts start independent by default", "10", """
+        from tinymix import peft
+        original = peft._projection
+        def _projection(config, make_linear, shared, route=None):
+            if getattr(config, "expert_init", None) == "official":
+                import dataclasses
+                config = dataclasses.replace(config, expert_init="independent")
+            return original(config, make_linear, shared, route)
+        peft._projection = _projection
+        """, "LoRA A-experts start as identical copies"),
+    ("LoRA A-experts start independent by default", "15", """
+        from tinymix import peft
+        original = peft._projection
+        def _projection(config, make_linear, shared, route=None):
+            if getattr(config, "expert_init", None) == "official":
+                import dataclasses
+                config = dataclasses.replace(config, expert_init="independent")
+            return original(config, make_linear, shared, route)
+        peft._projection = _projection
+        """, "the default starts the A-experts as identical copies"),
+    ("the consistency gradient flows into its target", "11", """
+        from tinymix import functional as F
+        F.symmetric_kl = lambda p, q, weights=None: (F.kl_div(p, q, weights) + F.kl_div(q, p, weights)) * 0.5
+        """, "assert xp.allclose(z1.grad, (p - q) / (2 * N), atol=1e-12)"),
+    ("recomputation draws new routes for the replay", "12", """
+        from tinymix import adamix, backend
+        original = adamix.two_pass_backward
+        def two_pass_backward(forward, task_loss, consistency_weight, target_mask=None, low_memory=False):
+            calls = []
+            def forward_then_replay_drawing_afresh():
+                calls.append(1)
+                if low_memory and len(calls) == 3:           # the replay of pass 2: other routes
+                    backend.host_rng.integers(1000)
+                return forward()
+            return original(forward_then_replay_drawing_afresh, task_loss, consistency_weight, target_mask,
+                            low_memory)
+        adamix.two_pass_backward = two_pass_backward
+        """, "same gradients both ways"),
+    ("low_memory is ignored", "12", """
+        from tinymix import adamix
+        original = adamix.two_pass_backward
+        adamix.two_pass_backward = lambda *args, low_memory=False, **kw: original(*args, low_memory=False, **kw)
+        """, "recomputing holds one graph at a time"),
+    ("softmax backward forgets the <g, y> term", "03", """
+        from tinymix import functional as F
+        from tinymix.tensor import Tensor
+        def softmax(x, axis=-1):
+            shifted = x.data - x.data.max(axis=axis, keepdims=True)
+            e = F.xp.exp(shifted)
+            out = e / e.sum(axis=axis, keepdims=True)
+            def backward(g):
+                x._accumulate(out * g)
+            return Tensor._make(out, (x,), backward)
+        F.softmax = softmax
+        """, "assert xp.allclose(grad_of(F.softmax, x, g), y * (g - (g * y).sum()), atol=1e-12)"),
+    ("layer norm backward forgets the path through the variance", "04", """
+        from tinymix import functional as F
+        from tinymix.tensor import Tensor
+        original = F.layer_norm
+        def layer_norm(x, weight, bias, eps=1e-5):
+            mean = x.data.mean(axis=-1, keepdims=True)
+            r = 1.0 / F.xp.sqrt(((x.data - mean) ** 2).mean(axis=-1, keepdims=True) + eps)
+            xhat = (x.data - mean) * r
+            out = original(Tensor(x.data, dtype=x.dtype), weight, bias, eps)
+            def backward(g):
+                a = g * weight.data
+                x._accumulate(r * (a - a.mean(axis=-1, keepdims=True)))
+            return Tensor._make(out.data, (x,), backward)
+        F.layer_norm = layer_norm
+        """, "assert xp.allclose(fused, chain, atol=1e-10)"),
+]
+
+
+# (name, lesson, the text to break, what to put instead, a piece of the failure output)
+TEXT_MUTATIONS = [
+    ("the interval forgets the 1.96", "14", "return float(d.mean()), Z * float(d.std(ddof=1))",
+     "return float(d.mean()), float(d.std(ddof=1))", "the interval formula agrees with the bootstrap"),
+    ("the figure zooms in on the points", "14", "figure.tight_layout()\nbottom, top = left.get_ylim()",
+     "left.set_ylim(min(p for p, _ in accuracies.values()), max(p for p, _ in accuracies.values()))\n"
+     "bottom, top = left.get_ylim()", "every interval fits the axis"),
+]
+
+
+def _run(lesson, patch, tmp_path, path=None):
+    path = path or runner.lesson_files()[lesson]
+    code = DRIVER.format(lessons=str(LESSONS), root=str(ROOT), patch=textwrap.dedent(patch), lesson=str(path))
+    env = {**os.environ, "TINYMIX_FAST": "1", "TINYMIX_LESSON_FIGURES": str(tmp_path), "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_driver_passes_an_unbroken_lesson(tmp_path):
+    result = _run("01", "", tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name, lesson, patch, claim", MUTATIONS, ids=[f"{m[1]}: {m[0]}" for m in MUTATIONS])
+def test_lesson_fails_on_a_broken_library(name, lesson, patch, claim, tmp_path):
+    result = _run(lesson, patch, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, f"lesson {lesson} still passes with '{name}':\n{output[-3000:]}"
+    assert claim in output, f"lesson {lesson} failed with '{name}', but not at the claim:\n{output[-3000:]}"
+
+
+@pytest.mark.parametrize("name, lesson, old, new, claim", TEXT_MUTATIONS, ids=[f"{m[1]}: {m[0]}" for m in TEXT_MUTATIONS])
+def test_lesson_fails_when_its_own_arithmetic_is_broken(name, lesson, old, new, claim, tmp_path):
+    original = runner.lesson_files()[lesson]
+    text = original.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"the text to break is not in {original.name} exactly once"
+    broken = tmp_path / original.name
+    broken.write_text(text.replace(old, new), encoding="utf-8")
+    result = _run(lesson, "", tmp_path, path=broken)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, f"lesson {lesson} still passes with '{name}':\n{output[-3000:]}"
+    assert claim in output, f"lesson {lesson} failed with '{name}', but not at the claim:\n{output[-3000:]}"
