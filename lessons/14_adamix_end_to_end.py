@@ -371,6 +371,8 @@ check("14.2", (difference, difference_half_width))
 
 # %% [markdown]
 # In the library: `tinymix/train.py` — `train(TrainConfig(method="adamix"))` is this lesson at full
-# scale (all six layers, validation-based selection, checkpoints); `tinymix/compare.py` and
-# `python -m tinymix compare` run methods x seeds with the ablations and inference modes and judge
-# the paper's claims; `tinymix/probe.py` — `linear_probe`; `tinymix/plots.py` — `loss_curves`.
+# scale (all six layers, validation-based selection, checkpoints); `tinymix/experiments/` and
+# `python -m tinymix compare` give every method its own learning rate chosen on validation, run
+# paired seeds with the ablations and inference modes, and judge the paper's claims with the paired
+# intervals of this lesson (`experiments/stats.py`); `tinymix/probe.py` — `linear_probe`;
+# `tinymix/plots.py` — `loss_curves`.

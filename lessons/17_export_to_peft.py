@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Lesson 15 — take your adapter elsewhere: AdaMix-LoRA as one Hugging Face PEFT LoRA
+# # Lesson 17 — take your adapter elsewhere: AdaMix-LoRA as one Hugging Face PEFT LoRA
 #
 # Objective: export a trained AdaMix-LoRA to the LoRA format Hugging Face PEFT reads, open the files
 # to see what is in them, and prove that the mixture of experts became exactly ONE LoRA: the same

@@ -167,6 +167,18 @@ class _Runtime:
     def getDeviceCount():
         return 1
 
+    @staticmethod
+    def runtimeGetVersion():          # CUDA versions read as 0: no CUDA is behind the stand-in
+        return 0
+
+    @staticmethod
+    def driverGetVersion():
+        return 0
+
+    @staticmethod
+    def getDeviceProperties(device):
+        return {"name": b"CuPy stand-in (NumPy on the CPU)"}
+
 
 @contextlib.contextmanager
 def allow_synchronize(allow):

@@ -94,6 +94,22 @@ def _symkl_numbers():
     return 0.5 * (kl(q, p) + kl(p, q)), [(p[0] - q[0]) / 2, (p[1] - q[1]) / 2]
 
 
+def _peft_key(layer, target, side):
+    return f"base_model.model.encoder.layer.{layer}.attention.self.{target}.lora_{side}.weight"
+
+
+def _peft_key_without_wrapper(layer, target, side):
+    return f"encoder.layer.{layer}.attention.self.{target}.lora_{side}.weight"
+
+
+def _deployed_update(A_experts, B, alpha, r):
+    return (alpha / r) * (B @ (sum(A_experts) / len(A_experts)))
+
+
+def _deployed_update_unscaled(A_experts, B, alpha, r):
+    return B @ (sum(A_experts) / len(A_experts))
+
+
 ANSWERS = {
     # id: (right answer, wrong answer)
     "00.1": (L * (8 * (C * r + r) + (r * C + C)) + HEAD, L * (8 * (C * r + r) + 8 * (r * C + C)) + HEAD),
@@ -133,4 +149,7 @@ ANSWERS = {
     "15.2": (32 ** -0.5, 1 / 32),
     "16.1": ("acef", "ace"),
     "16.2": ("a", "ab"),
+    "17.1": (_peft_key, _peft_key_without_wrapper),
+    "17.2": (_deployed_update, _deployed_update_unscaled),
+    "17.3": ("b", "a"),
 }

@@ -99,21 +99,21 @@ MUTATIONS = [
     ("LoRA A-experts start independent by default", "10", """
         from tinymix import peft
         original = peft._projection
-        def _projection(config, make_linear, shared, route=None):
+        def _projection(config, make_linear, shared, key, route=None):
             if getattr(config, "expert_init", None) == "official":
                 import dataclasses
                 config = dataclasses.replace(config, expert_init="independent")
-            return original(config, make_linear, shared, route)
+            return original(config, make_linear, shared, key, route)
         peft._projection = _projection
         """, "LoRA A-experts start as identical copies"),
     ("LoRA A-experts start independent by default", "15", """
         from tinymix import peft
         original = peft._projection
-        def _projection(config, make_linear, shared, route=None):
+        def _projection(config, make_linear, shared, key, route=None):
             if getattr(config, "expert_init", None) == "official":
                 import dataclasses
                 config = dataclasses.replace(config, expert_init="independent")
-            return original(config, make_linear, shared, route)
+            return original(config, make_linear, shared, key, route)
         peft._projection = _projection
         """, "the default starts the A-experts as identical copies"),
     ("the consistency gradient flows into its target", "11", """

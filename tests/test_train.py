@@ -159,7 +159,7 @@ def test_training_steps_read_nothing_back_between_log_reads(monkeypatch):
     monkeypatch.setattr(backend, "to_numpy", counting_to_numpy)
     result = train(tiny_config(epochs=1, log_every=4), tiny_splits())     # 6 steps: reads after 4 and 6
     assert len(result["losses"]) == 6
-    assert reads == {"item": 0, "to_numpy": 2}
+    assert reads == {"item": 0, "to_numpy": 3}       # and after training, the routing report's distances
 
 
 def test_log_every_must_be_positive():
