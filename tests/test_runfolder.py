@@ -206,14 +206,43 @@ def test_resume_may_change_only_some_settings_and_records_each_change(tmp_path, 
     assert checkpoint.load_json(run / "config.json")["lr"] == 1e-3
 
 
-def test_a_folder_in_the_old_layout_is_not_resumed_silently(tmp_path):
+@pytest.mark.parametrize("layout", ["last", "mid-swap", "unfinished last.new"])
+def test_a_checkpoint_in_the_layout_of_an_earlier_tinymix_is_taken_over_and_resumed(tmp_path, layout, monkeypatch):
+    """Runs interrupted under the earlier layout (last/, best/; last.new/ and last.old/ while swapping)
+    resume with --resume and give the uninterrupted run."""
+    splits = tiny_splits()
+    reference = outcome(train(tiny_config(tmp_path / "straight"), splits), tmp_path / "straight")
     run = tmp_path / "run"
-    (run / "last").mkdir(parents=True)
-    (run / "last.old").mkdir()                  # what the old swap left after a kill
-    with pytest.raises(ValueError, match="layout of an earlier tinymix"):
-        train(tiny_config(run, resume=True), tiny_splits())
-    train(tiny_config(run, epochs=1, overwrite=True), tiny_splits())
-    assert not (run / "last").exists() and not (run / "last.old").exists()
+    real_save = runfolder.RunFolder.save_checkpoint
+
+    def stop_after_epoch_2(self, model, optimizer, state):
+        real_save(self, model, optimizer, state)
+        if state["epoch"] == 2:
+            raise Crash
+    with monkeypatch.context() as patch:
+        patch.setattr(runfolder.RunFolder, "save_checkpoint", stop_after_epoch_2)
+        with pytest.raises(Crash):
+            train(tiny_config(run), splits)
+    newest = run / "checkpoints" / "epoch-0002"
+    best_epoch = checkpoint.load_json(newest / "state.json")["best_epoch"]
+    shutil.copytree(run / "checkpoints" / f"epoch-{best_epoch:04d}", run / "best",   # the old best/ folder
+                    ignore=shutil.ignore_patterns("optimizer.safetensors", "state.json", "manifest.json"))
+    (newest / "manifest.json").unlink()
+    (run / "config_history.json").unlink()
+    if layout == "last":
+        newest.rename(run / "last")
+    elif layout == "mid-swap":                  # killed between last -> last.old and last.new -> last
+        shutil.copytree(newest, run / "last.old")
+        newest.rename(run / "last.new")
+    else:                                       # killed while writing last.new (state.json comes last)
+        shutil.copytree(newest, run / "last.new", ignore=shutil.ignore_patterns("state.json"))
+        newest.rename(run / "last")
+    shutil.rmtree(run / "checkpoints")
+    with pytest.raises(ValueError, match="holds a run already"):
+        train(tiny_config(run), splits)
+    result = train(tiny_config(run, resume=True), splits)
+    assert outcome(result, run) == reference
+    assert not [p for p in run.iterdir() if p.name.startswith("last")]
 
 
 def test_resume_hint_names_the_checkpoint_only_when_there_is_one(tmp_path):

@@ -65,9 +65,6 @@ class RunFolder:
         return any((self.path / name).exists() for name in RUN_FILES + RUN_FOLDERS)
 
     def _check_resumable(self, cfg):
-        if any((self.path / name).exists() for name in ("last", "last.new", "last.old")):
-            raise ValueError(f"{self.path} holds a checkpoint in the layout of an earlier tinymix (last/), which "
-                             "cannot be resumed: start again with --overwrite, or choose another --out")
         saved = self.saved_config()
         if saved is None:
             return
@@ -93,6 +90,8 @@ class RunFolder:
         checkpoint has loaded."""
         if cfg.overwrite:
             self._clear()
+        if cfg.resume:
+            self._adopt_old_layout()
         self.repair()
         found = self.newest() if cfg.resume else None
         if found is not None and _epoch(found) > cfg.epochs:
@@ -135,6 +134,29 @@ class RunFolder:
             if (self.path / name).is_dir():
                 files.remove_tree(self.path / name)
         print(f"--overwrite: removed the previous run's files from {self.path}")
+
+    def _adopt_old_layout(self):
+        """An earlier tinymix kept one checkpoint in last/ (and last.new/, last.old/ while it swapped them).
+        The newest complete one becomes checkpoints/epoch-N/ (its manifest written before the move), the
+        others are removed once it is in place."""
+        old = [self.path / name for name in ("last.new", "last", "last.old") if (self.path / name).is_dir()]
+        for folder in old:                            # newest first
+            names = ("adapter_model.safetensors", "adapter_config.json", "optimizer.safetensors", "state.json")
+            if not all((folder / name).is_file() for name in names):
+                continue                              # state.json came last: without it, unfinished
+            state = checkpoint.require_fields(checkpoint.load_json(folder / "state.json"), folder / "state.json",
+                                              {"epoch": int, "step": int})
+            target = self.checkpoint_folder(state["epoch"])
+            if not target.exists():
+                _write_manifest(folder, state["epoch"], state["step"])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                folder.rename(target)
+                files.sync_folder(target.parent)
+                print(f"moved {folder} to {target}: the checkpoint layout of this tinymix")
+            break
+        for folder in old:
+            if folder.exists():
+                files.remove_tree(folder)
 
     def repair(self):
         """Remove what an interrupted save left: temporary files, and checkpoint folders without a
@@ -184,9 +206,7 @@ class RunFolder:
         saved = optimizer.state_dict()
         checkpoint.save_arrays(folder / "optimizer.safetensors", saved.pop("arrays"))
         checkpoint.save_json(folder / "state.json", {**state, "optimizer": saved})
-        listing = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-                   for p in sorted(folder.iterdir()) if p.is_file()}
-        checkpoint.save_json(folder / MANIFEST, {"epoch": state["epoch"], "step": state["step"], "files": listing})
+        _write_manifest(folder, state["epoch"], state["step"])
         files.sync_folder(folder.parent)          # the new folder's name is on disk before older ones go
         self.prune()
 
@@ -218,6 +238,13 @@ class RunFolder:
 
 def _epoch(folder):
     return int(_CHECKPOINT_NAME.match(Path(folder).name).group(1))
+
+
+def _write_manifest(folder, epoch, step):
+    """The manifest that makes `folder` a complete checkpoint: every file's size and sha256."""
+    listing = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+               for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST and not files.is_temporary(p)}
+    checkpoint.save_json(folder / MANIFEST, {"epoch": epoch, "step": step, "files": listing})
 
 
 def _sha256(path):

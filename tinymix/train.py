@@ -252,7 +252,8 @@ def _train(cfg, splits, before_merge, run):
     if best_weights is not None:                      # the best epoch was in this session
         model.load_state_dict(best_weights, strict=False)
     elif run is not None and state["best_epoch"] > 0:  # ... or before a resume: its checkpoint is kept
-        peft.load_adapter(model, run.checkpoint_folder(state["best_epoch"]))
+        kept = run.checkpoint_folder(state["best_epoch"])
+        peft.load_adapter(model, kept if kept.is_dir() else run.path / "best")   # best/: an earlier layout
     if run is not None:
         peft.save_adapter(model, run.path / "best")
     extra = before_merge(model, tokenizer, splits) if before_merge else {}
