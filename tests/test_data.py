@@ -140,3 +140,30 @@ def test_batch_size_must_be_positive():
 def test_split_rejects_misaligned_lists():
     with pytest.raises(ValueError, match="2 texts but 1 labels"):
         Split(["a", "b"], [1])
+
+
+# ---- classes ------------------------------------------------------------------------------------
+
+def _splits(train, validation=(0, 1), test=(0, 1)):
+    split = lambda labels: data.Split(["a sentence"] * len(labels), list(labels))
+    return {"train": split(train), "validation": split(validation), "test": split(test)}
+
+
+def test_class_count_is_taken_from_the_training_split():
+    assert data.class_count(_splits([0, 1, 1, 0])) == 2
+    assert data.class_count(_splits([2, 0, 1], test=(2,))) == 3
+
+
+@pytest.mark.parametrize("splits, message", [
+    (_splits([1, 1, 1]), r"the training split has only one class \(label 1\): a classifier needs examples of at least two"),
+    (_splits([0, 2, 2]), r"labels must be 0..K-1 with every class present; it has 2 distinct labels up to 2, so 1 "
+                         r"classes in between never occur \(e.g. \[1\]\)"),
+    (_splits([0, 1, 1_000_000]), r"up to 1000000, so 999998 classes in between never occur"),
+    (_splits([0, 1], test=(0, 2)), r"the test split has labels \[2\] that the training split does not have \(its "
+                                   r"classes are 0..1\)"),
+    (_splits([0, 1], validation=(0, -1)), r"the validation split has labels \[-1\]"),
+    (_splits([0, 1.0]), r"labels must be integer class indices"),
+])
+def test_labels_that_are_not_classes_0_to_k_minus_1_are_an_error(splits, message):
+    with pytest.raises(ValueError, match=message):
+        data.class_count(splits)

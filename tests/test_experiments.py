@@ -137,7 +137,7 @@ def test_nlu_comparison_end_to_end_in_worker_processes(tmp_path):
     for figure in ("claims_forest.png", "validation_curves.png"):
         assert (out / figure).stat().st_size > 10_000, figure
     run = out / "final" / "adamix" / "seed-1"
-    assert (run / "log.txt").is_file() and not (run / "last").exists()    # ran in a worker; checkpoint removed
+    assert (run / "log.txt").is_file() and not (run / "checkpoints").exists()    # ran in a worker; checkpoints removed
     result = json.loads((run / "results.json").read_text())
     assert sum(sum(m["route_counts"]) for m in result["routing"].values()) > 0
 
@@ -169,7 +169,7 @@ def test_e2e_command_line_dispatch():
     assert cfg.method == "adamix" and cfg.steps == 3 and args.run is nlg.train_command
     args = nlg_experiments.parse_args(["compare", "--task", "e2e", "--seeds", "2"])
     assert args.seeds == 2 and args.run is nlg_experiments.compare_command
-    with pytest.raises(SystemExit, match="unknown method 'nope'"):
+    with pytest.raises(SystemExit, match="--method must be one of lora, .*; got 'nope'"):
         cli.main(["train", "--task", "e2e", "--method", "nope"])
 
 

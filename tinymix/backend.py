@@ -29,6 +29,8 @@ class _ArrayModule(types.ModuleType):
     loads lazily (e.g. numpy.testing)."""
 
     def __getattr__(self, name):
+        if "_module" not in self.__dict__:       # TINYMIX_BACKEND named no usable backend
+            require()
         return getattr(self.__dict__["_module"], name)
 
 
@@ -188,5 +190,16 @@ def _reuse_freed_memory():
     libc.mallopt(m_mmap_threshold, 32 << 20)      # blocks up to 32 MB come from the heap
 
 
+def require():
+    """Raise the error of the backend TINYMIX_BACKEND asked for, if it could not be set up. Importing
+    tinymix never fails on it (so `--help` works); the first use of `xp`, or this call, does."""
+    if _environment_error is not None and "_module" not in xp.__dict__:
+        raise _environment_error
+
+
 _reuse_freed_memory()
-set_backend(os.environ.get("TINYMIX_BACKEND", "numpy") or "numpy")
+_environment_error = None
+try:
+    set_backend(os.environ.get("TINYMIX_BACKEND", "numpy") or "numpy")
+except (ValueError, RuntimeError) as error:
+    _environment_error = RuntimeError(f"TINYMIX_BACKEND={os.environ['TINYMIX_BACKEND']!r}: {error}")

