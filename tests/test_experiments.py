@@ -165,8 +165,8 @@ def test_e2e_command_line_dispatch():
     assert is_e2e(["train", "--task", "e2e"]) and is_e2e(["compare", "--seeds", "2", "--task=e2e"])
     assert not is_e2e(["train", "--task", "movie-reviews"]) and not is_e2e(["eval", "--task", "e2e"])
     args = nlg_experiments.parse_args(["train", "--task", "e2e", "--method", "adamix-adapter", "--steps", "3"])
-    cfg = nlg.config_from_args(args, nlg.NLGConfig())
-    assert cfg.method == "adamix" and cfg.steps == 3 and args.run is nlg.train_command
+    cfg = cli.config_from_args(args, nlg.NLGConfig())
+    assert cfg.method == "adamix" and cfg.steps == 3 and args.run is nlg_experiments.train_command
     args = nlg_experiments.parse_args(["compare", "--task", "e2e", "--seeds", "2"])
     assert args.seeds == 2 and args.run is nlg_experiments.compare_command
     with pytest.raises(SystemExit, match="--method must be one of lora, .*; got 'nope'"):

@@ -27,7 +27,7 @@ def main_job(args):
     from .train import TrainConfig, load_splits, train
 
     started = time.perf_counter()
-    cfg = _config_from_args(args, TrainConfig(**MAIN_JOB))
+    cfg = config_from_args(args, TrainConfig(**MAIN_JOB))
     runfolder.RunFolder(cfg.out).open(cfg).close()     # a folder that holds a run: refused before the baseline
     assets.fetch("minilm")
     if cfg.task == "movie-reviews":
@@ -64,7 +64,7 @@ def main_job(args):
 
 def train_command(args):
     from .train import TrainConfig, train
-    result = train(_config_from_args(args, TrainConfig()))
+    result = train(config_from_args(args, TrainConfig()))
     test = "not read (--no-test)" if result["test_accuracy"] is None else f"{result['test_accuracy']:.4f}"
     print(f"validation {result['validation_accuracy']:.4f} (epoch {result['best_epoch']}), "
           f"test (merged model) {test}")
@@ -173,9 +173,11 @@ def demo(args):
 
 # ---- flags from dataclass fields ----------------------------------------------------------------------
 
-def _add_config_flags(parser, config_class, defaults=None):
-    """One --flag per dataclass field, typed like the field's default."""
+def add_config_flags(parser, config_class, defaults=None, skip=()):
+    """One --flag per dataclass field (TrainConfig, NLGConfig; except `skip`), typed like its default."""
     for field in dataclasses.fields(config_class):
+        if field.name in skip:
+            continue
         default = (defaults or {}).get(field.name, field.default)
         flag = "--" + field.name.replace("_", "-")
         if isinstance(field.default, bool):
@@ -185,7 +187,7 @@ def _add_config_flags(parser, config_class, defaults=None):
             parser.add_argument(flag, type=type(field.default), default=None, help=f"(default: {default})")
 
 
-def _config_from_args(args, base):
+def config_from_args(args, base):
     """`base` with every flag the user gave written over it. With --resume, the base is the settings
     saved in the run folder, so `train --out runs/x --resume --lr 1e-4` needs no other flag."""
     from .runfolder import RunFolder
@@ -205,12 +207,12 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", metavar="command")
 
     p = commands.add_parser("main", help="the main job (also what runs with no command)")
-    _add_config_flags(p, TrainConfig, MAIN_JOB)
+    add_config_flags(p, TrainConfig, MAIN_JOB)
     p.set_defaults(run=main_job)
 
     p = commands.add_parser("train", help=f"fine-tune MiniLM on sentiment; methods: {', '.join(METHODS)}. "
                             "With --task e2e: the tiny GPT on data-to-text (train --task e2e --help)")
-    _add_config_flags(p, TrainConfig)
+    add_config_flags(p, TrainConfig)
     p.set_defaults(run=train_command)
 
     p = commands.add_parser("eval", help="evaluate a saved adapter folder")

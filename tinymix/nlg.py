@@ -24,11 +24,10 @@ and fold the LoRA update into W (no added latency); decode the test MRs with bea
 corpus BLEU-4 (against all references, and against the held-out template families' only) and the
 slot error rate.
 """
-import argparse
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import tokenizers
@@ -423,37 +422,3 @@ def _progress(total, description, enabled):
     from tqdm import tqdm
     return tqdm(total=total, desc=description, disable=not (enabled and sys.stdout.isatty()),
                 leave=False, dynamic_ncols=True)
-
-
-# ---- the command line: `train --task e2e` (experiments/nlg.parse_args reads the flags) ------------
-
-def config_from_args(args, base):
-    """`base` with every NLGConfig flag the user gave written over it."""
-    given = {name: getattr(args, name) for name in NLGConfig.__dataclass_fields__
-             if getattr(args, name, None) is not None}
-    return replace(base, **given)
-
-
-def add_config_flags(parser, skip=()):
-    """One --flag per NLGConfig field (except `skip`), typed like the field's default."""
-    for name, spec in NLGConfig.__dataclass_fields__.items():
-        if name in skip:
-            continue
-        flag = "--" + name.replace("_", "-")
-        if isinstance(spec.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"(default: {spec.default})")
-        else:
-            parser.add_argument(flag, type=type(spec.default), default=None, help=f"(default: {spec.default})")
-
-
-def train_command(args):
-    result = train(config_from_args(args, NLGConfig()))
-    test = ("test not read (--no-test)" if "bleu" not in result else
-            f"BLEU {result['bleu']:.1f} (held-out families {result['bleu_held_out']:.1f}), slot errors "
-            f"{result['slot_error_rate']:.1f}%")
-    print(f"{LABELS[result['config']['method']]}: {test}; validation BLEU {result['validation_bleu']:.1f}, best "
-          f"validation loss {result['best_validation_loss']:.3f}; trainable params "
-          f"{result['trainable_parameters']:,d}, merged {result['merged_parameters']:,d}; {result['seconds']:.0f} s")
-    for sample in result.get("samples", [])[:3]:
-        print(f"  {sample['prompt']}\n    -> {sample['output']}")

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .. import checkpoint, decode, e2e, nlg, peft, plots
+from .. import checkpoint, cli, decode, e2e, nlg, peft, plots
 from ..nlg import NLGConfig
 from . import nlu, protocol, report, stats
 from .protocol import Arm
@@ -137,7 +137,7 @@ def inference_claims(runs):
 # ---- the command ---------------------------------------------------------------------------------------
 
 def compare_command(args):
-    base = nlg.config_from_args(args, NLGConfig(steps=STEPS, progress=False))
+    base = cli.config_from_args(args, NLGConfig(steps=STEPS, progress=False))
     task = DataToText(base)
     arms, grid = protocol.settings(args, all_arms(), GRID)
     out = Path(args.out)
@@ -234,14 +234,26 @@ def parse_args(argv):
     commands = parser.add_subparsers(dest="command", metavar="command", required=True)
     p = commands.add_parser("train", help="fine-tune the tiny GPT on the e2e task, decode and score")
     p.add_argument("--task", choices=["e2e"], required=True)
-    nlg.add_config_flags(p)
-    p.set_defaults(run=nlg.train_command)
+    cli.add_config_flags(p, NLGConfig)
+    p.set_defaults(run=train_command)
     p = commands.add_parser("compare", help="the e2e comparison under the fair protocol")
     p.add_argument("--task", choices=["e2e"], required=True)
     protocol.add_flags(p, GRID, default_out="runs/compare-e2e")
-    nlg.add_config_flags(p, skip=("method", "seed", "out", "progress", "lr", "test", "diagnostics"))
+    cli.add_config_flags(p, NLGConfig, skip=("method", "seed", "out", "progress", "lr", "test", "diagnostics"))
     p.set_defaults(run=compare_command)
     return parser.parse_args(argv)
+
+
+def train_command(args):
+    result = nlg.train(cli.config_from_args(args, NLGConfig()))
+    test = ("test not read (--no-test)" if "bleu" not in result else
+            f"BLEU {result['bleu']:.1f} (held-out families {result['bleu_held_out']:.1f}), slot errors "
+            f"{result['slot_error_rate']:.1f}%")
+    print(f"{nlg.LABELS[result['config']['method']]}: {test}; validation BLEU {result['validation_bleu']:.1f}, "
+          f"best validation loss {result['best_validation_loss']:.3f}; trainable params "
+          f"{result['trainable_parameters']:,d}, merged {result['merged_parameters']:,d}; {result['seconds']:.0f} s")
+    for sample in result.get("samples", [])[:3]:
+        print(f"  {sample['prompt']}\n    -> {sample['output']}")
 
 
 def is_e2e(argv):
