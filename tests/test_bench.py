@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from tinymix import bench, cli, peft
+from tinymix import bench, bench_profile, cli, peft
+from tinymix import functional as F
 from tinymix.transformer import SequenceClassifier, Transformer
 
 
@@ -49,7 +50,7 @@ def test_report_has_a_row_per_measurement_and_says_torch_was_skipped(results):
     for words in ("without / with the consistency pass", "low memory (recomputing pass 2) / two passes",
                   "AdaMix merged / single adapter", "random routing", "AdaMix low memory (two passes, pass 2",
                   "peak training memory", "forward GFLOP/s", "autograd", "host synchronisation",
-                  "PyTorch skipped"):
+                  "PyTorch skipped", "where the time goes", "BLAS:"):
         assert words in text, words
 
 
@@ -135,3 +136,34 @@ def test_a_training_step_makes_no_float64_array(monkeypatch):
         assert p.dtype == np.float32 and (p.grad is None or p.grad.dtype == np.float32)
     for state in optimizer.state.values():
         assert all(v.dtype == np.float32 for k, v in state.items() if k != "step")
+
+
+def test_the_profile_has_every_category_for_both_passes_and_inference(results):
+    profile = results["profile"]
+    for column in (profile["training"]["forward"], profile["training"]["backward"], profile["inference"]):
+        assert set(column) == set(bench_profile.CATEGORIES)
+        assert all(v >= 0 for v in column.values())
+        assert column[bench_profile.GEMM] > 0 and column[bench_profile.NORM] > 0
+    training = profile["training"]
+    assert training["forward"][bench_profile.GELU] > 0 and training["forward"][bench_profile.DROPOUT] > 0
+    assert profile["inference"][bench_profile.DROPOUT] < profile["inference"][bench_profile.GEMM]  # eval: none drawn
+    passes = sum(training["forward"].values()) + sum(training["backward"].values())
+    assert passes <= training["step"] * 1.01
+
+
+def test_the_profiler_books_each_op_to_its_row_and_puts_everything_back():
+    from tinymix.tensor import Tensor
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((256, 64), dtype=np.float32), requires_grad=True)
+    w = Tensor(rng.standard_normal((128, 64), dtype=np.float32), requires_grad=True)
+    originals = (F.linear, F.gelu, Tensor.__add__, Tensor.backward)
+    with bench_profile.Profiler() as profiler:
+        with profiler.forward_pass():
+            loss = (F.gelu(F.linear(x, w)) * 1.0).sum()
+        loss.backward()
+    seconds = profiler.table()
+    for phase in ("forward", "backward"):
+        assert seconds[phase][bench_profile.GEMM] > 0 and seconds[phase][bench_profile.GELU] > 0
+        assert seconds[phase][bench_profile.NORM] == 0 and seconds[phase][bench_profile.SOFTMAX] == 0
+        assert sum(seconds[phase].values()) == pytest.approx(profiler.totals[phase])
+    assert (F.linear, F.gelu, Tensor.__add__, Tensor.backward) == originals

@@ -142,11 +142,21 @@ def build(workload, method, seed=0):
 
 def train_step(model, optimizer, batch, consistency_weight, low_memory=False):
     """One step of train.py's loop, without reading the loss back (no host synchronisation)."""
+    gradients(model, optimizer, batch, consistency_weight, low_memory)
+    update(model, optimizer)
+
+
+def gradients(model, optimizer, batch, consistency_weight, low_memory=False):
+    """The step's forward passes and backward: zeroed gradients, then filled."""
     ids, mask, labels = batch
     model.train()
     objective = (lambda: model(ids, mask), lambda z: F.cross_entropy(z, labels), consistency_weight)
     optimizer.zero_grad()
     adamix.two_pass_backward(*objective, low_memory=low_memory)
+
+
+def update(model, optimizer):
+    """The step's clipping at norm 1 and AdamW update."""
     clip_grad_norm(model.trainable_parameters(), 1.0, as_float=False)
     optimizer.step()
 

@@ -157,9 +157,7 @@ def attention(q, k, v, mask_bias=None, dropout_p=0.0, training=False):
     y = scaled_q @ k.data                                       # (..., T, S) scores
     if mask_bias is not None:
         y += mask_bias.data if isinstance(mask_bias, Tensor) else mask_bias
-    y -= y.max(axis=-1, keepdims=True)                          # exp of a large score would overflow
-    xp.exp(y, out=y)
-    y /= y.sum(axis=-1, keepdims=True)                          # softmax, in place
+    _softmax_in_place(y)                                        # scores -> weights
     keep, drop_scale = None, 1.0 / (1.0 - dropout_p)
     weights = y
     if training and dropout_p > 0.0:
@@ -183,12 +181,25 @@ def attention(q, k, v, mask_bias=None, dropout_p=0.0, training=False):
         if keep is not None:
             dy *= keep
             dy *= drop_scale
-        ds = y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+        ds = _softmax_backward(y, dy)
         if dq is not None:
             dq._accumulate((ds @ xp.swapaxes(k_data, -1, -2)) * scale)
         if dk is not None:
             dk._accumulate(xp.swapaxes(scaled_q, -1, -2) @ ds)  # (..., D, S)
     return Tensor._make(out, (q, k, v), backward)
+
+
+def _softmax_in_place(y):
+    """softmax over the last axis, written over y itself."""
+    y -= y.max(axis=-1, keepdims=True)                          # exp of a large score would overflow
+    xp.exp(y, out=y)
+    y /= y.sum(axis=-1, keepdims=True)
+    return y
+
+
+def _softmax_backward(y, dy):
+    """dL/ds from y = softmax(s) and dy = dL/dy:  y * (dy - sum(dy * y))."""
+    return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
 
 
 # ---- normalisation and activations ---------------------------------------------------------------
