@@ -148,13 +148,19 @@ def attention(q, k, v, mask_bias=None, dropout_p=0.0, training=False):
     q (..., T, D); k (..., D, S), keys stored transposed as a KVCache keeps them; v (..., S, D);
     mask_bias broadcasts to (..., T, S). -> (..., T, D). The same arithmetic as the composition
     (q * scale) @ k + mask -> softmax -> dropout -> @ v, in one node: the scores become the weights
-    in place, and backward keeps y and a boolean mask instead of scores, y and the dropped weights."""
+    in place, and backward keeps y and a boolean mask instead of scores, y and the dropped weights.
+
+    Layouts: the heads' small products (head size 32) go to BLAS one (T, D) matrix at a time, and on
+    the CPU they run 2-4x slower when one operand is row-major and the other column-major (a
+    transposed view) than when both are the same. So the keys are copied once into row-major
+    (..., D, S) for q k, the values transposed into row-major (..., D, S) for g v^T, and dq uses the
+    keys as they came, (..., S, D) row-major once swapped: every product pairs like with like."""
     q, k, v = _tensor(q), _tensor(k), _tensor(v)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {dropout_p}")
     scale = 1.0 / math.sqrt(q.shape[-1])
     scaled_q = q.data * scale                                   # (..., T, D)
-    y = scaled_q @ k.data                                       # (..., T, S) scores
+    y = scaled_q @ _row_major(k.data)                           # (..., T, S) scores
     if mask_bias is not None:
         y += mask_bias.data if isinstance(mask_bias, Tensor) else mask_bias
     _softmax_in_place(y)                                        # scores -> weights
@@ -177,7 +183,7 @@ def attention(q, k, v, mask_bias=None, dropout_p=0.0, training=False):
             dv._accumulate(xp.swapaxes(weights, -1, -2) @ g)   # (..., S, D)
         if dq is None and dk is None:
             return
-        dy = g @ xp.swapaxes(v_data, -1, -2)                     # (..., T, S)
+        dy = g @ _row_major(xp.swapaxes(v_data, -1, -2))         # (..., T, S)
         if keep is not None:
             dy *= keep
             dy *= drop_scale
@@ -187,6 +193,12 @@ def attention(q, k, v, mask_bias=None, dropout_p=0.0, training=False):
         if dk is not None:
             dk._accumulate(xp.swapaxes(scaled_q, -1, -2) @ ds)  # (..., D, S)
     return Tensor._make(out, (q, k, v), backward)
+
+
+def _row_major(a):
+    """`a` itself if it is row-major (C-contiguous), else a row-major copy (see attention's Layouts).
+    On a GPU `a` as it is: the layout rule is the CPU BLAS's."""
+    return xp.ascontiguousarray(a) if backend.name == "numpy" else a
 
 
 def _softmax_in_place(y):
