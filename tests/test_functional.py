@@ -394,6 +394,19 @@ def test_layer_norm_frozen_weight_gets_no_gradient(backend_name):
     assert w.grad is None and x.grad is not None and b.grad is not None
 
 
+# ---- attention's row reductions ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [1, 2, 3, 16, 39, 44, 64])
+def test_row_max_and_row_sum_equal_the_plain_reductions(backend_name, n):
+    # a short last axis, as attention's rows have; odd lengths leave an element out of each halving
+    a = Tensor(np.random.default_rng(n).standard_normal((2, 3, 5, n)).astype(np.float32)).data
+    a[0, 0, 0, -1] = 50.0                                   # the largest in the last position
+    np.testing.assert_array_equal(backend.to_numpy(F._row_max(a)), backend.to_numpy(a.max(axis=-1, keepdims=True)))
+    np.testing.assert_allclose(backend.to_numpy(F._row_sum(a)), backend.to_numpy(a.sum(axis=-1, keepdims=True)),
+                               rtol=1e-5, atol=1e-5)
+    assert F._row_max(a).shape == F._row_sum(a).shape == (2, 3, 5, 1)
+
+
 # ---- GELU -----------------------------------------------------------------------------------------------
 
 GELU_POINTS = np.linspace(-8.0, 8.0, 1601)
