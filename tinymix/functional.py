@@ -219,8 +219,8 @@ def _softmax_backward(y, dy):
     return dy
 
 
-# NumPy reduces along a short last axis (attention's rows: a few dozen keys) one row at a time, at
-# several times the cost of an elementwise pass. The two helpers below get the same results faster on
+# NumPy reduces along a short last axis (attention's rows: a few dozen keys; layer norm's 384
+# features) one row at a time, at several times the cost of an elementwise pass. The two helpers below get the same results faster on
 # the CPU; on a GPU the plain reductions are one kernel each and stay.
 
 def _row_max(a):
@@ -236,6 +236,11 @@ def _row_max(a):
             xp.maximum(top[..., :1], a[..., 2 * half:], out=top[..., :1])
         a = top
     return a
+
+
+def _row_mean(a):
+    """a.mean(axis=-1, keepdims=True), from _row_sum."""
+    return _row_sum(a) / a.shape[-1]
 
 
 def _row_sum(a):
@@ -254,10 +259,11 @@ def layer_norm(x, weight, bias, eps=1e-5):
     With xhat the normalised input and dxhat = g * weight:
         dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps).
     The arrays are reused in place where the formula allows (x - mean becomes xhat; dxhat becomes
-    dx): two full-size arrays made per direction instead of five or six."""
+    dx): two full-size arrays made per direction instead of five or six. Row means are products with
+    a vector of ones (see _row_sum): 3x faster than NumPy's mean over 384 columns."""
     x = _tensor(x)
-    xhat = x.data - x.data.mean(axis=-1, keepdims=True)           # centred, made xhat below
-    rstd = 1.0 / xp.sqrt((xhat * xhat).mean(axis=-1, keepdims=True) + eps)
+    xhat = x.data - _row_mean(x.data)                             # centred, made xhat below
+    rstd = 1.0 / xp.sqrt(_row_mean(xhat * xhat) + eps)
     xhat *= rstd
     if weight is not None:
         out = xhat * weight.data
@@ -277,9 +283,10 @@ def layer_norm(x, weight, bias, eps=1e-5):
             dbias._accumulate(g)
         if dx is not None:
             grad = g * scale if scale is not None else g.copy()        # dxhat
-            projection = (grad * xhat).mean(axis=-1, keepdims=True)
-            grad -= grad.mean(axis=-1, keepdims=True)
-            grad -= xhat * projection
+            product = grad * xhat
+            projection = _row_mean(product)
+            grad -= _row_mean(grad)
+            grad -= xp.multiply(xhat, projection, out=product)
             grad *= rstd
             dx._accumulate(grad)
     parents = tuple(t for t in (x, weight, bias) if t is not None)
