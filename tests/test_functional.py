@@ -407,6 +407,26 @@ def test_row_max_and_row_sum_equal_the_plain_reductions(backend_name, n):
     assert F._row_max(a).shape == F._row_sum(a).shape == (2, 3, 5, 1)
 
 
+def test_small_products_run_on_one_blas_thread_and_large_ones_do_not(monkeypatch):
+    entered = []
+
+    class Spy:
+        def __enter__(self):
+            entered.append(True)
+
+        def __exit__(self, *exc):
+            pass
+    monkeypatch.setattr(backend, "one_blas_thread", Spy)
+    rng = np.random.default_rng(0)
+    small = [Tensor(rng.standard_normal(shape).astype(np.float32)) for shape in ((6, 8), (16, 8))]
+    out = F.linear(*small)
+    assert entered and np.array_equal(out.numpy(), small[0].numpy() @ small[1].numpy().T)
+    entered.clear()
+    large = [Tensor(rng.standard_normal((256, 256)).astype(np.float32)) for _ in range(2)]   # 2^24 multiply-adds
+    F.linear(*large)
+    assert not entered
+
+
 # ---- GELU -----------------------------------------------------------------------------------------------
 
 GELU_POINTS = np.linspace(-8.0, 8.0, 1601)
