@@ -167,3 +167,15 @@ def test_the_profiler_books_each_op_to_its_row_and_puts_everything_back():
         assert seconds[phase][bench_profile.NORM] == 0 and seconds[phase][bench_profile.SOFTMAX] == 0
         assert sum(seconds[phase].values()) == pytest.approx(profiler.totals[phase])
     assert (F.linear, F.gelu, Tensor.__add__, Tensor.backward) == originals
+
+
+def test_one_blas_thread_is_timed_by_cpu_time_and_more_threads_by_the_wall_clock(monkeypatch):
+    import time
+    from tinymix import bench_setup
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(variable, raising=False)
+    assert bench_setup.clock() is time.perf_counter            # the library's default: maybe many threads
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert bench_setup.clock() is time.process_time and "CPU time" in bench_setup.clock_name()
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert bench_setup.clock() is time.perf_counter and bench_setup.clock_name() == "wall time"

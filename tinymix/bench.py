@@ -39,8 +39,8 @@ import warnings
 
 from . import adamix, backend, bench_profile, peft
 from .backend import xp
-from .bench_setup import (ADAMIX, SINGLE, build, eval_forward, median_seconds, sync,
-                          interleaved_seconds, make_workload, ratio, train_step)
+from .bench_setup import (ADAMIX, SINGLE, blas_threads, build, clock_name, eval_forward, median_seconds,
+                          sync, interleaved_seconds, make_workload, ratio, train_step)
 from .bench_torch import TorchTwin, load_torch, max_logit_difference
 from .nn import Linear
 from .tensor import Tensor
@@ -58,14 +58,14 @@ def training(workload, rounds, use_torch=True):
     torch, status = load_torch() if use_torch else (None, "skipped (--no-torch)")
     difference = None
     if torch is not None:
-        threads = _threads()
+        threads = blas_threads()
         if threads and backend.name == "numpy":
             torch.set_num_threads(threads)
         twins = {name: TorchTwin(torch, model, sdpa=sdpa) for name, sdpa in TORCH_VARIANTS.items()}
         difference = max(max_logit_difference(twin, model, *workload.batches[0][:2]) for twin in twins.values())
         build_kind = "CPU build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build"
         status = (f"torch {torch.__version__} ({build_kind}) on {twins[next(iter(twins))].device}, "
-                  f"{torch.get_num_threads()} thread(s)")
+                  f"{torch.get_numblas_threads()} thread(s)")
         for name, twin in twins.items():
             variants[name] = lambda b, twin=twin: (twin.train_step(*b), twin.synchronize())
     seconds = interleaved_seconds(variants, workload.batches, rounds)
@@ -113,14 +113,6 @@ def _blas():
         text = "kernel unknown (install threadpoolctl to see it)"
     forced = os.environ.get("OPENBLAS_CORETYPE")
     return text + (f"; OPENBLAS_CORETYPE={forced} is set and forces that kernel" if forced else "")
-
-
-def _threads():
-    """The BLAS thread count NumPy was asked to use, if an environment variable says it."""
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return None
 
 
 # ---- 2. inference -------------------------------------------------------------------------------------
@@ -276,9 +268,10 @@ def run(quick=False, random_init=None, num_batches=4, rounds=3, use_torch=True, 
     workload = make_workload(quick, random_init, num_batches)
     lengths = [b[0].shape[1] for b in workload.batches]
     real = sum(int(b[1].sum()) for b in workload.batches) / sum(len(b[1]) for b in workload.batches)
-    results = {"backend": backend.name, "workload": workload.description, "threads": _threads(),
+    results = {"backend": backend.name, "workload": workload.description, "threads": blas_threads(),
                "batch_size": len(workload.batches[0][0]), "padded_lengths": lengths,
-               "mean_sentence_length": real, "rounds": rounds, "load_before": os.getloadavg(), "blas": _blas()}
+               "mean_sentence_length": real, "rounds": rounds, "load_before": os.getloadavg(), "blas": _blas(),
+               "clock": clock_name()}
     log(f"measuring: {workload.description}; batches padded to {lengths} tokens")
     log("1/6 training steps ...")
     results["training"] = training(workload, rounds, use_torch)
@@ -309,7 +302,7 @@ def report(r):
              f"({r['mean_sentence_length']:.1f} real tokens per sentence); medians of {r['rounds']} interleaved "
              f"rounds; load average {r['load_before'][0]:.1f} before, {r['load_after'][0]:.1f} after; "
              f"{r['seconds']:.0f} s in all",
-             f"BLAS: {r.get('blas', 'not recorded')}",
+             f"BLAS: {r.get('blas', 'not recorded')}; timed by {r.get('clock', 'wall time')}",
              "",
              "| measure | measured | ratio | target |",
              "|---|---|---:|---|"]
@@ -357,8 +350,8 @@ def report(r):
         lines += ["", f"PyTorch: {t['torch']}. Its twin of the model computes the same function: largest "
                       f"|logit difference| from tinymix in eval mode {t['torch_max_logit_difference']:.1e}."]
     if "profile" in r:
-        lines += ["", "Profile: ms per training step (two passes) and per batch (inference), and each row's share "
-                  "of its pass.", ""]
+        lines += ["", f"Profile ({r.get('clock', 'wall time')}): ms per training step (two passes) and per "
+                  "batch (inference), and each row's share of its pass.", ""]
         lines += bench_profile.report(r["profile"]["training"], r["profile"]["inference"])
     return "\n".join(lines)
 

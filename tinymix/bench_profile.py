@@ -9,11 +9,14 @@ Python around the ops: in the forward, module calls and routing; in the backward
 Tensor.backward. That remainder is the "autograd bookkeeping and Python" row.
 
 The timers cost about a microsecond an op, a few thousand ops a step: well under 1% of a MiniLM step.
+They read bench_setup.clock(): with one BLAS thread the process's CPU time, so that other jobs on a
+shared machine do not land in whichever op they interrupted.
 """
 import time
 from contextlib import contextmanager
 
 from . import functional, tensor
+from .bench_setup import clock
 from .tensor import Tensor
 
 GEMM, PRODUCTS, SOFTMAX = "GEMMs (linear layers)", "attention: batched q k, w v products", "softmax"
@@ -49,6 +52,7 @@ class Profiler:
         self.seconds = {phase: dict.fromkeys(CATEGORIES, 0.0) for phase in ("forward", "backward")}
         self.totals = {"forward": 0.0, "backward": 0.0}
         self._phase = "forward"
+        self._now = clock()
         self._children = []          # per open timer: seconds spent in timers nested inside it
         self._saved = []
 
@@ -75,23 +79,23 @@ class Profiler:
     @contextmanager
     def forward_pass(self):
         """Books the block's wall time as forward time (the ops in it are booked by their timers)."""
-        start = time.perf_counter()
+        start = self._now()
         try:
             yield
         finally:
-            self.totals["forward"] += time.perf_counter() - start
+            self.totals["forward"] += self._now() - start
 
     def _timed(self, function, category):
         profiler = self
 
         def timed(*args, **kwargs):
-            start = time.perf_counter()
+            start = self._now()
             profiler._children.append(0.0)
             try:
                 out = function(*args, **kwargs)
             finally:
                 inner = profiler._children.pop()
-                elapsed = time.perf_counter() - start
+                elapsed = self._now() - start
                 profiler.seconds[profiler._phase][category] += elapsed - inner
                 if profiler._children:
                     profiler._children[-1] += elapsed
@@ -108,12 +112,12 @@ class Profiler:
         def timed_backward(tensor_, grad=None):
             outer = profiler._phase
             profiler._phase = "backward"
-            start = time.perf_counter()
+            start = self._now()
             try:
                 return backward(tensor_, grad)
             finally:
                 if outer == "forward":    # a backward inside a backward counts once
-                    profiler.totals["backward"] += time.perf_counter() - start
+                    profiler.totals["backward"] += self._now() - start
                 profiler._phase = outer
         return timed_backward
 
@@ -135,21 +139,22 @@ def profile_training(model, optimizer, batches, rounds, consistency_weight=1.0):
     for batch in batches:
         train_step(model, optimizer, batch, consistency_weight)
     sync()
-    steps, optimizer_seconds, started = 0, 0.0, time.perf_counter()
+    now = clock()
+    steps, optimizer_seconds, started = 0, 0.0, now()
     with Profiler() as profiler:
         for _ in range(rounds):
             for batch in batches:
-                start = time.perf_counter()
+                start = now()
                 backward_before = profiler.totals["backward"]
                 gradients(model, optimizer, batch, consistency_weight)
                 sync()
-                middle = time.perf_counter()
+                middle = now()
                 profiler.totals["forward"] += middle - start - (profiler.totals["backward"] - backward_before)
                 update(model, optimizer)
                 sync()
-                optimizer_seconds += time.perf_counter() - middle
+                optimizer_seconds += now() - middle
                 steps += 1
-    step_seconds = time.perf_counter() - started
+    step_seconds = now() - started
     result = {phase: {c: 1000 * s / steps for c, s in seconds.items()}
               for phase, seconds in profiler.table().items()}
     result["optimizer"] = 1000 * optimizer_seconds / steps
