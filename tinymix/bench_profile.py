@@ -12,7 +12,6 @@ The timers cost about a microsecond an op, a few thousand ops a step: well under
 They read bench_setup.clock(): with one BLAS thread the process's CPU time, so that other jobs on a
 shared machine do not land in whichever op they interrupted.
 """
-import time
 from contextlib import contextmanager
 
 from . import functional, tensor

@@ -8,7 +8,7 @@ The lessons derive every backward line by line.
 import math
 from contextlib import contextmanager
 
-from . import backend
+from . import backend, kernels
 from .backend import xp
 from .tensor import Tensor, is_grad_enabled
 
@@ -160,7 +160,7 @@ def attention(q, k, v, mask_bias=None, dropout_p=0.0, training=False):
         raise ValueError(f"dropout probability must be in [0, 1), got {dropout_p}")
     scale = 1.0 / math.sqrt(q.shape[-1])
     scaled_q = q.data * scale                                   # (..., T, D)
-    y = scaled_q @ _row_major(k.data)                           # (..., T, S) scores
+    y = scaled_q @ kernels.row_major(k.data)                    # (..., T, S) scores
     if mask_bias is not None:
         y += mask_bias.data if isinstance(mask_bias, Tensor) else mask_bias
     _softmax_in_place(y)                                        # scores -> weights
@@ -186,7 +186,7 @@ def attention(q, k, v, mask_bias=None, dropout_p=0.0, training=False):
             dv._accumulate(xp.swapaxes(weights, -1, -2) @ g)   # (..., S, D)
         if dq is None and dk is None:
             return
-        dy = g @ _row_major(xp.swapaxes(v_data, -1, -2))         # (..., T, S)
+        dy = g @ kernels.row_major(xp.swapaxes(v_data, -1, -2))  # (..., T, S)
         if keep is not None:
             dy *= keep
             dy *= drop_scale
@@ -198,60 +198,19 @@ def attention(q, k, v, mask_bias=None, dropout_p=0.0, training=False):
     return Tensor._make(out, (q, k, v), backward)
 
 
-def _row_major(a):
-    """`a` itself if it is row-major (C-contiguous), else a row-major copy (see attention's Layouts).
-    On a GPU `a` as it is: the layout rule is the CPU BLAS's."""
-    return xp.ascontiguousarray(a) if backend.name == "numpy" else a
-
-
 def _softmax_in_place(y):
     """softmax over the last axis, written over y itself."""
-    y -= _row_max(y)                                            # exp of a large score would overflow
+    y -= kernels.row_max(y)                                     # exp of a large score would overflow
     xp.exp(y, out=y)
-    y /= _row_sum(y)
+    y /= kernels.row_sum(y)
     return y
 
 
 def _softmax_backward(y, dy):
     """dL/ds from y = softmax(s) and dy = dL/dy:  y * (dy - sum(dy * y)), written over dy."""
-    dy -= _row_sum(dy * y)
+    dy -= kernels.row_sum(dy * y)
     dy *= y
     return dy
-
-
-# NumPy reduces along a short last axis (attention's rows: a few dozen keys; layer norm's 384
-# features) one row at a time, at several times the cost of an elementwise pass. The two helpers below get the same results faster on
-# the CPU; on a GPU the plain reductions are one kernel each and stay.
-
-def _row_max(a):
-    """a.max(axis=-1, keepdims=True), by halving: elementwise maxima of the two halves of the last
-    axis, log2(n) times (the odd element out joins the first column). Max is exact, so this equals
-    the reduction bit for bit."""
-    if backend.name != "numpy":
-        return a.max(axis=-1, keepdims=True)
-    while a.shape[-1] > 1:
-        half = a.shape[-1] // 2
-        top = xp.maximum(a[..., :half], a[..., half:2 * half])
-        if a.shape[-1] % 2:
-            xp.maximum(top[..., :1], a[..., 2 * half:], out=top[..., :1])
-        a = top
-    return a
-
-
-def _row_mean(a):
-    """a.mean(axis=-1, keepdims=True), from _row_sum."""
-    return _row_sum(a) / a.shape[-1]
-
-
-def _row_sum(a):
-    """a.sum(axis=-1, keepdims=True) as one matrix-vector product with a vector of ones (BLAS adds
-    in its own order: equal to float32 rounding, not bit for bit)."""
-    if backend.name != "numpy":
-        return a.sum(axis=-1, keepdims=True)
-    n = a.shape[-1]
-    with backend.one_blas_thread():         # memory-bound: a second thread has little to add
-        sums = a.reshape(-1, n) @ xp.ones(n, dtype=a.dtype)
-    return sums.reshape(*a.shape[:-1], 1)
 
 
 # ---- normalisation and activations ---------------------------------------------------------------
@@ -262,10 +221,10 @@ def layer_norm(x, weight, bias, eps=1e-5):
         dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps).
     The arrays are reused in place where the formula allows (x - mean becomes xhat; dxhat becomes
     dx): two full-size arrays made per direction instead of five or six. Row means are products with
-    a vector of ones (see _row_sum): 3x faster than NumPy's mean over 384 columns."""
+    a vector of ones (see kernels.row_sum): 3x faster than NumPy's mean over 384 columns."""
     x = _tensor(x)
-    xhat = x.data - _row_mean(x.data)                             # centred, made xhat below
-    rstd = 1.0 / xp.sqrt(_row_mean(xhat * xhat) + eps)
+    xhat = x.data - kernels.row_mean(x.data)                      # centred, made xhat below
+    rstd = 1.0 / xp.sqrt(kernels.row_mean(xhat * xhat) + eps)
     xhat *= rstd
     if weight is not None:
         out = xhat * weight.data
@@ -286,8 +245,8 @@ def layer_norm(x, weight, bias, eps=1e-5):
         if dx is not None:
             grad = g * scale if scale is not None else g.copy()        # dxhat
             product = grad * xhat
-            projection = _row_mean(product)
-            grad -= _row_mean(grad)
+            projection = kernels.row_mean(product)
+            grad -= kernels.row_mean(grad)
             grad -= xp.multiply(xhat, projection, out=product)
             grad *= rstd
             dx._accumulate(grad)
@@ -296,62 +255,6 @@ def layer_norm(x, weight, bias, eps=1e-5):
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)   # Python floats keep float32 arrays float32
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-# Abramowitz & Stegun 7.1.26: erfc(z) = P(t) exp(-z^2) to within 1.5e-7 for z >= 0, t = 1 / (1 + p z)
-_AS_P = 0.3275911
-_AS_COEFFICIENTS = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)   # a5 ... a1
-
-
-# Elements per block of GELU's erf on the CPU: the dozen temporaries of a block (256 kB each) stay in
-# the L2 cache instead of streaming a 10 MB activation through memory a dozen times (1.6x faster).
-_GELU_BLOCK = 1 << 16
-
-
-def _gelu_block(v, out, derivative=None):
-    """GELU of one block v into `out`, and, if `derivative` is given, Phi(v) + v phi(v) into it.
-    NumPy has no erf, so with a = |v|, A&S 7.1.26 at z = a / sqrt(2) gives the lower tail
-        Phi(-a) = erfc(z) / 2 = P(t) / 2 * exp(-a^2 / 2),  t = 1 / (1 + p a / sqrt(2)),
-        P(t) = t (a1 + t (a2 + t (a3 + t (a4 + t a5)))),
-    and then, for either sign of v,  Phi(v) = | [v >= 0] - Phi(-a) |  (1 - Phi(-a), or Phi(-a)).
-    Each line is one pass over the block, written into an existing array (`*=`, out=): a pass costs
-    about the same whatever it computes, so the formula is arranged for few of them (the 1/2 sits in
-    the coefficients, the sign in one comparison). exp(-a^2 / 2) = sqrt(2 pi) phi(v) is reused for
-    the derivative. The output is computed the same way with or without the derivative: a pass
-    recomputed without a graph (AdaMix's low-memory step) gives the same values."""
-    a = xp.abs(v)
-    t = a * (_AS_P / math.sqrt(2.0))
-    t += 1.0
-    xp.divide(1.0, t, out=t)
-    tail = t * (0.5 * _AS_COEFFICIENTS[0])
-    for coefficient in _AS_COEFFICIENTS[1:]:
-        tail += 0.5 * coefficient
-        tail *= t                                     # P(t) / 2
-    gaussian = a * -0.5
-    gaussian *= a
-    xp.exp(gaussian, out=gaussian)                    # exp(-v^2 / 2)
-    tail *= gaussian                                  # Phi(-|v|)
-    cdf = xp.subtract(v >= 0.0, tail, out=tail)
-    xp.abs(cdf, out=cdf)                              # Phi(v)
-    xp.multiply(v, cdf, out=out)                      # v Phi(v)
-    if derivative is not None:
-        gaussian *= v
-        gaussian *= _INV_SQRT_2PI                     # v phi(v)
-        xp.add(cdf, gaussian, out=derivative)
-
-
-def _gelu_erf(v, with_derivative):
-    """(v Phi(v), and if asked Phi(v) + v phi(v)) for the exact erf form, block by block on the CPU;
-    in one block on a GPU, where a block per kernel launch would only add launches."""
-    flat = v.reshape(-1)
-    out = xp.empty_like(flat)
-    derivative = xp.empty_like(flat) if with_derivative else None
-    block = flat.size if backend.name == "cupy" else _GELU_BLOCK
-    for start in range(0, flat.size, block):
-        part = slice(start, start + block)
-        _gelu_block(flat[part], out[part], None if derivative is None else derivative[part])
-    return out.reshape(v.shape), None if derivative is None else derivative.reshape(v.shape)
-
-
 def gelu(x, approximate=False):
     """GELU(x) = x * Phi(x), Phi the standard normal CDF (the exact erf form BERT uses);
     approximate=True gives the tanh form 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
@@ -370,7 +273,7 @@ def gelu(x, approximate=False):
     else:
         # the derivative is computed with the forward, from the same erf and exp(-v^2/2), and is the
         # only array backward keeps (not v, Phi and exp(-v^2/2)); without a graph it is skipped
-        out, derivative = _gelu_erf(v, x.requires_grad and is_grad_enabled())
+        out, derivative = kernels.gelu_erf(v, x.requires_grad and is_grad_enabled())
         dx = x._sink()
 
         def backward(g):
@@ -458,7 +361,7 @@ def linear(x, weight, bias=None):
     every row goes through ONE 2-D matrix product, and a frozen weight costs no dW product."""
     x, weight = _tensor(x), _tensor(weight)
     rows = x.data.reshape(-1, x.shape[-1])                          # (N, in), all leading axes as rows
-    out = _product(rows, weight.data.T)                             # (N, out)
+    out = kernels.product(rows, weight.data.T)                      # (N, out)
     if bias is not None:
         out += bias.data
     dx, dweight = x._sink(), weight._sink()
@@ -470,25 +373,11 @@ def linear(x, weight, bias=None):
     def backward(g):
         g = g.reshape(-1, g.shape[-1])                              # (N, out)
         if dx is not None:
-            dx._accumulate(_product(g, w).reshape(x_shape))
+            dx._accumulate(kernels.product(g, w).reshape(x_shape))
         if dweight is not None:
-            dweight._accumulate(_product(g.T, rows))                # (out, in)
+            dweight._accumulate(kernels.product(g.T, rows))         # (out, in)
         if dbias is not None:
             dbias._accumulate(g.sum(axis=0))
     parents = (x, weight) if bias is None else (x, weight, bias)
     return Tensor._make(out.reshape(*x.shape[:-1], weight.shape[0]), parents, backward)
 
-
-# A product of fewer multiply-adds than this runs on one BLAS thread (backend.one_blas_thread): an
-# adapter's (N, 384) @ (384, 16), or its weight gradient. OpenBLAS itself splits products from 262,144
-# on; below 2^24 a second thread saves tens of microseconds on an idle machine and, when the other core
-# is busy, can wait ~10 ms for it (measured at 2 threads, load 7: 0.14 ms on one thread, 10.8 ms on two).
-_SMALL_PRODUCT = 1 << 24
-
-
-def _product(a, b):
-    """a @ b for 2-D a (m, k), b (k, n); a small one on one BLAS thread."""
-    if a.shape[0] * a.shape[1] * b.shape[1] < _SMALL_PRODUCT:
-        with backend.one_blas_thread():
-            return a @ b
-    return a @ b
