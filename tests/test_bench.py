@@ -179,3 +179,12 @@ def test_one_blas_thread_is_timed_by_cpu_time_and_more_threads_by_the_wall_clock
     assert bench_setup.clock() is time.process_time and "CPU time" in bench_setup.clock_name()
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
     assert bench_setup.clock() is time.perf_counter and bench_setup.clock_name() == "wall time"
+
+
+def test_with_pytorch_the_training_rows_name_its_build_and_compare_both_twins():
+    torch = pytest.importorskip("torch")
+    result = bench.training(bench.make_workload(quick=True), rounds=1, use_torch=True)
+    build = "CPU build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build"
+    assert result["torch"].startswith(f"torch {torch.__version__} ({build})")
+    assert set(result["speed_vs_torch"]) == set(bench.TORCH_VARIANTS)
+    assert all(speed > 0 for speed in result["speed_vs_torch"].values())

@@ -65,7 +65,7 @@ def training(workload, rounds, use_torch=True):
         difference = max(max_logit_difference(twin, model, *workload.batches[0][:2]) for twin in twins.values())
         build_kind = "CPU build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build"
         status = (f"torch {torch.__version__} ({build_kind}) on {twins[next(iter(twins))].device}, "
-                  f"{torch.get_numblas_threads()} thread(s)")
+                  f"{torch.get_num_threads()} thread(s)")
         for name, twin in twins.items():
             variants[name] = lambda b, twin=twin: (twin.train_step(*b), twin.synchronize())
     seconds = interleaved_seconds(variants, workload.batches, rounds)
