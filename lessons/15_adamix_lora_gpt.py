@@ -190,7 +190,7 @@ rows = backend.from_numpy(target_mask.reshape(-1).nonzero()[0])
 by_hand = F.symmetric_kl(z1.reshape(-1, z1.shape[-1])[rows], z2.reshape(-1, z2.shape[-1])[rows]).item()
 z3 = Tensor(z2.data.copy())
 z3.data[~backend.from_numpy(target_mask)] += 5.0                   # change only non-target positions
-assert abs(masked - by_hand) < 1e-9
+assert abs(masked - by_hand) < 1e-6                                 # float32: two orders of summation
 assert abs(adamix.consistency_loss(z1, z3, target_mask).item() - masked) < 1e-9
 
 # %% [markdown]

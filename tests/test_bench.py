@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from tinymix import backend, bench, cli, peft
+from tinymix import backend, bench, bench_profile, cli, peft
+from tinymix import functional as F
 from tinymix.transformer import SequenceClassifier, Transformer
 
 
@@ -50,7 +51,7 @@ def test_report_has_a_row_per_measurement_and_says_torch_was_skipped(results):
     for words in ("without / with the consistency pass", "low memory (recomputing pass 2) / two passes",
                   "AdaMix merged / single adapter", "random routing", "AdaMix low memory (two passes, pass 2",
                   "peak training memory", "forward GFLOP/s", "autograd", "host synchronisation",
-                  "PyTorch skipped"):
+                  "PyTorch skipped", "where the time goes", "BLAS:"):
         assert words in text, words
 
 
@@ -144,3 +145,55 @@ def test_the_command_line_writes_every_measurement_as_json(tmp_path, capsys):
     saved = json.loads(path.read_text())
     assert saved["backend"] == backend.name and saved["training"]["one_pass_over_two_passes"] > 0
     assert set(saved) >= {"training", "inference", "memory", "forward", "autograd", "workload"}
+
+
+def test_the_profile_has_every_category_for_both_passes_and_inference(results):
+    profile = results["profile"]
+    for column in (profile["training"]["forward"], profile["training"]["backward"], profile["inference"]):
+        assert set(column) == set(bench_profile.CATEGORIES)
+        assert all(v >= 0 for v in column.values())
+        assert column[bench_profile.GEMM] > 0 and column[bench_profile.NORM] > 0
+    training = profile["training"]
+    assert training["forward"][bench_profile.GELU] > 0 and training["forward"][bench_profile.DROPOUT] > 0
+    assert profile["inference"][bench_profile.DROPOUT] < profile["inference"][bench_profile.GEMM]  # eval: none drawn
+    passes = sum(training["forward"].values()) + sum(training["backward"].values())
+    assert passes <= training["step"] * 1.01
+
+
+def test_the_profiler_books_each_op_to_its_row_and_puts_everything_back():
+    from tinymix.tensor import Tensor
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((256, 64), dtype=np.float32), requires_grad=True)
+    w = Tensor(rng.standard_normal((128, 64), dtype=np.float32), requires_grad=True)
+    originals = (F.linear, F.gelu, Tensor.__add__, Tensor.backward)
+    with bench_profile.Profiler() as profiler:
+        with profiler.forward_pass():
+            loss = (F.gelu(F.linear(x, w)) * 1.0).sum()
+        loss.backward()
+    seconds = profiler.table()
+    for phase in ("forward", "backward"):
+        assert seconds[phase][bench_profile.GEMM] > 0 and seconds[phase][bench_profile.GELU] > 0
+        assert seconds[phase][bench_profile.NORM] == 0 and seconds[phase][bench_profile.SOFTMAX] == 0
+        assert sum(seconds[phase].values()) == pytest.approx(profiler.totals[phase])
+    assert (F.linear, F.gelu, Tensor.__add__, Tensor.backward) == originals
+
+
+def test_one_blas_thread_is_timed_by_cpu_time_and_more_threads_by_the_wall_clock(monkeypatch):
+    import time
+    from tinymix import bench_setup
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(variable, raising=False)
+    assert bench_setup.clock() is time.perf_counter            # the library's default: maybe many threads
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert bench_setup.clock() is time.process_time and "CPU time" in bench_setup.clock_name()
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert bench_setup.clock() is time.perf_counter and bench_setup.clock_name() == "wall time"
+
+
+def test_with_pytorch_the_training_rows_name_its_build_and_compare_both_twins():
+    torch = pytest.importorskip("torch")
+    result = bench.training(bench.make_workload(quick=True), rounds=1, use_torch=True)
+    build = "CPU build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build"
+    assert result["torch"].startswith(f"torch {torch.__version__} ({build})")
+    assert set(result["speed_vs_torch"]) == set(bench.TORCH_VARIANTS)
+    assert all(speed > 0 for speed in result["speed_vs_torch"].values())

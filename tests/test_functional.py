@@ -7,6 +7,7 @@ import pytest
 
 from tinymix import Tensor, backend, gradcheck, manual_seed
 from tinymix import functional as F
+from tinymix import kernels
 
 SEEDS = (0, 1)
 
@@ -392,6 +393,39 @@ def test_layer_norm_frozen_weight_gets_no_gradient(backend_name):
     w.requires_grad = False
     F.layer_norm(x, w, b).sum().backward()
     assert w.grad is None and x.grad is not None and b.grad is not None
+
+
+# ---- attention's row reductions ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [1, 2, 3, 16, 39, 44, 64])
+def test_row_max_and_row_sum_equal_the_plain_reductions(backend_name, n):
+    # a short last axis, as attention's rows have; odd lengths leave an element out of each halving
+    a = Tensor(np.random.default_rng(n).standard_normal((2, 3, 5, n)).astype(np.float32)).data
+    a[0, 0, 0, -1] = 50.0                                   # the largest in the last position
+    np.testing.assert_array_equal(backend.to_numpy(kernels.row_max(a)), backend.to_numpy(a.max(axis=-1, keepdims=True)))
+    np.testing.assert_allclose(backend.to_numpy(kernels.row_sum(a)), backend.to_numpy(a.sum(axis=-1, keepdims=True)),
+                               rtol=1e-5, atol=1e-5)
+    assert kernels.row_max(a).shape == kernels.row_sum(a).shape == (2, 3, 5, 1)
+
+
+def test_small_products_run_on_one_blas_thread_and_large_ones_do_not(monkeypatch):
+    entered = []
+
+    class Spy:
+        def __enter__(self):
+            entered.append(True)
+
+        def __exit__(self, *exc):
+            pass
+    monkeypatch.setattr(backend, "one_blas_thread", Spy)
+    rng = np.random.default_rng(0)
+    small = [Tensor(rng.standard_normal(shape).astype(np.float32)) for shape in ((6, 8), (16, 8))]
+    out = F.linear(*small)
+    assert entered and np.array_equal(out.numpy(), small[0].numpy() @ small[1].numpy().T)
+    entered.clear()
+    large = [Tensor(rng.standard_normal((256, 256)).astype(np.float32)) for _ in range(2)]   # 2^24 multiply-adds
+    F.linear(*large)
+    assert not entered
 
 
 # ---- GELU -----------------------------------------------------------------------------------------------

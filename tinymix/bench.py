@@ -23,6 +23,8 @@ architecture starts from random weights: speed does not depend on the values. Wi
    the machine's practical limit.
 5. Autograd: the price of the graph on a tiny op, and on a big matmul.
 6. PyTorch eager, the same model and step written by hand (bench_torch.py), on the same batches.
+7. A profile: each op's share of the merged model's eval forward and of the AdaMix training step's
+   forward and backward (bench_profile.py).
 
 On a GPU (TINYMIX_BACKEND=cupy) each timed call ends by waiting for the device; the steps themselves
 read nothing back to the host.
@@ -35,10 +37,10 @@ import time
 import tracemalloc
 import warnings
 
-from . import adamix, backend, checkpoint, peft
+from . import adamix, backend, bench_profile, checkpoint, peft
 from .backend import xp
-from .bench_setup import (ADAMIX, SINGLE, build, eval_forward, median_seconds, sync,
-                          interleaved_seconds, make_workload, ratio, train_step)
+from .bench_setup import (ADAMIX, SINGLE, blas_threads, build, clock_name, eval_forward, median_seconds,
+                          sync, interleaved_seconds, make_workload, ratio, train_step)
 from .bench_torch import TorchTwin, load_torch, max_logit_difference
 from .nn import Linear
 from .tensor import Tensor
@@ -56,12 +58,14 @@ def training(workload, rounds, use_torch=True):
     torch, status = load_torch() if use_torch else (None, "skipped (--no-torch)")
     difference = None
     if torch is not None:
-        threads = _threads()
+        threads = blas_threads()
         if threads and backend.name == "numpy":
             torch.set_num_threads(threads)
         twins = {name: TorchTwin(torch, model, sdpa=sdpa) for name, sdpa in TORCH_VARIANTS.items()}
         difference = max(max_logit_difference(twin, model, *workload.batches[0][:2]) for twin in twins.values())
-        status = f"torch {torch.__version__} on {twins[next(iter(twins))].device}, {torch.get_num_threads()} thread(s)"
+        build_kind = "CPU build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build"
+        status = (f"torch {torch.__version__} ({build_kind}) on {twins[next(iter(twins))].device}, "
+                  f"{torch.get_num_threads()} thread(s)")
         for name, twin in twins.items():
             variants[name] = lambda b, twin=twin: (twin.train_step(*b), twin.synchronize())
     seconds = interleaved_seconds(variants, workload.batches, rounds)
@@ -97,12 +101,18 @@ def host_synchronisation(step):
     return "none detected in a full step"
 
 
-def _threads():
-    """The BLAS thread count NumPy was asked to use, if an environment variable says it."""
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return None
+def _blas():
+    """Which BLAS library NumPy runs and which of its kernels, as far as threadpoolctl (optional) can
+    tell; and whether OPENBLAS_CORETYPE forces a kernel (it may pick an older, slower one)."""
+    try:
+        from threadpoolctl import threadpool_info
+        found = [f"{i.get('internal_api')} {i.get('version')}, {i.get('architecture')} kernel, "
+                 f"{i.get('num_threads')} thread(s)" for i in threadpool_info() if i.get("user_api") == "blas"]
+        text = "; ".join(found) or "no BLAS found by threadpoolctl"
+    except ImportError:
+        text = "kernel unknown (install threadpoolctl to see it)"
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return text + (f"; OPENBLAS_CORETYPE={forced} is set and forces that kernel" if forced else "")
 
 
 # ---- 2. inference -------------------------------------------------------------------------------------
@@ -240,6 +250,16 @@ def autograd(quick=False):
             "matmul_tracked_over_raw": tracked_mm / raw_mm}
 
 
+# ---- 7. profile ---------------------------------------------------------------------------------------
+
+def profile(workload, rounds):
+    """ms per op category: the AdaMix two-pass training step, and the merged model's eval forward."""
+    model, optimizer = build(workload, ADAMIX)
+    training = bench_profile.profile_training(model, optimizer, workload.batches, rounds)
+    merged = peft.merge(build(workload, ADAMIX)[0]).eval()
+    return {"training": training, "inference": bench_profile.profile_inference(merged, workload.batches, rounds)}
+
+
 # ---- the run and its report ------------------------------------------------------------------------------
 
 def run(quick=False, random_init=None, num_batches=4, rounds=3, use_torch=True, log=print):
@@ -248,20 +268,23 @@ def run(quick=False, random_init=None, num_batches=4, rounds=3, use_torch=True, 
     workload = make_workload(quick, random_init, num_batches)
     lengths = [b[0].shape[1] for b in workload.batches]
     real = sum(int(b[1].sum()) for b in workload.batches) / sum(len(b[1]) for b in workload.batches)
-    results = {"backend": backend.name, "workload": workload.description, "threads": _threads(),
+    results = {"backend": backend.name, "workload": workload.description, "threads": blas_threads(),
                "batch_size": len(workload.batches[0][0]), "padded_lengths": lengths,
-               "mean_sentence_length": real, "rounds": rounds, "load_before": os.getloadavg()}
+               "mean_sentence_length": real, "rounds": rounds, "load_before": os.getloadavg(), "blas": _blas(),
+               "clock": clock_name()}
     log(f"measuring: {workload.description}; batches padded to {lengths} tokens")
-    log("1/5 training steps ...")
+    log("1/6 training steps ...")
     results["training"] = training(workload, rounds, use_torch)
-    log("2/5 inference ...")
+    log("2/6 inference ...")
     results["inference"] = inference(workload, rounds + 2)
-    log("3/5 peak memory ...")
+    log("3/6 peak memory ...")
     results["memory"] = memory(workload)
-    log("4/5 forward GFLOP/s ...")
+    log("4/6 forward GFLOP/s ...")
     results["forward"] = forward_throughput(workload, rounds + 2)
-    log("5/5 autograd overhead ...")
+    log("5/6 autograd overhead ...")
     results["autograd"] = autograd(quick)
+    log("6/6 profile ...")
+    results["profile"] = profile(workload, rounds)
     results["load_after"] = os.getloadavg()
     results["seconds"] = time.perf_counter() - started
     return results
@@ -279,6 +302,7 @@ def report(r):
              f"({r['mean_sentence_length']:.1f} real tokens per sentence); medians of {r['rounds']} interleaved "
              f"rounds; load average {r['load_before'][0]:.1f} before, {r['load_after'][0]:.1f} after; "
              f"{r['seconds']:.0f} s in all",
+             f"BLAS: {r.get('blas', 'not recorded')}; timed by {r.get('clock', 'wall time')}",
              "",
              "| measure | measured | ratio | target |",
              "|---|---|---:|---|"]
@@ -325,6 +349,10 @@ def report(r):
                 f">= {target:.1f}" + _verdict(speed >= target))
         lines += ["", f"PyTorch: {t['torch']}. Its twin of the model computes the same function: largest "
                       f"|logit difference| from tinymix in eval mode {t['torch_max_logit_difference']:.1e}."]
+    if "profile" in r:
+        lines += ["", f"Profile ({r.get('clock', 'wall time')}): ms per training step (two passes) and per "
+                  "batch (inference), and each row's share of its pass.", ""]
+        lines += bench_profile.report(r["profile"]["training"], r["profile"]["inference"])
     return "\n".join(lines)
 
 

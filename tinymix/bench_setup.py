@@ -2,6 +2,7 @@
 batches (MiniLM-L6 with an AdaMix-adapter, movie-review sentences grouped by length, or a toy model
 for --quick), one training step as train.py takes it, and interleaved timing of several variants.
 """
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -23,6 +24,29 @@ QUICK_CONFIG = TransformerConfig(vocab_size=500, hidden_size=32, num_layers=2, n
 
 # ---- timing ----------------------------------------------------------------------------------------
 
+def blas_threads():
+    """The BLAS thread count an environment variable asks NumPy for, or None (the library's default)."""
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if os.environ.get(variable, "").isdigit():
+            return int(os.environ[variable])
+    return None
+
+
+def clock():
+    """The benchmark's timer. With one BLAS thread on the CPU, the CPU time of the process
+    (time.process_time): all the work runs on the calling thread, tinymix's and PyTorch's alike, so
+    its CPU time is what the work costs, and the other jobs of a shared machine are not charged to it
+    (wall time would be, in proportion to the load). With more threads, or on a GPU, wall time: there
+    the waiting is part of the cost."""
+    if backend.name == "numpy" and blas_threads() == 1:
+        return time.process_time
+    return time.perf_counter
+
+
+def clock_name():
+    return "CPU time of the process (one BLAS thread)" if clock() is time.process_time else "wall time"
+
+
 def sync():
     """Wait for queued GPU work, so that the clock measures the work and not its launch."""
     if backend.name == "cupy":
@@ -30,15 +54,16 @@ def sync():
 
 
 def median_seconds(run, repeats, warmup=3):
+    now = clock()
     for _ in range(warmup):
         run()
     sync()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = now()
         run()
         sync()
-        times.append(time.perf_counter() - start)
+        times.append(now() - start)
     return statistics.median(times)
 
 
@@ -47,6 +72,7 @@ def interleaved_seconds(variants, batches, rounds):
     one batch back to back in a fresh random order, so paired timings see the same load. One untimed
     warm-up round first."""
     names = list(variants)
+    now = clock()
     order_rng = backend.host_generator(0)
     seconds = {name: [] for name in names}
     for timed in [False] + [True] * rounds:
@@ -54,10 +80,10 @@ def interleaved_seconds(variants, batches, rounds):
         for batch in batches:
             for i in order_rng.permutation(len(names)):
                 sync()
-                start = time.perf_counter()
+                start = now()
                 variants[names[i]](batch)
                 sync()
-                total[names[i]] += time.perf_counter() - start
+                total[names[i]] += now() - start
         if timed:
             for name in names:
                 seconds[name].append(total[name])
@@ -142,11 +168,21 @@ def build(workload, method, seed=0):
 
 def train_step(model, optimizer, batch, consistency_weight, low_memory=False):
     """One step of train.py's loop, without reading the loss back (no host synchronisation)."""
+    gradients(model, optimizer, batch, consistency_weight, low_memory)
+    update(model, optimizer)
+
+
+def gradients(model, optimizer, batch, consistency_weight, low_memory=False):
+    """The step's forward passes and backward: zeroed gradients, then filled."""
     ids, mask, labels = batch
     model.train()
     objective = (lambda: model(ids, mask), lambda z: F.cross_entropy(z, labels), consistency_weight)
     optimizer.zero_grad()
     adamix.two_pass_backward(*objective, low_memory=low_memory)
+
+
+def update(model, optimizer):
+    """The step's clipping at norm 1 and AdamW update."""
     clip_grad_norm(model.trainable_parameters(), 1.0, as_float=False)
     optimizer.step()
 
