@@ -158,4 +158,4 @@ check("12.2", would_differ)
 # In the library: `tinymix/adamix.py` — `two_pass_backward` (with `low_memory=True`, the five steps
 # above, in its docstring); `tinymix/functional.py` — `dropout_tape` records and replays dropout
 # masks; `tinymix/train.py` — `train` calls `two_pass_backward` at every step (`--low-memory`);
-# `tinymix/bench.py` — the memory benchmark on MiniLM.
+# `tinymix/bench/` — the memory benchmark on MiniLM.

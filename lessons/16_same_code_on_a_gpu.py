@@ -209,5 +209,5 @@ check("16.2", device_side)
 # In the library: `tinymix/backend.py` — `set_backend`, `xp`, `host_rng` / `manual_seed`,
 # `host_choice`, `device_uniform`, `to_numpy` / `from_numpy`, `scatter_add`; `tinymix/optim.py` —
 # `clip_grad_norm(as_float=False)`; tests/conftest.py runs every backend test on NumPy and, where a
-# GPU exists, on CuPy; `python -m tinymix bench` (`tinymix/bench.py`) times training and inference
+# GPU exists, on CuPy; `python -m tinymix bench` (`tinymix/bench/__init__.py`) times training and inference
 # on either backend.

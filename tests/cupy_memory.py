@@ -1,5 +1,5 @@
 """Device memory of the CuPy stand-in: the bytes its live arrays hold, kept the way CuPy's memory pool
-reports them (bench.py reads them on the cupy backend)."""
+reports them (tinymix/bench reads them on the cupy backend)."""
 import weakref
 
 import numpy

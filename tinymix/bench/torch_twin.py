@@ -14,7 +14,7 @@ import math
 import random
 import re
 
-from . import backend
+from .. import backend
 
 
 def load_torch():
@@ -142,7 +142,7 @@ class TorchTwin:
 
 def max_logit_difference(twin, model, ids, mask):
     """Largest |logit difference| between the twin and the tinymix model in eval mode on one batch."""
-    from .tensor import no_grad
+    from ..tensor import no_grad
     was_training = model.training
     model.eval()
     with no_grad():

@@ -9,14 +9,14 @@ Python around the ops: in the forward, module calls and routing; in the backward
 Tensor.backward. That remainder is the "autograd bookkeeping and Python" row.
 
 The timers cost about a microsecond an op, a few thousand ops a step: well under 1% of a MiniLM step.
-They read bench_setup.clock(): with one BLAS thread the process's CPU time, so that other jobs on a
+They read workload.clock(): with one BLAS thread the process's CPU time, so that other jobs on a
 shared machine do not land in whichever op they interrupted.
 """
 from contextlib import contextmanager
 
-from . import functional, tensor
-from .bench_setup import clock
-from .tensor import Tensor
+from .. import functional, tensor
+from .workload import clock
+from ..tensor import Tensor
 
 GEMM, PRODUCTS, SOFTMAX = "GEMMs (linear layers)", "attention: batched q k, w v products", "softmax"
 NORM, GELU, DROPOUT = "layer norm", "GELU", "dropout (masks drawn and applied)"
@@ -134,7 +134,7 @@ def profile_training(model, optimizer, batches, rounds, consistency_weight=1.0):
     """The profile of `rounds` rounds of training steps over `batches` (after one untimed round):
     {"forward": {category: ms per step}, "backward": {...}, "optimizer": ms per step (clip + AdamW),
     "step": ms per step}."""
-    from .bench_setup import gradients, sync, train_step, update
+    from .workload import gradients, sync, train_step, update
     for batch in batches:
         train_step(model, optimizer, batch, consistency_weight)
     sync()
@@ -164,7 +164,7 @@ def profile_training(model, optimizer, batches, rounds, consistency_weight=1.0):
 def profile_inference(model, batches, rounds):
     """The profile of the eval forward (no graph) of `model` over `batches`, `rounds` times after one
     untimed round: {category: ms per batch}."""
-    from .bench_setup import eval_forward, sync
+    from .workload import eval_forward, sync
     for batch in batches:
         eval_forward(model, batch)
     sync()

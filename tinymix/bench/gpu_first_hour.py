@@ -2,11 +2,11 @@
 """The first hour on a GPU: what tinymix's CuPy path has never shown on a real device, in ONE command
 that stays under 8 minutes (each step has its own time limit), with every number written to a folder.
 
-    python3 -m tinymix.gpu_first_hour --out DIR      # DIR: $OUT if set, else runs/gpu_first_hour
+    python3 -m tinymix.bench.gpu_first_hour --out DIR      # DIR: $OUT if set, else runs/gpu_first_hour
 
 Steps, in order (a step that fails or runs out of time is recorded, and the next one runs):
   1. machine  GPU, driver, CUDA runtime, CuPy / NumPy / PyTorch versions, CPU count      (15 s)
-  2. parity   python -m tinymix.parity: MiniLM-L6's architecture at random init, one AdaMix step on
+  2. parity   python -m tinymix.bench.parity: MiniLM-L6's architecture at random init, one AdaMix step on
               NumPy and on CuPy from one seed: routes, loss and every gradient compared   (75 s)
   3. suite    the test suite with TINYMIX_BACKEND=cupy TINYMIX_CUPY=real: every test on the cupy
               backend, the cupy cases on real CuPy; 8 processes where pytest-xdist is installed, 90 s
@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]          # the repository
 LIMITS = {"machine": 15, "parity": 75, "suite": 200, "bench cupy": 90, "bench numpy": 90}   # seconds
 STANDIN = ("import runpy, sys; sys.path[:0] = ['tests', '.']; import cupy_standin; cupy_standin.install(); "
            "module = sys.argv[1]; sys.argv = sys.argv[1:]; runpy.run_module(module, run_name='__main__')")
@@ -121,7 +121,7 @@ def summarise(out, results, rehearse):
             lines += ["", f"## {name}", "", "```", (out / name).read_text().strip(), "```"]
     if (out / "parity.json").is_file():
         sys.path.insert(0, str(ROOT))
-        from tinymix import parity
+        from tinymix.bench import parity
         lines += ["", "## parity", "", parity.summary(json.loads((out / "parity.json").read_text()))]
     if (out / "suite.txt").is_file():
         tail = (out / "suite.txt").read_text(errors="replace").strip().splitlines()[-12:]
@@ -152,7 +152,7 @@ def main(argv=None):
     with open(out / "steps.log", "w", encoding="utf-8") as log:
         results["machine"] = step("machine", [sys.executable, "-c", MACHINE, str(out / "machine.json")], env, log)
         small = ["--batch", "4", "--length", "16"] if args.rehearse else []
-        results["parity"] = step("parity", python_module("tinymix.parity", ["--out", str(out / "parity.json"), *small],
+        results["parity"] = step("parity", python_module("tinymix.bench.parity", ["--out", str(out / "parity.json"), *small],
                                                          args.rehearse), env, log)
         plugins = (["-n", "8"] if _has("xdist") else []) + (["--timeout", "90"] if _has("pytest_timeout") else [])
         results["suite"] = step("suite", [sys.executable, "-m", "pytest", "-v", "-rfE", "-p", "no:cacheprovider",
