@@ -227,7 +227,7 @@ def tune(task, arms, grid, seeds, out, workers, extensions=2, report_only=False)
             wins = all(scores[best] > score for lr, score in scores.items() if lr != best)
             at_edge = best in (lrs[0], lrs[-1]) and len(scores) == len(lrs) and wins
             chosen[arm.name] = {"lr": best, "scores": scores, "edge": at_edge}
-            if at_edge and round_ < extensions and not report_only:     # one grid step further out
+            if at_edge and round_ < extensions:         # one grid step further out (report-only: if run)
                 if best == lrs[0]:
                     lrs.insert(0, float(f"{lrs[0] * lrs[0] / lrs[1]:.2g}"))
                 else:
