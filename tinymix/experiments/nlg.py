@@ -209,7 +209,7 @@ def write_report(out, args, base, arms, chosen, runs, speed, status):
              "Claims (adamix.md section 10) and recipe checks (R): paired differences of test BLEU, 95% CI over seeds:",
              report.claims_table(judged),
              "Claim 3 on test loss (nats per target token, negated so that higher is better):",
-             report.claims_table(judged_3),
+             report.claims_table(judged_3, digits=4),
              "The gap, measured (means over each run's evaluations and over seeds):", gap_tables(runs),
              "Routing:", report.routing_table({a: r for a, r in runs.items() if a.startswith("adamix")}), status]
     if speed:

@@ -23,13 +23,14 @@ class Claim:
                 "verdict": stats.verdict(interval, self.kind, self.margin)}
 
 
-def claims_table(judged, scale=1.0, unit=""):
-    """| claim | comparison | paired difference | 95% CI | seeds | verdict | — differences times `scale`."""
+def claims_table(judged, scale=1.0, unit="", digits=2):
+    """| claim | comparison | paired difference | 95% CI | seeds | verdict | — differences times `scale`,
+    shown with `digits` decimals."""
     lines = ["| # | claim | comparison | mean paired difference | 95% CI | seeds | verdict |",
              "|---|---|---|---|---|---|---|"]
     for c in judged:
-        show = lambda v: "-" if v is None else f"{scale * v:+.2f}"
-        interval = "-" if c["low"] is None else f"[{scale * c['low']:+.2f}, {scale * c['high']:+.2f}]"
+        show = lambda v: "-" if v is None else f"{scale * v:+.{digits}f}"
+        interval = "-" if c["low"] is None else f"[{show(c['low'])}, {show(c['high'])}]"
         what = f"{c['left']} vs {c['right']}" + (f" (margin ±{scale * c['margin']:g}{unit})"
                                                   if c["kind"] == "equivalent" else "")
         lines.append(f"| {c['number']} | {c['text']} | {what} | {show(c['mean'])}{unit} | {interval} | {c['n']} | "
