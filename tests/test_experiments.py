@@ -158,6 +158,12 @@ def test_e2e_comparison_end_to_end(tmp_path):
     assert (out / "expert_diagnostics.png").stat().st_size > 10_000
     text = (out / "results.md").read_text()
     assert "The gap, measured" in text and "| adamix-lora | " in text
+    cli.main(["compare", "--task", "e2e", "--steps", "4", "--eval-every", "2", "--train-size", "16",    # trains nothing,
+              "--validation-size", "2", "--test-size", "2", "--batch-size", "4", "--seeds", "2",       # keeps the speed
+              "--lr-grid", "3e-3,1e-2", "--arms", "lora,adamix-lora", "--workers", "1", "--beam-width", "2",
+              "--max-new-tokens", "6", "--num-experts", "2", "--out", str(out), "--report-only"])
+    assert json.loads((out / "results.json").read_text())["speed"] == saved["speed"]
+    assert "Decoding speed" in (out / "results.md").read_text()
 
 
 def test_e2e_command_line_dispatch():

@@ -152,7 +152,9 @@ def compare_command(args):
                                              report_only=args.report_only)
     speed = None
     first = next((a for a in arms if runs.get(a.name, {}).get(0)), None)
-    if first is not None and not args.report_only:
+    if args.report_only and (out / "results.json").is_file():     # keep the speed measured by the full run
+        speed = checkpoint.load_json(out / "results.json").get("speed")
+    elif first is not None:
         # measured in a worker process: one BLAS thread, as every run
         run = protocol.run_folder(out, "final", first, 0)
         speed_request = {"speed": True, "task": "e2e", "run": str(run),
