@@ -88,7 +88,7 @@ def forest(judged, path, scale=1.0, unit="", title="paired differences, 95% conf
     axes.axvline(0, color="0.3", linewidth=0.8)
     axes.set_yticks(range(len(rows)), [f"{c['number']}. {c['left']} vs {c['right']}" for c in reversed(rows)],
                     fontsize=8)
-    axes.set(xlabel=f"mean paired difference ({unit}); green held, red refuted, grey inconclusive", title=title)
+    axes.set(xlabel=f"mean paired difference ({unit})", title=f"{title}\ngreen: held, red: refuted, grey: inconclusive")
     return _save(figure, path)
 
 
