@@ -202,7 +202,7 @@ def gap_tables(runs):
 def write_report(out, args, base, arms, chosen, runs, speed, status):
     judged, judged_3 = claims(runs), inference_claims(runs)
     parts = [f"Budget: {base.steps} steps of batch {base.batch_size} over {base.train_size} training MRs "
-             f"(AdaMix's {LONGER}x arms: {LONGER * base.steps}); no gradient clipping; test: {base.test_size} MRs "
+             f"(the {LONGER}x arms: {LONGER * base.steps}); no gradient clipping; test: {base.test_size} MRs "
              f"with unseen slot combinations, beam search (width {base.beam_width}) after merging and folding; "
              f"mean ± std over seeds 0..{args.seeds - 1}.",
              "Learning rates (validation BLEU, mean over tuning seeds "

@@ -182,7 +182,7 @@ def write_report(out, args, regime, arms, chosen, runs, status):
     judged = claims(runs)
     size = regime["train_size"] or "all 7,568"
     text = "\n\n".join([
-        f"Budget: {regime['epochs']} epochs over {size} training sentences (AdaMix's {LONGER}x arms: "
+        f"Budget: {regime['epochs']} epochs over {size} training sentences (the {LONGER}x arms: "
         f"{LONGER * regime['epochs']}); batch 32; test accuracy of the merged model, mean ± std over seeds "
         f"0..{args.seeds - 1}.",
         "Learning rates (validation accuracy, mean over tuning seeds "
