@@ -253,3 +253,13 @@ def test_resume_hint_names_the_checkpoint_only_when_there_is_one(tmp_path):
     assert runfolder.resume_hint(str(run), "main") == (
         f"the last complete checkpoint is {run / 'checkpoints' / 'epoch-0001'} (after epoch 1); continue with: "
         f"python -m tinymix main --out {run} --resume")
+
+
+def test_a_file_hash_read_in_blocks_is_the_hash_of_its_bytes(tmp_path):
+    import hashlib
+    path = tmp_path / "weights.bin"
+    data = bytes(range(256)) * (3 * 4096) + b"tail!"          # 3 MiB and 5 bytes: blocks plus a partial one
+    path.write_bytes(data)
+    assert files.sha256(path) == hashlib.sha256(data).hexdigest()
+    path.write_bytes(b"")
+    assert files.sha256(path) == hashlib.sha256(b"").hexdigest()

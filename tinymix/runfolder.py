@@ -18,7 +18,6 @@ the one holding the best epoch so far (its weights are the best weights).
 A fresh run into a folder that holds a run is refused: --resume continues it, --overwrite replaces it
 (removing only the files a run writes, listed in RUN_FILES and RUN_FOLDERS).
 """
-import hashlib
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -242,17 +241,9 @@ def _epoch(folder):
 
 def _write_manifest(folder, epoch, step):
     """The manifest that makes `folder` a complete checkpoint: every file's size and sha256."""
-    listing = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    listing = {p.name: {"bytes": p.stat().st_size, "sha256": files.sha256(p)}
                for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST and not files.is_temporary(p)}
     checkpoint.save_json(folder / MANIFEST, {"epoch": epoch, "step": step, "files": listing})
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _problem(folder, quick=False):
@@ -266,7 +257,7 @@ def _problem(folder, quick=False):
         path = folder / name
         if not isinstance(entry, dict) or not path.is_file() or path.stat().st_size != entry.get("bytes"):
             return f"{name} is missing or has another size than its manifest says"
-        if not quick and _sha256(path) != entry.get("sha256"):
+        if not quick and files.sha256(path) != entry.get("sha256"):
             return f"{name} does not match the sha256 in its manifest (damaged or edited)"
     if manifest["epoch"] != _epoch(folder) or "state.json" not in manifest["files"]:
         return "its manifest belongs to another checkpoint"
