@@ -134,7 +134,7 @@ def test_nlu_comparison_end_to_end_in_worker_processes(tmp_path):
     assert verdicts["adamix merged", "random routing (mean)"]["n"] == 2
     text = (out / "results.md").read_text()
     assert "| adamix, no consistency | " in text and "Every run of this comparison has finished." in text
-    for figure in ("claims_forest.png", "validation_curves.png"):
+    for figure in ("claims_forest.png", "validation_curves.png", "accuracy_vs_parameters.png", "random_vs_merged.png"):
         assert (out / figure).stat().st_size > 10_000, figure
     run = out / "final" / "adamix" / "seed-1"
     assert (run / "log.txt").is_file() and not (run / "checkpoints").exists()    # ran in a worker; checkpoints removed

@@ -202,3 +202,13 @@ def write_report(out, args, regime, arms, chosen, runs, status):
                      for i in range(min(len(r["history"]) for r in found.values()))]
               for name, found in runs.items() if name in MAIN or "steps" in name}
     plots.validation_curves(curves, out / "validation_curves.png", "epoch", "validation accuracy (mean over seeds)")
+    # the paper's Figure 1 (accuracy against deployed parameters) and Figure 5 (merging vs random routing)
+    rows = [{"name": name, "merged_parameters": next(iter(found.values()))["merged_parameters"],
+             **dict(zip(("mean", "std"), stats.mean_std(r["merged_test_accuracy"] for r in found.values())))}
+            for name, found in runs.items() if name in MAIN]
+    if rows:
+        plots.accuracy_vs_parameters(rows, out / "accuracy_vs_parameters.png")
+    with_modes = {s: r for s, r in runs.get("adamix", {}).items() if "random_test_accuracies" in r}
+    if with_modes:
+        plots.random_vs_merged({s: r["random_test_accuracies"] for s, r in with_modes.items()},
+                               {s: r["merged_test_accuracy"] for s, r in with_modes.items()}, out / "random_vs_merged.png")
