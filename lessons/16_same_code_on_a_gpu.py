@@ -23,7 +23,7 @@
 #    which expert to use before it launches the kernels. (A route drawn on the device would need a
 #    synchronisation per mixture per pass just to learn which weights to multiply.)
 # 3. Time. GPU kernels run asynchronously: a Python line "finishes" when the kernel is QUEUED. Time a
-#    GPU region only after `cupy.cuda.Device().synchronize()`, or you measure the launch, not the work.
+#    GPU region only after `backend.synchronize()`, or you measure the launch, not the work.
 
 # %%
 import time
@@ -138,8 +138,6 @@ def one_step(backend_name, seed=0, batch=32, length=64):
 
 
 if GPU:
-    import cupy
-
     cpu_loss, cpu_routes, _, _, _ = one_step("numpy")
     gpu_loss, gpu_routes, model, ids, labels = one_step("cupy")
     print(f"loss on NumPy {cpu_loss:.6f}, on CuPy {gpu_loss:.6f}; routes {cpu_routes} / {gpu_routes}")
@@ -153,12 +151,12 @@ if GPU:
     def clocks(work, repeats):
         """(seconds until the Python loop returned, seconds until the GPU had finished)."""
         work()                                               # warm-up: kernels compile on first use
-        cupy.cuda.Device().synchronize()
+        backend.synchronize()
         started = time.perf_counter()
         for _ in range(repeats):
             work()
         queued = time.perf_counter() - started               # the wrong clock: kernels may still run
-        cupy.cuda.Device().synchronize()
+        backend.synchronize()
         return queued, time.perf_counter() - started         # the right clock
 
     size = budget(8192, 256)                 # fast mode: a quick run of the cell, too small to time

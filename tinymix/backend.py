@@ -99,6 +99,13 @@ def describe():
     return info
 
 
+def synchronize():
+    """Wait until the GPU has finished the work queued so far (CuPy launches kernels and returns at
+    once, so a clock read before this measures the launch, not the work). Nothing to wait for on NumPy."""
+    if name == "cupy":
+        xp.cuda.Device().synchronize()
+
+
 # ---- moving arrays -------------------------------------------------------------------------------
 
 def to_numpy(array):

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from .. import adamix, assets, backend, peft
 from .. import functional as F
-from ..backend import xp
 from ..optim import AdamW, clip_grad_norm
 from ..tensor import no_grad
 from ..transformer import SequenceClassifier, Transformer, TransformerConfig
@@ -49,8 +48,7 @@ def clock_name():
 
 def sync():
     """Wait for queued GPU work, so that the clock measures the work and not its launch."""
-    if backend.name == "cupy":
-        xp.cuda.get_current_stream().synchronize()
+    backend.synchronize()
 
 
 def median_seconds(run, repeats, warmup=3):
