@@ -24,10 +24,9 @@ import support  # noqa: F401  (the repository on sys.path when run as a script)
 from support import save_figure
 
 import matplotlib.pyplot as plt
-import numpy
 
 from tinymix import Tensor
-from tinymix.backend import xp
+from tinymix.backend import host, xp
 
 
 def f(x):                                     # works on Tensors and on plain xp arrays
@@ -39,7 +38,7 @@ x = Tensor(x0, requires_grad=True, dtype=xp.float64)
 f(x).backward()
 exact = float(x.grad)                         # the analytic derivative, from autograd
 
-steps = numpy.logspace(-12, -0.5, 47)
+steps = host.logspace(-12, -0.5, 47)
 errors = {}
 for dtype in ("float64", "float32"):
     point = xp.asarray(x0, dtype=dtype)
@@ -52,7 +51,7 @@ for dtype in ("float64", "float32"):
             else:
                 estimate = (f(point + e_cast) - f(point - e_cast)) / (2 * e_cast)
             row.append(max(abs(float(estimate) - exact), 1e-17))
-        errors[kind, dtype] = numpy.array(row)
+        errors[kind, dtype] = host.array(row)
 
 figure, axes = plt.subplots(figsize=(7, 4.5))
 for (kind, dtype), row in errors.items():
@@ -81,7 +80,7 @@ assert best["central", "float64"] < best["forward", "float64"] / 100
 assert best["central", "float32"] > 1e-7, "float32 rounding hides errors smaller than about 1e-6"
 right = (steps > 1e-3) & (steps < 1e-1)
 for kind, order in (("forward", 1), ("central", 2)):
-    slope = numpy.polyfit(numpy.log(steps[right]), numpy.log(errors[kind, "float64"][right]), 1)[0]
+    slope = host.polyfit(host.log(steps[right]), host.log(errors[kind, "float64"][right]), 1)[0]
     print(f"{kind} difference: error slope {slope:.2f} (order {order})")
     assert abs(slope - order) < 0.3
 

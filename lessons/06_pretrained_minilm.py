@@ -21,10 +21,9 @@ import support  # noqa: F401  (the repository on sys.path when run as a script)
 from support import ROOT, save_figure
 
 import matplotlib.pyplot as plt
-import numpy
 
 from tinymix import backend, no_grad
-from tinymix.backend import xp
+from tinymix.backend import host, xp
 from tinymix.pretrained import bert_state_dict, embed, load_pretrained
 from tinymix.transformer import mean_pool
 
@@ -71,7 +70,7 @@ else:
 # hidden state of every real token (padding positions carry no meaning and are skipped).
 
 # %%
-with numpy.load(ROOT / "tests" / "reference" / "minilm_reference.npz") as file:
+with host.load(ROOT / "tests" / "reference" / "minilm_reference.npz", allow_pickle=False) as file:
     reference = {key: file[key] for key in file.files}
 sentences = [str(s) for s in reference["sentences"]]
 ids, mask = tokenizer(sentences)                                    # (6, T), padded to the longest

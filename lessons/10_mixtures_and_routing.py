@@ -31,10 +31,9 @@ import support  # noqa: F401  (the repository on sys.path when run as a script)
 from support import budget, save_figure
 
 import matplotlib.pyplot as plt
-import numpy
 
 from tinymix import Tensor, adamix, backend
-from tinymix.backend import xp
+from tinymix.backend import host, xp
 from tinymix.nn import Linear
 from tinymix.optim import AdamW
 
@@ -139,7 +138,7 @@ def train_experts(lazy, steps):
         optimizer.step()
         moved.append([not xp.array_equal(e.weight.data, p) for e, p in zip(m.experts, previous)])
         distances.append([float(xp.sqrt(((e.weight.data - w0) ** 2).sum())) for e, w0 in zip(m.experts, initial)])
-    return numpy.array(distances), numpy.array(moved), routes
+    return host.array(distances), host.array(moved), routes
 
 
 steps = budget(60, 30)
@@ -147,11 +146,11 @@ assert AdamW([Tensor([0.0], requires_grad=True)]).lazy is False, "the library's 
 dense, dense_moved, dense_routes = train_experts(lazy=False, steps=steps)
 lazy, lazy_moved, lazy_routes = train_experts(lazy=True, steps=steps)
 assert dense_routes == lazy_routes, "same seed, same routes: only the optimizer differs"
-routed = numpy.array([[route == k for k in range(M)] for route in dense_routes])      # (steps, M)
-seen = numpy.cumsum(routed, axis=0) > 0                  # has expert k been routed at or before step t?
+routed = host.array([[route == k for k in range(M)] for route in dense_routes])      # (steps, M)
+seen = host.cumsum(routed, axis=0) > 0                  # has expert k been routed at or before step t?
 print(f"routes of the first 12 steps: {dense_routes[:12]}")
 print("distance from the initial weights after the last step, per expert:")
-print(f"  dense {numpy.round(dense[-1], 3).tolist()}   lazy {numpy.round(lazy[-1], 3).tolist()}")
+print(f"  dense {host.round(dense[-1], 3).tolist()}   lazy {host.round(lazy[-1], 3).tolist()}")
 print(f"  an expert moved on {dense_moved.sum() / max(1, seen.sum()):.0%} of the steps after its first route "
       f"(dense) and on {lazy_moved.sum() / max(1, seen.sum()):.0%} of them (lazy, = how often it was routed)")
 ratio = dense[-1].sum() / lazy[-1].sum()
@@ -165,7 +164,7 @@ for panel, distances, name in ((panels[0], dense, "dense (official code, tinymix
                                (panels[1], lazy, "lazy (lazy=True; PyTorch >= 2 behaviour)")):
     for k in range(M):
         panel.plot(range(1, steps + 1), distances[:, k], color=f"C{k}", label=f"expert {k}")
-        hit = numpy.nonzero(routed[:, k])[0]
+        hit = host.nonzero(routed[:, k])[0]
         panel.plot(hit + 1, distances[hit, k], "o", color=f"C{k}", markersize=3)
     panel.set(xlabel="step (dots: the expert was routed)", title=name)
 panels[0].set(ylabel="distance from initial weights")
@@ -201,7 +200,7 @@ def routes(seed, calls):
 
 
 draws = routes(seed=0, calls=budget(4000, 1000))
-counts = numpy.bincount(draws, minlength=M)
+counts = host.bincount(draws, minlength=M)
 expected = len(draws) / M
 chi_square = float(((counts - expected) ** 2 / expected).sum())
 print(f"expert counts over {len(draws)} calls: {counts.tolist()}; X^2 = {chi_square:.2f} (< 16.3)")
@@ -236,7 +235,7 @@ history = []
 for step in range(40):
     model(ids)
     history.append([m.route.index for m in mixtures])
-history = numpy.array(history).T                 # (layers, steps)
+history = host.array(history).T                 # (layers, steps)
 
 backend.manual_seed(0)
 lora_model = peft.get_peft_model(SequenceClassifier(Transformer(tiny), 2), peft.AdaMixConfig(module="lora"))

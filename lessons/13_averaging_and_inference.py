@@ -34,11 +34,10 @@ import support  # noqa: F401  (the repository on sys.path when run as a script)
 from support import save_figure
 
 import matplotlib.pyplot as plt
-import numpy
 
 from tinymix import Tensor, adamix, backend, no_grad
 from tinymix import functional as F
-from tinymix.backend import xp
+from tinymix.backend import host, xp
 from tinymix.nn import Linear, Module, Parameter, kaiming_uniform
 from tinymix.peft import Adapter, LoRALinear
 
@@ -112,7 +111,7 @@ def shrink(mixture, t, original):
         expert.weight.data = (mean + t * (weights - mean)).astype(xp.float32)
 
 
-spreads = numpy.logspace(-2, 0, 9)
+spreads = host.logspace(-2, 0, 9)
 curves = {}
 for name, model in sites.items():
     mixtures = adamix.mixtures(model)
@@ -136,7 +135,7 @@ axes.legend(fontsize=8)
 save_figure(figure, "13_averaging_gap.png")
 
 for name in ("LoRA, nothing shared", "adapter, up shared"):
-    slope = numpy.polyfit(numpy.log(spreads[:6]), numpy.log(curves[name][:6]), 1)[0]
+    slope = host.polyfit(host.log(spreads[:6]), host.log(curves[name][:6]), 1)[0]
     print(f"{name}: log-log slope {slope:.2f}")
     assert abs(slope - 2) < 0.25
 assert max(curves["LoRA, B shared"]) < 1e-6

@@ -27,8 +27,6 @@ import dataclasses
 import math
 import time
 
-import numpy
-
 import support  # noqa: F401  (the repository on sys.path when run as a script)
 from support import FAST, budget, figure_path, save_figure, show
 
@@ -36,7 +34,7 @@ import matplotlib.pyplot as plt
 
 from tinymix import adamix, backend, data, no_grad, peft, plots, probe
 from tinymix import functional as F
-from tinymix.backend import xp
+from tinymix.backend import host, xp
 from tinymix.nn import Dropout, Linear, Module
 from tinymix.optim import AdamW, clip_grad_norm, linear_warmup_decay
 from tinymix.train import decay_groups
@@ -272,7 +270,7 @@ Z = 1.96                                              # the normal quantile of a
 
 def correct(logits):
     """1.0 where the prediction is right, per test sentence (in the cached order)."""
-    return numpy.concatenate([(backend.to_numpy(z.argmax(-1)) == labels).astype("float64")
+    return host.concatenate([(backend.to_numpy(z.argmax(-1)) == labels).astype("float64")
                               for z, (_, _, labels) in zip(logits, test_batches)])
 
 
@@ -291,7 +289,7 @@ def bootstrap_half_width(first, second, resamples=2000):
     rng = backend.host_generator(12)
     d = first - second
     means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
-    low, high = numpy.percentile(means, [2.5, 97.5])
+    low, high = host.percentile(means, [2.5, 97.5])
     return float(high - low) / 2
 
 

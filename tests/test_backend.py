@@ -41,12 +41,14 @@ def test_the_import_guard_sees_every_form_of_import():
 
 
 def test_only_the_backend_imports_numpy_or_cupy():
-    files = sorted(PACKAGE.rglob("*.py"))
-    assert PACKAGE / "tensor.py" in files  # the scan looks where the engine is
+    files = sorted(PACKAGE.rglob("*.py")) + sorted((PACKAGE.parent / "lessons").rglob("*.py"))
+    assert PACKAGE / "tensor.py" in files  # the scan looks where the engine is ...
+    assert PACKAGE.parent / "lessons" / "10_mixtures_and_routing.py" in files   # ... and where students read
     offenders = {str(path.relative_to(PACKAGE.parent)): sorted(imported_array_modules(path.read_text()))
                  for path in files if path != PACKAGE / "backend.py"}
     offenders = {path: modules for path, modules in offenders.items() if modules}
-    assert not offenders, f"only tinymix/backend.py may import numpy or cupy; say `xp` instead: {offenders}"
+    assert not offenders, (f"only tinymix/backend.py may import numpy or cupy; say `xp` instead "
+                           f"(`backend.host` for values on the CPU): {offenders}")
     assert imported_array_modules((PACKAGE / "backend.py").read_text()) >= {"numpy"}
 
 

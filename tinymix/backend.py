@@ -2,6 +2,8 @@
 
     from tinymix.backend import xp      # the array module in use: numpy or cupy
     xp.exp(x), xp.zeros(shape, dtype=xp.float32), ...
+    from tinymix.backend import host    # NumPy itself, for values on the CPU whatever the backend:
+    host.percentile(accuracies, 95)     # statistics of results, the data of a figure
 
 The backend is chosen once, before any tensor is made: by `set_backend("numpy" | "cupy")` or by the
 environment variable TINYMIX_BACKEND. `xp` stays the same object when the backend switches, so a module
@@ -35,6 +37,7 @@ class _ArrayModule(types.ModuleType):
 
 
 xp = _ArrayModule("xp")
+host = numpy          # host-side values (results, figures' data), never a model's arrays
 name = None           # "numpy" or "cupy": the backend in use
 host_rng = None       # numpy.random.Generator: weights, shuffles, routes
 _device_rng = None    # xp.random.Generator: dropout masks
