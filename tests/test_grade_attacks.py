@@ -246,6 +246,29 @@ def test_flooding_the_output_stops_that_task_and_printing_is_kept_apart(hostile_
     assert len(files["h_flood/a1_autograd.py"]["printed"]) <= 8000
 
 
+def test_a_flood_counted_before_the_finished_tasks_were_read_does_not_undo_them():
+    """Prints and events come on two pipes, read by two threads: the flood can reach the grader
+    before the events the child wrote earlier. Those events still count."""
+    import json as json_
+    import queue
+    from tinymix.grading import runner
+    run = runner.Run({"A1.1": runner.TaskRun(), "A1.2": runner.TaskRun()})
+    watch = runner._Watch(run, [{"id": "A1.1"}, {"id": "A1.2"}], time_limit=5, load_limit=10)
+    events = queue.Queue()
+    events.put(("flood", "printed more than 1000 kB"))           # counted first ...
+    for event in ({"event": "loaded", "functions": {}}, {"event": "task", "id": "A1.1"},
+                  {"event": "done", "id": "A1.1"}, {"event": "task", "id": "A1.2"}):
+        events.put(("line", json_.dumps(event)))                  # ... though written before it
+    events.put(("eof", None))
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        watch.follow(process, events)
+    finally:
+        runner._kill(process)
+    assert run.tasks["A1.1"].finished and run.tasks["A1.1"].stopped is None
+    assert "printed more than 1000 kB" in run.tasks["A1.2"].stopped
+
+
 @pytest.mark.parametrize("task, refused", [
     ("A1.1", "ImportError: tinymix.assignments is not available while this file is graded"),
     ("A1.2", "ImportError: tinymix.assignments is not available while this file is graded"),
@@ -347,6 +370,32 @@ def test_a_python_list_is_refused_with_a_clear_message(tmp_path):
     result = grade_file(path, only={"A1.3"}).results[0]
     assert result.status == "failed" and result.passed == 0          # every check, the gradcheck too
     assert all("got a Python list" in m and "Return an xp array" in m for _, m in result.failures)
+
+
+def test_a_ctrl_c_as_the_child_starts_still_stops_the_child(tmp_path, monkeypatch):
+    """The interrupt lands while the child is being started (inside Popen, before the grader holds
+    it): the child runs in a session of its own, so only the grader can stop it."""
+    from tinymix.grading import runner
+    path = tmp_path / "a1_autograd.py"
+    path.write_text(replace_body(SOLVED_A1, "sum_backward", "while True:\n    pass"))
+    started, real_popen = [], subprocess.Popen
+
+    def popen(*args, **kwargs):
+        process = real_popen(*args, **kwargs)
+        started.append(process)
+        os.kill(os.getpid(), signal.SIGINT)          # Ctrl-C before Popen has returned
+        return process
+
+    monkeypatch.setattr(runner.subprocess, "Popen", popen)
+    with pytest.raises(KeyboardInterrupt):
+        grade_file(path)
+    monkeypatch.undo()
+    assert len(started) == 1
+    try:
+        assert started[0].wait(timeout=10) == -signal.SIGKILL    # killed by the grader, not left running
+    finally:
+        if started[0].poll() is None:
+            started[0].kill()
 
 
 def test_ctrl_c_stops_the_grader_cleanly(tmp_path):

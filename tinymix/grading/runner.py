@@ -74,26 +74,40 @@ def _launch(run, request, exchange, time_limit, load_limit):
     path = Path(exchange) / "request.json"
     path.write_text(json.dumps(request), encoding="utf-8")
     posix = os.name == "posix"
-    process = subprocess.Popen(
-        [sys.executable, str(CHILD), exchange], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, cwd=exchange, env=_environment(), start_new_session=posix,
-        creationflags=0 if posix else subprocess.CREATE_NEW_PROCESS_GROUP)
-    run.processes += 1
-    events, printed = queue.Queue(), {}
-    readers = [threading.Thread(target=_read_events, args=(process.stdout, events), daemon=True),
-               threading.Thread(target=_read_output, args=(process.stderr, events, printed), daemon=True)]
-    for reader in readers:
-        reader.start()
+    process, readers, events, printed = None, [], queue.Queue(), {}
+    # A Ctrl-C that lands inside Popen (after the fork) or before the `try` would leave the child
+    # running in its own session, out of reach of the terminal: hold SIGINT until the child is known,
+    # so that the `finally` below always kills it. (The child unblocks SIGINT first thing.)
+    _hold_interrupts(True)
     try:
+        process = subprocess.Popen(
+            [sys.executable, str(CHILD), exchange], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, cwd=exchange, env=_environment(), start_new_session=posix,
+            creationflags=0 if posix else subprocess.CREATE_NEW_PROCESS_GROUP)
+        _hold_interrupts(False)
+        run.processes += 1
+        readers = [threading.Thread(target=_read_events, args=(process.stdout, events), daemon=True),
+                   threading.Thread(target=_read_output, args=(process.stderr, events, printed), daemon=True)]
+        for reader in readers:
+            reader.start()
         _Watch(run, request["tasks"], time_limit, load_limit).follow(process, events)
     finally:
-        _kill(process)
+        _hold_interrupts(False)
+        if process is not None:
+            _kill(process)
         for reader in readers:
             reader.join(timeout=5)
         if printed.get("bytes"):
             separator = "\n[a fresh process]\n" if run.output else ""
             run.output = (run.output + separator + printed["kept"].decode("utf-8", "replace"))[:2 * OUTPUT_KEPT]
             run.output_bytes += printed["bytes"]
+
+
+def _hold_interrupts(hold):
+    """Block (True) or deliver (False) SIGINT in this thread; a Ctrl-C that came meanwhile is raised
+    as KeyboardInterrupt once it is delivered. Only where POSIX signal masks exist, in the main thread."""
+    if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK if hold else signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _kill(process):
@@ -189,9 +203,27 @@ class _Watch:
             if kind == "eof":
                 return self.stop(_exit_reason(process))
             if kind == "flood":
+                _kill(process)
+                if self.drain(events):
+                    return
                 return self.stop(f"the submission {payload}; the grader stopped it")
             if self.event(payload):
                 return
+
+    def drain(self, events, seconds=2.0):
+        """Record the events a stopped child had written before it was stopped: the thread reading them
+        may lag behind the one that counted its prints (else a task it finished would count as never
+        run). True when those events say the child had finished."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                kind, payload = events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return False
+            if kind == "eof":
+                return False
+            if kind == "line" and self.event(payload):
+                return True
 
     def event(self, line):
         """Record one event; True when the child has finished."""
