@@ -21,14 +21,11 @@ import importlib.util
 import json
 import linecache
 import os
-import signal
 import sys
 import types
 
 
 def main():
-    if hasattr(signal, "pthread_sigmask"):    # the grader held SIGINT while starting this process
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     channel = os.fdopen(os.dup(1), "w", encoding="utf-8")   # events for the grader ...
     os.dup2(2, 1)                                             # ... the submission's prints go with stderr
     exchange = sys.argv[1]

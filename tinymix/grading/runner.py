@@ -76,15 +76,15 @@ def _launch(run, request, exchange, time_limit, load_limit):
     posix = os.name == "posix"
     process, readers, events, printed = None, [], queue.Queue(), {}
     # A Ctrl-C that lands inside Popen (after the fork) or before the `try` would leave the child
-    # running in its own session, out of reach of the terminal: hold SIGINT until the child is known,
-    # so that the `finally` below always kills it. (The child unblocks SIGINT first thing.)
-    _hold_interrupts(True)
+    # running in its own session, out of reach of the terminal: hold it until the child is known, so
+    # that the `finally` below always kills it.
+    release = _hold_interrupts()
     try:
         process = subprocess.Popen(
             [sys.executable, str(CHILD), exchange], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, cwd=exchange, env=_environment(), start_new_session=posix,
             creationflags=0 if posix else subprocess.CREATE_NEW_PROCESS_GROUP)
-        _hold_interrupts(False)
+        release()                                  # a Ctrl-C held meanwhile is raised here
         run.processes += 1
         readers = [threading.Thread(target=_read_events, args=(process.stdout, events), daemon=True),
                    threading.Thread(target=_read_output, args=(process.stderr, events, printed), daemon=True)]
@@ -92,7 +92,7 @@ def _launch(run, request, exchange, time_limit, load_limit):
             reader.start()
         _Watch(run, request["tasks"], time_limit, load_limit).follow(process, events)
     finally:
-        _hold_interrupts(False)
+        release(raise_held=False)
         if process is not None:
             _kill(process)
         for reader in readers:
@@ -103,11 +103,22 @@ def _launch(run, request, exchange, time_limit, load_limit):
             run.output_bytes += printed["bytes"]
 
 
-def _hold_interrupts(hold):
-    """Block (True) or deliver (False) SIGINT in this thread; a Ctrl-C that came meanwhile is raised
-    as KeyboardInterrupt once it is delivered. Only where POSIX signal masks exist, in the main thread."""
-    if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
-        signal.pthread_sigmask(signal.SIG_BLOCK if hold else signal.SIG_UNBLOCK, {signal.SIGINT})
+def _hold_interrupts():
+    """From now until the returned function is called, a Ctrl-C is noted instead of raised (signal
+    handlers run in the main thread, whichever thread the signal reached). The function puts Ctrl-C
+    back and raises the KeyboardInterrupt that was held (unless raise_held=False)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        return lambda raise_held=True: None          # not ours to hold (handlers live in the main thread)
+    held, state = [], {"holding": True}
+    signal.signal(signal.SIGINT, lambda number, frame: held.append(number))
+
+    def release(raise_held=True):
+        if state.pop("holding", False):
+            signal.signal(signal.SIGINT, previous)
+            if held and raise_held:
+                raise KeyboardInterrupt
+    return release
 
 
 def _kill(process):
