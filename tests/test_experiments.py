@@ -3,6 +3,7 @@ and both comparisons end to end on tiny budgets."""
 import argparse
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -142,7 +143,7 @@ def test_nlu_comparison_end_to_end_in_worker_processes(tmp_path):
     assert sum(sum(m["route_counts"]) for m in result["routing"].values()) > 0
 
 
-def test_e2e_comparison_end_to_end(tmp_path):
+def test_e2e_comparison_end_to_end(tmp_path, capsys):
     out = tmp_path / "e2e"
     cli.main(["compare", "--task", "e2e", "--steps", "4", "--eval-every", "2", "--train-size", "16",
               "--validation-size", "2", "--test-size", "2", "--batch-size", "4", "--seeds", "2",
@@ -164,6 +165,13 @@ def test_e2e_comparison_end_to_end(tmp_path):
               "--max-new-tokens", "6", "--num-experts", "2", "--out", str(out), "--report-only"])
     assert json.loads((out / "results.json").read_text())["speed"] == saved["speed"]
     assert "Decoding speed" in (out / "results.md").read_text()
+    for merged in out.glob("final/*/seed-*/merged"):      # as in a fresh clone: weights are not committed
+        shutil.rmtree(merged)
+    cli.main(["compare", "--task", "e2e", "--steps", "4", "--eval-every", "2", "--train-size", "16",
+              "--validation-size", "2", "--test-size", "2", "--batch-size", "4", "--seeds", "2",
+              "--lr-grid", "3e-3,1e-2", "--arms", "lora,adamix-lora", "--workers", "1", "--beam-width", "2",
+              "--max-new-tokens", "6", "--num-experts", "2", "--out", str(out)])
+    assert "decoding speed not measured" in capsys.readouterr().out
 
 
 def test_e2e_command_line_dispatch():

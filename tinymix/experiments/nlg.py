@@ -13,6 +13,7 @@ BLEU on test (decoded with beam search after merging and folding), chosen on val
 also records its diagnostics (nlg.NLGConfig.diagnostics) to explain the gap between AdaMix and LoRA.
 """
 import argparse
+import shutil
 import statistics
 import time
 from dataclasses import asdict, replace
@@ -151,15 +152,21 @@ def compare_command(args):
     runs, diverged, missing = protocol.final(task, arms, chosen, range(args.seeds), out, args.workers,
                                              report_only=args.report_only)
     speed = None
-    first = next((a for a in arms if runs.get(a.name, {}).get(0)), None)
+    # the first final run that still has its merged weights (they are not committed with the results)
+    first = next(((a, s) for a in arms for s in sorted(runs.get(a.name, {}))
+                  if (protocol.run_folder(out, "final", a, s) / "merged" / "adapter_config.json").is_file()), None)
     if args.report_only and (out / "results.json").is_file():     # keep the speed measured by the full run
         speed = checkpoint.load_json(out / "results.json").get("speed")
     elif first is not None:
         # measured in a worker process: one BLAS thread, as every run
-        run = protocol.run_folder(out, "final", first, 0)
-        speed_request = {"speed": True, "task": "e2e", "run": str(run),
-                         "config": task.request(first, chosen[first.name]["lr"], 0, True)["config"]}
+        arm, seed = first
+        shutil.rmtree(out / "speed", ignore_errors=True)     # a measurement of this machine now, never reused
+        speed_request = {"speed": True, "task": "e2e", "run": str(protocol.run_folder(out, "final", arm, seed)),
+                         "config": task.request(arm, chosen[arm.name]["lr"], seed, True)["config"]}
         speed = protocol.run_all([(out / "speed", speed_request)], workers=2)[out / "speed"]
+        speed["run"] = f"{arm.name}, seed {seed}"
+    elif runs:
+        print("decoding speed not measured: no final run has its merged weights (train one again to measure it)")
     write_report(out, args, base, arms, chosen, runs, speed, report.status(chosen, arms, diverged, missing))
 
 
@@ -215,7 +222,8 @@ def write_report(out, args, base, arms, chosen, runs, speed, status):
              "The gap, measured (means over each run's evaluations and over seeds):", gap_tables(runs),
              "Routing:", report.routing_table({a: r for a, r in runs.items() if a.startswith("adamix")}), status]
     if speed:
-        parts.append(f"Decoding speed of a merged model, tokens/s: greedy (batch 1) {speed['greedy_cached']:.0f} with "
+        parts.append(f"Decoding speed of a merged model ({speed.get('run', 'the first final run')}), tokens/s: "
+                     f"greedy (batch 1) {speed['greedy_cached']:.0f} with "
                      f"the KV cache, {speed['greedy_uncached']:.0f} without; beam search {speed['beam_cached']:.0f} "
                      f"with, {speed['beam_uncached']:.0f} without.")
     text = "\n\n".join(parts)
