@@ -155,8 +155,9 @@ def compare_command(args):
     # the first final run that still has its merged weights (they are not committed with the results)
     first = next(((a, s) for a in arms for s in sorted(runs.get(a.name, {}))
                   if (protocol.run_folder(out, "final", a, s) / "merged" / "adapter_config.json").is_file()), None)
-    if args.report_only and (out / "results.json").is_file():     # keep the speed measured by the full run
-        speed = checkpoint.load_json(out / "results.json").get("speed")
+    if args.report_only:                  # runs nothing: keeps the speed the full run measured, if any
+        if (out / "results.json").is_file():
+            speed = checkpoint.load_json(out / "results.json").get("speed")
     elif first is not None:
         # measured in a worker process: one BLAS thread, as every run
         arm, seed = first
