@@ -32,13 +32,13 @@ from pathlib import Path
 
 import tokenizers
 
-from . import adamix, backend, checkpoint, decode, e2e, peft, validate
+from . import adamix, backend, checkpoint, decode, e2e, files, peft, validate
 from . import functional as F
 from .gpt import END_OF_TEXT
 from .gpt_folder import check as check_gpt_checkpoint
 from .nn import Dropout
 from .optim import AdamW, clip_grad_norm, linear_warmup_decay
-from .pretrained import TINY_GPT_DIR, file_sha256, load_pretrained, tiny_gpt_record
+from .pretrained import TINY_GPT_DIR, load_pretrained, tiny_gpt_record
 from .tensor import no_grad
 from .train import EXPERT_UPDATES, MAX_EXPERTS, decay_groups
 from .transformer import LanguageModel
@@ -277,7 +277,7 @@ def pretrained_weights_id(model):
     """The sha256 of the tiny GPT's weights file a run starts from (None for other models), saved with
     the results so that a comparison never mixes runs made from different checkpoints."""
     folder = gpt_folder(model)
-    return file_sha256(folder / "model.safetensors") if folder else None
+    return files.sha256(folder / "model.safetensors") if folder else None
 
 
 def train(cfg, splits=None):

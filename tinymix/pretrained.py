@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tokenizers
 
-from . import assets, backend, checkpoint, files
+from . import assets, backend, checkpoint
 from .tensor import no_grad
 from .transformer import Transformer, TransformerConfig, mean_pool
 
@@ -152,11 +152,6 @@ def tiny_gpt_record(folder=TINY_GPT_DIR):
     """How a tiny GPT checkpoint was made: the `training` record of its config.json (the command, the
     data it saw, its losses), {} if it has none."""
     return checkpoint.load_json(Path(folder) / "config.json").get("training", {})
-
-
-def file_sha256(path):
-    """The sha256 of a file, in hex: which weights a run started from."""
-    return files.sha256(path)
 
 
 # ---- the public entry points ----------------------------------------------------------------------

@@ -40,8 +40,8 @@ import warnings
 from .. import adamix, backend, checkpoint, peft
 from . import op_profile
 from ..backend import xp
-from .workload import (ADAMIX, SINGLE, blas_threads, build, clock_name, eval_forward, median_seconds,
-                          sync, interleaved_seconds, make_workload, ratio, train_step)
+from .workload import (ADAMIX, SINGLE, blas_threads, build, clock_name, eval_forward, interleaved_seconds,
+                          make_workload, median_seconds, ratio, train_step)
 from .torch_twin import TorchTwin, load_torch, max_logit_difference
 from ..nn import Linear
 from ..tensor import Tensor
@@ -149,7 +149,7 @@ def peak_training_bytes(workload, method, consistency_weight, steps=2, low_memor
     model, optimizer = build(workload, method)
     for _ in range(steps):
         train_step(model, optimizer, batch, consistency_weight, low_memory)
-    sync()
+    backend.synchronize()
     if backend.name == "cupy":
         peak = pool.total_bytes() - before
     else:

@@ -14,7 +14,7 @@ shared machine do not land in whichever op they interrupted.
 """
 from contextlib import contextmanager
 
-from .. import functional, tensor
+from .. import backend, functional, tensor
 from .workload import clock
 from ..tensor import Tensor
 
@@ -134,10 +134,10 @@ def profile_training(model, optimizer, batches, rounds, consistency_weight=1.0):
     """The profile of `rounds` rounds of training steps over `batches` (after one untimed round):
     {"forward": {category: ms per step}, "backward": {...}, "optimizer": ms per step (clip + AdamW),
     "step": ms per step}."""
-    from .workload import gradients, sync, train_step, update
+    from .workload import gradients, train_step, update
     for batch in batches:
         train_step(model, optimizer, batch, consistency_weight)
-    sync()
+    backend.synchronize()
     now = clock()
     steps, optimizer_seconds, started = 0, 0.0, now()
     with Profiler() as profiler:
@@ -146,11 +146,11 @@ def profile_training(model, optimizer, batches, rounds, consistency_weight=1.0):
                 start = now()
                 backward_before = profiler.totals["backward"]
                 gradients(model, optimizer, batch, consistency_weight)
-                sync()
+                backend.synchronize()
                 middle = now()
                 profiler.totals["forward"] += middle - start - (profiler.totals["backward"] - backward_before)
                 update(model, optimizer)
-                sync()
+                backend.synchronize()
                 optimizer_seconds += now() - middle
                 steps += 1
     step_seconds = now() - started
@@ -164,16 +164,16 @@ def profile_training(model, optimizer, batches, rounds, consistency_weight=1.0):
 def profile_inference(model, batches, rounds):
     """The profile of the eval forward (no graph) of `model` over `batches`, `rounds` times after one
     untimed round: {category: ms per batch}."""
-    from .workload import eval_forward, sync
+    from .workload import eval_forward
     for batch in batches:
         eval_forward(model, batch)
-    sync()
+    backend.synchronize()
     with Profiler() as profiler:
         for _ in range(rounds):
             for batch in batches:
                 with profiler.forward_pass():
                     eval_forward(model, batch)
-                    sync()
+                    backend.synchronize()
     count = rounds * len(batches)
     return {c: 1000 * s / count for c, s in profiler.table()["forward"].items()}
 

@@ -46,21 +46,16 @@ def clock_name():
     return "CPU time of the process (one BLAS thread)" if clock() is time.process_time else "wall time"
 
 
-def sync():
-    """Wait for queued GPU work, so that the clock measures the work and not its launch."""
-    backend.synchronize()
-
-
 def median_seconds(run, repeats, warmup=3):
     now = clock()
     for _ in range(warmup):
         run()
-    sync()
+    backend.synchronize()
     times = []
     for _ in range(repeats):
         start = now()
         run()
-        sync()
+        backend.synchronize()
         times.append(now() - start)
     return statistics.median(times)
 
@@ -77,10 +72,10 @@ def interleaved_seconds(variants, batches, rounds):
         total = dict.fromkeys(names, 0.0)
         for batch in batches:
             for i in order_rng.permutation(len(names)):
-                sync()
+                backend.synchronize()
                 start = now()
                 variants[names[i]](batch)
-                sync()
+                backend.synchronize()
                 total[names[i]] += now() - start
         if timed:
             for name in names:
@@ -156,12 +151,9 @@ def build(workload, method, seed=0):
     transformer = Transformer(workload.config)
     if workload.weights is not None:
         transformer.load_state_dict(workload.weights)
+    from ..train import decay_groups
     model = peft.get_peft_model(SequenceClassifier(transformer, 2), method)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    no_decay = lambda n: n.endswith(".bias") or "norm" in n
-    optimizer = AdamW([{"params": [(n, p) for n, p in named if not no_decay(n)], "weight_decay": 0.1},
-                       {"params": [(n, p) for n, p in named if no_decay(n)], "weight_decay": 0.0}], lr=1e-3)
-    return model, optimizer
+    return model, AdamW(decay_groups(model, 0.1), lr=1e-3)
 
 
 def train_step(model, optimizer, batch, consistency_weight, low_memory=False):
