@@ -151,24 +151,28 @@ def compare_command(args):
     chosen = protocol.learning_rates(task, arms, grid, args, out)
     runs, diverged, missing = protocol.final(task, arms, chosen, range(args.seeds), out, args.workers,
                                              report_only=args.report_only)
-    speed = None
-    # the first final run that still has its merged weights (they are not committed with the results)
+    speed = decoding_speed_of_runs(task, arms, chosen, runs, out, args.report_only)
+    write_report(out, args, base, arms, chosen, runs, speed, report.status(chosen, arms, diverged, missing))
+
+
+def decoding_speed_of_runs(task, arms, chosen, runs, out, report_only):
+    """Decoding speed of the first final run that still has its merged weights (they are not committed
+    with the results), measured in a worker process (one BLAS thread, as every run) and never reused.
+    --report-only runs nothing: it keeps the speed the full run measured, if any."""
+    if report_only:
+        return checkpoint.load_json(out / "results.json").get("speed") if (out / "results.json").is_file() else None
     first = next(((a, s) for a in arms for s in sorted(runs.get(a.name, {}))
                   if (protocol.run_folder(out, "final", a, s) / "merged" / "adapter_config.json").is_file()), None)
-    if args.report_only:                  # runs nothing: keeps the speed the full run measured, if any
-        if (out / "results.json").is_file():
-            speed = checkpoint.load_json(out / "results.json").get("speed")
-    elif first is not None:
-        # measured in a worker process: one BLAS thread, as every run
-        arm, seed = first
-        shutil.rmtree(out / "speed", ignore_errors=True)     # a measurement of this machine now, never reused
-        speed_request = {"speed": True, "task": "e2e", "run": str(protocol.run_folder(out, "final", arm, seed)),
-                         "config": task.request(arm, chosen[arm.name]["lr"], seed, True)["config"]}
-        speed = protocol.run_all([(out / "speed", speed_request)], workers=2)[out / "speed"]
-        speed["run"] = f"{arm.name}, seed {seed}"
-    elif runs:
-        print("decoding speed not measured: no final run has its merged weights (train one again to measure it)")
-    write_report(out, args, base, arms, chosen, runs, speed, report.status(chosen, arms, diverged, missing))
+    if first is None:
+        if runs:
+            print("decoding speed not measured: no final run has its merged weights (train one again to measure it)")
+        return None
+    arm, seed = first
+    shutil.rmtree(out / "speed", ignore_errors=True)
+    request = {"speed": True, "task": "e2e", "run": str(protocol.run_folder(out, "final", arm, seed)),
+               "config": task.request(arm, chosen[arm.name]["lr"], seed, True)["config"]}
+    speed = protocol.run_all([(out / "speed", request)], workers=2)[out / "speed"]
+    return {**speed, "run": f"{arm.name}, seed {seed}"}
 
 
 def arms_table(arms, chosen, runs):
