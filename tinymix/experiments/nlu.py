@@ -203,9 +203,12 @@ def write_report(out, args, regime, arms, chosen, runs, status):
               for name, found in runs.items() if name in MAIN or "steps" in name}
     plots.validation_curves(curves, out / "validation_curves.png", "epoch", "validation accuracy (mean over seeds)")
     # the paper's Figure 1 (accuracy against deployed parameters) and Figure 5 (merging vs random routing)
-    rows = [{"name": name, "merged_parameters": next(iter(found.values()))["merged_parameters"],
-             **dict(zip(("mean", "std"), stats.mean_std(r["merged_test_accuracy"] for r in found.values())))}
-            for name, found in runs.items() if name in MAIN]
+    rows = []
+    for name, found in runs.items():
+        if name in MAIN:
+            mean, std = stats.mean_std(r["merged_test_accuracy"] for r in found.values())
+            rows.append({"name": name, "mean": mean, "std": std,
+                         "merged_parameters": next(iter(found.values()))["merged_parameters"]})
     if rows:
         plots.accuracy_vs_parameters(rows, out / "accuracy_vs_parameters.png")
     with_modes = {s: r for s, r in runs.get("adamix", {}).items() if "random_test_accuracies" in r}
