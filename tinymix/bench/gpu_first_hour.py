@@ -122,7 +122,8 @@ def summarise(out, results, rehearse):
     if (out / "parity.json").is_file():
         sys.path.insert(0, str(ROOT))
         from tinymix.bench import parity
-        lines += ["", "## parity", "", parity.summary(json.loads((out / "parity.json").read_text()))]
+        report = json.loads((out / "parity.json").read_text())
+        lines += ["", "## parity", "", parity.summary(report), "", parity.table(report)]
     if (out / "suite.txt").is_file():
         tail = (out / "suite.txt").read_text(errors="replace").strip().splitlines()[-12:]
         lines += ["", "## suite (last lines)", "", "```", *tail, "```"]
