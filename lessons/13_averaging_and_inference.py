@@ -7,7 +7,7 @@
 #
 # Prerequisites: lessons 08-11.
 #
-# After training, a mixture of M experts could be used in three ways (adamix.md section 6):
+# After training, a mixture of M experts could be used in three ways (docs/adamix.md section 6):
 #
 #     average  each mixture acts as one Linear with the mean of its experts' weights and biases
 #              (AdaMix proper; `merge` makes it permanent: the model is then one adapter / LoRA)

@@ -7,7 +7,7 @@
 #
 # Prerequisites: lessons 09-13.
 #
-# The recipe (adamix.md section 7, the official GPT-2 code):
+# The recipe (docs/adamix.md section 7, the official GPT-2 code):
 #
 #     LoRA on the attention query and value:  W x + (alpha / r) B A dropout(x),  r = 4, alpha = 32
 #     M = 8 experts of A per site, ONE shared B; the query and value of a layer use the SAME expert

@@ -4,7 +4,7 @@ line of the data-to-text task.
     python -m tinymix compare --task e2e --out docs/experiments/e2e
     python -m tinymix train --task e2e --method lora
 
-The official GPT-2 recipe (adamix.md section 7): no gradient clipping, AdamW with weight decay 0.01,
+The official GPT-2 recipe (docs/adamix.md section 7): no gradient clipping, AdamW with weight decay 0.01,
 label smoothing 0.1, consistency weight 100 over target tokens, M = 8 A-experts with B shared, identical
 initial A-experts, dense expert updates; AdaMix trained 4x longer than LoRA. Arms: LoRA, the single
 adapter, AdaMix-LoRA, AdaMix-adapter and full fine-tuning with their own learning rates at one budget;
@@ -220,7 +220,7 @@ def write_report(out, args, base, arms, chosen, runs, speed, status):
              "Learning rates (validation BLEU, mean over tuning seeds "
              f"{', '.join(str(s) for s in range(1000, 1000 + args.tuning_seeds))}; test never read):",
              report.tuning_table(chosen), arms_table(arms, chosen, runs),
-             "Claims (adamix.md section 10) and recipe checks (R): paired differences of test BLEU, 95% CI over seeds:",
+             "Claims (docs/adamix.md section 10) and recipe checks (R): paired differences of test BLEU, 95% CI over seeds:",
              report.claims_table(judged),
              "Claim 3 on test loss (nats per target token, negated so that higher is better):",
              report.claims_table(judged_3, digits=4),

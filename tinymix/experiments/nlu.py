@@ -81,7 +81,7 @@ def inference_modes(random_runs):
     return evaluate_modes
 
 
-# ---- the claims (adamix.md section 10) ---------------------------------------------------------------
+# ---- the claims (docs/adamix.md section 10) ---------------------------------------------------------------
 
 def longer_budget_claims(score, pairs):
     """Claim 1 at equal steps, with AdaMix trained 4x longer (the official ratio), and at 4x for both;
@@ -188,7 +188,7 @@ def write_report(out, args, regime, arms, chosen, runs, status):
         "Learning rates (validation accuracy, mean over tuning seeds "
         f"{', '.join(str(s) for s in range(1000, 1000 + args.tuning_seeds))}; test never read):",
         report.tuning_table(chosen), arms_table(arms, chosen, runs),
-        "Claims (adamix.md section 10): paired differences of test accuracy in points, 95% CI over seeds:",
+        "Claims (docs/adamix.md section 10): paired differences of test accuracy in points, 95% CI over seeds:",
         report.claims_table(judged, scale=100, unit=""),
         "Routing (over seeds and mixtures; spread = mean distance of an expert from the experts' mean / its "
         "norm; moved = distance from its start):", report.routing_table({a: r for a, r in runs.items()

@@ -6,7 +6,7 @@ from . import stats
 
 @dataclass
 class Claim:
-    """One claim of adamix.md section 10 as a comparison of two per-seed scores (higher = better)."""
+    """One claim of docs/adamix.md section 10 as a comparison of two per-seed scores (higher = better)."""
     number: str                 # "1", "3b", ...
     text: str                   # what the paper says
     left_name: str              # what is compared, in words
