@@ -273,7 +273,7 @@ save_figure(figure, "10_routing.png")
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 10 --exercises` runs only these cells).
+# (`python3 lessons/run.py 10 --exercises` runs only these cells).
 #
 # 10.1 — An AdaMix training step runs TWO forward passes (lesson 11), each drawing its own expert.
 # With M = 4, what is the probability that a given expert is routed at least once in a step?

@@ -8,7 +8,7 @@ In a lesson's exercise cell the student writes an answer and runs
 which prints one line: `right`, `not right` with what was wrong and a hint, or `not answered yet`
 while the answer is still `...` (or, for a function, while it still raises NotImplementedError). It
 never raises, so a lesson with unanswered exercises still runs to the end.
-`python lessons/run.py 08 --exercises` runs only a lesson's exercise cells.
+`python3 lessons/run.py 08 --exercises` runs only a lesson's exercise cells.
 
 Each lesson's exercises live in exercises/lessonNN.py as EXERCISES = {"NN.k": Exercise(...)}. A
 check of a number or of code works out what is right when it runs — from the library, or by testing
