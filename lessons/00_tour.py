@@ -94,7 +94,7 @@ assert merged_count == one_adapter_per_layer, (merged_count, one_adapter_per_lay
 # ## Exercises
 #
 # Each exercise cell ends with `check(...)`: put your answer where the `...` is and run the cell
-# (`python lessons/run.py 00 --exercises` runs only these cells). It says right, or not right with a
+# (`python3 lessons/run.py 00 --exercises` runs only these cells). It says right, or not right with a
 # hint. The answers are not in this file.
 #
 # 00.1 — The model above has M = 4 experts in each layer's mixture. How many parameters would it
@@ -134,6 +134,6 @@ check("00.3", true_statements)
 # - `tinymix/peft.py`: `get_peft_model`, `AdaMixConfig`, `print_trainable_parameters`, `merge`
 # - `tinymix/adamix.py`: `two_pass_loss`, `Mixture`, `merge_experts` — the algorithm top to bottom
 # - `tinymix/train.py`: `train(TrainConfig(method="adamix"))` — this loop with batching, a schedule,
-#   clipping, validation and checkpoints; `python -m tinymix` runs it on the movie reviews.
+#   clipping, validation and checkpoints; `python3 -m tinymix` runs it on the movie reviews.
 #
 # Next: lesson 01 takes apart the engine under all of this, autograd.

@@ -216,7 +216,7 @@ print("accumulation, no_grad and frozen inputs behave as described")
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 01 --exercises` runs only these cells). Work them out by hand first —
+# (`python3 lessons/run.py 01 --exercises` runs only these cells). Work them out by hand first —
 # autograd is the thing being learnt.
 #
 # 01.1 — With a = [1, 2, 3] and b = [4, 5, 6] (both (3,)), L = sum(a * b) + sum(a). What is dL/da?
@@ -248,4 +248,4 @@ check("01.2", (dL_da, dL_db))
 #
 # Next: lesson 02 proves a backward function right with finite differences. After lessons 01-02, do
 # assignment A1 (autograd primitives and broadcasting gradients):
-# `python -m tinymix.grade lessons/assignments/a1_autograd.py`.
+# `python3 -m tinymix.grade lessons/assignments/a1_autograd.py`.

@@ -149,7 +149,7 @@ assert "index" in message and "analytic" in message and "numerical" in message
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 02 --exercises` runs only these cells).
+# (`python3 lessons/run.py 02 --exercises` runs only these cells).
 #
 # 02.1 — The forward difference's error is about e |f''| / 2 (truncation) plus u |f| / e (rounding).
 # Predict, from that model alone, the step e at which the FORWARD difference in float64 is most
@@ -185,4 +185,4 @@ check("02.2", cube)
 #
 # After lessons 01-02, do assignment A1 (autograd primitives and broadcasting gradients, graded
 # against the library and finite differences):
-# `python -m tinymix.grade lessons/assignments/a1_autograd.py`.
+# `python3 -m tinymix.grade lessons/assignments/a1_autograd.py`.

@@ -104,7 +104,7 @@ print("cross-entropy: dL/dz = (softmax(z) - q) / N, with and without label smoot
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 03 --exercises` runs only these cells).
+# (`python3 lessons/run.py 03 --exercises` runs only these cells).
 #
 # 03.1 — Write the backward of log-softmax over the last axis: given y = softmax(x) (the forward's
 # saved output) and the upstream gradient g, both (N, C) arrays, return dL/dx. The check compares it

@@ -142,7 +142,7 @@ assert counts["fused"] == 1 and counts["composed"] >= 8
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 04 --exercises` runs only these cells).
+# (`python3 lessons/run.py 04 --exercises` runs only these cells).
 #
 # 04.1 — RMS norm (used by many recent language models) drops layer norm's centring:
 #
@@ -185,4 +185,4 @@ check("04.2", gelu_tanh_grad)
 # checks each against its composition and against gradcheck.
 #
 # After lessons 03-04, do assignment A2 (softmax, cross-entropy and layer-norm backward):
-# `python -m tinymix.grade lessons/assignments/a2_softmax_layernorm.py`.
+# `python3 -m tinymix.grade lessons/assignments/a2_softmax_layernorm.py`.

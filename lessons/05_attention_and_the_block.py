@@ -163,7 +163,7 @@ print(f"one block of width C={C}: {per_block:,d} parameters (12 C^2 + 13 C); "
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 05 --exercises` runs only these cells).
+# (`python3 lessons/run.py 05 --exercises` runs only these cells).
 #
 # 05.1 — The attention weights are the largest array attention keeps for backward. For MiniLM
 # (H = 12 heads) on a batch of B = 32 sentences of T = 128 tokens, how many BYTES (float32) do the
@@ -196,4 +196,4 @@ check("05.2", causal_bias)
 # `attention_adapter` / `ffn_adapter` / `output_adapter`), `Transformer._mask_bias` (both masks).
 #
 # After this lesson, do assignment A3 (multi-head attention):
-# `python -m tinymix.grade lessons/assignments/a3_attention.py`.
+# `python3 -m tinymix.grade lessons/assignments/a3_attention.py`.

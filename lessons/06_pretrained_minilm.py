@@ -141,7 +141,7 @@ assert film_to_film > film_to_other
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 06 --exercises` runs only these cells).
+# (`python3 lessons/run.py 06 --exercises` runs only these cells).
 #
 # 06.1 — tinymix's `layers.2.intermediate.weight` is loaded from which array of the Hugging Face
 # checkpoint? Give its Hugging Face name (a string); the check runs it through the renaming table.

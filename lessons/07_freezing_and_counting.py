@@ -177,7 +177,7 @@ assert all(p.grad is not None for p in full_model.parameters()), "full fine-tuni
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 07 --exercises` runs only these cells).
+# (`python3 lessons/run.py 07 --exercises` runs only these cells).
 #
 # 07.1 — AdaMix-LoRA with M = 8 experts and rank r = 8 on the query and value of every MiniLM layer
 # (A's mixed, B shared), with the 2-class head: how many parameters does it TRAIN?

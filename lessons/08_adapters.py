@@ -196,7 +196,7 @@ for placement, sites in (("ffn", 1), ("houlsby", 2), ("pfeiffer", 1)):
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 08 --exercises` runs only these cells).
+# (`python3 lessons/run.py 08 --exercises` runs only these cells).
 #
 # 08.1 — Write branch_directions(adapter): a (C, k) array, k <= r, whose columns span every direction
 # in which the adapter's branch can move its input, at any input. The check builds Jacobians at

@@ -163,7 +163,7 @@ assert all(block.attention.query.merged for block in minilm.layers)
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 09 --exercises` runs only these cells).
+# (`python3 lessons/run.py 09 --exercises` runs only these cells).
 #
 # 09.1 — For the update alone, y = s B A x over a batch (x: (N, in), so y = s x A^T B^T: (N, out)),
 # with upstream gradient g = dL/dy (N, out): write lora_grads(x, g, A, B, s) returning (dL/dA,
@@ -200,4 +200,4 @@ check("09.2", fold)
 # `lora_A` a mixture of experts.
 #
 # After lessons 08-09, do assignment A4 (adapter and LoRA, with merge and unmerge):
-# `python -m tinymix.grade lessons/assignments/a4_adapter_lora.py`.
+# `python3 -m tinymix.grade lessons/assignments/a4_adapter_lora.py`.

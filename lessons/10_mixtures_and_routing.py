@@ -16,10 +16,10 @@
 # So a forward pass costs exactly what it costs with a single module. Per layer, the
 # down-projection (or LoRA's A) and the up-projection (or B) draw their indices independently; by
 # default the up projection / B is shared — one Linear for all experts, not a mixture at all
-# (adamix.md sections 3 and 5). The draws come from a host-side generator seeded by the user, so a
+# (docs/adamix.md sections 3 and 5). The draws come from a host-side generator seeded by the user, so a
 # seed fixes the routes on NumPy and on CuPy alike.
 #
-# How the experts start follows the official code (adamix.md section 7): an adapter mixture's
+# How the experts start follows the official code (docs/adamix.md section 7): an adapter mixture's
 # experts are initialised independently; AdaMix-LoRA's A-experts start as identical copies (its
 # code deep-copies one initialised A). The last section checks both.
 #
@@ -176,7 +176,7 @@ save_figure(figure, "10_dense_vs_lazy_updates.png")
 # keeps rising after its first dot (momentum) even through the steps its expert sat out. The
 # official code is dense, and so is tinymix by default; "lazy" is an ablation (`--expert-updates
 # lazy` in training). How much farther dense updates carry an expert depends on the task: on this
-# toy with its fixed target, the factor printed above; in adamix.md section 7b's simulation about
+# toy with its fixed target, the factor printed above; in docs/adamix.md section 7b's simulation about
 # 1.5x per unit of learning rate at M = 4 and 2x at M = 8 — so the learning rate that suits one
 # choice is not the one that suits the other.
 
@@ -273,7 +273,7 @@ save_figure(figure, "10_routing.png")
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 10 --exercises` runs only these cells).
+# (`python3 lessons/run.py 10 --exercises` runs only these cells).
 #
 # 10.1 — An AdaMix training step runs TWO forward passes (lesson 11), each drawing its own expert.
 # With M = 4, what is the probability that a given expert is routed at least once in a step?

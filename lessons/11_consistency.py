@@ -161,7 +161,7 @@ save_figure(figure, "11_expert_disagreement.png")
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 11 --exercises` runs only these cells).
+# (`python3 lessons/run.py 11 --exercises` runs only these cells).
 #
 # 11.1 — One example with two classes: pass 1 gives logits z1 = [2, 0], pass 2 gives z2 = [0, 0].
 # What is symKL(z1, z2)?

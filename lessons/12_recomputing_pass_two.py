@@ -114,7 +114,7 @@ assert low_peak > peak / 2, "the step's peak does not halve: backward's working 
 # flowing back through each layer, the weight gradients), which both ways need, and the low-memory
 # way keeps pass 2's dropout masks (one byte per element) for the replay. Here it saves most of one
 # graph — a quarter or so of the peak on this toy. On a real model the share depends on how much of
-# the peak the activations are: `python -m tinymix bench` measures it on MiniLM.
+# the peak the activations are: `python3 -m tinymix bench` measures it on MiniLM.
 
 # %%
 figure, axes = plt.subplots(figsize=(6.5, 3.6))
@@ -131,7 +131,7 @@ save_figure(figure, "12_recomputing_memory.png")
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 12 --exercises` runs only these cells).
+# (`python3 lessons/run.py 12 --exercises` runs only these cells).
 #
 # 12.1 — A consistency weight of 0 switches the second pass off (lesson 11). How many forward passes
 # does `two_pass_backward(..., consistency_weight=0, low_memory=True)` run?

@@ -7,7 +7,7 @@
 #
 # Prerequisites: lessons 08-11.
 #
-# After training, a mixture of M experts could be used in three ways (adamix.md section 6):
+# After training, a mixture of M experts could be used in three ways (docs/adamix.md section 6):
 #
 #     average  each mixture acts as one Linear with the mean of its experts' weights and biases
 #              (AdaMix proper; `merge` makes it permanent: the model is then one adapter / LoRA)
@@ -221,7 +221,7 @@ assert model.num_parameters(trainable_only=True) == 2 * ((C * r + r) + (r * C + 
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 13 --exercises` runs only these cells).
+# (`python3 lessons/run.py 13 --exercises` runs only these cells).
 #
 # 13.1 — A mixture of two experts, W1 = [[1, 2], [3, 4]] with bias [1, 0] and W2 = [[0, 2], [1, 0]]
 # with bias [-1, 2]. What does it output in "average" mode for the input x = [1, 1]?
@@ -251,4 +251,4 @@ check("13.2", exact_cases)
 # `LoRALinear.delta_weight`, which folds an averaged AdaMix-LoRA into its frozen weight.
 #
 # After lessons 10-13, do assignment A5 (AdaMix: routing, consistency, averaging, merging):
-# `python -m tinymix.grade lessons/assignments/a5_adamix.py`.
+# `python3 -m tinymix.grade lessons/assignments/a5_adamix.py`.

@@ -20,7 +20,7 @@
 # What that can show: the mechanics, end to end, on real data — every number is real. What it
 # cannot show: whether AdaMix beats a single adapter. With a few hundred test sentences one
 # accuracy carries a standard error of about 2 points, more than the paper's gaps (about 1 point
-# on SST-2); that takes several seeds and more data: `python -m tinymix compare`.
+# on SST-2); that takes several seeds and more data: `python3 -m tinymix compare`.
 
 # %%
 import dataclasses
@@ -339,13 +339,13 @@ print(f"probe {probe_accuracy:.3f} | adapter {adapter_accuracy:.3f} | AdaMix mer
 # A difference whose interval contains 0 is not evidence either way at this size: a few sentences
 # out of a few hundred. (The "best" fixed expert is picked on these same test sentences, which
 # flatters it; a fair choice would use validation sentences.) Settling the paper's comparisons takes
-# several seeds and more data, with the differences paired by seed: `python -m tinymix compare`.
+# several seeds and more data, with the differences paired by seed: `python3 -m tinymix compare`.
 
 # %% [markdown]
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 14 --exercises` runs only these cells).
+# (`python3 lessons/run.py 14 --exercises` runs only these cells).
 #
 # 14.1 — A classifier scores 0.80 on 320 test sentences. What is the half-width of the 95% interval
 # of its accuracy (normal approximation, as above)?
@@ -370,7 +370,7 @@ check("14.2", (difference, difference_half_width))
 # %% [markdown]
 # In the library: `tinymix/train.py` — `train(TrainConfig(method="adamix"))` is this lesson at full
 # scale (all six layers, validation-based selection, checkpoints); `tinymix/experiments/` and
-# `python -m tinymix compare` give every method its own learning rate chosen on validation, run
+# `python3 -m tinymix compare` give every method its own learning rate chosen on validation, run
 # paired seeds with the ablations and inference modes, and judge the paper's claims with the paired
 # intervals of this lesson (`experiments/stats.py`); `tinymix/probe.py` — `linear_probe`;
 # `tinymix/plots.py` — `loss_curves`.

@@ -7,7 +7,7 @@
 #
 # Prerequisites: lessons 09-13.
 #
-# The recipe (adamix.md section 7, the official GPT-2 code):
+# The recipe (docs/adamix.md section 7, the official GPT-2 code):
 #
 #     LoRA on the attention query and value:  W x + (alpha / r) B A dropout(x),  r = 4, alpha = 32
 #     M = 8 experts of A per site, ONE shared B; the query and value of a layer use the SAME expert
@@ -306,7 +306,7 @@ for prompt, reference in validation_pairs[:3]:
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 15 --exercises` runs only these cells).
+# (`python3 lessons/run.py 15 --exercises` runs only these cells).
 #
 # 15.1 — With M = 4 A-experts instead of 8 (two passes per step, query and value sharing the index),
 # on what share of the steps does a given A receive a gradient?
@@ -331,5 +331,5 @@ check("15.2", mean_to_one_ratio)
 # In the library: `tinymix/peft.py` — `AdaMixConfig(module="lora")`, `LoRAConfig`, `merge(model,
 # fold_lora=True)`; `tinymix/adamix.py` — `Route` (query and value share an index),
 # `consistency_loss(..., target_mask)`, `two_pass_loss`; `tinymix/gpt.py` — the tiny GPT's
-# pretraining (`python -m tinymix pretrain-gpt`), `generate`; `tinymix/pretrained.py` —
+# pretraining (`python3 -m tinymix pretrain-gpt`), `generate`; `tinymix/pretrained.py` —
 # `load_pretrained("tiny-gpt")`.

@@ -10,7 +10,7 @@
 # NumPy or CuPy. CuPy mirrors NumPy's API on GPU arrays, so the whole library — tensors, fused ops,
 # the Transformer, AdaMix — runs unchanged:
 #
-#     TINYMIX_BACKEND=cupy python -m tinymix          # or backend.set_backend("cupy") before any tensor
+#     TINYMIX_BACKEND=cupy python3 -m tinymix          # or backend.set_backend("cupy") before any tensor
 #
 # Three things differ, and each has a rule:
 # 1. Where numbers live. A GPU array lives in GPU memory. Anything that needs its values on the CPU —
@@ -180,7 +180,7 @@ else:
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 16 --exercises` runs only these cells).
+# (`python3 lessons/run.py 16 --exercises` runs only these cells).
 #
 # 16.1 — With x, w, norm and loss on the GPU, which of these lines make the host WAIT for the GPU?
 # (a) `loss.item()`; (b) `y = x @ w`; (c) `float(norm)`; (d) `backend.host_choice(4)`;
@@ -207,5 +207,5 @@ check("16.2", device_side)
 # In the library: `tinymix/backend.py` — `set_backend`, `xp`, `host_rng` / `manual_seed`,
 # `host_choice`, `device_uniform`, `to_numpy` / `from_numpy`, `scatter_add`; `tinymix/optim.py` —
 # `clip_grad_norm(as_float=False)`; tests/conftest.py runs every backend test on NumPy and, where a
-# GPU exists, on CuPy; `python -m tinymix bench` (`tinymix/bench/__init__.py`) times training and inference
+# GPU exists, on CuPy; `python3 -m tinymix bench` (`tinymix/bench/__init__.py`) times training and inference
 # on either backend.

@@ -66,7 +66,7 @@ peft.save_adapter(model, folder / "adamix")                   # tinymix's own fo
 # %% [markdown]
 # ## Export, and open the files
 #
-# `python -m tinymix export FOLDER --out DIR` (here the function it calls) merges the mixtures first
+# `python3 -m tinymix export FOLDER --out DIR` (here the function it calls) merges the mixtures first
 # and says so, then writes PEFT's two files, the classifier head in a file of its own (PEFT's
 # classification head is BERT's pooler, not tinymix's mean pooling), and a README.
 
@@ -139,7 +139,7 @@ assert gap < 1e-5
 # ## Exercises
 #
 # Put your answer where the `...` is and run the cell; `check` says right, or not right with a hint
-# (`python lessons/run.py 17 --exercises` runs only these cells).
+# (`python3 lessons/run.py 17 --exercises` runs only these cells).
 #
 # 17.1 — Write peft_key(layer, target, side): the name PEFT gives, in adapter_model.safetensors, to
 # tinymix's LoRA matrix `side` ("A" or "B") on `target` ("query" or "value") of encoder layer `layer`.
@@ -185,5 +185,5 @@ check("17.3", answer)
 # In the library: `tinymix/export/peft_export.py` — `export_peft` (the names, the config, the merge on
 # the way out, the head file), `peft_target_modules`; `tinymix/export/peft_import.py` — `import_peft`,
 # `read_peft` (every check before any weight is read); `tinymix/peft.py` — `load_adapter` (also a PEFT
-# folder), `merge`; `tinymix/adamix.py` — `merge_experts`. On the command line: `python -m tinymix
-# export runs/x/merged --format peft --out DIR` and `python -m tinymix import-peft DIR --out runs/y`.
+# folder), `merge`; `tinymix/adamix.py` — `merge_experts`. On the command line: `python3 -m tinymix
+# export runs/x/merged --format peft --out DIR` and `python3 -m tinymix import-peft DIR --out runs/y`.

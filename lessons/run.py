@@ -217,8 +217,8 @@ def main(argv=None):
         return 2
     chosen = _chosen(parser, args, available)
     if chosen is None:
-        for number, path in available.items():
-            print(f"{number}  {path.name}")
+        import catalogue                      # number, title and run time of each lesson
+        print(catalogue.listing())
         print("\nrun one with: python lessons/run.py NN --step   (or --all to run it without pausing;"
               "\n              python lessons/run.py --all runs every lesson)")
         return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 LESSONS = Path(__file__).resolve().parent
 ROOT = LESSONS.parent
-if str(ROOT) not in sys.path:   # `python lessons/07_....py` works without installing tinymix
+if str(ROOT) not in sys.path:   # `python3 lessons/07_....py` works without installing tinymix
     sys.path.insert(0, str(ROOT))
 
 FAST = os.environ.get("TINYMIX_FAST", "") not in ("", "0")

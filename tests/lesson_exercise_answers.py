@@ -1,6 +1,7 @@
-"""For tests/test_lesson_exercises.py: a right and a wrong answer to every lesson exercise, so the
-test can prove that each self-check accepts the one and rejects the other. (Instructors' material:
-the lesson files themselves hold no answers.)"""
+"""The answer key of the lesson exercises, for instructors: a right and a wrong answer to every one, so
+that tests/test_lesson_exercises.py can prove that each self-check accepts the one and rejects the
+other. The students' files hold no answers: the lessons none at all, lessons/exercises/ only checks
+that work the answer out when they run, and multiple-choice letters sealed (docs/course.md)."""
 import math
 
 from tinymix import Tensor

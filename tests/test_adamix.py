@@ -1,4 +1,4 @@
-"""The invariants of AdaMix (../shared/docs/adamix.md), each checked on a tiny random Transformer.
+"""The invariants of AdaMix (docs/adamix.md), each checked on a tiny random Transformer.
 
 Routing (§3): in training a mixture is exactly one expert, drawn uniformly, the down and up sides
 independently, AdaMix-LoRA's query and value sharing one index; the same seed gives the same routes on
@@ -239,7 +239,7 @@ def test_one_step_updates_only_the_routed_experts(module):
 
 @pytest.mark.parametrize("lazy", [False, True])
 def test_dense_updates_keep_stepping_experts_routed_before(lazy):
-    """adamix.md §7b: with dense updates (the official code) an expert routed at step 1 moves at
+    """docs/adamix.md §7b: with dense updates (the official code) an expert routed at step 1 moves at
     step 2 even when step 2 routes elsewhere; with lazy updates it stays put."""
     model = adamix_model("adapter").train()
     ids, mask, labels = tiny_batch()
@@ -270,7 +270,7 @@ def test_dense_updates_keep_stepping_experts_routed_before(lazy):
 
 
 def test_official_expert_init_copies_lora_experts_and_not_adapter_experts():
-    """adamix.md §7: the official LoRA code deep-copies its A-experts after init; the adapter code
+    """docs/adamix.md §7: the official LoRA code deep-copies its A-experts after init; the adapter code
     initialises every expert on its own. expert_init="official" (the default) does both."""
     def expert_weights(module, expert_init="official"):
         config = adamix_config(module)

@@ -124,7 +124,7 @@ def test_the_pytorch_twin_computes_the_same_function(sdpa):
 
 def test_a_training_step_makes_no_float64_array(monkeypatch):
     # NumPy 2 promotes float32 with a NumPy float64 scalar to float64, silently and 4-5x slower
-    # (assets.md section 5): every array an op makes in the benchmark's step must stay float32
+    # (a 4-5x slowdown, seen once): every array an op makes in the benchmark's step must stay float32
     from tinymix.tensor import Tensor
     made = []
     original = Tensor._make.__func__

@@ -135,6 +135,8 @@ def test_nlu_comparison_end_to_end_in_worker_processes(tmp_path):
     assert verdicts["adamix merged", "random routing (mean)"]["n"] == 2
     text = (out / "results.md").read_text()
     assert "| adamix, no consistency | " in text and "Every run of this comparison has finished." in text
+    assert text.startswith("**Verdict, claim by claim**") and text.rstrip().endswith("has finished.")
+    assert text.index("Terms used below") < text.index("| # | claim |") < text.index("Budget:")
     for figure in ("claims_forest.png", "validation_curves.png", "accuracy_vs_parameters.png", "random_vs_merged.png"):
         assert (out / figure).stat().st_size > 10_000, figure
     run = out / "final" / "adamix" / "seed-1"
@@ -159,6 +161,7 @@ def test_e2e_comparison_end_to_end(tmp_path, capsys):
     assert (out / "expert_diagnostics.png").stat().st_size > 10_000
     text = (out / "results.md").read_text()
     assert "The gap, measured" in text and "| adamix-lora | " in text
+    assert text.startswith("**Verdict, claim by claim**") and text.index("| # | claim |") < text.index("The gap")
     cli.main(["compare", "--task", "e2e", "--steps", "4", "--eval-every", "2", "--train-size", "16",    # trains nothing,
               "--validation-size", "2", "--test-size", "2", "--batch-size", "4", "--seeds", "2",       # keeps the speed
               "--lr-grid", "3e-3,1e-2", "--arms", "lora,adamix-lora", "--workers", "1", "--beam-width", "2",

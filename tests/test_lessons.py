@@ -76,7 +76,7 @@ def test_lessons_point_to_their_assignment(assignment):
     first, last = ROUTE[assignment]
     files = sorted((LESSONS / "assignments").glob(f"{assignment.lower()}_*.py"))
     assert len(files) == 1, f"no single assignment file for {assignment} in lessons/assignments/"
-    command = f"python -m tinymix.grade lessons/assignments/{files[0].name}"
+    command = f"python3 -m tinymix.grade lessons/assignments/{files[0].name}"
     span = f"lessons {first}-{last}" if first != last else "this lesson"
     lesson = runner.lesson_files()[last]
     last_cell = runner.parse_cells(lesson)[-1].prose()

@@ -1,6 +1,6 @@
 """AdaMix — Mixture-of-Adaptations (Wang et al., EMNLP 2022), top to bottom.
 
-Read this file in order; each step names the section of ../shared/docs/adamix.md it implements.
+Read this file in order; each step names the section of docs/adamix.md it implements.
 
   1. A Mixture holds M experts of one Linear layer (adapter down/up projections, LoRA A/B).     (§1)
   2. Training: each forward call routes the WHOLE batch through ONE expert drawn uniformly at

@@ -120,7 +120,7 @@ def to_numpy(array):
 
 def to_numpy_contiguous(array):
     """A C-contiguous host copy, for writing files (safetensors 0.8 writes a transposed NumPy view
-    with the wrong values; see assets.md section 5)."""
+    with the wrong values; a round trip in tests/test_checkpoint.py guards it)."""
     return numpy.asarray(to_numpy(array), order="C")  # (ascontiguousarray would turn 0-d into 1-d)
 
 

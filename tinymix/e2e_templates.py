@@ -1,6 +1,6 @@
 """E2E-style meaning representations, and the templates that write them as sentences.
 
-No package ships the E2E NLG data (assets.md section 4), so tinymix writes restaurant descriptions from
+No package ships the E2E NLG data, so tinymix writes restaurant descriptions from
 meaning representations (MRs) itself:
 
     {"name": "The Eagle", "eatType": "pub", "food": "Italian", "area": "riverside"}

@@ -130,7 +130,7 @@ def kl_div(input_logits, target_logits, weights=None):
 
 
 def symmetric_kl(p_logits, q_logits, weights=None):
-    """AdaMix's consistency loss (adamix.md section 4):
+    """AdaMix's consistency loss (docs/adamix.md section 4):
         0.5 * [ KL(sg(softmax q) || softmax p) + KL(sg(softmax p) || softmax q) ]
     Each direction stops the gradient on its target: p learns to match q and q to match p.
     `weights`: per position, as in kl_div (default: the plain average)."""

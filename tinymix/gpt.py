@@ -1,7 +1,7 @@
 """The tiny GPT: a byte-level BPE tokenizer and a small decoder, pretrained on Shakespeare and on
 plain restaurant descriptions.
 
-No package ships small GPT weights (assets.md section 4), so tinymix makes its own: a 2048-token
+No package ships small GPT weights, so tinymix makes its own: a 2048-token
 byte-level BPE and a 4-layer pre-LN decoder trained for a few minutes on a laptop CPU. The paper adapts
 GPT-2, which already speaks English about restaurants and copies names from its context; so that our
 miniature starts from the same place, the corpus mixes the 42 texts of Shakespeare's complete works

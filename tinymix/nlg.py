@@ -9,7 +9,7 @@ Each example is one token sequence,  prompt + " " + sentence + <|endoftext|>:
 and the language-model loss counts the sentence's tokens only (the prompt's targets are ignore_index):
 the model learns to write from the meaning representation, not to predict meaning representations.
 
-Methods (adamix.md section 7): lora — r=4, alpha=32, dropout 0.1, on the attention query and value;
+Methods (docs/adamix.md section 7): lora — r=4, alpha=32, dropout 0.1, on the attention query and value;
 adamix-lora — M=8 LoRA A's per site (query and value share the expert index), one shared B, and
 the consistency loss with weight 100 averaged over target tokens; adamix — AdaMix-adapter (M adapter
 down-projections, shared up-projection, after each FFN); adapter — one such adapter; full — every

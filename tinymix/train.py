@@ -54,10 +54,10 @@ class TrainConfig:
     consistency_weight: float = 1.0
     low_memory: bool = False         # AdaMix: recompute pass 2 in backward (same gradients, one more
                                      # forward, one pass's activations alive instead of two)
-    expert_init: str = "official"    # identical LoRA A-experts, independent adapter experts (adamix.md §7)
+    expert_init: str = "official"    # identical LoRA A-experts, independent adapter ones (docs/adamix.md §7)
     expert_updates: str = "dense"    # "dense": an expert routed once is stepped at every later step, with
                                      # a zero gradient when not routed (the official code); "lazy": only
-                                     # when routed (adamix.md §7b)
+                                     # when routed (docs/adamix.md §7b)
     bottleneck: int = 16
     lora_rank: int = 4
     lora_alpha: float = 32.0

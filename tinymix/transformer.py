@@ -9,7 +9,7 @@
 Sizes used in the shape comments: B batch, T time (tokens), C hidden, H heads, D = C / H head size,
 V vocabulary. Each block has two places where parameter-efficient modules plug in (left None by
 default): `attention_adapter` on the attention output and `ffn_adapter` on the FFN output, both before
-dropout and the residual add — AdaMix's placement (adamix.md section 2). LoRA instead replaces Linear
+dropout and the residual add — AdaMix's placement (docs/adamix.md section 2). LoRA instead replaces Linear
 layers such as `attention.query` (see peft.py).
 
 Decoding one token at a time, a decoder can keep every layer's keys and values (a KVCache) instead of

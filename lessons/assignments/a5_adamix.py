@@ -3,7 +3,7 @@
 #
 # Do it after lessons 10-13 (`python3 lessons/run.py 10`, `11`, `12`, `13`): they prepare every step.
 #
-# AdaMix (Wang et al., EMNLP 2022; ../../shared/docs/adamix.md) keeps M copies ("experts") of an
+# AdaMix (Wang et al., EMNLP 2022; docs/adamix.md) keeps M copies ("experts") of an
 # adapter or LoRA projection. Training routes each forward call through ONE expert drawn at random,
 # ties two passes with a symmetric-KL consistency loss, and at the end averages the experts into one
 # module. You write each of those steps; the grader checks them against tinymix/adamix.py.
@@ -30,13 +30,13 @@ from tinymix.tensor import Tensor, stack
 
 
 # %% [markdown]
-# ## Task A5.1 — stochastic routing (2 points, adamix.md section 3)
+# ## Task A5.1 — stochastic routing (2 points, docs/adamix.md section 3)
 # One uniform draw per forward call, shared by the whole batch: a step costs what one module costs.
 # Drawing on a host generator makes a seed give the same routes on NumPy and on CuPy.
 
 # %%
 def stochastic_route(num_experts, rng):
-    """AdaMix's routing decision (adamix.md section 3): the ONE expert that the whole batch goes
+    """AdaMix's routing decision (docs/adamix.md section 3): the ONE expert that the whole batch goes
     through on this forward call, uniform over 0 .. num_experts - 1, drawn from the host generator
     `rng` (a numpy.random.Generator) with one rng.integers draw, as the library's Mixture draws from
     backend.host_rng: a seed then gives the library's routes, on every backend. Returns an int."""
@@ -53,7 +53,7 @@ def stochastic_route(num_experts, rng):
 # %%
 def average_experts(weights):
     """The uniform mean of M experts' weights: the one weight with which an AdaMix Mixture acts in
-    "average" inference (adamix.md section 6). weights: a list of M Tensors of one shape (out, in).
+    "average" inference (docs/adamix.md section 6). weights: a list of M Tensors of one shape (out, in).
     Returns a Tensor (out, in) through which gradients reach every expert."""
     raise NotImplementedError(
         "Task A5.2: return the mean of the experts' weights as a Tensor — hint: "
@@ -69,7 +69,7 @@ def average_experts(weights):
 
 # %%
 def symmetric_kl(p_logits, q_logits):
-    """AdaMix's consistency loss (adamix.md section 4) between two passes' logits, Tensors (N, C):
+    """AdaMix's consistency loss (docs/adamix.md section 4) between two passes' logits, Tensors (N, C):
 
         0.5 * [ KL(softmax(q) || softmax(p)) + KL(softmax(p) || softmax(q)) ]
 
@@ -87,7 +87,7 @@ def symmetric_kl(p_logits, q_logits):
 
 # %%
 def adamix_loss(logits_1, logits_2, targets, consistency_weight):
-    """The AdaMix objective for one batch seen twice with independent routes (adamix.md section 4):
+    """The AdaMix objective for one batch seen twice with independent routes (docs/adamix.md section 4):
     cross-entropy of pass 1's logits plus consistency_weight times the symmetric KL between the passes.
     Only pass 1 carries the task loss. logits_1, logits_2: Tensors (N, C); targets: (N,) integers.
     You may use tinymix.functional.cross_entropy and your symmetric_kl (Task A5.3). Returns a
@@ -104,7 +104,7 @@ def adamix_loss(logits_1, logits_2, targets, consistency_weight):
 
 # %%
 def merge_experts(expert_weights, expert_biases):
-    """AdaMix merging (adamix.md section 6): collapse a mixture of M Linear experts into ONE Linear
+    """AdaMix merging (docs/adamix.md section 6): collapse a mixture of M Linear experts into ONE Linear
     with the uniform mean of their weights and of their biases, as adamix.merge_experts does.
     expert_weights: a list of M arrays (out, in); expert_biases: a list of M arrays (out,), or None for
     experts without bias (LoRA's A and B). Returns (weight, bias): arrays, bias None without biases."""

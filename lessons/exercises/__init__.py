@@ -8,13 +8,16 @@ In a lesson's exercise cell the student writes an answer and runs
 which prints one line: `right`, `not right` with what was wrong and a hint, or `not answered yet`
 while the answer is still `...` (or, for a function, while it still raises NotImplementedError). It
 never raises, so a lesson with unanswered exercises still runs to the end.
-`python lessons/run.py 08 --exercises` runs only a lesson's exercise cells.
+`python3 lessons/run.py 08 --exercises` runs only a lesson's exercise cells.
 
 Each lesson's exercises live in exercises/lessonNN.py as EXERCISES = {"NN.k": Exercise(...)}. A
 check of a number or of code works out what is right when it runs — from the library, or by testing
 the student's function on inputs of its own — so that answer is written nowhere; a multiple-choice
-check holds its letters. None of the answers is in a lesson file.
+check holds its right letters sealed (a digest per letter, see Sealed), so that reading this folder
+does not give them away. None of the answers is in a lesson file; the instructors' answer key is
+tests/lesson_exercise_answers.py (a right and a wrong answer to every exercise).
 """
+import hashlib
 import importlib
 import re
 from dataclasses import dataclass
@@ -99,13 +102,41 @@ def integer(answer, expected, what):
         raise Wrong(f"{what}: {int(answer):,d} is {'too many' if int(answer) > expected else 'too few'}")
 
 
+def _digest(exercise_id, letter):
+    return hashlib.sha256(f"tinymix exercise {exercise_id}: {letter}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """The right letters of a multiple-choice exercise, as one digest per letter: a check can tell
+    whether a letter is right, a reader of the file cannot see which. (Sealed, not secret: anyone
+    may hash the letters a to z. It keeps the answer from sitting in plain sight next to the task.)
+    An instructor makes one with seal("NN.k", "bcd")."""
+    exercise_id: str
+    digests: tuple
+
+    def holds(self, letter):
+        return _digest(self.exercise_id, letter) in self.digests
+
+
+def seal(exercise_id, letters):
+    """Sealed right letters, for an exercise file: `python3 -c 'from exercises import seal;
+    print(seal("00.3", "bcd"))'` from lessons/ prints the line to paste."""
+    return Sealed(exercise_id, tuple(sorted({_digest(exercise_id, letter) for letter in letters})))
+
+
 def choice(answer, expected, what):
-    """Raise Wrong unless the letters of `answer` are exactly the set `expected` (e.g. "ac")."""
+    """Raise Wrong unless the letters of `answer` are exactly the right ones: `expected` is a Sealed
+    set (see seal) or, where a check works the answer out when it runs, a string of letters."""
     if not isinstance(answer, str):
         raise Wrong(f"{what}: answer with the letters of your choices, as a string such as 'b' or 'ac'")
     given = set(answer.replace(",", "").replace(" ", "").lower())
-    if given != set(expected):
-        missing, extra = set(expected) - given, given - set(expected)
+    if isinstance(expected, Sealed):
+        right, count = {letter for letter in given if expected.holds(letter)}, len(expected.digests)
+    else:
+        right, count = given & set(expected), len(set(expected))
+    extra, missing = given - right, count - len(right)
+    if extra or missing:
         parts = ([f"{len(extra)} of your choices is not right" if len(extra) == 1 else
                   f"{len(extra)} of your choices are not right"] if extra else []) + \
                 (["a right choice is missing"] if missing else [])

@@ -1,5 +1,5 @@
 """Lesson 00's exercises: counting an AdaMix model's parameters, before and after merging."""
-from exercises import Exercise, choice, integer
+from exercises import Exercise, Sealed, choice, integer
 
 
 def _minilm_shaped(num_experts, merged):
@@ -16,6 +16,10 @@ def _minilm_shaped(num_experts, merged):
     return model.num_parameters(trainable_only=True)
 
 
+# The right letters of the multiple-choice exercises, sealed (exercises.seal); the answer key
+# is tests/lesson_exercise_answers.py.
+RIGHT_00_3 = Sealed("00.3", ("1e0528c109764764", "682b3220365dec1b", "69697d028fec1c52"))
+
 EXERCISES = {
     "00.1": Exercise(
         task="the number of parameters trained with M = 8 experts per layer",
@@ -28,7 +32,7 @@ EXERCISES = {
         hint="merging replaces each mixture by ONE Linear: how many experts are left per layer?"),
     "00.3": Exercise(
         task="the letters of the true statements about the two-pass loss",
-        verify=lambda answer: choice(answer, "bcd", "statements about the two-pass loss"),
+        verify=lambda answer: choice(answer, RIGHT_00_3, "statements about the two-pass loss"),
         hint="read adamix.two_pass_loss: which pass does task_loss see, and what happens when the "
              "weight is 0? Two passes through the same weights with no dropout give the same logits."),
 }

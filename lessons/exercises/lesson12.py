@@ -1,5 +1,5 @@
 """Lesson 12's exercises: the forward passes of a step, and what the replay must reproduce."""
-from exercises import Exercise, choice, integer
+from exercises import Exercise, Sealed, choice, integer
 
 
 def _passes(consistency_weight, low_memory):
@@ -21,6 +21,10 @@ def _passes(consistency_weight, low_memory):
     return len(calls)
 
 
+# The right letters of the multiple-choice exercises, sealed (exercises.seal); the answer key
+# is tests/lesson_exercise_answers.py.
+RIGHT_12_2 = Sealed("12.2", ("683298aa826092d7", "aa0169bd9c30250e", "b58514a3ab29d2a5"))
+
 EXERCISES = {
     "12.1": Exercise(
         task="forward passes of a low-memory step with consistency weight 0",
@@ -29,7 +33,7 @@ EXERCISES = {
              "(read the first lines of two_pass_backward)"),
     "12.2": Exercise(
         task="the letters of the changes that would make the gradients differ",
-        verify=lambda answer: choice(answer, "abd", "what breaks the replay"),
+        verify=lambda answer: choice(answer, RIGHT_12_2, "what breaks the replay"),
         hint="the replay must compute exactly the z2 whose gradient step 3 took: same routes, same "
              "masks, same weights; running pass 2 once without a graph is the method itself"),
 }

@@ -1,5 +1,5 @@
 """Lesson 17's exercises: PEFT's names, and why an AdaMix-LoRA with a shared B is one LoRA."""
-from exercises import Exercise, Wrong, array, choice
+from exercises import Exercise, Sealed, Wrong, array, choice
 
 
 def _verify_peft_key(peft_key):
@@ -21,6 +21,10 @@ def _verify_update(deployed_update):
     array(deployed_update(A, B, alpha, r), sum(each) / M, "the deployed update", atol=1e-9)
 
 
+# The right letters of the multiple-choice exercises, sealed (exercises.seal); the answer key
+# is tests/lesson_exercise_answers.py.
+RIGHT_17_3 = Sealed("17.3", ("1593e3a08a376ac3",))
+
 EXERCISES = {
     "17.1": Exercise(
         task="peft_key(layer, target, side) -> the key in adapter_model.safetensors",
@@ -33,7 +37,7 @@ EXERCISES = {
         hint="B is shared, so mean_k (alpha / r) B A_k = (alpha / r) B mean_k(A_k): average the A's first"),
     "17.3": Exercise(
         task='answer = "a", "b" or "c"',
-        verify=lambda answer: choice(answer, "b", "when the mean of the updates is one LoRA"),
+        verify=lambda answer: choice(answer, RIGHT_17_3, "when the mean of the updates is one LoRA"),
         hint="mean(B) mean(A) expands into (1/M^2) sum over all PAIRS B_j A_k; the mean of the updates "
              "has only the pairs j = k. They agree when the cross terms happen to match, e.g. identical experts"),
 }

@@ -10,7 +10,7 @@ from .checks import Case, Generator, Leaf, Mismatch, _linear, _shape
 # ---- A5: AdaMix --------------------------------------------------------------------------------------
 
 def stochastic_route(num_experts, rng):
-    """AdaMix's routing decision (adamix.md section 3): the ONE expert that the whole batch goes
+    """AdaMix's routing decision (docs/adamix.md section 3): the ONE expert that the whole batch goes
     through on this forward call, uniform over 0 .. num_experts - 1, drawn from the host generator
     `rng` (a numpy.random.Generator) with one rng.integers draw, as the library's Mixture draws from
     backend.host_rng: a seed then gives the library's routes, on every backend. Returns an int."""
@@ -59,7 +59,7 @@ def _uniform_routes(expected, got):
 
 def average_experts(weights):
     """The uniform mean of M experts' weights: the one weight with which an AdaMix Mixture acts in
-    "average" inference (adamix.md section 6). weights: a list of M Tensors of one shape (out, in).
+    "average" inference (docs/adamix.md section 6). weights: a list of M Tensors of one shape (out, in).
     Returns a Tensor (out, in) through which gradients reach every expert."""
     return adamix.Mixture([_linear(w) for w in weights]).averaged_weights()[0]
 
@@ -71,7 +71,7 @@ def _average_cases(draw):
 
 
 def symmetric_kl(p_logits, q_logits):
-    """AdaMix's consistency loss (adamix.md section 4) between two passes' logits, Tensors (N, C):
+    """AdaMix's consistency loss (docs/adamix.md section 4) between two passes' logits, Tensors (N, C):
 
         0.5 * [ KL(softmax(q) || softmax(p)) + KL(softmax(p) || softmax(q)) ]
 
@@ -92,7 +92,7 @@ def _symmetric_kl_cases(draw):
 
 
 def adamix_loss(logits_1, logits_2, targets, consistency_weight):
-    """The AdaMix objective for one batch seen twice with independent routes (adamix.md section 4):
+    """The AdaMix objective for one batch seen twice with independent routes (docs/adamix.md section 4):
     cross-entropy of pass 1's logits plus consistency_weight times the symmetric KL between the passes.
     Only pass 1 carries the task loss. logits_1, logits_2: Tensors (N, C); targets: (N,) integers.
     You may use tinymix.functional.cross_entropy and your symmetric_kl (Task A5.3). Returns a
@@ -110,7 +110,7 @@ def _adamix_loss_cases(draw):
 
 
 def merge_experts(expert_weights, expert_biases):
-    """AdaMix merging (adamix.md section 6): collapse a mixture of M Linear experts into ONE Linear
+    """AdaMix merging (docs/adamix.md section 6): collapse a mixture of M Linear experts into ONE Linear
     with the uniform mean of their weights and of their biases, as adamix.merge_experts does.
     expert_weights: a list of M arrays (out, in); expert_biases: a list of M arrays (out,), or None for
     experts without bias (LoRA's A and B). Returns (weight, bias): arrays, bias None without biases."""

@@ -1,10 +1,10 @@
 """The e2e data-to-text comparison on the tiny GPT under the fair protocol (protocol.py), and the command
 line of the data-to-text task.
 
-    python -m tinymix compare --task e2e --out docs/experiments/e2e
-    python -m tinymix train --task e2e --method lora
+    python3 -m tinymix compare --task e2e --out docs/experiments/e2e
+    python3 -m tinymix train --task e2e --method lora
 
-The official GPT-2 recipe (adamix.md section 7): no gradient clipping, AdamW with weight decay 0.01,
+The official GPT-2 recipe (docs/adamix.md section 7): no gradient clipping, AdamW with weight decay 0.01,
 label smoothing 0.1, consistency weight 100 over target tokens, M = 8 A-experts with B shared, identical
 initial A-experts, dense expert updates; AdaMix trained 4x longer than LoRA. Arms: LoRA, the single
 adapter, AdaMix-LoRA, AdaMix-adapter and full fine-tuning with their own learning rates at one budget;
@@ -213,24 +213,31 @@ def gap_tables(runs):
 
 def write_report(out, args, base, arms, chosen, runs, speed, status):
     judged, judged_3 = claims(runs), inference_claims(runs)
-    parts = [f"Budget: {base.steps} steps of batch {base.batch_size} over {base.train_size} training MRs "
+    parts = [report.verdict_paragraph(judged + judged_3),
+             report.terms("arm", "paired difference", "verdict", "rows 1-6", "rows B", "rows G", "rows R", "merged",
+                          "spread", "moved"),
+             "Claims and checks: paired differences of test BLEU (merged models), 95% CI over seeds:",
+             report.claims_table(judged),
+             "Claim 3 on test loss (nats per target token, negated so that higher is better; random and fixed "
+             "routing are not decoded):", report.claims_table(judged_3, digits=4),
+             "Claim 6 as measured (train time is wall time under the machine's load at the time; the decoding "
+             "speed of a merged model follows the routing table):",
+             report.cost_table((("adamix-lora", "lora"), ("adamix", "adapter")), runs, "train_seconds"),
+             f"Budget: {base.steps} steps of batch {base.batch_size} over {base.train_size} training MRs "
              f"(the {LONGER}x arms: {LONGER * base.steps}); no gradient clipping; test: {base.test_size} MRs "
              f"with unseen slot combinations, beam search (width {base.beam_width}) after merging and folding; "
              f"mean ± std over seeds 0..{args.seeds - 1}.",
              "Learning rates (validation BLEU, mean over tuning seeds "
              f"{', '.join(str(s) for s in range(1000, 1000 + args.tuning_seeds))}; test never read):",
              report.tuning_table(chosen), arms_table(arms, chosen, runs),
-             "Claims (adamix.md section 10) and recipe checks (R): paired differences of test BLEU, 95% CI over seeds:",
-             report.claims_table(judged),
-             "Claim 3 on test loss (nats per target token, negated so that higher is better):",
-             report.claims_table(judged_3, digits=4),
              "The gap, measured (means over each run's evaluations and over seeds):", gap_tables(runs),
-             "Routing:", report.routing_table({a: r for a, r in runs.items() if a.startswith("adamix")}), status]
+             "Routing:", report.routing_table({a: r for a, r in runs.items() if a.startswith("adamix")})]
     if speed:
         parts.append(f"Decoding speed of a merged model ({speed.get('run', 'the first final run')}), tokens/s: "
                      f"greedy (batch 1) {speed['greedy_cached']:.0f} with "
                      f"the KV cache, {speed['greedy_uncached']:.0f} without; beam search {speed['beam_cached']:.0f} "
                      f"with, {speed['beam_uncached']:.0f} without.")
+    parts += [part for part in (report.waiting_claims(judged + judged_3), status) if part]
     text = "\n\n".join(parts)
     (out / "results.md").write_text(text + "\n")
     checkpoint.save_json(out / "results.json", {"config": asdict(base), "chosen": chosen, "claims": judged,
@@ -250,7 +257,7 @@ def write_report(out, args, base, arms, chosen, runs, speed, status):
 
 def parse_args(argv):
     """`train --task e2e ...` or `compare --task e2e ...`: the data-to-text task's own flags."""
-    parser = argparse.ArgumentParser(prog="python -m tinymix", description=nlg.__doc__,
+    parser = argparse.ArgumentParser(prog="python3 -m tinymix", description=nlg.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="command", required=True)
     p = commands.add_parser("train", help="fine-tune the tiny GPT on the e2e task, decode and score")

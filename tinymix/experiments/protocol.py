@@ -12,7 +12,7 @@
 3. Run folders. A run lives in its own folder: request.json (its whole configuration) and, once
    finished, results.json. A finished run is reused only when its request is exactly the one asked
    for; any difference is an error that names what differs. No path is read out of a results file.
-   Runs go to `workers` processes (python -m tinymix.experiments.worker FOLDER, one BLAS thread each),
+   Runs go to `workers` processes (python3 -m tinymix.experiments.worker FOLDER, one BLAS thread each),
    so that a crash or Ctrl-C loses at most the runs in flight: run the same command again to go on.
 """
 import os

@@ -1,4 +1,6 @@
-"""Claims judged from paired runs, and the Markdown tables of a comparison's report."""
+"""Claims judged from paired runs, and the Markdown report of a comparison, in the order a reader needs
+it: the verdict, the terms, the claims table, then the evidence, and what is still missing last."""
+from collections import Counter
 from dataclasses import dataclass, field
 
 from . import stats
@@ -6,7 +8,7 @@ from . import stats
 
 @dataclass
 class Claim:
-    """One claim of adamix.md section 10 as a comparison of two per-seed scores (higher = better)."""
+    """One claim of docs/adamix.md section 10 as a comparison of two per-seed scores (higher = better)."""
     number: str                 # "1", "3b", ...
     text: str                   # what the paper says
     left_name: str              # what is compared, in words
@@ -23,12 +25,80 @@ class Claim:
                 "verdict": stats.verdict(interval, self.kind, self.margin)}
 
 
+CLAIMS = {"1": "AdaMix (merged) >= the single module it mixes",
+          "2": "AdaMix >= full fine-tuning on small data",
+          "3": "merging >= random routing, ~ the best single expert, > fixed routing",
+          "4": "the consistency loss and sharing help",
+          "5": "returns diminish with more experts",
+          "6": "a step costs about one module (two passes); the merged model costs one module"}
+
+TERMS = {
+    "arm": "one way of training (a method with its settings, e.g. `adamix, no sharing`), run once per seed",
+    "paired difference": "for one seed, the left arm's test score minus the right arm's; both runs of a seed "
+                         "share the batch order, the task head and the initial weights of every module they "
+                         "have in common. A table row gives the mean over seeds and its 95% confidence interval "
+                         "(Student's t)",
+    "verdict": "held: the interval lies above 0 (for an \"about equal\" claim, inside ± its margin); refuted: "
+               "below 0 (outside the margin); inconclusive: the interval contains 0",
+    "rows 1-6": "the claims of docs/adamix.md §10",
+    "rows B": "a budget check, not a claim: does the single module still gain from 4x the steps? (if not, "
+              "its validation curve had flattened at the base budget)",
+    "rows G": "explaining the gap: an AdaMix variant at a learning rate searched for it, against the single module",
+    "rows R": "a recipe check: one choice of the official code against its alternative, on the same seeds",
+    "merged": "every mixture replaced by the mean of its experts (AdaMix's inference); tests score the merged model",
+    "spread": "how far a mixture's experts are apart: the mean distance of an expert's weight from the "
+              "experts' mean, divided by the norm of that mean (0: identical experts)",
+    "moved": "the distance of an expert's weight from its initial value",
+}
+
+
+def enough(c):
+    return c["verdict"] != "not enough seeds"
+
+
+def verdict_paragraph(judged):
+    """The answer first: per claim of docs/adamix.md §10, how its comparisons came out."""
+    lines = ["**Verdict, claim by claim** (the claims of docs/adamix.md §10; the rows of the table below):"]
+    for number, text in CLAIMS.items():
+        rows = [c for c in judged if c["number"] == number]
+        decided = Counter(c["verdict"] for c in rows if enough(c))
+        if not rows:
+            continue
+        counts = ", ".join(f"{decided[v]} {v}" for v in ("held", "refuted", "inconclusive") if decided[v])
+        waiting = len(rows) - sum(decided.values())
+        lines.append(f"- claim {number}, {text}: " + (f"{counts} (of {sum(decided.values())} comparisons)"
+                                                      if counts else "no comparison has enough seeds yet")
+                     + (f"; {waiting} more wait for runs" if counts and waiting else "") + ".")
+    return "\n".join(lines)
+
+
+def terms(*names):
+    """The definitions of the terms a report uses, before its first table."""
+    return "Terms used below:\n" + "\n".join(f"- **{name}**: {TERMS[name]}." for name in names)
+
+
+def cost_table(pairs, runs, seconds_key):
+    """Claim 6 as measured: mean train time of AdaMix against the single module it mixes, and the two
+    merged models' parameter counts (equal when merging gives one module)."""
+    lines = ["| # | claim | comparison | mean train time (s) | ratio | parameters after merging |",
+             "|---|---|---|---|---|---|"]
+    for mix, single in pairs:
+        if not runs.get(mix) or not runs.get(single):
+            continue
+        seconds = [sum(r[seconds_key] for r in runs[a].values()) / len(runs[a]) for a in (mix, single)]
+        merged = [next(iter(runs[a].values()))["merged_parameters"] for a in (mix, single)]
+        same = "equal" if merged[0] == merged[1] else "NOT equal"
+        lines.append(f"| 6 | {CLAIMS['6']} | {mix} vs {single} | {seconds[0]:.0f} vs {seconds[1]:.0f} | "
+                     f"{seconds[0] / seconds[1]:.2f} | {merged[0]:,d} vs {merged[1]:,d}: {same} |")
+    return "\n".join(lines)
+
+
 def claims_table(judged, scale=1.0, unit="", digits=2):
     """| claim | comparison | paired difference | 95% CI | seeds | verdict | — differences times `scale`,
-    shown with `digits` decimals."""
+    shown with `digits` decimals. Rows without enough seeds are left to waiting_claims(), at the end."""
     lines = ["| # | claim | comparison | mean paired difference | 95% CI | seeds | verdict |",
              "|---|---|---|---|---|---|---|"]
-    for c in judged:
+    for c in filter(enough, judged):
         show = lambda v: "-" if v is None else f"{scale * v:+.{digits}f}"
         interval = "-" if c["low"] is None else f"[{show(c['low'])}, {show(c['high'])}]"
         what = f"{c['left']} vs {c['right']}" + (f" (margin ±{scale * c['margin']:g}{unit})"
@@ -84,10 +154,21 @@ def routing_table(arms_runs):
     return "\n".join(lines)
 
 
+def waiting_claims(judged):
+    """The comparisons that wait for runs (fewer than two paired seeds), for the end of a report."""
+    waiting = [f"{c['number']} ({c['left']} vs {c['right']})" for c in judged if not enough(c)]
+    return f"Comparisons without enough seeds yet (their runs are listed next): {'; '.join(waiting)}." if waiting else ""
+
+
 def status(chosen, arms, diverged, missing):
-    """What the report does not contain yet, and why."""
+    """What the report does not contain yet, and why; `missing` holds labels "<arm> seed <s>"."""
     untuned = [a.name for a in arms if a.name not in chosen]
-    lines = [f"Not run yet: {', '.join(missing)}." if missing else "",
+    by_arm = {}
+    for label in missing:
+        name, _, seed = label.rpartition(" seed ")
+        by_arm.setdefault(name, []).append(seed)
+    lines = [f"Not run yet ({len(missing)} runs): " + "; ".join(f"{name}, seeds {', '.join(seeds)}"
+                                                         for name, seeds in by_arm.items()) + "." if missing else "",
              f"No learning rate chosen yet (its search has not finished): {', '.join(untuned)}." if untuned else "",
              f"Diverged (left out of the tables): {'; '.join(diverged)}." if diverged else ""]
     return "\n\n".join(line for line in lines if line) or "Every run of this comparison has finished."
