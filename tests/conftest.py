@@ -20,8 +20,16 @@ downloadable) as skipped, naming the asset: for machines without a network, such
 """
 import os
 import re
+import signal
 
 import pytest
+
+# A suite started in the background by a shell (`pytest &`, nohup, some CI runners) inherits Ctrl-C
+# as IGNORED, and so would every process a test starts: the tests that press Ctrl-C on the lesson
+# runner or the grader would see it ignored. Ctrl-C handled as Python does by default in the suite
+# means SIGINT is at its default again in every child.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 CUPY_MODE = os.environ.get("TINYMIX_CUPY", "auto") or "auto"
 if CUPY_MODE not in ("auto", "emulate", "real"):
