@@ -4,6 +4,9 @@ places the modules, parameter counts, and merge/unmerge where the method allows 
 
     adalora.py    AdaLoRA (Zhang et al., ICLR 2023): an SVD-form LoRA whose rank budget moves to the
                   matrices that matter, by importance scores and a cubic schedule
+    phm.py        PHM layers (sums of Kronecker products), the PHM adapter, and MixPHM (Jiang and Zheng,
+                  CVPR 2023): AdaMix's random routing over PHM up-projections, a shared down-projection,
+                  and the redundancy regulariser
     hadamard.py   the Hadamard adapter (Chen et al., CIKM 2023): w * h + b on each attention output,
                   and the same module as AdaMix experts, whose average merges exactly
 """
