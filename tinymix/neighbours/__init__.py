@@ -9,4 +9,6 @@ places the modules, parameter counts, and merge/unmerge where the method allows 
                   and the redundancy regulariser
     hadamard.py   the Hadamard adapter (Chen et al., CIKM 2023): w * h + b on each attention output,
                   and the same module as AdaMix experts, whose average merges exactly
+    loretta.py    LoRETTA (Yang et al., NAACL 2024): tensor-train linear layers, LoRA with TT factors
+                  (LoRETTA_rep) and TT adapters (LoRETTA_adp)
 """
