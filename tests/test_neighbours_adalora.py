@@ -10,21 +10,10 @@ import tinymix
 from tinymix import backend, optim
 from tinymix.gradcheck import gradcheck
 from tinymix.neighbours import adalora
-from tinymix.nn import Linear, Module, Parameter
-from tinymix.tensor import Tensor, no_grad
-from tinymix.transformer import SequenceClassifier, Transformer, TransformerConfig
+from tinymix.nn import Linear, Module
+from tinymix.tensor import Tensor
 
-
-def tiny_classifier(hidden=32, layers=2, seed=0):
-    tinymix.manual_seed(seed)
-    config = TransformerConfig(vocab_size=50, hidden_size=hidden, num_layers=layers, num_heads=4,
-                               intermediate_size=2 * hidden, max_positions=16, dropout=0.0)
-    return SequenceClassifier(Transformer(config), 2, dropout=0.0)
-
-
-def tiny_batch(batch=4, length=6, seed=1):
-    rng = np.random.default_rng(seed)
-    return rng.integers(1, 50, size=(batch, length)), np.ones((batch, length), dtype=np.int64)
+from neighbours_models import logits, minilm_shaped, tiny_batch, tiny_classifier
 
 
 def config(**changes):
@@ -37,11 +26,6 @@ def adalora_model(**changes):
     for _, layer in adalora.svd_layers(model):          # lambda starts at 0: give the update a value
         layer.lora_E.data = backend.host_normal(layer.lora_E.shape, 0.5)
     return model
-
-
-def logits(model, ids, mask):
-    with no_grad():
-        return model(ids, mask).numpy()
 
 
 # ---- the layer and the regulariser: gradients ----------------------------------------------------
@@ -264,9 +248,7 @@ def test_allocating_without_gradients_is_a_clear_error():
 # ---- counts and settings -----------------------------------------------------------------------------
 
 def test_counts_on_minilms_shape_match_the_closed_form():
-    tinymix.manual_seed(0)
-    minilm = SequenceClassifier(Transformer(TransformerConfig(vocab_size=30522, num_layers=6)), 2)
-    model = adalora.inject(minilm, adalora.AdaLoRAConfig(init_r=6, target_r=4, total_step=320))
+    model = adalora.inject(minilm_shaped(), adalora.AdaLoRAConfig(init_r=6, target_r=4, total_step=320))
     d, L, head = 384, 6, 384 * 2 + 2
     trainable, deployed = adalora.count(model)
     assert trainable == deployed == L * 2 * 6 * (d + d + 1) + head == 56_138

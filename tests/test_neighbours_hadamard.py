@@ -3,31 +3,12 @@ attention output projection (both positions, single and mixture), counts on Mini
 import numpy as np
 import pytest
 
-import tinymix
 from tinymix import adamix, backend
 from tinymix.gradcheck import gradcheck
 from tinymix.neighbours import hadamard
 from tinymix.tensor import Tensor, no_grad
-from tinymix.transformer import SequenceClassifier, Transformer, TransformerConfig
 
-
-def tiny_classifier(seed=0):
-    tinymix.manual_seed(seed)
-    config = TransformerConfig(vocab_size=50, hidden_size=32, num_layers=2, num_heads=4,
-                               intermediate_size=64, max_positions=16, dropout=0.0)
-    return SequenceClassifier(Transformer(config), 2, dropout=0.0)
-
-
-def tiny_batch(batch=4, length=6, seed=1):
-    rng = np.random.default_rng(seed)
-    mask = np.ones((batch, length), dtype=np.int64)
-    mask[batch // 2:, length - 2:] = 0
-    return rng.integers(1, 50, size=(batch, length)) * mask, mask
-
-
-def logits(model, ids, mask):
-    with no_grad():
-        return model(ids, mask).numpy()
+from neighbours_models import logits, minilm_shaped, tiny_batch, tiny_classifier
 
 
 def tiny_pretrained(seed=0):
@@ -131,12 +112,10 @@ def test_training_routes_one_expert_per_call_and_trains_only_adapters_layer_norm
 
 
 def test_counts_on_minilms_shape_match_the_closed_form():
-    tinymix.manual_seed(0)
-    minilm = lambda: SequenceClassifier(Transformer(TransformerConfig(vocab_size=30522, num_layers=6)), 2)
     d, L, head = 384, 6, 384 * 2 + 2
     single = L * 2 * d + L * 2 * d + head                         # adapters, attention LayerNorms, head
-    assert hadamard.count(hadamard.inject(minilm(), hadamard.HadamardConfig())) == (single, single) == (9_986, 9_986)
-    mixed = hadamard.inject(minilm(), hadamard.HadamardConfig(num_experts=4))
+    assert hadamard.count(hadamard.inject(minilm_shaped(), hadamard.HadamardConfig())) == (single, single) == (9_986, 9_986)
+    mixed = hadamard.inject(minilm_shaped(), hadamard.HadamardConfig(num_experts=4))
     assert hadamard.count(mixed) == (L * 4 * 2 * d + L * 2 * d + head, single) == (23_810, 9_986)
 
 

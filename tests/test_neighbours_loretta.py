@@ -7,25 +7,9 @@ import tinymix
 from tinymix import backend, peft
 from tinymix.gradcheck import gradcheck
 from tinymix.neighbours import loretta
-from tinymix.tensor import Tensor, no_grad
-from tinymix.transformer import SequenceClassifier, Transformer, TransformerConfig
+from tinymix.tensor import Tensor
 
-
-def tiny_classifier(seed=0):
-    tinymix.manual_seed(seed)
-    config = TransformerConfig(vocab_size=50, hidden_size=32, num_layers=2, num_heads=4,
-                               intermediate_size=64, max_positions=16, dropout=0.0)
-    return SequenceClassifier(Transformer(config), 2, dropout=0.0)
-
-
-def tiny_batch(batch=4, length=6, seed=1):
-    rng = np.random.default_rng(seed)
-    return rng.integers(1, 50, size=(batch, length)), np.ones((batch, length), dtype=np.int64)
-
-
-def logits(model, ids, mask):
-    with no_grad():
-        return model(ids, mask).numpy()
+from neighbours_models import logits, minilm_shaped, tiny_batch, tiny_classifier
 
 
 def test_factorisations_and_sizes():
@@ -122,15 +106,13 @@ def test_the_tt_adapter_adds_scale_times_up_relu_down_to_its_input(backend_name)
 
 
 def test_counts_on_minilms_shape_match_the_closed_form():
-    tinymix.manual_seed(0)
-    minilm = lambda: SequenceClassifier(Transformer(TransformerConfig(vocab_size=30522, num_layers=6)), 2)
     d, L, head = 384, 6, 384 * 2 + 2
     norms = (1 + 2 * L) * 2 * d                                       # embedding LN + two per layer
     rep = L * 2 * (430 + 430) + norms + head                          # q and v: A and B of 430 each
-    assert loretta.count(loretta.inject(minilm(), loretta.LorettaRepConfig())) == (rep, rep) == (21_074, 21_074)
+    assert loretta.count(loretta.inject(minilm_shaped(), loretta.LorettaRepConfig())) == (rep, rep) == (21_074, 21_074)
     down, up = 40 + 150 + 200 + 200 + 40 + 64, 40 + 200 + 200 + 150 + 40 + d    # (8,6,8,8,8), (8,8,8,6,8) + biases
     adp = L * 2 * (down + up) + head
-    assert loretta.count(loretta.inject(minilm(), loretta.LorettaAdpConfig())) == (adp, adp) == (21_266, 21_266)
+    assert loretta.count(loretta.inject(minilm_shaped(), loretta.LorettaAdpConfig())) == (adp, adp) == (21_266, 21_266)
 
 
 @pytest.mark.parametrize("config, says", [

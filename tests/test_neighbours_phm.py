@@ -3,26 +3,12 @@ terms against hand-worked values, counts on MiniLM's shape, AdaMix routing, and 
 import numpy as np
 import pytest
 
-import tinymix
 from tinymix import adamix, backend
 from tinymix.gradcheck import gradcheck
 from tinymix.neighbours import phm
 from tinymix.tensor import Tensor, no_grad
-from tinymix.transformer import SequenceClassifier, Transformer, TransformerConfig
 
-
-def tiny_classifier(hidden=32, seed=0):
-    tinymix.manual_seed(seed)
-    config = TransformerConfig(vocab_size=50, hidden_size=hidden, num_layers=2, num_heads=4,
-                               intermediate_size=2 * hidden, max_positions=16, dropout=0.0)
-    return SequenceClassifier(Transformer(config), 2, dropout=0.0)
-
-
-def tiny_batch(batch=4, length=6, seed=1):
-    rng = np.random.default_rng(seed)
-    mask = np.ones((batch, length), dtype=np.int64)
-    mask[batch // 2:, length - 2:] = 0
-    return rng.integers(1, 50, size=(batch, length)) * mask, mask
+from neighbours_models import logits, minilm_shaped, tiny_batch, tiny_classifier
 
 
 def mixphm_model(**changes):
@@ -39,11 +25,6 @@ def spread_experts(model, std=0.5):
             for p in (expert.W_left, expert.W_right, expert.bias):
                 p.data = backend.host_normal(p.shape, std)
     return model
-
-
-def logits(model, ids, mask):
-    with no_grad():
-        return model(ids, mask).numpy()
 
 
 def tensors(*shapes, std=0.7):
@@ -176,15 +157,13 @@ def test_mixphm_shares_the_down_projection_and_the_rules_and_routes_one_up_exper
 
 
 def test_counts_on_minilms_shape_match_the_closed_form():
-    tinymix.manual_seed(0)
-    minilm = lambda: SequenceClassifier(Transformer(TransformerConfig(vocab_size=30522, num_layers=6)), 2)
     d, L, n, k, bottleneck, head = 384, 6, 4, 8, 32, 384 * 2 + 2
     phm_params = lambda i, o: n * k * (i // n + o // n) + o          # L, R and the bias
     down, up = phm_params(d, bottleneck), phm_params(bottleneck, d)
     assert (down, up) == (3360, 3712)
     single = L * (down + up) + n ** 3 + head
-    assert phm.count(phm.inject(minilm(), phm.PHMAdapterConfig())) == (single, single) == (43_266, 43_266)
-    model = phm.inject(minilm(), phm.MixPHMConfig())
+    assert phm.count(phm.inject(minilm_shaped(), phm.PHMAdapterConfig())) == (single, single) == (43_266, 43_266)
+    model = phm.inject(minilm_shaped(), phm.MixPHMConfig())
     assert phm.count(model) == (L * (down + 4 * up) + n ** 3 + head, single) == (110_082, 43_266)
     phm.merge(model)
     assert model.num_parameters(trainable_only=True) == single
