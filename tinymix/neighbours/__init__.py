@@ -1,0 +1,14 @@
+"""The parameter-efficient methods AdaMix is compared with, each on tinymix's own engine and in the
+shape of peft.py: a Config dataclass, Module classes, `inject(model, config)` that freezes the base and
+places the modules, parameter counts, and merge/unmerge where the method allows it.
+
+    adalora.py    AdaLoRA (Zhang et al., ICLR 2023): an SVD-form LoRA whose rank budget moves to the
+                  matrices that matter, by importance scores and a cubic schedule
+    phm.py        PHM layers (sums of Kronecker products), the PHM adapter, and MixPHM (Jiang and Zheng,
+                  CVPR 2023): AdaMix's random routing over PHM up-projections, a shared down-projection,
+                  and the redundancy regulariser
+    hadamard.py   the Hadamard adapter (Chen et al., CIKM 2023): w * h + b on each attention output,
+                  and the same module as AdaMix experts, whose average merges exactly
+    loretta.py    LoRETTA (Yang et al., NAACL 2024): tensor-train linear layers, LoRA with TT factors
+                  (LoRETTA_rep) and TT adapters (LoRETTA_adp)
+"""
