@@ -222,3 +222,47 @@ def test_the_graders_process_and_the_secret_seed_are_out_of_reach(hostile_run):
     printed = hostile_run["files"]["d_proc/a1_autograd.py"]["printed"]
     assert printed.count("tried") == 5, printed
     assert "LEAK" not in printed, printed
+
+
+# ---- the sandbox itself ------------------------------------------------------------------------------------
+
+LOOK_AROUND = """
+import os, socket
+print("cwd", os.getcwd(), os.listdir("."), "pid", os.getpid(), "home", os.environ.get("HOME"))
+print("checkout", os.path.exists({checkout!r}), "class", os.path.exists({folder!r}))
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=2)
+    print("network: connected")
+except OSError as error:
+    print("network:", type(error).__name__)
+"""
+
+
+@pytest.mark.skipif(not sandbox.bwrap_works(), reason="bubblewrap (bwrap) is not installed or cannot start here")
+def test_under_bubblewrap_a_file_sees_an_empty_world(tmp_path):
+    from tinymix.grading import runner
+    from tinymix.grading.cli import grade_file
+    path = tmp_path / "class" / "a1_autograd.py"
+    path.parent.mkdir()
+    path.write_text(LOOK_AROUND.format(checkout=str(ROOT / "tinymix"), folder=str(path.parent)) + STUB_A1)
+    with sandbox.Place() as place:
+        graded = grade_file(path, isolation=runner.Isolation(place, True, (str(path.parent),)))
+    assert "cwd /scratch [] pid 2 home /home/student" in graded.output, graded.output
+    assert "checkout False class False" in graded.output
+    assert "network: connected" not in graded.output and "network: OSError" in graded.output
+
+
+def test_without_bubblewrap_the_grader_says_so_once_and_bwrap_is_refused(tmp_path, monkeypatch, capsys):
+    from tinymix import grade
+    monkeypatch.setattr(sandbox, "bwrap_works", lambda: False)
+    folder = tmp_path / "class"
+    for student in ("ann", "ben"):
+        (folder / student).mkdir(parents=True)
+        (folder / student / "a1_autograd.py").write_text(SOLVED_A1)
+    assert grade.main([str(folder), "--seed", "5"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("WARNING: no sandbox on this machine") == 1 and "apt-get install bubblewrap" in err
+    assert "pass it as TINYMIX_GRADE_SEED" in err
+    with pytest.raises(SystemExit) as exit_:
+        grade.main([str(folder), "--sandbox", "bwrap"])
+    assert exit_.value.code == 2 and "bubblewrap is not installed or cannot start" in capsys.readouterr().err
