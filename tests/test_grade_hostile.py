@@ -266,3 +266,14 @@ def test_without_bubblewrap_the_grader_says_so_once_and_bwrap_is_refused(tmp_pat
     with pytest.raises(SystemExit) as exit_:
         grade.main([str(folder), "--sandbox", "bwrap"])
     assert exit_.value.code == 2 and "bubblewrap is not installed or cannot start" in capsys.readouterr().err
+
+
+def test_without_bubblewrap_no_folder_can_be_opened_as_a_descriptor(tmp_path):
+    """The guard's second layer under the walk above: with no folder descriptor, no dir_fd path exists
+    that the audit hook cannot resolve (here a folder far from every protected path)."""
+    from tinymix.grading.cli import grade_file
+    path = tmp_path / "a1_autograd.py"
+    path.write_text("import os\ntry:\n    os.open('/usr/share', os.O_RDONLY)\n    print('OPENED')\n"
+                    "except PermissionError as error:\n    print(error)\n" + STUB_A1)
+    graded = grade_file(path)
+    assert "opening a folder as a file descriptor is not allowed" in graded.output, graded.output
