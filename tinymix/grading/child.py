@@ -1,16 +1,17 @@
 """The process in which one submission runs. runner.py starts it as
 
-    python -I -u .../tinymix/grading/child.py FD
+    python -I -u .../tinymix/grading/child.py
 
 by path, not with -m: `-m tinymix.grading.child` would first run tinymix/__init__.py, which loads
 Tensor and functional, the answer key of A1 and A2, into the process before the submission runs.
 In isolated mode (-I) no PYTHON* variable, user site-packages or current folder reaches sys.path;
 unbuffered (-u), so that what the submission printed reaches the grader before the process is stopped.
 
-It reads its request from the pipe FD and closes it, as its first act (the submission's source, the
-assignment's library, the folders to import from, the limits and, per task, the inputs of every
-case: never the expected answers), sets the limits, installs the guard, runs the file,
-calls each task's function on each case and writes one JSON line per event to its original stdout:
+It reads its request from its standard input to the end, as its first act, and puts /dev/null in
+its place (the request: the submission's source, the assignment's library, the folders to import
+from, the limits and, per task, the inputs of every case: never the expected answers). Then it sets
+the limits, installs the guard, runs the file, calls each task's function on each case and writes
+one JSON line per event to its original stdout:
 
     {"event": "loaded", "functions": {name: parameters or null}}     or  {"event": "load_failed", ...}
     {"event": "task", "id": "A1.2"}            the grader starts the task's clock
@@ -30,9 +31,10 @@ import types
 
 
 def main():
-    with open(int(sys.argv[1]), "rb") as pipe:                # the request: read once, then closed
-        request = json.loads(pipe.read())
-    del sys.argv[1:]
+    request = json.loads(sys.stdin.buffer.read())             # the request: read once ...
+    null = os.open(os.devnull, os.O_RDONLY)                   # ... and gone
+    os.dup2(null, 0)
+    os.close(null)
     channel = os.fdopen(os.dup(1), "w", encoding="utf-8")   # events for the grader ...
     os.dup2(2, 1)                                             # ... the submission's prints go with stderr
     sys.path += [p for p in request["path"] if p not in sys.path]   # the grader's, less its current folder

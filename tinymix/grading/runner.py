@@ -1,9 +1,10 @@
 """Run one submission in a process of its own, with limits, and collect what it reports.
 
-The grader starts `python -I child.py FD` (under bubblewrap where sandbox.py says so) from a pristine
+The grader starts `python -I -u child.py` (under bubblewrap where sandbox.py says so) from a pristine
 copy of tinymix, with an empty scratch folder as its working folder, and writes the request (the
-file's source, its assignment's library, each task's inputs, the limits) into a pipe that the child
-reads once, as its first act, and closes: the request is never a file, an argument or a variable.
+file's source, its assignment's library, each task's inputs, the limits) into its standard input,
+which the child reads to the end as its first act and replaces with /dev/null: the request is never
+a file, an argument or a variable, and nothing can read it a second time.
 It then listens to two pipes: the child's events (one JSON line each, checked by channel.py) and the
 submission's own prints. It never waits on the child without a deadline: loading the file gets
 `load_limit` seconds, each task `time_limit` seconds from its "task" event, the whole file `budget`
@@ -126,10 +127,11 @@ def _environment(sandboxed):
     return env
 
 
-def _send(handle, data):
-    """Write the request into the child's pipe and close it (a child that died first: nothing to do)."""
+def _send(pipe, data):
+    """Write the request into the child's standard input and close it (a child that died first:
+    nothing to do)."""
     try:
-        with open(handle, "wb") as pipe:
+        with pipe:
             pipe.write(data)
     except OSError:
         pass
@@ -139,9 +141,8 @@ def _launch(run, request, time_limit, load_limit, isolation, place, end):
     posix = os.name == "posix"
     process, readers, events, printed, started = None, [], queue.Queue(), {}, None
     scratch = tempfile.mkdtemp(prefix="tinymix-scratch-")
-    reading, writing = os.pipe()
     data = json.dumps(request).encode("utf-8")
-    command = [sys.executable, "-I", "-u", place.child(isolation.sandboxed), str(reading)]
+    command = [sys.executable, "-I", "-u", place.child(isolation.sandboxed)]
     if isolation.sandboxed:
         command = sandbox.bwrap_command(place.root, scratch, isolation.hidden, request["path"]) + command
     # A Ctrl-C that lands inside Popen (after the fork) or before the `try` would leave the child
@@ -150,26 +151,20 @@ def _launch(run, request, time_limit, load_limit, isolation, place, end):
     release = _hold_interrupts()
     try:
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=scratch,
-            env=_environment(isolation.sandboxed), start_new_session=posix, pass_fds=(reading,),
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=scratch,
+            env=_environment(isolation.sandboxed), start_new_session=posix,
             creationflags=0 if posix else subprocess.CREATE_NEW_PROCESS_GROUP)
         started = sandbox.start_time(process.pid)
         release()                                  # a Ctrl-C held meanwhile is raised here
-        os.close(reading)
-        reading = None
         run.processes += 1
-        readers = [threading.Thread(target=_send, args=(writing, data), daemon=True),
+        readers = [threading.Thread(target=_send, args=(process.stdin, data), daemon=True),
                    threading.Thread(target=_read_events, args=(process.stdout, events), daemon=True),
                    threading.Thread(target=_read_output, args=(process.stderr, events, printed), daemon=True)]
-        writing = None
         for reader in readers:
             reader.start()
         _Watch(run, request["tasks"], time_limit, load_limit, end, isolation).follow(process, events)
     finally:
         release(raise_held=False)
-        for handle in (reading, writing):
-            if handle is not None:
-                os.close(handle)
         if process is not None:
             _kill(process)
             sandbox.kill_leftovers(started)
