@@ -277,3 +277,11 @@ def test_without_bubblewrap_no_folder_can_be_opened_as_a_descriptor(tmp_path):
                     "except PermissionError as error:\n    print(error)\n" + STUB_A1)
     graded = grade_file(path)
     assert "opening a folder as a file descriptor is not allowed" in graded.output, graded.output
+
+
+def test_on_the_gpu_the_grader_says_it_runs_without_the_sandbox(monkeypatch):
+    monkeypatch.setattr(sandbox.backend, "name", "cupy")
+    sandboxed, warning = sandbox.choose("auto")
+    assert not sandboxed and "runs without the sandbox" in warning
+    with pytest.raises(ValueError, match="grades on the CPU only"):
+        sandbox.choose("bwrap")

@@ -80,10 +80,11 @@ def run_submission(request, time_limit, load_limit, isolation=None):
     own_place = isolation.place is None
     place = sandbox.Place() if own_place else isolation.place
     run = Run({t["id"]: TaskRun() for t in request["tasks"]})
+    running = _user_processes()
     request = {**request, "path": sandbox.python_path(isolation.hidden),
                "protected": [*request["protected"], str(place.root), sandbox.INSIDE],
                "limits": {"memory": isolation.memory, "file_size": FILE_SIZE_LIMIT,
-                          "processes": _user_processes() + PROCESSES}}
+                          "processes": running and running + PROCESSES}}
     end = time.monotonic() + (isolation.budget or float("inf"))
     try:
         pending = request["tasks"]
@@ -102,20 +103,16 @@ def run_submission(request, time_limit, load_limit, isolation=None):
 
 
 def _user_processes():
-    """How many processes (threads included) this user runs now: the base of the child's RLIMIT_NPROC."""
-    try:
-        uid = os.getuid()
-        return sum(len(os.listdir(f"/proc/{p}/task")) for p in os.listdir("/proc")
-                   if p.isdigit() and _owner(p) == uid)
-    except (OSError, AttributeError):
-        return 0
-
-
-def _owner(pid):
-    try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
-        return None
+    """How many processes (threads included) this user runs now: the base of the child's RLIMIT_NPROC
+    (0 where /proc cannot tell: then there is no such limit)."""
+    total = 0
+    for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        try:
+            if pid.isdigit() and os.stat(f"/proc/{pid}").st_uid == os.getuid():
+                total += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:               # a process that ended meanwhile
+            pass
+    return total
 
 
 def _environment(sandboxed):

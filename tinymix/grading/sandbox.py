@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import backend
+
 PACKAGE = Path(__file__).resolve().parent.parent     # the tinymix package in use: the instructor's
 INSIDE = "/opt/tinymix"                              # where the pristine copy appears in the sandbox
 SCRATCH = "/scratch"
@@ -119,6 +121,12 @@ def choose(mode):
     print once when a submission will run without it. ValueError for "bwrap" where it cannot run."""
     if mode == "none":
         return False, None
+    if backend.name == "cupy":               # the sandbox's /dev has no GPU (untried: not offered)
+        if mode == "bwrap":
+            raise ValueError("--sandbox bwrap grades on the CPU only: unset TINYMIX_BACKEND=cupy to use it")
+        return False, ("WARNING: grading on the GPU (TINYMIX_BACKEND=cupy) runs without the sandbox: the "
+                       "submissions run as you, behind the grader's guard only (lessons/assignments/README.md). "
+                       "Grade files you do not trust on the CPU, where bubblewrap runs them.")
     if bwrap_works():
         return True, None
     if mode == "bwrap":
