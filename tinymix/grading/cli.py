@@ -121,8 +121,8 @@ def _main(parser, args):
                                         seconds=time.perf_counter() - start))
             print(report.format_report(graded[-1], args.all_failures, seed is not None) + "\n")
     class_mode = bool(classes)
-    if warning:
-        if args.seed is not None:
+    if warning and (class_mode or seed is not None):      # an instructor's run (a student grading their own
+        if args.seed is not None:                         # file has nothing to fear from it)
             warning += (" The seed on the command line is visible to every process of this machine: pass it as "
                         f"{SEED_VARIABLE} instead.")
         print(warning, file=sys.stderr, flush=True)

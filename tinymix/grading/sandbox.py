@@ -42,12 +42,13 @@ def _within(path, folder):
 def python_path(hidden=()):
     """The folders the submission's Python imports from: this process's sys.path without the current
     folder, the folder that holds the instructor's tinymix (unless it is a site-packages) and
-    anything inside `hidden` (the class folders)."""
+    anything inside or around `hidden` (the class folders)."""
     cwd, holder = os.path.realpath(os.getcwd()), str(PACKAGE.parent)
     kept = []
     for entry in sys.path:
         real = os.path.realpath(entry) if entry else cwd
-        if real == cwd or not os.path.isdir(real) or real in kept or any(_within(real, h) for h in hidden):
+        if real == cwd or not os.path.isdir(real) or real in kept \
+                or any(_within(real, h) or _within(h, real) for h in hidden):
             continue
         if real == holder and not real.endswith("-packages"):
             continue
