@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import files
+from ..files import atomic_write
 from ..assignments import ASSIGNMENTS, assignment, task
 from . import judge, report, runner, sandbox, stubs, submissions
 
@@ -104,7 +104,7 @@ def _main(parser, args):
         references = [] if args.reference is None else [assignment(i) for i in args.reference] or ASSIGNMENTS
         classes = [str(Path(p).resolve()) for p in args.paths if os.path.isdir(p)]
         for option, path in (("--csv", args.csv), ("--json", args.json)):
-            inside = [c for c in classes if path and _within(Path(path).resolve(), c)]
+            inside = [c for c in classes if path and sandbox.within(str(Path(path).resolve()), c)]
             if inside:
                 raise ValueError(f"{option} {report.shown(path)} is inside the class folder "
                                  f"{report.shown(inside[0])}: write the grades outside it")
@@ -159,18 +159,14 @@ def _main(parser, args):
                 print(report.format_report(result, args.all_failures, seed is not None) + "\n", flush=True)
     by_student = report.students(graded)
     if class_mode and any(len(files) > 1 for files in by_student.values()):
-        for student, files_ in by_student.items():
+        for student, files in by_student.items():
             print(f"{report.shown(student):<{width}}  {'total':<24}  {'':<3} "
-                  f"{report.points(sum(g.score for g in files_)):>4} / {sum(g.points for g in files_)}")
+                  f"{report.points(sum(g.score for g in files)):>4} / {sum(g.points for g in files)}")
     if _write(args, graded, seed, memory, budget, sandboxed):
         return NOT_WRITTEN
     if status == 0 and not all(g.passed for g in graded):
         status = 1
     return status
-
-
-def _within(path, folder):
-    return str(path) == folder or str(path).startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _assignment_id(path, forced):
@@ -231,7 +227,7 @@ def _write(args, graded, seed, memory, budget, sandboxed):
 
 def _write_one(path, data):
     try:
-        files.atomic_write(path, data)
+        atomic_write(path, data)
         print(f"wrote {report.shown(path)}")
         return True
     except OSError as error:
@@ -240,7 +236,7 @@ def _write_one(path, data):
     for fallback in (path.parent / f"{path.stem}-{stamp}{path.suffix}",
                      Path(tempfile.gettempdir()) / f"{path.stem}-{stamp}{path.suffix}"):
         try:
-            files.atomic_write(fallback, data)
+            atomic_write(fallback, data)
         except OSError:
             continue
         print(f"cannot write {report.shown(path)} ({problem}): wrote the grades to {report.shown(fallback)} instead",

@@ -35,7 +35,8 @@ _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc/ld.so.cach
 INSTALL = "sudo apt-get install bubblewrap (Debian, Ubuntu), sudo dnf install bubblewrap (Fedora)"
 
 
-def _within(path, folder):
+def within(path, folder):
+    """Whether `path` is `folder` or inside it (both real paths, as strings)."""
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
@@ -48,7 +49,7 @@ def python_path(hidden=()):
     for entry in sys.path:
         real = os.path.realpath(entry) if entry else cwd
         if real == cwd or not os.path.isdir(real) or real in kept \
-                or any(_within(real, h) or _within(h, real) for h in hidden):
+                or any(within(real, h) or within(h, real) for h in hidden):
             continue
         if real == holder and not real.endswith("-packages"):
             continue
@@ -93,11 +94,11 @@ def bwrap_command(root, scratch, hidden=(), python=()):
                  os.path.dirname(os.path.realpath(sys.executable)), *python]:
         if os.path.islink(path) and path in _SYSTEM:
             args += ["--symlink", os.readlink(path), path]
-        elif os.path.exists(path) and not any(_within(os.path.realpath(path), s) for s in seen):
+        elif os.path.exists(path) and not any(within(os.path.realpath(path), s) for s in seen):
             args += ["--ro-bind", os.path.realpath(path), os.path.realpath(path)]
             seen.append(os.path.realpath(path))
     for folder in [str(PACKAGE), *hidden]:
-        if any(_within(folder, s) for s in seen):
+        if any(within(folder, s) for s in seen):
             args += ["--tmpfs", folder]
     args += ["--ro-bind", str(root), INSIDE, "--bind", str(scratch), SCRATCH, "--chdir", SCRATCH, "--"]
     return args
