@@ -6,15 +6,16 @@ answer size and the per-file time budget, each named plainly."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from tinymix import grade
 from tinymix.grading.cli import grade_file
+from tinymix.grading.runner import Isolation
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = Path(__file__).parent / "solutions"
@@ -115,7 +116,7 @@ def test_using_too_much_memory_is_named_as_such(tmp_path):
     path = tmp_path / "a1_autograd.py"
     path.write_text(SOLVED_A1.replace("def mul_backward(g, a, b):\n",
                                       "def mul_backward(g, a, b):\n    hog = xp.ones(400 << 20)\n"))
-    graded = grade_file(path, only={"A1.2"}, isolation=_isolation(memory=1 << 30))
+    graded = grade_file(path, only={"A1.2"}, isolation=Isolation(memory=1 << 30))
     result = graded.results[0]
     assert result.status == "error" and "used more than 1 GB of memory" in result.failures[0][1], result.failures
 
@@ -132,17 +133,11 @@ def test_an_800_mb_answer_is_named_by_its_size(tmp_path):
 def test_a_file_that_sleeps_under_each_limit_runs_out_of_its_own_budget(tmp_path):
     path = tmp_path / "a1_autograd.py"
     slow = "def {0}(\\1):\n    import time\n    time.sleep(0.6)\n"
-    import re
     source = SOLVED_A1
     for name in ("unbroadcast", "mul_backward", "sum_backward", "matmul_backward"):
         source = re.sub(rf"def {name}\((.*?)\):\n", slow.format(name), source, count=1)
     path.write_text(source)
-    graded = grade_file(path, time_limit=1, isolation=_isolation(budget=2))
+    graded = grade_file(path, time_limit=1, isolation=Isolation(budget=2))
     statuses = [r.status for r in graded.results]
     assert "timed out" in statuses and graded.seconds < 6, (statuses, graded.seconds)
     assert any("ran out of its 2 s" in r.failures[0][1] for r in graded.results if r.status == "timed out")
-
-
-def _isolation(**settings):
-    from tinymix.grading import runner
-    return runner.Isolation(**settings)

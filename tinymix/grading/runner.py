@@ -13,7 +13,6 @@ that task unfinished, and a submission that prints more than OUTPUT_LIMIT bytes 
 case the process (and every process it started) is killed and a fresh process grades the tasks that
 remain. An event that is not the child's own ends the file: its unfinished tasks are errors.
 """
-import base64
 import json
 import os
 import queue
