@@ -43,6 +43,7 @@ GARBAGE = {   # what each channel attacker writes: all of it reaches the grader 
     "list_for_string": b'{"event": "loaded", "functions": {"unbroadcast": [[["grad"], "POSITIONAL_OR_KEYWORD", '
                        b'null]]}}\n',
     "functions_list": b'{"event": "loaded", "functions": ["unbroadcast"]}\n',
+    "oversized": b'{"event": "loaded", "functions": {}, "padding": "' + b"x" * 40 + b'"}\n',   # made 40 MB below
 }
 
 FD_WALK = """
@@ -131,6 +132,8 @@ def _half(text):
 def hostile_files(checkout):
     files = {f"a_channel_{kind}/a1_autograd.py": f"_MESSAGE = {message!r}\n" + WRITE_TO_CHANNELS + STUB_A1
              for kind, message in GARBAGE.items()}
+    files["a_channel_oversized/a1_autograd.py"] = files["a_channel_oversized/a1_autograd.py"].replace(
+        "_MESSAGE = ", "_MESSAGE = b'x' * 40_000_000 + ", 1)
     key = str(checkout / "tinymix" / "assignments" / "a1_autograd.py")
     child = str(checkout / "tinymix" / "grading" / "child.py")
     files["b_fd_walk/a1_autograd.py"] = FD_WALK.format(key=key, child=child) + STUB_A1
@@ -202,6 +205,8 @@ def test_garbage_on_the_events_channel_is_interference_not_a_crash(hostile_run, 
     for task in graded["tasks"]:
         assert task["status"] == "error"
         assert "the submission interfered with the grader" in task["failures"][0]["message"], (kind, task)
+    if kind == "oversized":                       # never read whole: the reader stops at the cap
+        assert "a message larger than 32 MB" in graded["tasks"][0]["failures"][0]["message"]
 
 
 def test_a_directory_descriptor_walk_reaches_no_file_of_tinymix(hostile_run):

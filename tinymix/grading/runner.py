@@ -215,7 +215,7 @@ def _read_events(stream, events):
         if not line:
             break
         if len(line) > EVENT_LIMIT:
-            events.put(("interference", f"a message larger than {EVENT_LIMIT >> 20} MB"))
+            events.put(("interference", f"a message larger than {wire.megabytes(EVENT_LIMIT)}"))
             break
         events.put(("line", line))
     events.put(("eof", None))

@@ -22,7 +22,7 @@ from .. import backend
 MAX_DEPTH = 12          # containers nested deeper than this are not followed
 MAX_ITEMS = 100_000     # nor containers longer than this
 TEXT = 200              # characters kept of a value that is no array, number or container
-ANSWER_LIMIT = 64 << 20 # bytes of arrays one answer may hold
+ANSWER_LIMIT = 16_000_000   # bytes of arrays one answer may hold
 
 
 class TooLarge(ValueError):
