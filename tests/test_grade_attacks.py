@@ -168,7 +168,7 @@ def hostile_class(tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     start = time.perf_counter()
     process = subprocess.run([sys.executable, "-m", "tinymix.grade", str(folder), "--json", str(out),
-                              "--time-limit", "1"], capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)
+                              "--time-limit", "1", "--sandbox", "none"], capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)
     seconds = time.perf_counter() - start
     assert "Traceback" not in process.stdout + process.stderr
     files = {f["file"].split(folder.name + os.sep, 1)[1]: f
@@ -253,7 +253,8 @@ def test_a_flood_counted_before_the_finished_tasks_were_read_does_not_undo_them(
     import queue
     from tinymix.grading import runner
     run = runner.Run({"A1.1": runner.TaskRun(), "A1.2": runner.TaskRun()})
-    watch = runner._Watch(run, [{"id": "A1.1"}, {"id": "A1.2"}], time_limit=5, load_limit=10)
+    watch = runner._Watch(run, [{"id": "A1.1", "cases": []}, {"id": "A1.2", "cases": []}], time_limit=5,
+                          load_limit=10, end=float("inf"), isolation=runner.Isolation())
     events = queue.Queue()
     events.put(("flood", "printed more than 1000 kB"))           # counted first ...
     for event in ({"event": "loaded", "functions": {}}, {"event": "task", "id": "A1.1"},
@@ -272,8 +273,8 @@ def test_a_flood_counted_before_the_finished_tasks_were_read_does_not_undo_them(
 @pytest.mark.parametrize("task, refused", [
     ("A1.1", "ImportError: tinymix.assignments is not available while this file is graded"),
     ("A1.2", "ImportError: tinymix.assignments is not available while this file is graded"),
-    ("A1.3", "PermissionError: " + str(ROOT / "tinymix" / "assignments" / "a1_autograd.py") + " may not be opened"),
-    ("A1.4", "PermissionError: " + str(ROOT / "tinymix" / "assignments" / "a1_autograd.py") + " may not be opened"),
+    ("A1.3", "No module named 'a1_autograd'"),     # the copy of tinymix the process sees has no answer key,
+    ("A1.4", "/tinymix/assignments/a1_autograd.py may not be opened"),      # and the guard refuses its path
 ])
 def test_the_answer_key_cannot_be_imported_or_read_whatever_the_spelling(hostile_class, task, refused):
     _, files, _ = hostile_class
@@ -404,7 +405,8 @@ def test_ctrl_c_stops_the_grader_cleanly(tmp_path):
     loop = f"open({str(started)!r}, 'w').close()\nwhile True:\n    pass"
     path.write_text(replace_body(SOLVED_A1, "sum_backward", loop))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    process = subprocess.Popen([sys.executable, "-m", "tinymix.grade", str(path), "--csv", str(tmp_path / "g.csv")],
+    process = subprocess.Popen([sys.executable, "-m", "tinymix.grade", str(path), "--csv", str(tmp_path / "g.csv"),
+                                "--sandbox", "none"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
     while not started.exists() and time.monotonic() < deadline:     # inside the endless task (limit 5 s)

@@ -122,16 +122,23 @@ def test_hidden_cases_defeat_answers_hard_coded_for_the_visible_ones(tmp_path, m
 
 
 def test_the_secret_seed_never_reaches_the_submission(tmp_path, monkeypatch):
+    """Not in its environment, its arguments, its folder, nor the pipe that brought the request (read
+    and closed before the file runs)."""
     monkeypatch.setenv("TINYMIX_GRADE_SEED", "8123")
     path = tmp_path / "a1_autograd.py"
     path.write_text(textwrap.dedent("""
         import os
-        import json
-        print("seed:", os.environ.get("TINYMIX_GRADE_SEED"), sorted(json.load(open("request.json"))))
+        import sys
+        print("seed:", os.environ.get("TINYMIX_GRADE_SEED"), "argv:", sys.argv[1:], "folder:", os.listdir("."))
+        for fd in range(3, 64):
+            try:
+                print("read", fd, os.read(fd, 100))
+            except OSError as error:
+                pass
     """))
     graded = grade_file(path, seed=8123)
-    assert graded.output.startswith("seed: None [")
-    assert "seed" not in graded.output.split("[", 1)[1] and "'tasks'" in graded.output   # inputs only
+    assert graded.output.startswith("seed: None argv: [] folder: []"), graded.output
+    assert "read" not in graded.output and "8123" not in graded.output
 
 
 def test_hidden_cases_keep_the_shapes_and_change_the_values():

@@ -4,19 +4,23 @@
     python -m tinymix.grade lessons/assignments/a2_softmax_layernorm.py --task A2.4
     python -m tinymix.grade CLASS/ --csv grades.csv --json grades.json     # a class: every .py below CLASS
     python -m tinymix.grade CLASS/ --seed 8123 --csv grades.csv            # hidden cases (instructor's seed)
+    python -m tinymix.grade CLASS/ --sandbox bwrap --memory-limit 1G       # insist on bubblewrap
     python -m tinymix.grade --reference                  # the answer key (the library) scores full marks
     python -m tinymix.grade --check-stubs                # stubs repeat the registry's contracts exactly
     python -m tinymix.grade --stub A2.4                  # a task's stub, as the registry defines it
     python -m tinymix.grade --list                       # assignments, tasks and points
 
-Each file runs in a process of its own, with a time limit per task; that process receives each
-check's inputs and returns the function's outputs as data. Here, in the grader's process, each
+Each file runs in a process of its own (under bubblewrap where the machine has it: --sandbox), with
+a time limit per task and per file and a memory limit; that process receives each check's inputs
+and returns the function's outputs as data, each message checked before it is used. Here, in the grader's process, each
 check compares them with the reference (the library) within atol + rtol * |expected|, with central
 differences, or with a property. A task scores all its points when every check passes, none
 otherwise (--partial-credit: its share). "not started": the stub still raises NotImplementedError;
 "error": an exception (with its line), a process that exited or printed too much; "timed out".
 Exit status: 0 when every graded task of every file passed, 1 otherwise, 2 for a command that
-cannot be carried out (an unknown task, a file that is no assignment), 130 on Ctrl-C.
+cannot be carried out (an unknown task, a file that is no assignment, a grades file inside the
+class folder), 3 when a grades file could not be written where asked (the message names where it
+went), 130 on Ctrl-C.
 """
 import sys
 

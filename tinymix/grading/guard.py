@@ -8,19 +8,22 @@
   functional.attention) is replaced by one that raises the reason.
 - Files: an audit hook (sys.addaudithook; it cannot be removed) refuses to open, change or link the
   protected paths: the tinymix package (so its source cannot be read, exec'd or imported under
-  another name through sys.path) and the submissions being graded. It also refuses to start
-  processes, send signals and (on the NumPy backend) use ctypes, which would step around the rest.
+  another name through sys.path) and the submissions being graded. It refuses to open a folder as a
+  file descriptor (a dir_fd would reach paths the hook cannot resolve), to make links, and to open
+  another process's /proc entry. It also refuses to start processes, send signals and (on the NumPy
+  backend) use ctypes, which would step around the rest.
 
 This is a guard against a student's shortcuts, not a sandbox: Python's audit hooks see what Python
-does, not what native code does. Run untrusted code in a container (see lessons/assignments/README.md).
+does, not what native code does (the sandbox is bubblewrap, see sandbox.py).
 """
 import os
 import sys
 
+_REFUSED_EVENTS = ("os.link", "os.symlink", "os.chdir")
 _PROCESS_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
                    "os.forkpty", "os.startfile", "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill")
-_PATH_EVENTS = ("open", "os.remove", "os.rmdir", "os.mkdir", "os.rename", "os.link", "os.symlink",
-                "os.chmod", "os.chown", "os.truncate", "os.utime", "shutil.rmtree", "shutil.copyfile",
+_PATH_EVENTS = ("open", "os.remove", "os.rmdir", "os.mkdir", "os.rename", "os.chmod", "os.chown", "os.truncate",
+                "os.utime", "shutil.rmtree", "shutil.copyfile",
                 "shutil.copytree", "shutil.move")
 
 
@@ -64,6 +67,13 @@ def _resolve(path):
         return None
 
 
+def _is_folder(path):
+    try:
+        return os.path.isdir(path)
+    except (TypeError, ValueError):
+        return False
+
+
 def install(reason, protected, allow_ctypes=False):
     """Refuse imports of tinymix modules not loaded yet (with `reason`), and access to `protected`
     paths (files or folders), process creation, signals and ctypes (unless `allow_ctypes`: CuPy loads
@@ -79,7 +89,10 @@ def install(reason, protected, allow_ctypes=False):
         if resolved in protected or resolved.startswith(inside):
             return True
         # a folder above a protected path, opened to reach it with dir_fd
-        return os.path.isdir(resolved) and any(p.startswith(resolved.rstrip(os.sep) + os.sep) for p in protected)
+        if os.path.isdir(resolved) and any(p.startswith(resolved.rstrip(os.sep) + os.sep) for p in protected):
+            return True
+        parts = resolved.split(os.sep)          # another process's /proc entry: the grader's memory, its argv
+        return len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and parts[2] != str(os.getpid())
 
     def hook(event, args):
         if event in _PROCESS_EVENTS:
@@ -87,8 +100,13 @@ def install(reason, protected, allow_ctypes=False):
                                   "start processes or send signals")
         if event.startswith("ctypes.") and not allow_ctypes:
             raise PermissionError(f"{event} is not allowed while a file is graded")
+        if event in _REFUSED_EVENTS:
+            raise PermissionError(f"{event} is not allowed while a file is graded")
+        if event == "open" and args[1] is None and not isinstance(args[0], int) and _is_folder(args[0]):
+            raise PermissionError(f"{os.fsdecode(args[0])}: opening a folder as a file descriptor is not "
+                                  "allowed while a file is graded")
         if event in _PATH_EVENTS:
-            paths = args[:2] if event in ("os.rename", "os.link", "os.symlink", "shutil.copyfile",
+            paths = args[:2] if event in ("os.rename", "shutil.copyfile",
                                           "shutil.copytree", "shutil.move") else args[:1]
             for path in paths:
                 if refused(path):

@@ -6,13 +6,14 @@ A task scores all its points when every check passes (or, with partial credit, i
 fraction of checks passed). A stub that still raises its NotImplementedError is "not started"; any
 other exception is an "error" that names the line; a task that ran out of time is "timed out".
 """
+import base64
 import re
 import time
 from dataclasses import dataclass, field
 
 from .. import backend
 from ..assignments.checks import REFERENCE, Draw
-from . import calling, runner, wire
+from . import calling, runner, sandbox, wire
 from .compare import Mismatch, compare
 
 _TASK_ID = re.compile(r"Task (A\d+\.\d+)\b")
@@ -78,7 +79,7 @@ def call_here(fn, case, packed):
     backend.manual_seed(0)
     try:
         value = calling.call(fn, inputs, case.gradients, case.repeat)
-        return {"event": "result", "value": wire.encode(value), "digests": inputs.digests()}
+        return {"event": "result", "got": wire.decode(wire.encode(value)), "digests": inputs.digests()}
     except calling.NotATensor as error:
         return {"event": "failed", "message": str(error)}
     except Exception as error:  # the answer key crashed: reported as an error of that task
@@ -96,7 +97,7 @@ def expected_answers(prepared):
         if event["event"] != "result" or event["digests"] != digests:
             raise RuntimeError(f"{prepared.task.id}'s reference failed or changed its inputs on {case.label!r}: "
                                f"{event}")
-        answers.append(wire.decode(event["value"]))
+        answers.append(event["got"])
     return answers
 
 
@@ -107,9 +108,9 @@ def judge(prepared, expected, task_run, parameters, load_error=None, partial=Fal
     parameters: the submission's def line as calling.parameters gives it, None if it has no such function."""
     task = prepared.task
     result = TaskResult(task, "passed", total=len(prepared.cases), seconds=task_run.seconds)
-    if load_error is not None:
+    if load_error is not None or (task_run.stopped or "").startswith(runner.INTERFERED):
         result.status = "error"
-        result.failures.append(("", load_error))
+        result.failures.append(("", load_error or task_run.stopped))
     elif parameters is None:
         result.status = "missing"
         result.failures.append(("", f"the file defines no function {task.name}()"))
@@ -146,12 +147,7 @@ def _judge_case(result, prepared, i, case, answer, task_run):
     if kind == "failed":
         _fail(result, case, str(event.get("message")))
         return None
-    try:
-        got = wire.decode(event["value"])
-    except (KeyError, ValueError, TypeError):
-        _error(result, case, "the answer that came back could not be read")
-        return None
-    digests = event.get("digests") or []
+    got, digests = event["got"], event["digests"]
     changed = [name for name, before, after in zip(prepared.names[i], prepared.digests[i], digests)
                if before != after]
     if len(digests) != len(prepared.digests[i]) or changed:
@@ -211,17 +207,18 @@ def _signature(parameters):
 # ---- grading a submission ----------------------------------------------------------------------------------
 
 def grade_source(source, source_name, assignment, only=None, seed=None, time_limit=DEFAULT_TIME_LIMIT,
-                 load_limit=None, partial=False, protected=()):
-    """(results, run) for a submission's source: run in its own process, judged here."""
+                 load_limit=None, partial=False, protected=(), isolation=None):
+    """(results, run) for a submission's source (bytes, as saved): run in its own process (as
+    `isolation`, a runner.Isolation, says), judged here."""
     draw = Draw(seed)
     tasks = [t for t in assignment.tasks if only is None or t.id in only]
     prepared = [prepare(t, draw) for t in tasks]
-    request = {"source": source, "source_name": source_name, "module": _module_name(source_name),
+    request = {"source": base64.b64encode(source).decode("ascii"), "source_name": source_name, "module": _module_name(source_name),
                "backend": backend.name, "library": list(assignment.library), "reason": assignment.reason,
                "withheld": {name: assignment.reason for name in assignment.withheld},
-               "protected": [str(runner.CHILD.parent.parent), *map(str, protected)],
+               "protected": [str(sandbox.PACKAGE), *map(str, protected)],
                "functions": [t.name for t in tasks], "tasks": [p.request() for p in prepared]}
-    run = runner.run_submission(request, time_limit, load_limit or max(10.0, 2 * time_limit))
+    run = runner.run_submission(request, time_limit, load_limit or max(10.0, 2 * time_limit), isolation)
     results = [judge(p, expected_answers(p), run.tasks[p.task.id], run.functions.get(p.task.name),
                      run.load_error, partial) for p in prepared]
     return results, run

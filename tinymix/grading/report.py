@@ -4,8 +4,6 @@ class's CSV (one row per file and task, and a total per student) and JSON."""
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +11,8 @@ from pathlib import Path
 @dataclass
 class Graded:
     """One graded file. `error`: why it could not be graded or did not load (then every task row
-    carries it); `results`: judge.TaskResult for each task graded."""
+    carries it); `results`: judge.TaskResult for each task graded; `duplicate`: why it was not graded
+    (another file of its student answers the same assignment and counts)."""
     path: str
     student: str
     assignment: object = None
@@ -22,6 +21,7 @@ class Graded:
     output: str = ""
     output_bytes: int = 0
     seconds: float = 0.0
+    duplicate: str = None
 
     @property
     def score(self):
@@ -33,6 +33,8 @@ class Graded:
 
     @property
     def passed(self):
+        if self.duplicate is not None:
+            return True
         return self.error is None and bool(self.results) and all(r.status == "passed" for r in self.results)
 
 
@@ -40,14 +42,26 @@ def points(value):
     return f"{value:g}"
 
 
+def shown(text, newlines=False):
+    """`text` safe to print or write: bytes of a name that were not UTF-8 (a folder from a Windows zip)
+    as \\xNN, control characters (an escape sequence would rewrite the console line) as \\x1b, \\r,
+    \\n (kept as line ends with newlines=True)."""
+    text = str(text)
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:             # a lone surrogate of another kind
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() or (newlines and c == "\n") else ascii(c)[1:-1] for c in text)
+
+
 # ---- one file ---------------------------------------------------------------------------------------------
 
 def format_report(graded, all_failures=False, hidden=False):
     if graded.assignment is None:
-        return f"{graded.path}: cannot grade: {graded.error}"
+        return f"{shown(graded.path)}: cannot grade: {shown(graded.error)}"
     a, results = graded.assignment, graded.results
     width = max([len(r.task.name) for r in results] + [8])
-    lines = [f"{a.id}  {a.title}  —  {graded.path}"]
+    lines = [f"{a.id}  {a.title}  —  {shown(graded.path)}"]
     if hidden:
         lines.append("hidden cases: inputs drawn with the instructor's seed")
     lines += ["", f"  {'task':<5} {'function':<{width}}  points    result"]
@@ -60,7 +74,7 @@ def format_report(graded, all_failures=False, hidden=False):
     lines.append(f"  {'total':<5} {'':<{width}}  {points(graded.score):>3} / {graded.points:<3} "
                  f"graded in {graded.seconds:.2f} s")
     if graded.error is not None:
-        lines += ["", f"the file could not be run: {graded.error}"]
+        lines += ["", f"the file could not be run: {shown(graded.error)}"]
     else:
         lines += _failures(results, all_failures)
     lines += _printed(graded)
@@ -73,12 +87,12 @@ def _failures(results, all_failures):
         if not r.failures:
             continue
         lines += ["", f"{r.task.id} {r.task.name}: {r.status}"]
-        shown = r.failures if all_failures else r.failures[:1]
-        for label, message in shown:
-            lines.append(f"  check: {label}" if label else "  check: the function itself")
-            lines.append(f"    {message}")
-        if len(r.failures) > len(shown):
-            lines.append(f"  ({len(r.failures) - len(shown)} more failing checks: --all-failures shows them)")
+        listed = r.failures if all_failures else r.failures[:1]
+        for label, message in listed:
+            lines.append(f"  check: {shown(label)}" if label else "  check: the function itself")
+            lines.append(f"    {shown(message)}")
+        if len(r.failures) > len(listed):
+            lines.append(f"  ({len(r.failures) - len(listed)} more failing checks: --all-failures shows them)")
         lines.append(f"  hint: {r.task.hint}")
     return lines
 
@@ -89,7 +103,7 @@ def _printed(graded, shown_lines=12):
     text = graded.output.rstrip("\n").split("\n")
     kept = text[:shown_lines]
     lines = ["", f"the file printed {graded.output_bytes:,} bytes; the first {len(kept)} lines:"]
-    lines += [f"  | {line[:200]}" for line in kept]
+    lines += [f"  | {shown(line[:200])}" for line in kept]
     return lines
 
 
@@ -97,11 +111,13 @@ def _printed(graded, shown_lines=12):
 
 def summary_line(graded, width=16):
     """`alice  a2_softmax_layernorm.py  A2   8 / 10  A2.4 failed`: one line per file of a class."""
-    name = f"{graded.student:<{width}}  {Path(graded.path).name:<24}"
+    name = f"{shown(graded.student):<{width}}  {shown(Path(graded.path).name):<24}"
     if graded.assignment is None:
-        return f"{name}  --   cannot grade: {graded.error}"
+        return f"{name}  --   cannot grade: {shown(graded.error)}"
+    if graded.duplicate is not None:
+        return f"{name}  {graded.assignment.id:<3}    not counted: {shown(graded.duplicate)}"
     unfinished = [f"{r.task.id} {r.status}" for r in graded.results if r.status != "passed"]
-    note = "did not run: " + graded.error.split(":")[0] if graded.error else ", ".join(unfinished)
+    note = "did not run: " + shown(graded.error.split(":")[0]) if graded.error else ", ".join(unfinished)
     return f"{name}  {graded.assignment.id:<3} {points(graded.score):>4} / {graded.points:<3}  {note}".rstrip()
 
 
@@ -122,48 +138,36 @@ def csv_text(graded_files):
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for student, files in students(graded_files).items():
+        student = shown(student)
         for g in files:
+            path = shown(g.path)
             if g.assignment is None:
-                writer.writerow([student, g.path, "", "", "", "error", 0, 0, 0, 0, f"{g.seconds:.2f}", g.error])
+                writer.writerow([student, path, "", "", "", "error", 0, 0, 0, 0, f"{g.seconds:.2f}", shown(g.error)])
+            elif g.duplicate is not None:
+                writer.writerow([student, path, g.assignment.id, "", "", "not counted", 0, 0, 0, 0, "0.00",
+                                 shown(g.duplicate)])
             for r in g.results:
                 message = g.error or (f"{r.failures[0][0]}: {r.failures[0][1]}".lstrip(": ") if r.failures else "")
-                writer.writerow([student, g.path, g.assignment.id, r.task.id, r.task.name, r.status,
-                                 points(r.score), r.task.points, r.passed, r.total, f"{r.seconds:.2f}", message])
+                writer.writerow([student, path, g.assignment.id, r.task.id, r.task.name, r.status,
+                                 points(r.score), r.task.points, r.passed, r.total, f"{r.seconds:.2f}",
+                                 shown(message)])
         writer.writerow([student, "", "", "total", "", "", points(sum(g.score for g in files)),
                          sum(g.points for g in files), "", "", f"{sum(g.seconds for g in files):.2f}", ""])
     return out.getvalue()
 
 
-def json_data(graded_files, settings):
+def json_text(graded_files, settings):
     data = dict(settings, students=[])
     for student, files in students(graded_files).items():
         data["students"].append({
-            "student": student, "score": sum(g.score for g in files), "points": sum(g.points for g in files),
-            "files": [{"file": g.path, "assignment": g.assignment.id if g.assignment else None, "score": g.score,
-                       "points": g.points, "error": g.error, "seconds": round(g.seconds, 3),
-                       "printed": g.output, "printed_bytes": g.output_bytes,
+            "student": shown(student), "score": sum(g.score for g in files), "points": sum(g.points for g in files),
+            "files": [{"file": shown(g.path), "assignment": g.assignment.id if g.assignment else None,
+                       "score": g.score, "points": g.points, "error": g.error, "not_counted": g.duplicate,
+                       "seconds": round(g.seconds, 3), "printed": g.output, "printed_bytes": g.output_bytes,
                        "tasks": [{"task": r.task.id, "function": r.task.name, "status": r.status, "score": r.score,
                                   "points": r.task.points, "checks_passed": r.passed, "checks_total": r.total,
                                   "seconds": round(r.seconds, 3),
                                   "failures": [{"check": label, "message": text} for label, text in r.failures]}
                                  for r in g.results]}
                       for g in files]})
-    return data
-
-
-def write_text(path, text):
-    """Write a file atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path, data):
-    write_text(path, json.dumps(data, indent=2) + "\n")
+    return json.dumps(data, indent=2) + "\n"

@@ -21,6 +21,32 @@ class Submission:
     student: str
 
 
+def choose(submissions, assignment_ids):
+    """One file per student and assignment. `assignment_ids`: the assignment id of each submission
+    (None when it has none). Returns {index of a file not counted: (index of the file that counts,
+    why)}: the file named as the assignment's file counts, else the one nearest the student's folder,
+    else the first in path order."""
+    groups = {}
+    for i, (s, a) in enumerate(zip(submissions, assignment_ids)):
+        if a is not None:
+            groups.setdefault((s.student, a), []).append(i)
+    dropped = {}
+    for (_, a), indexes in groups.items():
+        if len(indexes) < 2:
+            continue
+        filename = assignment(a).filename
+        named = [i for i in indexes if submissions[i].path.name == filename]
+        pool, why = (named, f"it is named {filename}") if named else (indexes, f"none is named {filename}")
+        depth = min(len(submissions[i].path.parts) for i in pool)
+        nearest = [i for i in pool if len(submissions[i].path.parts) == depth]
+        why += ", and it is the nearest to the student's folder" if len(nearest) < len(pool) else ""
+        why += ", and it comes first in path order" if len(nearest) > 1 else ""
+        for i in indexes:
+            if i != nearest[0]:
+                dropped[i] = (nearest[0], why)
+    return dropped
+
+
 def find(paths):
     """Submissions for the files and folders named on the command line, in a stable order.
     Raises FileNotFoundError for a path that does not exist."""
@@ -49,9 +75,9 @@ def assignment_of(path, source, assignment_id=None):
             return a
     try:
         tree = ast.parse(source)
-    except SyntaxError as error:
-        raise ValueError(f"cannot tell which assignment {path} answers: it does not parse (SyntaxError at line "
-                         f"{error.lineno}: {error.msg}) and its name is none of the assignment files") from None
+    except (SyntaxError, ValueError) as error:     # ValueError: null bytes
+        what = f"SyntaxError at line {error.lineno}: {error.msg}" if isinstance(error, SyntaxError) else error
+        raise ValueError(f"cannot tell which assignment {path} answers: it does not parse ({what}) and its name is none of the assignment files") from None
     defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
     scores = sorted(((sum(t.name in defined for t in a.tasks), a.id) for a in ASSIGNMENTS), reverse=True)
     if scores[0][0] == 0 or scores[0][0] == scores[1][0]:
@@ -60,9 +86,14 @@ def assignment_of(path, source, assignment_id=None):
     return assignment(scores[0][1])
 
 
+SIZE_LIMIT = 1 << 20      # bytes of a submission (the stubs are about 10 kB)
+
+
 def read(path):
-    """The source of a submission; ValueError for a file that is not UTF-8 text."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not a UTF-8 text file") from None
+    """The bytes of a submission, as saved: Python decodes them when it compiles the file (a BOM, a
+    PEP 263 coding line, CRLF line ends). ValueError for a file too large to be one."""
+    with open(path, "rb") as file:
+        source = file.read(SIZE_LIMIT + 1)
+    if len(source) > SIZE_LIMIT:
+        raise ValueError(f"{path} is larger than {SIZE_LIMIT >> 20} MB: no assignment file is")
+    return source

@@ -22,6 +22,11 @@ from .. import backend
 MAX_DEPTH = 12          # containers nested deeper than this are not followed
 MAX_ITEMS = 100_000     # nor containers longer than this
 TEXT = 200              # characters kept of a value that is no array, number or container
+ANSWER_LIMIT = 16_000_000   # bytes of arrays one answer may hold
+
+
+class TooLarge(ValueError):
+    """An answer whose arrays hold more than ANSWER_LIMIT bytes: it is not sent."""
 
 
 # ---- what travels --------------------------------------------------------------------------------------
@@ -139,12 +144,20 @@ def encode(value):
     """A JSON-able dict {"value": tree, "arrays": base64 safetensors} for `value`."""
     encoder = _Encoder()
     tree = encoder.value(value)
+    size = sum(a.nbytes for a in encoder.arrays.values())
+    if size > ANSWER_LIMIT:
+        raise TooLarge(f"returned {megabytes(size)} of arrays, more than the {megabytes(ANSWER_LIMIT)} an answer "
+                       "may hold")
     blob = safetensors.numpy.save(encoder.arrays) if encoder.arrays else b""
     return {"value": tree, "arrays": base64.b64encode(blob).decode("ascii")}
 
 
+def megabytes(size):
+    return f"{size / 1e6:.0f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+
+
 def _arrays(packed):
-    blob = base64.b64decode(packed["arrays"])
+    blob = base64.b64decode(packed["arrays"], validate=True)
     return safetensors.numpy.load(blob) if blob else {}
 
 
@@ -152,29 +165,52 @@ def _arrays(packed):
 
 def decode(packed):
     """What a submission returned, as the grader reads it: Array, NoGrad, Other, numbers, str,
-    None and containers of those. Raises ValueError for a tree that is not one `encode` makes."""
-    arrays = _arrays(packed)
+    None and containers of those. It comes from an untrusted process: anything but a tree that
+    `encode` makes (a wrong type anywhere, nesting deeper than MAX_DEPTH, an unreadable blob, an
+    array reference that is not in it) raises ValueError."""
+    if type(packed) is not dict or set(packed) != {"value", "arrays"} or type(packed["arrays"]) is not str:
+        raise ValueError("an answer is {value, arrays}")
+    try:
+        arrays = _arrays(packed)
+    except Exception as error:  # the blob is the submission's bytes: whatever the reader makes of them
+        raise ValueError(f"unreadable arrays ({type(error).__name__})") from None
 
-    def value(tree):
+    def text(item):
+        if type(item) is not str:
+            raise ValueError(f"a string was expected, got {type(item).__name__}")
+        return item[:TEXT]
+
+    def items(tree, depth):
+        if type(tree) is not list or len(tree) > MAX_ITEMS:
+            raise ValueError("a list of items was expected")
+        return [value(v, depth + 1) for v in tree]
+
+    def value(tree, depth=0):
         if tree is None or type(tree) in (bool, int, float):
             return tree
-        if type(tree) is not dict or len(tree) == 0:
-            raise ValueError(f"unreadable value {_short_repr(tree)}")
-        if "array" in tree:
-            return Array(arrays[tree["array"]], tree.get("kind", "array"))
-        if "nograd" in tree:
+        if depth > MAX_DEPTH + 1 or type(tree) is not dict or len(tree) == 0:
+            raise ValueError(f"unreadable value {_short_repr(tree)[:60]}")
+        keys = set(tree)
+        if "array" in tree and keys <= {"array", "kind"}:
+            if type(tree["array"]) is not str or tree["array"] not in arrays:
+                raise ValueError("an array that is not in the blob")
+            return Array(arrays[tree["array"]], "Tensor" if tree.get("kind") == "Tensor" else "array")
+        if keys == {"nograd"} and type(tree["nograd"]) is list and len(tree["nograd"]) <= 32 \
+                and all(type(n) is int and 0 <= n < 1 << 40 for n in tree["nograd"]):
             return NoGrad(tree["nograd"])
-        if "other" in tree:
-            return Other(str(tree["other"]), str(tree.get("text", "")))
-        if "str" in tree:
-            return str(tree["str"])
-        if "list" in tree:
-            return [value(v) for v in tree["list"]]
-        if "tuple" in tree:
-            return tuple(value(v) for v in tree["tuple"])
-        if "dict" in tree:
-            return {str(k): value(v) for k, v in tree["dict"]}
-        raise ValueError(f"unreadable value {_short_repr(tree)}")
+        if keys == {"other", "text"}:
+            return Other(text(tree["other"]), text(tree["text"]))
+        if keys == {"str"}:
+            return text(tree["str"])
+        if keys == {"list"}:
+            return items(tree["list"], depth)
+        if keys == {"tuple"}:
+            return tuple(items(tree["tuple"], depth))
+        if keys == {"dict"} and type(tree["dict"]) is list and len(tree["dict"]) <= MAX_ITEMS:
+            if not all(type(pair) is list and len(pair) == 2 for pair in tree["dict"]):
+                raise ValueError("a dict is a list of [key, value] pairs")
+            return {text(k): value(v, depth + 1) for k, v in tree["dict"]}
+        raise ValueError(f"unreadable value {_short_repr(tree)[:60]}")
     return value(packed["value"])
 
 
