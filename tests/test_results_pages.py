@@ -54,3 +54,43 @@ def test_the_verdict_paragraph_counts_the_decided_comparisons():
     assert "claim 1, " in text and "1 held, 1 refuted (of 2 comparisons); 1 more wait for runs." in text
     assert "| d vs b |" not in report.claims_table(judged)                  # waits at the end instead
     assert "1 (d vs b)" in report.waiting_claims(judged)
+
+
+@pytest.mark.parametrize("name, folder", [("results.md", "nlu-small"), ("results_e2e.md", "e2e")])
+def test_each_page_carries_its_commands_report_unchanged(name, folder, tmp_path):
+    """The page is what `compare --report-only` writes into it: pasting its folder's results.md again
+    changes nothing."""
+    page = tmp_path / name
+    page.write_text((DOCS / name).read_text(encoding="utf-8"), encoding="utf-8")
+    report_text = (DOCS / "experiments" / folder / "results.md").read_text(encoding="utf-8")
+    assert not report.update_page(page, report_text), f"docs/{name} is stale: run its compare --report-only"
+
+
+def test_update_page_replaces_only_what_lies_between_the_markers(tmp_path):
+    begin, end = report.MARKS["report"]
+    c_begin, c_end = report.MARKS["closing"]
+    page = tmp_path / "page.md"
+    page.write_text(f"intro\n{begin}old\n{end}\nprose\n{c_begin}old closing\n{c_end}\n", encoding="utf-8")
+    assert report.update_page(page, "**Verdict**\n\n| # | claim |\n\nNot run yet (3 runs): x.")
+    text = page.read_text(encoding="utf-8")
+    assert text == f"intro\n{begin}**Verdict**\n\n| # | claim |\n{end}\nprose\n{c_begin}Not run yet (3 runs): x.\n{c_end}\n"
+    assert not report.update_page(page, "**Verdict**\n\n| # | claim |\n\nNot run yet (3 runs): x.")
+    page.write_text("no markers", encoding="utf-8")
+    with pytest.raises(ValueError, match="marker"):
+        report.update_page(page, "x")
+
+
+def test_many_claims_are_corrected_together_and_the_table_says_what_changed():
+    """Alone, the second row (p ~ 0.02) is refuted; among five rows Holm needs p < 0.01 for the
+    smallest, and the table says the row would have been refuted alone."""
+    zero = dict.fromkeys(range(5), 0.0)
+    rows = [report.Claim("1", "A >= B", "a", "b", dict(enumerate([2.0, 2.1, 1.9, 2.2, 2.05])), zero).judge(),
+            report.Claim("2", "A >= C", "a", "c", dict(enumerate([-0.3, -0.8, -0.1, -0.6, -0.45])), zero).judge()]
+    rows += [report.Claim("R", "check", "a", "d", dict(enumerate([0.3, -0.4, 0.1, -0.2, 0.15])), zero).judge()
+             for _ in range(3)]
+    assert [r["verdict"] for r in rows[:2]] == ["held", "refuted"]
+    report.correct_for_many_claims(rows[:2], rows[2:])
+    assert [r["verdict"] for r in rows] == ["held"] + ["inconclusive"] * 4
+    assert rows[1]["alone"] == "refuted" and rows[1]["p_holm"] == pytest.approx(4 * rows[1]["p"])
+    table = report.claims_table(rows)
+    assert "**inconclusive** (alone: refuted)" in table and "| p (Holm) |" in table

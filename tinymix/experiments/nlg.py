@@ -213,8 +213,9 @@ def gap_tables(runs):
 
 def write_report(out, args, base, arms, chosen, runs, speed, status):
     judged, judged_3 = claims(runs), inference_claims(runs)
+    report.correct_for_many_claims(judged, judged_3)
     parts = [report.verdict_paragraph(judged + judged_3),
-             report.terms("arm", "paired difference", "verdict", "rows 1-6", "rows B", "rows G", "rows R", "merged",
+             report.terms("arm", "paired difference", "verdict", "p (Holm)", "rows 1-6", "rows B", "rows G", "rows R", "merged",
                           "spread", "moved"),
              "Claims and checks: paired differences of test BLEU (merged models), 95% CI over seeds:",
              report.claims_table(judged),
@@ -239,7 +240,7 @@ def write_report(out, args, base, arms, chosen, runs, speed, status):
                      f"with, {speed['beam_uncached']:.0f} without.")
     parts += [part for part in (report.waiting_claims(judged + judged_3), status) if part]
     text = "\n\n".join(parts)
-    (out / "results.md").write_text(text + "\n")
+    report.write(out, text, "results_e2e.md")
     checkpoint.save_json(out / "results.json", {"config": asdict(base), "chosen": chosen, "claims": judged,
                                                 "inference_claims": judged_3, "seeds": args.seeds, "speed": speed})
     print(text)

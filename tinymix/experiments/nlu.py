@@ -124,7 +124,7 @@ def claims(runs):
     gain = lambda a, b: {s: by_m[b][s] - by_m[a][s] for s in set(by_m[a]) & set(by_m[b])}
     found += [Claim("5", "returns diminish with more experts", "gain M 1->2", "gain M 2->4", gain(1, 2), gain(2, 4)),
               Claim("5", "returns diminish with more experts", "gain M 2->4", "gain M 4->8", gain(2, 4), gain(4, 8))]
-    return [c.judge() for c in found]
+    return report.correct_for_many_claims([c.judge() for c in found])
 
 
 # ---- the command ---------------------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def write_report(out, args, regime, arms, chosen, runs, status):
     size = regime["train_size"] or "all 7,568"
     text = "\n\n".join(part for part in [
         report.verdict_paragraph(judged),
-        report.terms("arm", "paired difference", "verdict", "rows 1-6", "rows B", "merged", "spread", "moved"),
+        report.terms("arm", "paired difference", "verdict", "p (Holm)", "rows 1-6", "rows B", "merged", "spread", "moved"),
         "Claims: paired differences of test accuracy in points (merged models), 95% CI over seeds:",
         report.claims_table(judged, scale=100, unit=""),
         "Claim 6 as measured (train time is wall time under the machine's load at the time):",
@@ -197,7 +197,7 @@ def write_report(out, args, regime, arms, chosen, runs, status):
         "Routing (over seeds and mixtures):", report.routing_table({a: r for a, r in runs.items()
                                                                    if a.startswith("adamix")}),
         report.waiting_claims(judged), status] if part)
-    (out / "results.md").write_text(text + "\n")
+    report.write(out, text, "results.md")
     checkpoint.save_json(out / "results.json", {"regime": regime, "chosen": chosen, "claims": judged,
                                                 "seeds": args.seeds, "tuning_seeds": args.tuning_seeds})
     print(text)

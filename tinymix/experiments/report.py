@@ -1,7 +1,9 @@
 """Claims judged from paired runs, and the Markdown report of a comparison, in the order a reader needs
 it: the verdict, the terms, the claims table, then the evidence, and what is still missing last."""
+import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import stats
 
@@ -39,7 +41,12 @@ TERMS = {
                          "have in common. A table row gives the mean over seeds and its 95% confidence interval "
                          "(Student's t)",
     "verdict": "held: the interval lies above 0 (for an \"about equal\" claim, inside ± its margin); refuted: "
-               "below 0 (outside the margin); inconclusive: the interval contains 0",
+               "below 0 (outside the margin); inconclusive: the interval contains 0. A page judges many claims "
+               "at once, so a held or refuted verdict also needs its Holm-corrected p-value below 0.05 (the "
+               "chance of any false verdict among the page's claims stays at 5%); a row that would have "
+               "been decided alone says so",
+    "p (Holm)": "the paired t-test's p-value for the row's claim (p < 0.05 exactly when the 95% interval "
+                "decides it), multiplied by Holm's step-down factor over every row with a verdict on the page",
     "rows 1-6": "the claims of docs/adamix.md §10",
     "rows B": "a budget check, not a claim: does the single module still gain from 4x the steps? (if not, "
               "its validation curve had flattened at the base budget)",
@@ -50,6 +57,16 @@ TERMS = {
               "experts' mean, divided by the norm of that mean (0: identical experts)",
     "moved": "the distance of an expert's weight from its initial value",
 }
+
+
+def correct_for_many_claims(*groups, alpha=0.05):
+    """Judge every row of a task's report as one family: each row gets its p-value, its Holm-adjusted p
+    (stats.verdicts) and the corrected verdict; `alone` keeps the verdict the row would get by itself.
+    The checks (rows B, G, R) carry verdicts too, so they count in the family like the claims."""
+    rows = [c for group in groups for c in group]
+    for c, judged in zip(rows, stats.verdicts([(c, c["kind"], c["margin"]) for c in rows], alpha)):
+        c.update(p=judged["p"], p_holm=judged["p_holm"], alone=judged["raw"], verdict=judged["verdict"])
+    return rows
 
 
 def enough(c):
@@ -96,15 +113,17 @@ def cost_table(pairs, runs, seconds_key):
 def claims_table(judged, scale=1.0, unit="", digits=2):
     """| claim | comparison | paired difference | 95% CI | seeds | verdict | — differences times `scale`,
     shown with `digits` decimals. Rows without enough seeds are left to waiting_claims(), at the end."""
-    lines = ["| # | claim | comparison | mean paired difference | 95% CI | seeds | verdict |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| # | claim | comparison | mean paired difference | 95% CI | seeds | p (Holm) | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     for c in filter(enough, judged):
         show = lambda v: "-" if v is None else f"{scale * v:+.{digits}f}"
         interval = "-" if c["low"] is None else f"[{show(c['low'])}, {show(c['high'])}]"
         what = f"{c['left']} vs {c['right']}" + (f" (margin ±{scale * c['margin']:g}{unit})"
                                                   if c["kind"] == "equivalent" else "")
+        p = "-" if c.get("p") is None else f"{c['p']:.3f}" + ("" if c.get("p_holm") is None else f" ({c['p_holm']:.3f})")
+        alone = f" (alone: {c['alone']})" if c.get("alone", c["verdict"]) != c["verdict"] else ""
         lines.append(f"| {c['number']} | {c['text']} | {what} | {show(c['mean'])}{unit} | {interval} | {c['n']} | "
-                     f"**{c['verdict']}** |")
+                     f"{p} | **{c['verdict']}**{alone} |")
     return "\n".join(lines)
 
 
@@ -172,3 +191,40 @@ def status(chosen, arms, diverged, missing):
              f"No learning rate chosen yet (its search has not finished): {', '.join(untuned)}." if untuned else "",
              f"Diverged (left out of the tables): {'; '.join(diverged)}." if diverged else ""]
     return "\n\n".join(line for line in lines if line) or "Every run of this comparison has finished."
+
+
+CLOSING = ("Comparisons without enough seeds yet", "Not run yet (", "No learning rate chosen yet", "Diverged (",
+           "Every run of this comparison")
+MARKS = {"report": ("<!-- report: begin (tinymix/experiments/report.py update_page) -->\n", "<!-- report: end -->"),
+         "closing": ("<!-- closing: begin -->\n", "<!-- closing: end -->")}
+
+
+def update_page(page, report_text):
+    """Write a comparison's report into its results page (docs/results*.md) between the page's markers:
+    the report itself where the page shows it, its closing paragraphs (what is not run yet) at the
+    page's end. The page's own prose around them is left as it is. Returns True if the page changed."""
+    page = Path(page)
+    paragraphs = report_text.strip().split("\n\n")
+    split = next((i for i, part in enumerate(paragraphs) if part.startswith(CLOSING)), len(paragraphs))
+    parts = {"report": "\n\n".join(paragraphs[:split]) + "\n", "closing": "\n\n".join(paragraphs[split:]) + "\n"}
+    text = old = page.read_text(encoding="utf-8")
+    for name, (begin, end) in MARKS.items():
+        if text.count(begin) != 1 or text.count(end) != 1:
+            raise ValueError(f"{page}: expected one {begin.strip()} and one {end} marker")
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda m: begin + parts[name] + end, text,
+                      flags=re.DOTALL)
+    if text != old:
+        page.write_text(text, encoding="utf-8")
+    return text != old
+
+
+def write(out, text, page):
+    """Write the report to results.md in the folder `out`; when `out` is a committed experiment folder,
+    also into its results page two folders up (the page of docs/experiments/e2e is docs/results_e2e.md).
+    So the command that reports a comparison also regenerates its page."""
+    out = Path(out)
+    (out / "results.md").write_text(text + "\n", encoding="utf-8")
+    beside = out.parent.parent / page
+    if out.parent.name == "experiments" and beside.is_file():
+        if update_page(beside, text):
+            print(f"updated {beside}")
