@@ -19,12 +19,18 @@ class Claim:
     right: dict = field(default_factory=dict)
     kind: str = "greater"       # "greater": left >= right; "equivalent": left ~ right within margin
     margin: float = 0.0
+    exploratory: bool = False   # planned after test results existed: shown, never given a verdict
 
     def judge(self):
         interval = stats.paired_difference(self.left, self.right)
+        verdict = stats.verdict(interval, self.kind, self.margin)
+        if self.exploratory and verdict != "not enough seeds":
+            verdict = EXPLORATORY
         return {"number": self.number, "text": self.text, "left": self.left_name, "right": self.right_name,
-                "kind": self.kind, "margin": self.margin, **interval,
-                "verdict": stats.verdict(interval, self.kind, self.margin)}
+                "kind": self.kind, "margin": self.margin, **interval, "verdict": verdict}
+
+
+EXPLORATORY = "exploratory"
 
 
 CLAIMS = {"1": "AdaMix (merged) >= the single module it mixes",
@@ -45,6 +51,8 @@ TERMS = {
                "at once, so a held or refuted verdict also needs its Holm-corrected p-value below 0.05 (the "
                "chance of any false verdict among the page's claims stays at 5%); a row that would have "
                "been decided alone says so",
+    "exploratory": "a comparison planned after the test results of the arms it explains existed: its "
+                   "interval and p-value are shown, but it carries no verdict and is not counted among the claims",
     "p (Holm)": "the paired t-test's p-value for the row's claim (p < 0.05 exactly when the 95% interval "
                 "decides it), multiplied by Holm's step-down factor over every row with a verdict on the page",
     "rows 1-6": "the claims of docs/adamix.md §10",
@@ -64,8 +72,12 @@ def correct_for_many_claims(*groups, alpha=0.05):
     (stats.verdicts) and the corrected verdict; `alone` keeps the verdict the row would get by itself.
     The checks (rows B, G, R) carry verdicts too, so they count in the family like the claims."""
     rows = [c for group in groups for c in group]
-    for c, judged in zip(rows, stats.verdicts([(c, c["kind"], c["margin"]) for c in rows], alpha)):
+    family = [c for c in rows if c["verdict"] != EXPLORATORY]
+    for c, judged in zip(family, stats.verdicts([(c, c["kind"], c["margin"]) for c in family], alpha)):
         c.update(p=judged["p"], p_holm=judged["p_holm"], alone=judged["raw"], verdict=judged["verdict"])
+    for c in rows:
+        if c["verdict"] == EXPLORATORY:              # a p-value to read, outside the family, no verdict
+            c.update(p=stats.p_value(c, c["kind"], c["margin"]), p_holm=None, alone=EXPLORATORY)
     return rows
 
 
@@ -81,7 +93,7 @@ def verdict_paragraph(judged):
         decided = Counter(c["verdict"] for c in rows if enough(c))
         if not rows:
             continue
-        counts = ", ".join(f"{decided[v]} {v}" for v in ("held", "refuted", "inconclusive") if decided[v])
+        counts = ", ".join(f"{decided[v]} {v}" for v in ("held", "refuted", "inconclusive", EXPLORATORY) if decided[v])
         waiting = len(rows) - sum(decided.values())
         lines.append(f"- claim {number}, {text}: " + (f"{counts} (of {sum(decided.values())} comparisons)"
                                                       if counts else "no comparison has enough seeds yet")
