@@ -9,6 +9,8 @@ from tinymix.backend import xp
 from tinymix.tensor import no_grad
 from tinymix.transformer import LanguageModel, Transformer, TransformerConfig
 
+pytestmark = pytest.mark.numerics
+
 END = 1
 
 

@@ -9,6 +9,8 @@ from tinymix import Tensor, backend, gradcheck, manual_seed
 from tinymix import functional as F
 from tinymix import kernels
 
+pytestmark = pytest.mark.numerics
+
 SEEDS = (0, 1)
 
 

@@ -8,6 +8,8 @@ from tinymix.backend import xp
 from tinymix.nn import Dropout
 from tinymix.tensor import Tensor
 
+pytestmark = pytest.mark.numerics
+
 
 def test_batches_predict_the_sentence_and_ignore_prompt_and_padding():
     pairs = [([10, 11, 12], [20, 21, 1]), ([10, 11], [20, 1])]
