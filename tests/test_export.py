@@ -20,6 +20,10 @@ from tinymix.export import peft_export, peft_import
 from tinymix.tensor import no_grad
 from tinymix.transformer import SequenceClassifier, Transformer, TransformerConfig
 
+from numeric import assert_close
+
+pytestmark = pytest.mark.numerics
+
 LAYERS = 6
 QV = [f"base_model.model.encoder.layer.{i}.attention.self.{m}.lora_{s}.weight"
       for i in range(LAYERS) for m in ("query", "value") for s in ("A", "B")]
@@ -125,7 +129,7 @@ def test_export_holds_the_adapters_numbers_and_the_update_is_alpha_over_r_B_A(lo
     A = exported["base_model.model.encoder.layer.2.attention.self.value.lora_A.weight"]
     B = exported["base_model.model.encoder.layer.2.attention.self.value.lora_B.weight"]
     assert np.array_equal(A, backend.to_numpy(layer.lora_A.weight.data))
-    np.testing.assert_allclose((32 / 4) * B @ A, backend.to_numpy(layer.delta_weight()), rtol=1e-6, atol=1e-7)
+    assert_close((32 / 4) * B @ A, layer.delta_weight())
 
 
 def test_round_trip_tinymix_peft_tinymix_is_exact(lora_run):
@@ -181,7 +185,7 @@ def test_the_exported_adamix_lora_is_tinymix_merge_and_computes_the_average_infe
     fresh = same_base(model, minilm_config)
     peft.load_adapter(fresh, root / "peft")
     assert not adamix.mixtures(fresh)
-    np.testing.assert_allclose(logits(fresh.eval()), average, rtol=0, atol=1e-5)
+    assert_close(logits(fresh.eval()), average)
 
 
 # ---- other LoRA targets ------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from tinymix.backend import xp
 from tinymix.tensor import no_grad
 from tinymix.transformer import LanguageModel, Transformer, TransformerConfig
 
+pytestmark = pytest.mark.numerics
+
 SAMPLE = """ROMEO. But, soft! what light through yonder window breaks?
 It is the east, and Juliet is the sun.
 JULIET. O Romeo, Romeo! wherefore art thou Romeo?

@@ -4,6 +4,8 @@ import pytest
 
 from tinymix import Tensor, gradcheck
 
+pytestmark = pytest.mark.numerics
+
 
 def square_with_a_wrong_element(wrong_at):
     """x * x whose backward is right everywhere except at one element, where it forgets the factor 2."""

@@ -6,6 +6,8 @@ from tinymix import functional as F
 from tinymix.backend import xp
 from tinymix.nn import Dropout, LayerNorm, Linear, Module, ModuleList, Parameter
 
+pytestmark = pytest.mark.numerics
+
 
 class Toy(Module):
     """A small tree: a Linear, a ModuleList of a bias-free Linear and a LayerNorm, a bare Parameter,

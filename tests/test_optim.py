@@ -11,6 +11,8 @@ from tinymix import Tensor, backend
 from tinymix.optim import (SGD, AdamW, LRScheduler, clip_grad_norm, cosine_warmup_decay,
                            linear_warmup_decay)
 
+pytestmark = pytest.mark.numerics
+
 STEPS = 8
 
 

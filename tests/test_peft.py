@@ -13,6 +13,10 @@ from tinymix.pretrained import load_pretrained
 from tinymix.tensor import Tensor, no_grad
 from tinymix.transformer import SequenceClassifier, Transformer, TransformerConfig
 
+from numeric import assert_close
+
+pytestmark = pytest.mark.numerics
+
 NUM_EXPERTS = 4
 
 
@@ -71,7 +75,7 @@ def test_folded_lora_equals_unfolded_and_unmerges_exactly():
         layer.merge()
     folded = [backend.to_numpy(layer.base.weight.data).copy() for layer in layers]
     assert all(np.abs(f - o).max() > 1e-3 for f, o in zip(folded, original))   # W did change
-    np.testing.assert_allclose(logits_of(model, ids, mask), unfolded, rtol=0, atol=1e-5)
+    assert_close(logits_of(model, ids, mask), unfolded)
 
     for layer in layers:
         layer.merge()                                              # idempotent: no second update
@@ -85,7 +89,7 @@ def test_folded_lora_equals_unfolded_and_unmerges_exactly():
         layer.unmerge()
     for layer, o in zip(layers, original):
         np.testing.assert_allclose(backend.to_numpy(layer.base.weight.data), o, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(logits_of(model, ids, mask), unfolded, rtol=0, atol=1e-5)
+    assert_close(logits_of(model, ids, mask), unfolded)
 
 
 def test_peft_merge_with_fold_lora_keeps_outputs_of_adamix_lora():
@@ -94,7 +98,7 @@ def test_peft_merge_with_fold_lora_keeps_outputs_of_adamix_lora():
     averaged = logits_of(model, ids, mask)
     peft.merge(model, fold_lora=True)
     assert all(layer.merged for layer in lora_layers(model)) and not adamix.mixtures(model)
-    np.testing.assert_allclose(logits_of(model, ids, mask), averaged, rtol=0, atol=1e-5)
+    assert_close(logits_of(model, ids, mask), averaged)
 
 
 def test_folding_follows_the_inference_mode():
@@ -109,7 +113,7 @@ def test_folding_follows_the_inference_mode():
     fixed = logits_of(model, ids, mask)
     for layer in lora_layers(model):
         layer.merge()
-    np.testing.assert_allclose(logits_of(model, ids, mask), fixed, rtol=0, atol=1e-5)
+    assert_close(logits_of(model, ids, mask), fixed)
 
 
 # ---- averaging: exact for LoRA with B shared, not for adapters (§5) --------------------------------
@@ -121,7 +125,7 @@ def test_shared_B_makes_the_averaged_lora_update_the_mean_of_the_experts_updates
         updates = [layer.scaling * B @ backend.to_numpy(e.weight.data).astype(np.float64)
                    for e in layer.lora_A.experts]                                       # M x (out, in)
         merged = backend.to_numpy(layer.delta_weight())
-        np.testing.assert_allclose(merged, np.mean(updates, axis=0), rtol=1e-5, atol=1e-7)
+        assert_close(merged, np.mean(updates, axis=0))
         assert np.abs(updates[0] - updates[1]).max() > 1e-2                            # experts differ
 
 
@@ -131,7 +135,7 @@ def test_averaged_lora_output_is_the_mean_of_the_experts_outputs():
     x = Tensor(np.random.default_rng(0).standard_normal((5, 8)))
     with no_grad():
         mean_output = np.mean([expert(x).numpy() for expert in mixture.experts], axis=0)
-        np.testing.assert_allclose(mixture(x).numpy(), mean_output, rtol=0, atol=1e-6)
+        assert_close(mixture(x).numpy(), mean_output)
 
 
 def test_averaged_adapter_is_not_the_mean_of_the_experts_outputs():
@@ -327,7 +331,7 @@ def test_a_merged_model_round_trips(tmp_path, module, fold_lora):
     peft.load_adapter(fresh, tmp_path)
     assert fresh.peft_merged and not adamix.mixtures(fresh)
     assert fresh.num_parameters(trainable_only=True) == merged_count
-    np.testing.assert_allclose(logits_of(fresh.eval(), ids, mask), logits_of(model, ids, mask), rtol=0, atol=1e-5)
+    assert_close(logits_of(fresh.eval(), ids, mask), logits_of(model, ids, mask))
 
 
 def test_load_adapter_accepts_the_same_config_written_with_a_list(tmp_path):

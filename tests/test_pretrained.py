@@ -19,6 +19,8 @@ from tinymix.pretrained import (KNOWN_MODELS, Tokenizer, bert_config, bert_state
 from tinymix.tensor import no_grad
 from tinymix.transformer import Transformer, TransformerConfig, mean_pool
 
+pytestmark = pytest.mark.numerics
+
 REFERENCE = Path(__file__).parent / "reference" / "minilm_reference.npz"
 TOLERANCE = 1e-4   # max |tinymix - HF| in float32; the implementation reaches about 5e-6
 CLS, SEP = 101, 102

@@ -9,6 +9,8 @@ import pytest
 from tinymix import Tensor, functional, concatenate, gradcheck, is_grad_enabled, no_grad, stack, where
 from tinymix import backend
 
+pytestmark = pytest.mark.numerics
+
 SEEDS = (0, 1, 2)
 
 

@@ -8,6 +8,8 @@ from tinymix import checkpoint, data, functional, train as train_module
 from tinymix.train import TrainConfig, length_grouped_batches, train
 from tinymix import backend
 
+pytestmark = pytest.mark.numerics
+
 
 def tiny_splits(n_train=48, n_eval=24):
     """Small real movie-review splits (the loop does not care how large they are)."""
