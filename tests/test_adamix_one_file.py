@@ -14,6 +14,8 @@ from tinymix.backend import host
 from tinymix.nn import Linear, Module, ModuleList, Parameter
 from tinymix.peft import Adapter
 
+pytestmark = pytest.mark.numerics
+
 PATH = Path(__file__).resolve().parent.parent / "lessons" / "adamix_in_one_file.py"
 ROUNDING = 1e-5            # float32 has 24 bits (6e-8); a few dozen operations in a row stay far below this
 

@@ -15,6 +15,8 @@ from tinymix.tensor import Tensor
 
 from neighbours_models import logits, minilm_shaped, tiny_batch, tiny_classifier
 
+pytestmark = pytest.mark.numerics
+
 
 def config(**changes):
     settings = dict(init_r=4, target_r=2, dropout=0.0, tinit=2, tfinal=3, deltaT=2, total_step=12)

@@ -10,6 +10,8 @@ from tinymix.tensor import Tensor, no_grad
 
 from neighbours_models import logits, minilm_shaped, tiny_batch, tiny_classifier
 
+pytestmark = pytest.mark.numerics
+
 
 def tiny_pretrained(seed=0):
     """A base whose attention output projections have biases (a fresh Linear's are 0), so that

@@ -11,6 +11,8 @@ from tinymix.tensor import Tensor
 
 from neighbours_models import logits, minilm_shaped, tiny_batch, tiny_classifier
 
+pytestmark = pytest.mark.numerics
+
 
 def test_factorisations_and_sizes():
     assert loretta.factorize(768) == [8, 12, 8]          # the official table's factors of 768

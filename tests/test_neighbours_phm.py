@@ -10,6 +10,8 @@ from tinymix.tensor import Tensor, no_grad
 
 from neighbours_models import logits, minilm_shaped, tiny_batch, tiny_classifier
 
+pytestmark = pytest.mark.numerics
+
 
 def mixphm_model(**changes):
     settings = dict(reduction_factor=4, n=2, phm_rank=2, dropout=0.0)

@@ -9,6 +9,8 @@ from tinymix import backend
 from tinymix.bench import parity
 from tinymix.transformer import TransformerConfig
 
+pytestmark = pytest.mark.numerics
+
 SMALL = TransformerConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
                           max_positions=16, dropout=0.0)
 
