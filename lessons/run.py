@@ -225,7 +225,8 @@ def main(argv=None):
     if args.notebook:
         import make_notebook
         for number in chosen:
-            print(f"notebook written: {make_notebook.write_notebook(available[number], args.out)}")
+            path = available[number]
+            print(f"notebook written: {make_notebook.write_notebook(path, parse_cells(path), LESSONS, args.out)}")
         return 0
 
     for folder in (str(LESSONS.parent), str(LESSONS)):   # `import tinymix` and `import support`

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tinymix import assets
-from tinymix.assets import Asset, AssetError
+from tinymix.store import assets
+from tinymix.store.assets import Asset, AssetError
 
 
 def _tar_bytes(files):
@@ -79,7 +79,7 @@ def toys(tmp_path, monkeypatch):
 
 
 def cache_listing():
-    """The cache folder's files, but for the lock file a download leaves (it must stay: see files.py)."""
+    """The cache folder's files, but for the lock file a download leaves (it must stay: see store/files.py)."""
     return sorted(p.name for p in assets.cache_dir().iterdir() if p.name != ".lock")
 
 

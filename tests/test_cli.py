@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tinymix import assets, checkpoint, cli, files, functional
+from tinymix.store import assets, checkpoint, files
+from tinymix import cli, functional
 from tinymix.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent

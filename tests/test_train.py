@@ -4,7 +4,8 @@
 import numpy as np
 import pytest
 
-from tinymix import checkpoint, data, functional, train as train_module
+from tinymix.store import checkpoint
+from tinymix import data, functional, train as train_module
 from tinymix.train import TrainConfig, length_grouped_batches, train
 from tinymix import backend
 

@@ -15,7 +15,8 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from . import adamix, backend, checkpoint, data, peft, runfolder, validate
+from . import adamix, backend, data, peft, runfolder, validate
+from .store import checkpoint
 from . import functional as F
 from .backend import xp
 from .optim import AdamW, clip_grad_norm, linear_warmup_decay

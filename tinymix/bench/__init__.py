@@ -37,7 +37,8 @@ import time
 import tracemalloc
 import warnings
 
-from .. import adamix, backend, checkpoint, peft
+from .. import adamix, backend, peft
+from ..store import checkpoint
 from . import op_profile
 from ..backend import xp
 from .workload import (ADAMIX, SINGLE, blas_threads, build, clock_name, eval_forward, interleaved_seconds,

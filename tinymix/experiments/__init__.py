@@ -6,5 +6,5 @@
     stats.py      paired differences, 95% confidence intervals, verdicts
     report.py     tables and figures (forest plot of paired differences, validation curves)
     nlu.py        movie-review sentiment on MiniLM: `python -m tinymix compare --regime small|full`
-    nlg.py        the e2e data-to-text task on the tiny GPT: `python -m tinymix compare --task e2e`
+    e2e.py        the e2e data-to-text task on the tiny GPT: `python -m tinymix compare --task e2e`
 """

@@ -13,7 +13,8 @@ import statistics
 from dataclasses import asdict
 from pathlib import Path
 
-from .. import adamix, checkpoint, plots
+from .. import adamix, plots
+from ..store import checkpoint
 from ..train import TrainConfig, evaluate, train
 from . import protocol, report, stats
 from .protocol import Arm
@@ -56,6 +57,10 @@ class MovieReviews:
     @staticmethod
     def validation_score(result):
         return -1.0 if "diverged" in result else result["validation_accuracy"]
+
+    @staticmethod
+    def run(request, folder):
+        run_request(request, folder)
 
 
 def run_request(request, folder):

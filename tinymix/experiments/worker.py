@@ -4,32 +4,26 @@
 
 reads RUN_FOLDER/request.json (written by protocol.run_all), trains, and leaves results.json there
 (written last, atomically: its presence means the run finished). Nothing but JSON crosses the process
-boundary. The request names its task: "nlu" (movie reviews) or "e2e" (data-to-text).
-
-A run whose loss stops being finite has finished too — as a result, not a crash: its results.json
-says {"diverged": reason}, so a learning-rate search counts that rate as the worst one and goes on.
+boundary. The request names its task: "nlu" (movie reviews) or "e2e" (data-to-text). A run whose loss
+stops being finite finishes with {"diverged": reason} (protocol.execute).
 """
 import sys
 from pathlib import Path
 
-from .. import checkpoint
+from ..store import checkpoint
+from . import e2e, nlu, protocol
+
+TASKS = {"nlu": nlu.run_request, "e2e": e2e.run_request}
 
 
-def execute(folder):
-    from . import nlg, nlu
-    folder = Path(folder)
-    request = checkpoint.load_json(folder / "request.json")
-    tasks = {"nlu": nlu.run_request, "e2e": nlg.run_request}
-    if request.get("task") not in tasks:
-        raise ValueError(f"{folder / 'request.json'} names no known task: {request.get('task')!r}")
-    try:
-        tasks[request["task"]](request, folder)
-    except FloatingPointError as error:
-        checkpoint.save_json(folder / "results.json", {"diverged": str(error)})
-        print(f"diverged: {error}")
+def main(folder):
+    request = checkpoint.load_json(Path(folder) / "request.json")
+    if request.get("task") not in TASKS:
+        raise ValueError(f"{Path(folder) / 'request.json'} names no known task: {request.get('task')!r}")
+    protocol.execute(folder, TASKS[request["task"]])
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: python -m tinymix.experiments.worker RUN_FOLDER")
-    execute(sys.argv[1])
+    main(sys.argv[1])

@@ -8,12 +8,13 @@ Errors a user can cause end as one line on stderr and a non-zero exit status (1;
 TINYMIX_DEBUG=1 shows the Python traceback instead.
 """
 import argparse
-import dataclasses
 import errno
 import os
 import sys
 import time
 from pathlib import Path
+
+from .flags import add_config_flags, config_from_args
 
 # The main job's small CPU budget: AdaMix-adapter (M=4, shared up-projections, consistency) on the
 # first 2,000 training sentences for one epoch. About 5 minutes on 2 cores, all set-up included.
@@ -22,9 +23,10 @@ MAIN_JOB = {"method": "adamix", "epochs": 1, "train_size": 2000, "out": "runs/ma
 
 def main_job(args):
     """Fetch, fine-tune MiniLM with AdaMix on movie reviews, evaluate merged, compare with a probe."""
-    from . import assets, data, plots, probe, runfolder
-    from .pretrained import load_pretrained
-    from .train import TrainConfig, load_splits, train
+    from ..store import assets
+    from .. import data, plots, probe, runfolder
+    from ..pretrained import load_pretrained
+    from ..train import TrainConfig, load_splits, train
 
     started = time.perf_counter()
     cfg = config_from_args(args, TrainConfig(**MAIN_JOB))
@@ -63,24 +65,26 @@ def main_job(args):
 
 
 def train_command(args):
-    from .train import TrainConfig, train
+    from ..train import TrainConfig, train
     result = train(config_from_args(args, TrainConfig()))
     test = "not read (--no-test)" if result["test_accuracy"] is None else f"{result['test_accuracy']:.4f}"
     print(f"validation {result['validation_accuracy']:.4f} (epoch {result['best_epoch']}), "
           f"test (merged model) {test}")
     if result["config"]["out"]:
-        from . import plots
+        from .. import plots
         plots.training_curve(result["losses"], result["history"],
                              Path(result["config"]["out"]) / "training_curve.png", result["config"]["method"])
 
 
 def eval_command(args):
     """Evaluate a saved adapter folder on a split of the movie reviews, an out-of-domain set or a TSV."""
-    from . import adamix, checkpoint, data, peft
-    from .pretrained import load_pretrained
-    from .train import evaluate
-    from .transformer import SequenceClassifier
-    from .validate import check_choice, check_range
+    from .. import adamix, data
+    from ..export import peft_import
+    from ..store import checkpoint
+    from ..pretrained import load_pretrained
+    from ..train import evaluate
+    from ..transformer import SequenceClassifier
+    from ..validate import check_choice, check_range
 
     folder = Path(args.adapter)
     check_choice("inference", args.inference, adamix.INFERENCE_MODES)
@@ -107,7 +111,7 @@ def eval_command(args):
     check_range("max_length", args.max_length, 3, backbone.config.max_positions, integer=True,
                 why=f"{args.model} has {backbone.config.max_positions} positions")
     try:
-        model = peft.load_adapter(SequenceClassifier(backbone, num_labels), folder)
+        model = peft_import.load_adapter(SequenceClassifier(backbone, num_labels), folder)
     except (TypeError, AttributeError, KeyError) as error:   # a config.json edited into another shape
         raise ValueError(f"{folder} does not hold an adapter tinymix can load ({type(error).__name__}: "
                          f"{error}); save it again") from None
@@ -119,36 +123,36 @@ def eval_command(args):
 
 def export_command(args):
     """Write a saved LoRA / AdaMix-LoRA adapter as a Hugging Face PEFT LoRA folder."""
-    from .export import peft_export
+    from ..export import peft_export
     peft_export.export_peft(args.adapter, args.out)
 
 
 def import_peft_command(args):
     """Write a Hugging Face PEFT LoRA folder for MiniLM as a tinymix adapter folder."""
-    from .export import peft_import
+    from ..export import peft_import
     peft_import.import_peft(args.peft_folder, args.out)
 
 
 def fetch_command(args):
-    from . import assets
+    from ..store import assets
     assets.fetch_command(args.names)
 
 
 def compare_command(args):
-    from .experiments import nlu
+    from ..experiments import nlu
     nlu.compare_command(args)
 
 
 def bench_command(args):
-    from . import bench
+    from .. import bench
     bench.bench_command(args)
 
 
 def demo(args):
     """The smallest honest end-to-end run of the engine: a two-layer MLP learns y = sin(3x) by
     gradient descent, using nothing but tinymix Tensors and autograd."""
-    from . import Tensor, backend, manual_seed
-    from .backend import xp
+    from .. import Tensor, backend, manual_seed
+    from ..backend import xp
 
     manual_seed(args.seed)
     x = Tensor(backend.host_uniform((256, 1), -1.0, 1.0))
@@ -171,37 +175,8 @@ def demo(args):
     print(f"mean squared error fell from {losses[0]:.4f} to {losses[-1]:.4f} on backend {backend.name}")
 
 
-# ---- flags from dataclass fields ----------------------------------------------------------------------
-
-def add_config_flags(parser, config_class, defaults=None, skip=()):
-    """One --flag per dataclass field (TrainConfig, NLGConfig; except `skip`), typed like its default."""
-    for field in dataclasses.fields(config_class):
-        if field.name in skip:
-            continue
-        default = (defaults or {}).get(field.name, field.default)
-        flag = "--" + field.name.replace("_", "-")
-        if isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"(default: {default})")
-        else:
-            parser.add_argument(flag, type=type(field.default), default=None, help=f"(default: {default})")
-
-
-def config_from_args(args, base):
-    """`base` with every flag the user gave written over it. With --resume, the base is the settings
-    saved in the run folder, so `train --out runs/x --resume --lr 1e-4` needs no other flag."""
-    from .runfolder import RunFolder
-    known = {f.name for f in dataclasses.fields(base)}
-    given = {name: getattr(args, name) for name in known if getattr(args, name, None) is not None}
-    out = given.get("out", base.out)
-    saved = RunFolder(out).saved_config() if given.get("resume") and out else None
-    if saved is not None:
-        base = dataclasses.replace(base, **{k: v for k, v in saved.items() if k in known})
-    return dataclasses.replace(base, **given)
-
-
 def build_parser():
-    from .train import METHODS, TrainConfig
+    from ..train import METHODS, TrainConfig
     parser = argparse.ArgumentParser(prog="python -m tinymix", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="command")
@@ -240,7 +215,7 @@ def build_parser():
     p = commands.add_parser("compare", help="methods, ablations and the paper's claims under a fair protocol "
                             "(tuned learning rates, paired seeds, confidence intervals). With --task e2e: the "
                             "data-to-text comparison (compare --task e2e --help)")
-    from .experiments import nlu
+    from ..experiments import nlu
     nlu.add_arguments(p)
     p.set_defaults(run=compare_command)
 
@@ -249,12 +224,12 @@ def build_parser():
     p.set_defaults(run=fetch_command)
 
     p = commands.add_parser("pretrain-gpt", help="pretrain the tiny GPT on Shakespeare and restaurant texts")
-    from . import gpt
-    gpt.add_arguments(p)
-    p.set_defaults(run=gpt.pretrain_command)
+    from ..e2e import pretrain
+    pretrain.add_arguments(p)
+    p.set_defaults(run=pretrain.pretrain_command)
 
     p = commands.add_parser("bench", help="speed benchmarks: ratios against the machine's matmul and PyTorch")
-    from . import bench
+    from .. import bench
     bench.add_arguments(p)
     p.set_defaults(run=bench_command)
 
@@ -270,9 +245,8 @@ def _parse(argv):
     parser = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["main"] + argv  # the built-in default
-    from .experiments import nlg as nlg_experiments
-    e2e_task = nlg_experiments.is_e2e(argv)
-    return nlg_experiments.parse_args(argv) if e2e_task else parser.parse_args(argv)   # e2e: flags of its own
+    from . import e2e
+    return e2e.parse_args(argv) if e2e.is_e2e(argv) else parser.parse_args(argv)   # e2e: flags of its own
 
 
 def main(argv=None):
@@ -281,7 +255,7 @@ def main(argv=None):
     args = None
     try:
         args = _parse(argv)
-        from . import backend
+        from .. import backend
         backend.require()            # a bad TINYMIX_BACKEND is an error here, after --help had its turn
         args.run(args)
     except KeyboardInterrupt:
@@ -297,7 +271,7 @@ def main(argv=None):
 
 def _after_interrupt(args):
     """Where the interrupted run's work is, and the command that continues it."""
-    from .runfolder import resume_hint
+    from ..runfolder import resume_hint
     command = getattr(args, "command", None) or "main"
     if command not in ("main", "train") or getattr(args, "task", None) == "e2e":
         return "Nothing resumable was being written."

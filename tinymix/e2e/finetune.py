@@ -1,8 +1,8 @@
-"""Data-to-text: adapt the frozen tiny GPT to the E2E-style task (e2e.py), decode, and score.
+"""Data-to-text: adapt the frozen tiny GPT to the E2E-style task (e2e/__init__.py), decode, and score.
 
     result = train(NLGConfig(method="adamix-lora", seed=0))
     python -m tinymix train --task e2e --method adamix-lora
-    python -m tinymix compare --task e2e                # experiments/nlg.py
+    python -m tinymix compare --task e2e                # experiments/e2e.py
 
 Each example is one token sequence,  prompt + " " + sentence + <|endoftext|>:
     "name The Eagle, type pub, food Italian => The Eagle is an Italian pub.<|endoftext|>"
@@ -32,16 +32,17 @@ from pathlib import Path
 
 import tokenizers
 
-from . import adamix, backend, checkpoint, decode, e2e, files, peft, validate
-from . import functional as F
-from .gpt import END_OF_TEXT
+from .. import adamix, backend, decode, e2e, peft, validate
+from ..store import checkpoint, files
+from .. import functional as F
+from .pretrain import END_OF_TEXT
 from .gpt_folder import check as check_gpt_checkpoint
-from .nn import Dropout
-from .optim import AdamW, clip_grad_norm, linear_warmup_decay
-from .pretrained import TINY_GPT_DIR, load_pretrained, tiny_gpt_record
-from .tensor import no_grad
-from .train import EXPERT_UPDATES, MAX_EXPERTS, decay_groups
-from .transformer import LanguageModel
+from ..nn import Dropout
+from ..optim import AdamW, clip_grad_norm, linear_warmup_decay
+from ..pretrained import TINY_GPT_DIR, load_pretrained, tiny_gpt_record
+from ..tensor import no_grad
+from ..train import EXPERT_UPDATES, MAX_EXPERTS, decay_groups
+from ..transformer import LanguageModel
 
 METHODS = ("lora", "adamix-lora", "adamix", "adapter", "full")
 ALIASES = {"adamix-adapter": "adamix"}
