@@ -259,6 +259,24 @@ def test_help_works_and_a_bad_backend_is_one_line(value):
     assert done.returncode == 1 and one_error_line(done.stderr).startswith(f"error: TINYMIX_BACKEND='{value}': ")
 
 
+def test_train_help_shows_both_tasks_flags_grouped(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["train", "--help"])
+    printed = capsys.readouterr().out
+    assert done.value.code == 0
+    for group, flag in (("both tasks", "--lr LR"), ("classification only", "--epochs EPOCHS"),
+                        ("--task e2e only", "--beam-width BEAM_WIDTH")):
+        assert f"\n{group}" in printed and flag in printed
+    assert printed.index("\n--task e2e only") < printed.index("\n  --beam-width") and "e2e (the tiny GPT" in " ".join(printed.split())
+    assert "(default: adamix; --task e2e: adamix-lora)" in " ".join(printed.split())
+
+
+def test_a_flag_of_the_other_task_is_one_line(capsys):
+    code, _, err = run_cli(["train", "--task", "e2e", "--epochs", "2"], capsys)
+    assert code == 1 and one_error_line(err) == ("error: --epochs: not a flag of `train --task e2e` (see "
+                                                 "`python3 -m tinymix train --help`, which groups the flags by task)")
+
+
 # ---- main --task FOLDER ----------------------------------------------------------------------------
 
 def test_the_main_job_trains_and_tests_on_the_task_folder_it_is_given(tmp_path, task, capsys, monkeypatch):

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tinymix import backend, e2e, pretrained
+from tinymix import backend, cli, e2e, pretrained
 from tinymix.store import checkpoint
 from tinymix.e2e import pretrain
 from tinymix.backend import xp
@@ -161,7 +161,7 @@ def test_pretrain_command_is_deterministic_by_seed(tmp_path):
     """The whole command (corpus, tokenizer, weights) on a smoke budget: the same seed gives the same
     bytes, another seed other weights."""
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        pretrain.main(["--fast", "--seed", str(seed), "--out", str(tmp_path / name)])
+        cli.run(["pretrain-gpt", "--fast", "--seed", str(seed), "--out", str(tmp_path / name)])
     read = lambda name, file: (tmp_path / name / file).read_bytes()
     assert read("a", "model.safetensors") == read("b", "model.safetensors")
     assert read("a", "tokenizer.json") == read("b", "tokenizer.json")
@@ -170,7 +170,7 @@ def test_pretrain_command_is_deterministic_by_seed(tmp_path):
     assert record["e2e_data_seed"] == 0 and record["windows_per_batch"] == {"shakespeare": 2, "e2e": 2}
     assert "--fast" in record["command"] and "--e2e-texts 3000 --e2e-descriptions 5" in record["command"]
     with pytest.raises(ValueError, match=r"--e2e-share must be a number in \[0, 1\], got 1.5"):
-        pretrain.main(["--fast", "--e2e-share", "1.5", "--out", str(tmp_path / "d")])
+        cli.run(["pretrain-gpt", "--fast", "--e2e-share", "1.5", "--out", str(tmp_path / "d")])
 
 
 @pytest.fixture(scope="module")

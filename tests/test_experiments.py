@@ -11,7 +11,9 @@ import pytest
 from tinymix.store import checkpoint
 from tinymix import cli, data
 from tinymix.e2e import finetune
-from tinymix.cli import e2e as e2e_cli
+from tinymix.cli import commands
+from tinymix.cli.flags import config_from_args
+from tinymix.train import TrainConfig
 from tinymix.experiments import protocol, report, stats
 from tinymix.experiments.protocol import Arm
 
@@ -175,15 +177,20 @@ def test_e2e_comparison_end_to_end(tmp_path, capsys):
     assert "decoding speed not measured" in capsys.readouterr().out
 
 
-def test_e2e_command_line_dispatch():
-    is_e2e = e2e_cli.is_e2e
-    assert is_e2e(["train", "--task", "e2e"]) and is_e2e(["compare", "--seeds", "2", "--task=e2e"])
-    assert not is_e2e(["train", "--task", "movie-reviews"]) and not is_e2e(["eval", "--task", "e2e"])
-    args = e2e_cli.parse_args(["train", "--task", "e2e", "--method", "adamix-adapter", "--steps", "3"])
-    cfg = cli.config_from_args(args, finetune.NLGConfig())
-    assert cfg.method == "adamix" and cfg.steps == 3 and args.run is e2e_cli.train_command
-    args = e2e_cli.parse_args(["compare", "--task", "e2e", "--seeds", "2"])
-    assert args.seeds == 2 and args.run is e2e_cli.compare_command
+def test_one_parser_serves_both_tasks_and_refuses_the_other_tasks_flags():
+    args = cli.parse(["train", "--task", "e2e", "--method", "adamix-adapter", "--steps", "3"])
+    cfg = config_from_args(args, finetune.NLGConfig(), "train --task e2e")
+    assert cfg.method == "adamix" and cfg.steps == 3 and args.run is commands.train_command
+    with pytest.raises(ValueError, match=r"--steps: not a flag of `train`"):
+        config_from_args(args, TrainConfig(), "train")             # --steps belongs to --task e2e
+    with pytest.raises(ValueError, match=r"--epochs: not a flag of `train --task e2e`"):
+        commands.train_command(cli.parse(["train", "--task", "e2e", "--epochs", "2"]))
+    with pytest.raises(ValueError, match=r"--beam-width: not a flag of `compare` without --task e2e"):
+        commands.compare_command(cli.parse(["compare", "--beam-width", "2"]))
+    with pytest.raises(ValueError, match=r"--regime: not a flag of `compare --task e2e`"):
+        commands.compare_command(cli.parse(["compare", "--task", "e2e", "--regime", "full"]))
+    args = cli.parse(["compare", "--task", "e2e", "--seeds", "2"])
+    assert args.seeds == 2 and args.run is commands.compare_command
     with pytest.raises(SystemExit, match="--method must be one of lora, .*; got 'nope'"):
         cli.main(["train", "--task", "e2e", "--method", "nope"])
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tinymix.e2e import pretrain
+from tinymix import cli
 from tinymix import validate
 from tinymix.e2e.finetune import NLGConfig
 from tinymix.train import MAX_EXPERTS, TrainConfig, build_model
@@ -146,5 +146,5 @@ def test_a_damaged_tiny_gpt_folder_is_named_before_it_is_loaded(tmp_path, config
 ])
 def test_every_pretrain_gpt_flag_is_checked(tmp_path, flags, message):
     with pytest.raises(ValueError, match=message):
-        pretrain.main(flags + ["--out", str(tmp_path / "gpt")])
+        cli.run(["pretrain-gpt"] + flags + ["--out", str(tmp_path / "gpt")])
     assert not (tmp_path / "gpt").exists()

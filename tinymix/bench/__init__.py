@@ -29,7 +29,6 @@ architecture starts from random weights: speed does not depend on the values. Wi
 On a GPU (TINYMIX_BACKEND=cupy) each timed call ends by waiting for the device; the steps themselves
 read nothing back to the host.
 """
-import argparse
 import gc
 import os
 import statistics
@@ -368,16 +367,6 @@ def _verdict(met):
 
 # ---- command line ----------------------------------------------------------------------------------------
 
-def add_arguments(parser):
-    parser.add_argument("--random-init", action="store_true", default=None,
-                        help="random weights of MiniLM's shape (default when the weights are not cached)")
-    parser.add_argument("--quick", action="store_true", help="a toy model and two tiny batches (for tests)")
-    parser.add_argument("--batches", type=int, default=4, help="batches of 32 sentences per round")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (inference: 2 more)")
-    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    parser.add_argument("--json", metavar="FILE", help="also write every measurement to FILE as JSON")
-
-
 def bench_command(args):
     if args.batches < 1 or args.rounds < 1:
         raise ValueError("--batches and --rounds must be at least 1")
@@ -387,13 +376,3 @@ def bench_command(args):
     if getattr(args, "json", None):
         checkpoint.save_json(args.json, results)
     return results
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinymix.bench", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return bench_command(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

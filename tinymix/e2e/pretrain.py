@@ -280,31 +280,6 @@ def generate(model, tokenizer, prompt, max_new_tokens=60, temperature=0.0, seed=
 
 # ---- the command ---------------------------------------------------------------------------------
 
-def add_arguments(parser):
-    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps (default 1500)")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per step (default 8)")
-    parser.add_argument("--lr", type=float, default=6e-3, help="peak learning rate (default 6e-3)")
-    parser.add_argument("--seed", type=int, default=0, help="weights, batches and the E2E texts (default 0)")
-    parser.add_argument("--e2e-texts", type=int, default=E2E_TEXTS,
-                        help=f"E2E-style restaurant texts in the corpus; 0 for Shakespeare only "
-                             f"(default {E2E_TEXTS})")
-    parser.add_argument("--e2e-descriptions", type=int, default=E2E_DESCRIPTIONS,
-                        help=f"descriptions of one restaurant in each text, 1 to 5 (default {E2E_DESCRIPTIONS})")
-    parser.add_argument("--e2e-share", type=float, default=E2E_SHARE,
-                        help=f"share of each batch's windows taken from them (default {E2E_SHARE})")
-    parser.add_argument("--e2e-data-seed", type=int, default=0,
-                        help="the E2E split whose training combinations they use: the data seed the NLG "
-                             "task will use (default 0, nlg's default)")
-    parser.add_argument("--out", default=None,
-                        help=f"folder for model.safetensors, config.json, tokenizer.json (default "
-                             f"{gpt_folder.DEFAULT_OUT}, with --fast {gpt_folder.DEFAULT_FAST_OUT})")
-    parser.add_argument("--overwrite", action="store_true", help="replace the checkpoint in --out")
-    parser.add_argument("--fast", action="store_true",
-                        help="a smoke run: 20 steps of batch 4 on a 32-token context, on three plays and "
-                             "250 E2E texts")
-    return parser
-
-
 def _check_arguments(args):
     """Every flag checked, and --out resolved, before any work starts."""
     for name in ("steps", "batch_size"):
@@ -379,10 +354,3 @@ def pretrain_command(args):
     gpt_folder.write_set(args.out, lambda folder: pretrained.save_gpt(model.transformer, tokenizer, folder, extra))
     print(f"saved to {args.out}")
     return model, report
-
-
-def main(argv=None):
-    import argparse
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m tinymix pretrain-gpt",
-                                                   description=pretrain_command.__doc__))
-    return pretrain_command(parser.parse_args(argv))

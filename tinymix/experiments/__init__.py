@@ -2,7 +2,6 @@
 
     protocol.py   arms, learning-rate search on validation, paired seeds, run folders reused only on an
                   exact config match, worker processes (JSON in, JSON out)
-    worker.py     one run in its own process: `python -m tinymix.experiments.worker RUN_FOLDER`
     stats.py      paired differences, 95% confidence intervals, verdicts
     report.py     tables and figures (forest plot of paired differences, validation curves)
     nlu.py        movie-review sentiment on MiniLM: `python -m tinymix compare --regime small|full`

@@ -12,7 +12,7 @@
 3. Run folders. A run lives in its own folder: request.json (its whole configuration) and, once
    finished, results.json. A finished run is reused only when its request is exactly the one asked
    for; any difference is an error that names what differs. No path is read out of a results file.
-   Runs go to `workers` processes (python -m tinymix.experiments.worker FOLDER, one BLAS thread each),
+   Runs go to `workers` processes (python -m tinymix.cli.worker FOLDER, one BLAS thread each),
    so that a crash or Ctrl-C loses at most the runs in flight: run the same command again to go on.
 """
 import os
@@ -130,7 +130,7 @@ def _run_in_workers(folders, workers, label):
             while queue and len(running) < workers:
                 folder = queue.pop(0)
                 log = open(folder / "log.txt", "a")          # a resumed run adds to its log
-                process = subprocess.Popen([sys.executable, "-m", "tinymix.experiments.worker", str(folder)],
+                process = subprocess.Popen([sys.executable, "-m", "tinymix.cli.worker", str(folder)],
                                            stdout=log, stderr=subprocess.STDOUT, env=env)
                 running[folder] = (process, log, time.perf_counter())
             time.sleep(0.5)
@@ -152,24 +152,6 @@ def _run_in_workers(folders, workers, label):
             process.wait()
             log.close()
     return failures
-
-
-def add_flags(parser, grid, default_out):
-    """The command-line flags of the protocol, shared by both comparisons."""
-    parser.add_argument("--seeds", type=int, default=5, help="final seeds per arm (default: %(default)s)")
-    parser.add_argument("--tuning-seeds", type=int, default=1,
-                        help="seeds per learning rate in the search (default: %(default)s)")
-    parser.add_argument("--lr-grid", default=",".join(f"{lr:g}" for lr in grid),
-                        help="the learning rates every arm is tried at (default: %(default)s)")
-    parser.add_argument("--arms", default="", help="comma-separated arms, named as their folders "
-                        "(e.g. adamix,adamix-no-sharing; default: every arm)")
-    parser.add_argument("--workers", type=int, default=2, help="parallel runs, one BLAS thread each (default: %(default)s)")
-    parser.add_argument("--lr-from", default="",
-                        help="take every arm's learning rate from another comparison's folder instead of "
-                             "searching (its results.json); the report says so")
-    parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: report on the finished runs and list the missing ones")
-    parser.add_argument("--out", default=default_out, help="(default: %(default)s)")
 
 
 def settings(args, arms, grid):

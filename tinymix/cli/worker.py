@@ -1,6 +1,6 @@
 """One run of a comparison, in a process of its own:
 
-    python -m tinymix.experiments.worker RUN_FOLDER
+    python -m tinymix.cli.worker RUN_FOLDER
 
 reads RUN_FOLDER/request.json (written by protocol.run_all), trains, and leaves results.json there
 (written last, atomically: its presence means the run finished). Nothing but JSON crosses the process
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..store import checkpoint
-from . import e2e, nlu, protocol
+from ..experiments import e2e, nlu, protocol
 
 TASKS = {"nlu": nlu.run_request, "e2e": e2e.run_request}
 
@@ -25,5 +25,5 @@ def main(folder):
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m tinymix.experiments.worker RUN_FOLDER")
+        raise SystemExit("usage: python -m tinymix.cli.worker RUN_FOLDER")
     main(sys.argv[1])
