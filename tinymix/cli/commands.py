@@ -74,11 +74,12 @@ def train_command(args):
 
 def e2e_train_command(args):
     from ..e2e import finetune
+    from ..methods import METHODS
     result = finetune.train(config_from_args(args, finetune.NLGConfig(), "train --task e2e"))
     test = ("test not read (--no-test)" if "bleu" not in result else
             f"BLEU {result['bleu']:.1f} (held-out families {result['bleu_held_out']:.1f}), slot errors "
             f"{result['slot_error_rate']:.1f}%")
-    print(f"{finetune.LABELS[result['config']['method']]}: {test}; validation BLEU {result['validation_bleu']:.1f}, "
+    print(f"{METHODS[result['config']['method']].label}: {test}; validation BLEU {result['validation_bleu']:.1f}, "
           f"best validation loss {result['best_validation_loss']:.3f}; trainable params "
           f"{result['trainable_parameters']:,d}, merged {result['merged_parameters']:,d}; {result['seconds']:.0f} s")
     for sample in result.get("samples", [])[:3]:

@@ -12,7 +12,8 @@ TASK_HELP = ("movie-reviews (MiniLM, sentiment), a folder with train.tsv, dev.ts
 
 def build_parser(description=""):
     from ..e2e.finetune import NLGConfig
-    from ..train import METHODS, TrainConfig
+    from ..methods import CLASSIFICATION, names
+    from ..train import TrainConfig
     parser = argparse.ArgumentParser(prog="python -m tinymix", description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands_ = parser.add_subparsers(dest="command", metavar="command")
@@ -21,7 +22,7 @@ def build_parser(description=""):
     add_config_flags(p, TrainConfig, defaults=commands.MAIN_JOB)
     p.set_defaults(run=commands.main_job)
 
-    p = commands_.add_parser("train", help=f"fine-tune MiniLM on sentiment (methods: {', '.join(METHODS)}), "
+    p = commands_.add_parser("train", help=f"fine-tune MiniLM on sentiment (methods: {', '.join(names(CLASSIFICATION))}), "
                              "or with --task e2e the tiny GPT on data-to-text")
     p.add_argument("--task", default=None, help=TASK_HELP)
     add_config_flags(p, {"movie-reviews": TrainConfig, "e2e": NLGConfig}, skip=("task",))
