@@ -233,6 +233,8 @@ def main(argv=None):
         if folder not in sys.path:
             sys.path.insert(0, folder)
     import support  # noqa: F401  (its environment settings must precede the lessons' NumPy import)
+    from tinymix import backend
+    backend.reuse_freed_memory()     # the lessons allocate and free large arrays at every op
     mode_name = "fast" if os.environ.get("TINYMIX_FAST", "") not in ("", "0") else "full"
     times = {}
     for number in chosen:

@@ -32,6 +32,7 @@ def execute(args):
     """Run a parsed command; errors propagate (main turns them into one line)."""
     from .. import backend
     backend.require()            # a bad TINYMIX_BACKEND is an error here, after --help had its turn
+    backend.reuse_freed_memory()
     return args.run(args)
 
 

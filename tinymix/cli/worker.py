@@ -10,6 +10,7 @@ stops being finite finishes with {"diverged": reason} (protocol.execute).
 import sys
 from pathlib import Path
 
+from .. import backend
 from ..store import checkpoint
 from ..experiments import e2e, nlu, protocol
 
@@ -17,6 +18,7 @@ TASKS = {"nlu": nlu.run_request, "e2e": e2e.run_request}
 
 
 def main(folder):
+    backend.reuse_freed_memory()
     request = checkpoint.load_json(Path(folder) / "request.json")
     if request.get("task") not in TASKS:
         raise ValueError(f"{Path(folder) / 'request.json'} names no known task: {request.get('task')!r}")

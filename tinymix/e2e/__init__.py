@@ -57,21 +57,6 @@ def format_mr(mr):
     return ", ".join(f"{PROMPT_KEYS[slot]} {value}" for slot, value in mr.items()) + PROMPT_END
 
 
-def parse_mr(prompt):
-    """The inverse of format_mr: 'name The Eagle, food Italian =>' -> {"name": ..., "food": ...}."""
-    keys = {short: slot for slot, short in PROMPT_KEYS.items()}
-    body = prompt.strip().removesuffix(PROMPT_END.strip()).strip()
-    if not body:
-        raise ValueError("empty meaning representation: write e.g. 'name The Eagle, food Italian =>'")
-    mr = {}
-    for part in body.split(","):
-        key, _, value = part.strip().partition(" ")
-        if key not in keys:
-            raise ValueError(f"unknown slot {key!r} in {part.strip()!r}: the slots are {', '.join(keys)}")
-        mr[keys[key]] = value.strip()
-    return validate_mr(mr)
-
-
 # ---- the data set ----------------------------------------------------------------------------------
 
 @dataclass

@@ -57,11 +57,6 @@ def shakespeare_texts():
             for member, data in members.items()}
 
 
-def shakespeare_text():
-    """The complete works as one string, texts in alphabetical order, separated by blank lines."""
-    return "\n\n".join(shakespeare_texts().values())
-
-
 def shakespeare_split():
     """(training texts, validation texts): lists of whole texts, VALIDATION_PLAYS held out."""
     texts = shakespeare_texts()
