@@ -166,5 +166,5 @@ check("06.2", embedding_fraction)
 # In the library: `tinymix/pretrained.py` — `load_pretrained` (and `load_minilm`), the renaming
 # table `_BERT_RENAMES` with `bert_state_dict`, `bert_config`, the `Tokenizer` (pads to the longest
 # text in the batch), `embed`; `tinymix/nn.py` — `Module.load_state_dict` (strict, names every bad
-# key); `tinymix/assets.py` — the pinned, verified archives. tests/test_pretrained.py holds the same
+# key); `tinymix/store/assets.py` — the pinned, verified archives. tests/test_pretrained.py holds the same
 # parity checks.

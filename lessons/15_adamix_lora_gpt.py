@@ -29,7 +29,8 @@ from support import budget, save_figure
 
 import matplotlib.pyplot as plt
 
-from tinymix import Tensor, adamix, backend, gpt, no_grad, peft
+from tinymix import Tensor, adamix, backend, no_grad, peft
+from tinymix.e2e import pretrain
 from tinymix import functional as F
 from tinymix.backend import xp
 from tinymix.nn import Dropout
@@ -51,7 +52,7 @@ print(f"tiny GPT {'(pretrained on Shakespeare and restaurant descriptions)' if P
 # %% [markdown]
 # ## The task
 #
-# tinymix's E2E-style data (`tinymix/e2e.py`): restaurant meaning representations (MRs) with a name
+# tinymix's E2E-style data (`tinymix/e2e/`): restaurant meaning representations (MRs) with a name
 # and 2-5 other slots, and sentences written from them by grammatical templates; validation MRs use
 # slot-value combinations never seen in training. Each example is one token sequence,
 # prompt + " " + sentence + end-of-text; its target at position t is the token at t + 1, or
@@ -68,12 +69,12 @@ print(f"{len(train_pairs)} training and {len(validation_pairs)} validation MRs; 
 print("   ", *train_pairs[0])
 
 if not PRETRAINED:
-    tokenizer = gpt.train_bpe_tokenizer([p + s for p, s in train_pairs], vocab_size=400, max_length=128)
+    tokenizer = pretrain.train_bpe_tokenizer([p + s for p, s in train_pairs], vocab_size=400, max_length=128)
     transformer = Transformer(TransformerConfig(
         kind="decoder", vocab_size=tokenizer.vocab_size, hidden_size=128, num_layers=4, num_heads=4,
         intermediate_size=512, max_positions=128, dropout=0.1, layer_norm_eps=1e-5, gelu_approximate=True,
         pad_token_id=tokenizer.pad_id)).requires_grad_(False)
-END = tokenizer.tokenizer.token_to_id(gpt.END_OF_TEXT)
+END = tokenizer.tokenizer.token_to_id(pretrain.END_OF_TEXT)
 
 
 def encode(batch):
@@ -299,7 +300,7 @@ assert all(block.attention.query.merged and block.attention.value.merged for blo
 for prompt, reference in validation_pairs[:3]:
     print(f"{prompt}\n    reference:   {reference!r}")
     for name, adapted in (("LoRA", lora_model.eval()), ("AdaMix-LoRA", adamix_model)):
-        text = gpt.generate(adapted, tokenizer, prompt, max_new_tokens=30)
+        text = pretrain.generate(adapted, tokenizer, prompt, max_new_tokens=30)
         print(f"    {name + ':':13s}{text[len(prompt):]!r}")
 
 # %% [markdown]
@@ -330,6 +331,6 @@ check("15.2", mean_to_one_ratio)
 # %% [markdown]
 # In the library: `tinymix/peft.py` — `AdaMixConfig(module="lora")`, `LoRAConfig`, `merge(model,
 # fold_lora=True)`; `tinymix/adamix.py` — `Route` (query and value share an index),
-# `consistency_loss(..., target_mask)`, `two_pass_loss`; `tinymix/gpt.py` — the tiny GPT's
+# `consistency_loss(..., target_mask)`, `two_pass_loss`; `tinymix/e2e/pretrain.py` — the tiny GPT's
 # pretraining (`python3 -m tinymix pretrain-gpt`), `generate`; `tinymix/pretrained.py` —
 # `load_pretrained("tiny-gpt")`.

@@ -31,8 +31,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from tinymix import adamix, backend, checkpoint, data, no_grad, peft
-from tinymix.export import peft_export
+from tinymix import adamix, backend, data, no_grad, peft
+from tinymix.store import checkpoint
+from tinymix.export import peft_export, peft_import
 from tinymix import functional as F
 from tinymix.optim import AdamW
 from tinymix.pretrained import load_pretrained
@@ -117,16 +118,17 @@ assert size["peft"] < size["adamix"]
 # %% [markdown]
 # ## The same model, loaded from the PEFT folder
 #
-# `peft.load_adapter` also reads a PEFT folder (checking it whole first: base model, options tinymix
-# cannot compute, every key, shape and dtype). A second MiniLM with the same pretrained weights, given
-# the exported LoRA and head, must predict what the unmerged mixture predicts in "average" inference.
+# `peft_import.load_adapter` reads a PEFT folder as well as a tinymix one (checking it whole first: base
+# model, options tinymix cannot compute, every key, shape and dtype). A second MiniLM with the same
+# pretrained weights, given the exported LoRA and head, must predict what the unmerged mixture predicts
+# in "average" inference.
 # (tests/test_export.py makes the same check with PEFT itself, `PeftModel.from_pretrained` on
 # transformers' BertModel, where torch and peft are installed.)
 
 # %%
 second = Transformer(minilm.config)
 second.load_state_dict(pretrained_weights)
-deployed = peft.load_adapter(SequenceClassifier(second, 2), folder / "peft").eval()
+deployed = peft_import.load_adapter(SequenceClassifier(second, 2), folder / "peft").eval()
 with no_grad():
     mixture_logits = model(ids, mask).data
     deployed_logits = deployed(ids, mask).data
@@ -184,6 +186,6 @@ check("17.3", answer)
 # %% [markdown]
 # In the library: `tinymix/export/peft_export.py` — `export_peft` (the names, the config, the merge on
 # the way out, the head file), `peft_target_modules`; `tinymix/export/peft_import.py` — `import_peft`,
-# `read_peft` (every check before any weight is read); `tinymix/peft.py` — `load_adapter` (also a PEFT
-# folder), `merge`; `tinymix/adamix.py` — `merge_experts`. On the command line: `python3 -m tinymix
+# `read_peft` (every check before any weight is read), `load_adapter` (a PEFT or a tinymix folder);
+# `tinymix/peft.py` — `merge`; `tinymix/adamix.py` — `merge_experts`. On the command line: `python3 -m tinymix
 # export runs/x/merged --format peft --out DIR` and `python3 -m tinymix import-peft DIR --out runs/y`.

@@ -19,7 +19,6 @@ import json
 import os
 from pathlib import Path
 
-from run import LESSONS, parse_cells
 
 SETUP = '''# Setup (added by lessons/make_notebook.py): the lessons folder and the repository on sys.path.
 import sys
@@ -47,17 +46,18 @@ def _code(text):
     return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": _source(text)}
 
 
-def lesson_notebook(path, folder):
-    """The notebook (a dict, ready for json.dump) of the lesson at `path`, to be written in `folder`."""
-    setup = SETUP.format(relative=os.path.relpath(LESSONS, Path(folder).resolve()), absolute=str(LESSONS))
-    cells = [_code(setup)]
-    for cell in parse_cells(path):
+def lesson_notebook(cells, lessons, folder):
+    """The notebook (a dict, ready for json.dump) of a lesson's cells (run.parse_cells), to be written
+    in `folder`; `lessons` is the lessons folder."""
+    setup = SETUP.format(relative=os.path.relpath(lessons, Path(folder).resolve()), absolute=str(lessons))
+    notebook_cells = [_code(setup)]
+    for cell in cells:
         if cell.kind == "markdown":
-            cells.append(_markdown(cell.prose()))
+            notebook_cells.append(_markdown(cell.prose()))
         else:
-            cells.append(_code(cell.source))
+            notebook_cells.append(_code(cell.source))
     return {
-        "cells": cells,
+        "cells": notebook_cells,
         "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                      "language_info": {"name": "python"}},
         "nbformat": 4,
@@ -65,11 +65,12 @@ def lesson_notebook(path, folder):
     }
 
 
-def write_notebook(path, folder=None):
-    """Write lesson `path` as NN_name.ipynb in `folder` (default lessons/notebooks); returns the file."""
-    folder = Path(folder) if folder is not None else LESSONS / "notebooks"
+def write_notebook(path, cells, lessons, folder=None):
+    """Write lesson `path` (its cells, run.parse_cells) as NN_name.ipynb in `folder` (default
+    lessons/notebooks); `lessons` is the lessons folder. Returns the file."""
+    folder = Path(folder) if folder is not None else Path(lessons) / "notebooks"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / (Path(path).stem + ".ipynb")
-    notebook = lesson_notebook(path, folder)
+    notebook = lesson_notebook(cells, lessons, folder)
     target.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return target

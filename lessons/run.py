@@ -225,13 +225,16 @@ def main(argv=None):
     if args.notebook:
         import make_notebook
         for number in chosen:
-            print(f"notebook written: {make_notebook.write_notebook(available[number], args.out)}")
+            path = available[number]
+            print(f"notebook written: {make_notebook.write_notebook(path, parse_cells(path), LESSONS, args.out)}")
         return 0
 
     for folder in (str(LESSONS.parent), str(LESSONS)):   # `import tinymix` and `import support`
         if folder not in sys.path:
             sys.path.insert(0, folder)
     import support  # noqa: F401  (its environment settings must precede the lessons' NumPy import)
+    from tinymix import backend
+    backend.reuse_freed_memory()     # the lessons allocate and free large arrays at every op
     mode_name = "fast" if os.environ.get("TINYMIX_FAST", "") not in ("", "0") else "full"
     times = {}
     for number in chosen:

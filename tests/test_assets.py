@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tinymix import assets
-from tinymix.assets import Asset, AssetError
+from tinymix import cli
+from tinymix.store import assets
+from tinymix.store.assets import Asset, AssetError
 
 
 def _tar_bytes(files):
@@ -79,7 +80,7 @@ def toys(tmp_path, monkeypatch):
 
 
 def cache_listing():
-    """The cache folder's files, but for the lock file a download leaves (it must stay: see files.py)."""
+    """The cache folder's files, but for the lock file a download leaves (it must stay: see store/files.py)."""
     return sorted(p.name for p in assets.cache_dir().iterdir() if p.name != ".lock")
 
 
@@ -197,14 +198,16 @@ def test_list_and_read_members_by_prefix_and_suffix(toys):
 
 
 def test_fetch_command_reports_each_asset(toys, capsys):
-    assets.fetch_command(["toy-wheel"])
-    assets.fetch_command(["toy-wheel", "toy-sdist"])
+    cli.run(["fetch", "toy-wheel"])
+    cli.run(["fetch", "toy-wheel", "toy-sdist"])
     lines = capsys.readouterr().out.splitlines()
     assert re.match(r"toy-wheel +fetched .*toy-1.0-py3-none-any.whl$", lines[0])
     assert re.match(r"toy-wheel +cached ", lines[1])
     assert re.match(r"toy-sdist +fetched .*toy-1.0.tar.gz$", lines[2])
-    with pytest.raises(SystemExit, match="unknown asset"):
-        assets.fetch_command(["nope"])
+    with pytest.raises(AssetError, match="unknown asset"):       # an error, not an exit of its own ...
+        cli.run(["fetch", "nope"])
+    with pytest.raises(SystemExit, match="^error: unknown asset"):   # ... that the one handler words
+        cli.main(["fetch", "nope"])
 
 
 # ---- what pip runs, and what an interrupted download leaves ------------------------------------------

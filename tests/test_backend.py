@@ -1,6 +1,8 @@
 """The backend: one file knows about NumPy and CuPy, seeds reproduce host draws on every backend,
 scatter-add counts repeated indices."""
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +170,16 @@ def test_scatter_add_rows_of_a_matrix(backend_name):
     for (i, j), row_id in np.ndenumerate(ids):
         expected[row_id] += rows[i, j]
     np.testing.assert_allclose(backend.to_numpy(target), expected, rtol=1e-6)
+
+
+def test_importing_tinymix_does_nothing_surprising():
+    """No allocator tuning at import (backend.reuse_freed_memory is called by the command line)."""
+    spy = ("import ctypes, sys\nopened = []\nclass Spy(ctypes.CDLL):\n"
+           "    def __init__(self, name, *a, **k):\n        opened.append(str(name))\n        super().__init__(name, *a, **k)\n"
+           "ctypes.CDLL = Spy\nimport tinymix, tinymix.train, tinymix.e2e.finetune\n"
+           "from tinymix import backend\nassert not any('libc' in n for n in opened), opened\n"
+           "backend.reuse_freed_memory()\nprint(opened)\n")
+    done = subprocess.run([sys.executable, "-c", spy], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not sys.platform.startswith("linux") or "libc.so.6" in done.stdout     # ... which does tune it

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tinymix import backend, bench, cli, peft
-from tinymix.bench import op_profile
+from tinymix.bench import measure, op_profile
+from tinymix.bench import workload as bench_workload
 from tinymix import functional as F
 from tinymix.transformer import SequenceClassifier, Transformer
 
@@ -58,8 +59,8 @@ def test_report_has_a_row_per_measurement_and_says_torch_was_skipped(results):
 
 def test_without_pytorch_the_row_says_not_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)      # `import torch` now raises ImportError
-    workload = bench.make_workload(quick=True)
-    result = bench.training(workload, rounds=1, use_torch=True)
+    workload = bench_workload.make_workload(quick=True)
+    result = measure.training(workload, rounds=1, use_torch=True)
     assert result["torch"] == "not installed" and result["speed_vs_torch"] is None
     assert "PyTorch not installed" in bench.report({**_fake_results(), "training": result})
 
@@ -78,7 +79,7 @@ def _fake_results():
 
 
 def test_batches_are_padded_to_their_own_longest_sentence():
-    for ids, mask, labels in bench.make_workload(quick=True).batches:
+    for ids, mask, labels in bench_workload.make_workload(quick=True).batches:
         lengths = mask.sum(axis=1)
         assert ids.shape == mask.shape and ids.shape[1] == lengths.max()
         assert (ids[mask == 0] == 0).all() and (ids[mask == 1] > 0).all()
@@ -86,18 +87,18 @@ def test_batches_are_padded_to_their_own_longest_sentence():
 
 
 def test_forward_flops_counts_every_linear_and_attention():
-    workload = bench.make_workload(quick=True)
+    workload = bench_workload.make_workload(quick=True)
     model = SequenceClassifier(Transformer(workload.config), 2)
     c = workload.config
     B, T, C, I, L = 3, 7, c.hidden_size, c.intermediate_size, c.num_layers
     linears = L * (4 * C * C + 2 * C * I) + 2 * C
-    assert bench.forward_flops(model, B, T) == 2 * B * T * linears + L * 4 * B * T * T * C
+    assert measure.forward_flops(model, B, T) == 2 * B * T * linears + L * 4 * B * T * T * C
 
 
 def test_merged_adamix_has_the_single_adapters_weights_count():
-    workload = bench.make_workload(quick=True)
-    single, _ = bench.build(workload, bench.SINGLE)
-    merged = peft.merge(bench.build(workload, bench.ADAMIX)[0])
+    workload = bench_workload.make_workload(quick=True)
+    single, _ = bench_workload.build(workload, bench_workload.SINGLE)
+    merged = peft.merge(bench_workload.build(workload, bench_workload.ADAMIX)[0])
     assert merged.num_parameters() == single.num_parameters()
 
 
@@ -111,8 +112,8 @@ def test_the_command_line_runs_the_quick_benchmark(capsys):
 def test_the_pytorch_twin_computes_the_same_function(sdpa):
     torch = pytest.importorskip("torch")
     from tinymix.bench.torch_twin import TorchTwin, max_logit_difference
-    workload = bench.make_workload(quick=True)
-    model, _ = bench.build(workload, bench.ADAMIX)
+    workload = bench_workload.make_workload(quick=True)
+    model, _ = bench_workload.build(workload, bench_workload.ADAMIX)
     twin = TorchTwin(torch, model, sdpa=sdpa)
     ids, mask, labels = workload.batches[0]
     assert max_logit_difference(twin, model, ids, mask) < 1e-4
@@ -130,9 +131,9 @@ def test_a_training_step_makes_no_float64_array(monkeypatch):
     original = Tensor._make.__func__
     monkeypatch.setattr(Tensor, "_make", classmethod(lambda cls, data, parents, backward:
                                                      made.append(data.dtype) or original(cls, data, parents, backward)))
-    workload = bench.make_workload(quick=True)
-    model, optimizer = bench.build(workload, bench.ADAMIX)
-    bench.train_step(model, optimizer, workload.batches[0], 1.0)
+    workload = bench_workload.make_workload(quick=True)
+    model, optimizer = bench_workload.build(workload, bench_workload.ADAMIX)
+    bench_workload.train_step(model, optimizer, workload.batches[0], 1.0)
     assert made and {str(d) for d in made} == {"float32"}
     for p in model.parameters():
         assert p.dtype == np.float32 and (p.grad is None or p.grad.dtype == np.float32)
@@ -181,20 +182,19 @@ def test_the_profiler_books_each_op_to_its_row_and_puts_everything_back():
 
 def test_one_blas_thread_is_timed_by_cpu_time_and_more_threads_by_the_wall_clock(monkeypatch):
     import time
-    from tinymix.bench import workload
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(variable, raising=False)
-    assert workload.clock() is time.perf_counter            # the library's default: maybe many threads
+    assert bench_workload.clock() is time.perf_counter            # the library's default: maybe many threads
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
-    assert workload.clock() is time.process_time and "CPU time" in workload.clock_name()
+    assert bench_workload.clock() is time.process_time and "CPU time" in bench_workload.clock_name()
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
-    assert workload.clock() is time.perf_counter and workload.clock_name() == "wall time"
+    assert bench_workload.clock() is time.perf_counter and bench_workload.clock_name() == "wall time"
 
 
 def test_with_pytorch_the_training_rows_name_its_build_and_compare_both_twins():
     torch = pytest.importorskip("torch")
-    result = bench.training(bench.make_workload(quick=True), rounds=1, use_torch=True)
+    result = measure.training(bench_workload.make_workload(quick=True), rounds=1, use_torch=True)
     build = "CPU build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build"
     assert result["torch"].startswith(f"torch {torch.__version__} ({build})")
-    assert set(result["speed_vs_torch"]) == set(bench.TORCH_VARIANTS)
+    assert set(result["speed_vs_torch"]) == set(measure.TORCH_VARIANTS)
     assert all(speed > 0 for speed in result["speed_vs_torch"].values())

@@ -5,7 +5,8 @@ import stat
 
 import pytest
 
-from tinymix import backend, checkpoint, manual_seed
+from tinymix import backend, manual_seed
+from tinymix.store import checkpoint
 from tinymix.backend import xp
 from tinymix.nn import LayerNorm, Linear, Module, Parameter
 
@@ -163,7 +164,7 @@ def test_garbage_bytes_are_a_clear_error_naming_their_source():
 def test_every_file_is_written_with_the_mode_open_would_give_it(tmp_path, umask):
     """One choice for everything tinymix writes: 0o666 minus the umask, as open() does (0644 under
     the usual umask 022); folders 0o777 minus the umask."""
-    from tinymix import files
+    from tinymix.store import files
     previous = os.umask(umask)
     try:
         checkpoint.save_arrays(tmp_path / "new" / "a.safetensors", {"x": xp.ones(2, dtype=xp.float32)})

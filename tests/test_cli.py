@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tinymix import assets, checkpoint, cli, files, functional
+from tinymix.store import assets, checkpoint, files
+from tinymix import cli, functional
 from tinymix.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,6 +257,24 @@ def test_help_works_and_a_bad_backend_is_one_line(value):
     done = subprocess.run([sys.executable, "-m", "tinymix", "demo", "--steps", "2"], cwd=ROOT, env=environment,
                           capture_output=True, text=True)
     assert done.returncode == 1 and one_error_line(done.stderr).startswith(f"error: TINYMIX_BACKEND='{value}': ")
+
+
+def test_train_help_shows_both_tasks_flags_grouped(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["train", "--help"])
+    printed = capsys.readouterr().out
+    assert done.value.code == 0
+    for group, flag in (("both tasks", "--lr LR"), ("classification only", "--epochs EPOCHS"),
+                        ("--task e2e only", "--beam-width BEAM_WIDTH")):
+        assert f"\n{group}" in printed and flag in printed
+    assert printed.index("\n--task e2e only") < printed.index("\n  --beam-width") and "e2e (the tiny GPT" in " ".join(printed.split())
+    assert "(default: adamix; --task e2e: adamix-lora)" in " ".join(printed.split())
+
+
+def test_a_flag_of_the_other_task_is_one_line(capsys):
+    code, _, err = run_cli(["train", "--task", "e2e", "--epochs", "2"], capsys)
+    assert code == 1 and one_error_line(err) == ("error: --epochs: not a flag of `train --task e2e` (see "
+                                                 "`python3 -m tinymix train --help`, which groups the flags by task)")
 
 
 # ---- main --task FOLDER ----------------------------------------------------------------------------

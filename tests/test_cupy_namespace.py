@@ -24,7 +24,8 @@ import pytest
 import cupy_standin
 import cupy_workloads as work
 from cupy_contract import LEDGER
-from tinymix import adamix, backend, bench, checkpoint, functional as F
+from tinymix import adamix, backend, bench, functional as F
+from tinymix.store import checkpoint
 from tinymix.gradcheck import gradcheck
 from tinymix.optim import AdamW
 from tinymix.tensor import Tensor

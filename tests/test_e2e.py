@@ -105,19 +105,14 @@ def test_pretraining_sentences_bad_arguments():
         e2e.domain_sentences(5, descriptions=6)
 
 
-def test_prompt_round_trip_and_bad_mrs():
+def test_prompts_and_bad_mrs():
     mr = {"name": "The Eagle", "food": "fast food", "customer rating": "5 out of 5", "near": "Burger King"}
     prompt = e2e.format_mr(mr)
     assert prompt == "name The Eagle, food fast food, rating 5 out of 5, near Burger King =>"
-    assert e2e.parse_mr(prompt) == mr
     with pytest.raises(ValueError, match="empty meaning representation"):
         e2e.format_mr({})
-    with pytest.raises(ValueError, match="empty meaning representation"):
-        e2e.parse_mr(" =>")
     with pytest.raises(ValueError, match="unknown slot.*colour"):
         e2e.format_mr({"name": "The Eagle", "colour": "red"})
-    with pytest.raises(ValueError, match="unknown slot 'colour'"):
-        e2e.parse_mr("name The Eagle, colour red =>")
     with pytest.raises(ValueError, match="no value 'Thai'"):
         e2e.format_mr({"name": "The Eagle", "food": "Thai"})
     with pytest.raises(ValueError, match="commas"):

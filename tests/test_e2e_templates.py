@@ -3,7 +3,8 @@ import re
 
 import pytest
 
-from tinymix import backend, e2e, e2e_templates as templates
+from tinymix import backend, e2e
+from tinymix.e2e import templates
 
 # Words after which the templates must write "an" (a vowel sound); every other word takes "a".
 AN_WORDS = {"Italian", "English", "Indian", "expensive", "adults-only", "average"}

@@ -8,9 +8,13 @@ import shutil
 import numpy as np
 import pytest
 
-from tinymix import checkpoint, cli, data, nlg
-from tinymix.experiments import nlg as nlg_experiments
-from tinymix.experiments import protocol, report, stats, worker
+from tinymix.store import checkpoint
+from tinymix import cli, data
+from tinymix.e2e import finetune
+from tinymix.cli import commands
+from tinymix.cli.flags import config_from_args
+from tinymix.train import TrainConfig
+from tinymix.experiments import protocol, report, stats
 from tinymix.experiments.protocol import Arm
 
 
@@ -73,15 +77,14 @@ class PeakedTask:
     def validation_score(result):
         return result["score"]
 
-
-def fake_execute(folder):
-    config = checkpoint.load_json(folder / "request.json")["config"]
-    score = -abs(math.log10(config["lr"]) + 2) + 0.001 * config["seed"]
-    checkpoint.save_json(folder / "results.json", {"score": score, "test": config["test"]})
+    @staticmethod
+    def run(request, folder):
+        config = request["config"]
+        score = -abs(math.log10(config["lr"]) + 2) + 0.001 * config["seed"]
+        checkpoint.save_json(folder / "results.json", {"score": score, "test": config["test"]})
 
 
 def test_learning_rate_search_grows_past_an_edge_and_variants_inherit(tmp_path, monkeypatch):
-    monkeypatch.setattr(worker, "execute", fake_execute)
     arms = [Arm("a"), Arm("a, variant", lr_from="a"), Arm("b")]
     chosen = protocol.tune(PeakedTask(), arms, [1e-4, 1e-3], [1000], tmp_path, workers=1)
     assert chosen["a"]["lr"] == 0.01 and sorted(chosen["a"]["scores"]) == [1e-4, 1e-3, 0.01, 0.1]
@@ -92,7 +95,7 @@ def test_learning_rate_search_grows_past_an_edge_and_variants_inherit(tmp_path, 
     assert sorted(runs) == ["a", "a, variant", "b"] and sorted(runs["a"]) == [0, 1, 2]
     assert not diverged and not missing and runs["b"][2]["test"] is True
     # the same call again trains nothing; with a narrower budget the edge rule stops after two steps
-    monkeypatch.setattr(worker, "execute", lambda folder: pytest.fail("a finished run was trained again"))
+    monkeypatch.setattr(PeakedTask, "run", staticmethod(lambda request, folder: pytest.fail("trained again")))
     assert protocol.tune(PeakedTask(), arms, [1e-4, 1e-3], [1000], tmp_path, workers=1) == chosen
     capped = protocol.tune(PeakedTask(), [Arm("c")], [1e-7, 1e-6], [1000], tmp_path, workers=1, extensions=2,
                            report_only=True)
@@ -177,16 +180,21 @@ def test_e2e_comparison_end_to_end(tmp_path, capsys):
     assert "decoding speed not measured" in capsys.readouterr().out
 
 
-def test_e2e_command_line_dispatch():
-    is_e2e = nlg_experiments.is_e2e
-    assert is_e2e(["train", "--task", "e2e"]) and is_e2e(["compare", "--seeds", "2", "--task=e2e"])
-    assert not is_e2e(["train", "--task", "movie-reviews"]) and not is_e2e(["eval", "--task", "e2e"])
-    args = nlg_experiments.parse_args(["train", "--task", "e2e", "--method", "adamix-adapter", "--steps", "3"])
-    cfg = cli.config_from_args(args, nlg.NLGConfig())
-    assert cfg.method == "adamix" and cfg.steps == 3 and args.run is nlg_experiments.train_command
-    args = nlg_experiments.parse_args(["compare", "--task", "e2e", "--seeds", "2"])
-    assert args.seeds == 2 and args.run is nlg_experiments.compare_command
-    with pytest.raises(SystemExit, match="--method must be one of lora, .*; got 'nope'"):
+def test_one_parser_serves_both_tasks_and_refuses_the_other_tasks_flags():
+    args = cli.parse(["train", "--task", "e2e", "--method", "adamix-adapter", "--steps", "3"])
+    cfg = config_from_args(args, finetune.NLGConfig(), "train --task e2e")
+    assert cfg.method == "adamix" and cfg.steps == 3 and args.run is commands.train_command
+    with pytest.raises(ValueError, match=r"--steps: not a flag of `train`"):
+        config_from_args(args, TrainConfig(), "train")             # --steps belongs to --task e2e
+    with pytest.raises(ValueError, match=r"--epochs: not a flag of `train --task e2e`"):
+        commands.train_command(cli.parse(["train", "--task", "e2e", "--epochs", "2"]))
+    with pytest.raises(ValueError, match=r"--beam-width: not a flag of `compare` without --task e2e"):
+        commands.compare_command(cli.parse(["compare", "--beam-width", "2"]))
+    with pytest.raises(ValueError, match=r"--regime: not a flag of `compare --task e2e`"):
+        commands.compare_command(cli.parse(["compare", "--task", "e2e", "--regime", "full"]))
+    args = cli.parse(["compare", "--task", "e2e", "--seeds", "2"])
+    assert args.seeds == 2 and args.run is commands.compare_command
+    with pytest.raises(SystemExit, match="--method must be one of adamix, .*, full; got 'nope'"):
         cli.main(["train", "--task", "e2e", "--method", "nope"])
 
 

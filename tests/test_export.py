@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import tinymix
-from tinymix import adamix, backend, checkpoint, cli, peft
+from tinymix import adamix, backend, cli, peft
+from tinymix.store import checkpoint
 from tinymix.export import peft_export, peft_import
 from tinymix.tensor import no_grad
 from tinymix.transformer import SequenceClassifier, Transformer, TransformerConfig
@@ -145,13 +146,15 @@ def test_round_trip_tinymix_peft_tinymix_is_exact(lora_run):
 def test_load_adapter_reads_a_peft_folder_and_computes_what_tinymix_did(lora_run, minilm_config):
     root, model = lora_run
     fresh = same_base(model, minilm_config)
-    peft.load_adapter(fresh, root / "peft")
+    with pytest.raises(ValueError, match="a Hugging Face PEFT folder: load it with tinymix.export.peft_import"):
+        peft.load_adapter(same_base(model, minilm_config), root / "peft")     # peft reads tinymix folders only
+    peft_import.load_adapter(fresh, root / "peft")
     assert np.array_equal(logits(fresh.eval()), logits(model))
     with pytest.raises(ValueError, match="no head.safetensors"):
         no_head = root / "no_head"
         shutil.copytree(root / "peft", no_head)
         (no_head / "head.safetensors").unlink()
-        peft.load_adapter(SequenceClassifier(Transformer(minilm_config), 2), no_head)
+        peft_import.load_adapter(SequenceClassifier(Transformer(minilm_config), 2), no_head)
 
 
 # ---- AdaMix-LoRA: merged on the way out ---------------------------------------------------------------------
@@ -183,7 +186,7 @@ def test_the_exported_adamix_lora_is_tinymix_merge_and_computes_the_average_infe
     assert sorted(back) == sorted(merged_arrays)
     assert all(np.array_equal(back[k], merged_arrays[k]) for k in back)
     fresh = same_base(model, minilm_config)
-    peft.load_adapter(fresh, root / "peft")
+    peft_import.load_adapter(fresh, root / "peft")
     assert not adamix.mixtures(fresh)
     assert_close(logits(fresh.eval()), average)
 
@@ -387,7 +390,8 @@ def test_peft_loads_the_export_on_a_bert_model_and_gives_tinymix_embeddings(adam
     transformers = pytest.importorskip("transformers")
     peft_library = pytest.importorskip("peft")
     import safetensors.torch
-    from tinymix import assets, pretrained
+    from tinymix.store import assets
+    from tinymix import pretrained
 
     root, model, _ = adamix_run
     where = pretrained._MINILM_DIR

@@ -36,10 +36,14 @@ print("all code cells ran")
 ENV = {**os.environ, "TINYMIX_FAST": "1", "MPLBACKEND": "Agg"}
 
 
+def write(path, folder):
+    return make_notebook.write_notebook(path, runner.parse_cells(path), runner.LESSONS, folder)
+
+
 @pytest.mark.parametrize("number", list(runner.lesson_files()))
 def test_every_lesson_becomes_a_well_formed_notebook(number, tmp_path):
     path = runner.lesson_files()[number]
-    notebook = json.loads(make_notebook.write_notebook(path, tmp_path).read_text(encoding="utf-8"))
+    notebook = json.loads(write(path, tmp_path).read_text(encoding="utf-8"))
     assert notebook["nbformat"] == 4 and notebook["metadata"]["kernelspec"]["name"] == "python3"
     cells = runner.parse_cells(path)
     assert len(notebook["cells"]) == len(cells) + 1                       # + the setup cell
@@ -64,7 +68,7 @@ def test_the_notebook_command_writes_where_it_is_told(tmp_path):
 @pytest.mark.parametrize("number", ["01", "10"])
 def test_a_generated_notebook_runs_headless(number, tmp_path):
     folder = tmp_path / "somewhere" / "else"                         # not next to the lessons
-    notebook = make_notebook.write_notebook(runner.lesson_files()[number], folder)
+    notebook = write(runner.lesson_files()[number], folder)
     result = subprocess.run([sys.executable, "-c", EXECUTOR, str(notebook)], cwd=folder,
                             env={**ENV, "TINYMIX_LESSON_FIGURES": str(tmp_path)}, capture_output=True,
                             text=True, timeout=300)
@@ -76,7 +80,7 @@ def test_a_generated_notebook_runs_in_a_real_kernel(tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     nbformat = pytest.importorskip("nbformat")
-    path = make_notebook.write_notebook(runner.lesson_files()["01"], tmp_path)
+    path = write(runner.lesson_files()["01"], tmp_path)
     notebook = nbformat.read(str(path), as_version=4)
     nbformat.validate(notebook)
     monkeypatch.setenv("TINYMIX_FAST", "1")                           # the kernel inherits it

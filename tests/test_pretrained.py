@@ -12,7 +12,8 @@ import numpy
 import pytest
 import tokenizers
 
-from tinymix import Tensor, backend, checkpoint, manual_seed
+from tinymix import Tensor, backend, manual_seed
+from tinymix.store import checkpoint
 from tinymix.backend import xp
 from tinymix.pretrained import (KNOWN_MODELS, Tokenizer, bert_config, bert_state_dict, embed, load_gpt,
                                 load_pretrained, save_gpt, tiny_gpt_record)

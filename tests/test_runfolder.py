@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from tinymix import checkpoint, data, files, runfolder
+from tinymix.store import checkpoint, files
+from tinymix import data, runfolder
 from tinymix.train import TrainConfig, train
 
 STEPS = ("open", "fsync", "replace", "rename", "unlink", "rmdir", "mkdir")   # what a save does to the disk

@@ -4,7 +4,8 @@
 import numpy as np
 import pytest
 
-from tinymix import checkpoint, data, functional, train as train_module
+from tinymix.store import checkpoint
+from tinymix import data, functional, methods, train as train_module
 from tinymix.train import TrainConfig, length_grouped_batches, train
 from tinymix import backend
 
@@ -169,7 +170,7 @@ def test_log_every_must_be_positive():
         tiny_config(log_every=0)
 
 
-@pytest.mark.parametrize("method", train_module.METHODS)
+@pytest.mark.parametrize("method", methods.names(methods.CLASSIFICATION))
 def test_every_method_trains(method):
     result = train(tiny_config(method=method, lr=1e-2), tiny_splits(n_train=16, n_eval=8))
     assert np.isfinite(result["losses"]).all()

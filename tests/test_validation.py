@@ -4,9 +4,11 @@ import math
 
 import pytest
 
-from tinymix import gpt, validate
-from tinymix.nlg import NLGConfig
-from tinymix.train import MAX_EXPERTS, TrainConfig, build_model
+from tinymix import cli
+from tinymix import validate
+from tinymix.e2e.finetune import NLGConfig
+from tinymix.methods import MAX_EXPERTS
+from tinymix.train import TrainConfig, build_model
 
 
 def test_check_range_messages():
@@ -103,7 +105,7 @@ NLG_CASES = [
     (dict(warmup=2.0), r"--warmup must be a number in \[0, 1\], got 2.0"),
     (dict(data_seed=-1), "--data-seed must be an integer >= 0, got -1"),
     (dict(decoding="sample"), "--decoding must be one of beam, greedy; got 'sample'"),
-    (dict(method="bitfit"), "--method must be one of lora, adamix-lora, adamix, adapter, full; got 'bitfit'"),
+    (dict(method="bitfit"), "--method must be one of adamix, adamix-lora, adapter, lora, full; got 'bitfit'"),
     (dict(model="minilm-l6"), "--model must be 'tiny-gpt' or a folder written by `pretrain-gpt --out FOLDER`"),
 ]
 
@@ -145,5 +147,5 @@ def test_a_damaged_tiny_gpt_folder_is_named_before_it_is_loaded(tmp_path, config
 ])
 def test_every_pretrain_gpt_flag_is_checked(tmp_path, flags, message):
     with pytest.raises(ValueError, match=message):
-        gpt.main(flags + ["--out", str(tmp_path / "gpt")])
+        cli.run(["pretrain-gpt"] + flags + ["--out", str(tmp_path / "gpt")])
     assert not (tmp_path / "gpt").exists()

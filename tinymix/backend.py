@@ -228,11 +228,12 @@ class one_blas_thread:
 
 # ---- host memory ---------------------------------------------------------------------------------
 
-def _reuse_freed_memory():
+def reuse_freed_memory():
     """A forward or backward pass allocates and frees arrays of several MB at every op. By default
     glibc hands freed blocks at the top of the heap back to the OS and page-faults fresh ones in on the
     next op; a high trim threshold lets it reuse them (MiniLM training step: ~3.5x fewer page faults,
-    ~25% less CPU time). Linux with glibc only; elsewhere this does nothing."""
+    ~25% less CPU time). Linux with glibc only; elsewhere this does nothing. Importing tinymix does not
+    call it: the command line, its worker processes and the lessons' runner do, before any work."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -252,7 +253,6 @@ def require():
         raise _environment_error
 
 
-_reuse_freed_memory()
 _environment_error = None
 try:
     set_backend(os.environ.get("TINYMIX_BACKEND", "numpy") or "numpy")

@@ -1,7 +1,7 @@
 """Sentiment data: Rotten Tomatoes movie-review sentences, three out-of-domain sets, and users' own TSVs.
 
 The sentences come from Hutto & Gilbert (2014), shipped in the vaderSentiment 3.3.2 source archive
-(see `assets.py`): the movie reviews are the same source as SST. Each line is
+(see `store/assets.py`): the movie reviews are the same source as SST. Each line is
 `id<TAB>score<TAB>sentence`, the score a crowd mean in [-4, 4]. A label is 1 (positive) for
 score > 0 and 0 (negative) for score < 0; sentences scored exactly 0 are dropped. That leaves 10,568
 movie-review sentences, 5,242 of them positive.
@@ -23,7 +23,8 @@ Out-of-domain tests (all sentences, zero scores dropped): `load_out_of_domain("a
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import assets, backend
+from .store import assets
+from . import backend
 
 _ARCHIVE = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
 _FILES = {

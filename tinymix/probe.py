@@ -5,7 +5,8 @@ cache; a logistic-regression head is then trained on them with tinymix's own aut
 """
 import hashlib
 
-from . import assets, backend, checkpoint
+from .store import assets, checkpoint
+from . import backend
 from . import functional as F
 from .backend import xp
 from .nn import Linear

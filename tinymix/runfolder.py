@@ -22,7 +22,8 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-from . import checkpoint, files, peft
+from .store import checkpoint, files
+from . import peft
 
 CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"

@@ -9,14 +9,14 @@ Reverse-mode autograd in three ideas:
 3. Leaves (tensors the user made) accumulate `.grad` across backward calls until zeroed; intermediate
    gradients and the graph itself are dropped as soon as they are used, to free memory.
 
-The graph is made of small `_Node` records, not of the tensors themselves: a node knows its parents'
-gradient sinks and its backward closure, but not its own array. A closure keeps only the arrays its
-formula needs (x * y keeps y to give x its gradient, x + y keeps nothing), so an intermediate result
-is freed as soon as the forward code drops it, unless some backward needs it. PyTorch's "saved
-tensors" work the same way; keeping every intermediate alive instead would cost a MiniLM training
-step about twice the memory.
-
 Inputs to a binary op broadcast as in NumPy; `_unbroadcast` sums the gradient back to each input's shape.
+
+Memory, briefly (the `_Node` class, after Tensor). The graph is made of small `_Node` records, not of
+the tensors themselves: a node knows its parents' gradient sinks and its backward closure, but not its
+own array. A closure keeps only the arrays its formula needs (x * y keeps y to give x its gradient,
+x + y keeps nothing), so an intermediate result is freed as soon as the forward code drops it, unless
+some backward needs it. PyTorch's "saved tensors" work the same way; keeping every intermediate alive
+instead would cost a MiniLM training step about twice the memory.
 """
 from contextlib import contextmanager
 
@@ -53,21 +53,6 @@ def _as_array(data, dtype=None):
     if dtype is not None and data.dtype != dtype:
         data = data.astype(dtype)
     return data
-
-
-class _Node:
-    """The graph's record of one op's output: the gradient arriving during backward, the gradient
-    sinks of the parents that need one (their nodes, or leaf tensors), and the backward closure.
-    `requires_grad` and `_parents` let code that walks a graph treat nodes and tensors alike."""
-    __slots__ = ("grad", "_parents", "_backward", "shape")
-    requires_grad = True
-
-    def __init__(self, parents, backward, shape):
-        self.grad, self._parents, self._backward, self.shape = None, parents, backward, shape
-
-    def _accumulate(self, grad):
-        grad = _unbroadcast(grad, self.shape)
-        self.grad = grad if self.grad is None else self.grad + grad
 
 
 def _unbroadcast(grad, shape):
@@ -432,6 +417,23 @@ class Tensor:
                 backend.scatter_add(grad, index, g)
             a._accumulate(grad)
         return Tensor._make(self.data[index], (self,), backward)
+
+
+# ---- the graph's memory, briefly: nodes instead of tensors ----------------------------------------
+
+class _Node:
+    """The graph's record of one op's output: the gradient arriving during backward, the gradient
+    sinks of the parents that need one (their nodes, or leaf tensors), and the backward closure.
+    `requires_grad` and `_parents` let code that walks a graph treat nodes and tensors alike."""
+    __slots__ = ("grad", "_parents", "_backward", "shape")
+    requires_grad = True
+
+    def __init__(self, parents, backward, shape):
+        self.grad, self._parents, self._backward, self.shape = None, parents, backward, shape
+
+    def _accumulate(self, grad):
+        grad = _unbroadcast(grad, self.shape)
+        self.grad = grad if self.grad is None else self.grad + grad
 
 
 def _topological_order(start):

@@ -15,7 +15,8 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from . import adamix, backend, checkpoint, data, peft, runfolder, validate
+from . import adamix, backend, data, methods, peft, runfolder, validate
+from .store import checkpoint
 from . import functional as F
 from .backend import xp
 from .optim import AdamW, clip_grad_norm, linear_warmup_decay
@@ -23,25 +24,19 @@ from .pretrained import load_pretrained
 from .tensor import no_grad
 from .transformer import SequenceClassifier
 
-METHODS = ("adamix", "adamix-lora", "adapter", "houlsby", "pfeiffer", "lora", "bitfit", "full")
-# Each method's learning rate when --lr is not given: 3e-3 won a small sweep on validation (AdaMix,
-# 1,280 sentences: 1e-3 71.8%, 3e-3 80.2%, 1e-2 79.6%); full fine-tuning updates 22.6M weights and
-# takes the usual BERT-sized rate.
-DEFAULT_LR = {**{method: 3e-3 for method in METHODS}, "full": 1e-4}
-EXPERT_UPDATES = ("dense", "lazy")
-MAX_EXPERTS = 64                # each expert gets about 1/M of the updates: far more than this learn nothing
+TASK = methods.CLASSIFICATION    # the methods it offers and their default rates: methods.py
 
 
 @dataclass
 class TrainConfig:
-    method: str = "adamix"           # one of METHODS
+    method: str = "adamix"           # one of methods.names("classification")
     task: str = "movie-reviews"      # or a folder with train.tsv / dev.tsv / test.tsv (SST-2 layout)
     model: str = "minilm-l6"
     seed: int = 0
     epochs: int = 2
     train_size: int = 0              # use the first N training sentences (0 = all)
     batch_size: int = 32
-    lr: float = 0.0                  # 0: the method's rate in DEFAULT_LR
+    lr: float = 0.0                  # 0: the method's default rate (methods.py)
     weight_decay: float = 0.1
     warmup: float = 0.06             # fraction of the steps
     max_grad_norm: float = 1.0
@@ -75,55 +70,24 @@ class TrainConfig:
 
     def validate(self):
         """Check every setting (validate.py); a ValueError names the flag, the value and what is valid.
-        The upper bound of max_length depends on the model and is checked when it loads."""
+        The settings both tasks share are checked in methods.check_settings; the upper bound of
+        max_length depends on the model and is checked when it loads."""
         check = validate.check_range
-        validate.check_choice("method", self.method, METHODS)
+        methods.check_settings(self, TASK)
         validate.check_text("task", self.task)
         if self.task != "movie-reviews" and not Path(self.task).is_dir():
             raise ValueError(f"unknown task {self.task!r}: use 'movie-reviews' or a folder holding "
                              "train.tsv, dev.tsv and test.tsv")
-        validate.check_text("model", self.model)
-        check("seed", self.seed, 0, integer=True)
         check("epochs", self.epochs, 1, integer=True)
         check("train_size", self.train_size, 0, integer=True, why="0 means all")
-        for name in ("batch_size", "eval_batch_size", "bottleneck", "lora_rank", "log_every"):
+        for name in ("eval_batch_size", "log_every"):
             check(name, getattr(self, name), 1, integer=True)
         check("max_length", self.max_length, 3, integer=True, why="a [CLS] token, a word and a [SEP] token")
-        check("lr", self.lr, 0.0, why="0: the method's default rate")
-        check("weight_decay", self.weight_decay, 0.0)
-        check("warmup", self.warmup, 0.0, 1.0, why="the share of the steps spent warming up")
         check("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
-        check("num_experts", self.num_experts, 1, MAX_EXPERTS, integer=True)
-        validate.check_choice("sharing", self.sharing, peft.SHARING)
-        validate.check_choice("inference", self.inference, adamix.INFERENCE_MODES)
-        check("consistency_weight", self.consistency_weight, 0.0)
-        validate.check_choice("expert_init", self.expert_init, adamix.EXPERT_INITS)
-        validate.check_choice("expert_updates", self.expert_updates, EXPERT_UPDATES)
-        check("lora_alpha", self.lora_alpha, 0.0, low_open=True)
-        validate.check_text("out", self.out)
-        for name in ("low_memory", "test", "resume", "progress", "overwrite"):
+        for name in ("resume", "overwrite"):
             validate.check_bool(name, getattr(self, name))
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
-
-
-def peft_config(cfg):
-    """The PEFT config object for a TrainConfig's method."""
-    adapter = peft.AdapterConfig(cfg.bottleneck, "ffn")
-    lora = peft.LoRAConfig(cfg.lora_rank, cfg.lora_alpha)
-    mix = dict(num_experts=cfg.num_experts, sharing=cfg.sharing, inference=cfg.inference,
-               consistency_weight=cfg.consistency_weight, expert_init=cfg.expert_init,
-               adapter=adapter, lora=lora)
-    return {
-        "adamix": lambda: peft.AdaMixConfig(module="adapter", **mix),
-        "adamix-lora": lambda: peft.AdaMixConfig(module="lora", **mix),
-        "adapter": lambda: adapter,
-        "houlsby": lambda: peft.AdapterConfig(cfg.bottleneck, "houlsby"),
-        "pfeiffer": lambda: peft.AdapterConfig(cfg.bottleneck, "pfeiffer"),
-        "lora": lambda: lora,
-        "bitfit": peft.BitFitConfig,
-        "full": peft.FullFineTuneConfig,
-    }[cfg.method]()
 
 
 def load_splits(task, seed=0):
@@ -139,7 +103,7 @@ def build_model(cfg, num_labels=2):
     positions = backbone.config.max_positions
     validate.check_range("max_length", cfg.max_length, 3, positions, integer=True,
                          why=f"{cfg.model} has {positions} positions")
-    model = peft.get_peft_model(SequenceClassifier(backbone, num_labels), peft_config(cfg))
+    model = peft.get_peft_model(SequenceClassifier(backbone, num_labels), methods.peft_config(cfg))
     return model, tokenizer
 
 
@@ -198,12 +162,8 @@ def _train(cfg, splits, before_merge, run):
     num_labels = data.class_count({**splits, "train": train_split})   # classes 0..K-1, K >= 2
     model, tokenizer = build_model(cfg, num_labels)
     start = adamix.expert_weights(model)
-    consistency_weight = cfg.consistency_weight if cfg.method.startswith("adamix") else 0.0
-    lr = cfg.lr or DEFAULT_LR[cfg.method]
+    lr = methods.learning_rate(cfg, TASK)
     optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr, lazy=cfg.expert_updates == "lazy")
-    steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = int(cfg.warmup * total_steps)
     state = {"epoch": 0, "step": 0, "best_validation": -1.0, "best_epoch": -1, "history": [], "losses": []}
     if run is not None:
         found = run.begin(cfg)
@@ -211,44 +171,9 @@ def _train(cfg, splits, before_merge, run):
             state = run.load_checkpoint(found, model, optimizer)
         run.record(cfg, found)
     best_weights = None
-    labels_of = lambda ys: backend.to_numpy(ys).astype("int64")
-
     for epoch in range(state["epoch"], cfg.epochs):
-        model.train()
-        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
-        # Each epoch's randomness (order, routes, dropout) is seeded by (seed, epoch): a resumed run
-        # repeats exactly what an uninterrupted one does, on NumPy and on CuPy.
-        backend.manual_seed([cfg.seed, epoch])
-        pending = []                                  # this epoch's losses not yet read back
-        for texts, labels in length_grouped_batches(train_split, cfg.batch_size, backend.host_rng):
-            optimizer.lr = lr * linear_warmup_decay(state["step"], warmup_steps, total_steps)
-            ids, mask = tokenizer(texts)
-            targets = labels_of(labels)
-            objective = (lambda: model(ids, mask), lambda logits: F.cross_entropy(logits, targets),
-                         consistency_weight)
-            optimizer.zero_grad()
-            loss, _, _ = adamix.two_pass_backward(*objective, low_memory=cfg.low_memory)
-            clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm, as_float=False)  # no GPU wait
-            optimizer.step()
-            state["step"] += 1
-            pending.append(loss.data)                 # stays on the device until the next read
-            bar.update(1)
-            if len(pending) == cfg.log_every:
-                _read_losses(pending, state, epoch, bar, lambda *where: nan_message(cfg, lr, run, *where))
-        _read_losses(pending, state, epoch, bar, lambda *where: nan_message(cfg, lr, run, *where))
-        bar.close()
-        accuracy = evaluate(model, tokenizer, splits["validation"], cfg.eval_batch_size)
-        state["history"].append({"epoch": epoch + 1, "validation_accuracy": accuracy,
-                                 "mean_loss": sum(state["losses"][-steps_per_epoch:]) / steps_per_epoch})
-        print(f"epoch {epoch + 1}: validation accuracy {accuracy:.4f}")
-        state["epoch"] = epoch + 1
-        best = accuracy > state["best_validation"]
-        if best:
-            state["best_validation"], state["best_epoch"] = accuracy, epoch + 1
-            best_weights = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad}
-        if run is not None:
-            run.save_checkpoint(model, optimizer, state)
-
+        weights = _epoch(cfg, epoch, model, tokenizer, optimizer, lr, train_split, splits, state, run)
+        best_weights = weights if weights is not None else best_weights
     if best_weights is not None:                      # the best epoch was in this session
         model.load_state_dict(best_weights, strict=False)
     elif run is not None and state["best_epoch"] > 0:  # ... or before a resume: its checkpoint is kept
@@ -257,6 +182,56 @@ def _train(cfg, splits, before_merge, run):
     if run is not None:
         peft.save_adapter(model, run.path / "best")
     extra = before_merge(model, tokenizer, splits) if before_merge else {}
+    return _merge_and_test(cfg, model, tokenizer, splits, state, start, run, started, extra)
+
+
+def _epoch(cfg, epoch, model, tokenizer, optimizer, lr, train_split, splits, state, run):
+    """One epoch: its steps, then accuracy on validation and a checkpoint. Returns the trainable
+    weights if this epoch is the best so far, else None."""
+    steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = int(cfg.warmup * total_steps)
+    consistency_weight = methods.consistency_weight(cfg)
+    explain = lambda *where: nan_message(cfg, lr, run, *where)
+    model.train()
+    bar = progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+    # Each epoch's randomness (order, routes, dropout) is seeded by (seed, epoch): a resumed run
+    # repeats exactly what an uninterrupted one does, on NumPy and on CuPy.
+    backend.manual_seed([cfg.seed, epoch])
+    pending = []                                  # this epoch's losses not yet read back
+    for texts, labels in length_grouped_batches(train_split, cfg.batch_size, backend.host_rng):
+        optimizer.lr = lr * linear_warmup_decay(state["step"], warmup_steps, total_steps)
+        ids, mask = tokenizer(texts)
+        targets = backend.to_numpy(labels).astype("int64")
+        objective = (lambda: model(ids, mask), lambda logits: F.cross_entropy(logits, targets),
+                     consistency_weight)
+        optimizer.zero_grad()
+        loss, _, _ = adamix.two_pass_backward(*objective, low_memory=cfg.low_memory)
+        clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm, as_float=False)  # no GPU wait
+        optimizer.step()
+        state["step"] += 1
+        pending.append(loss.data)                 # stays on the device until the next read
+        bar.update(1)
+        if len(pending) == cfg.log_every:
+            _read_losses(pending, state, epoch, bar, explain)
+    _read_losses(pending, state, epoch, bar, explain)
+    bar.close()
+    accuracy = evaluate(model, tokenizer, splits["validation"], cfg.eval_batch_size)
+    state["history"].append({"epoch": epoch + 1, "validation_accuracy": accuracy,
+                             "mean_loss": sum(state["losses"][-steps_per_epoch:]) / steps_per_epoch})
+    print(f"epoch {epoch + 1}: validation accuracy {accuracy:.4f}")
+    state["epoch"] = epoch + 1
+    best_weights = None
+    if accuracy > state["best_validation"]:
+        state["best_validation"], state["best_epoch"] = accuracy, epoch + 1
+        best_weights = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad}
+    if run is not None:
+        run.save_checkpoint(model, optimizer, state)
+    return best_weights
+
+
+def _merge_and_test(cfg, model, tokenizer, splits, state, start, run, started, extra):
+    """Count, merge, test the deployed model once; save the merged adapter and the results."""
     trainable = model.num_parameters(trainable_only=True)
     merged_count = peft.merged_parameter_count(model)
     routing = adamix.routing_report(model, start)
@@ -299,8 +274,8 @@ def nan_message(cfg, lr, run, value, step, epoch):
     from the last complete checkpoint (only if there is one) with a lower learning rate."""
     suspects = ["lr", "max_grad_norm", "weight_decay"]
     suspects += ["lora_alpha"] if "lora" in cfg.method else []
-    suspects += ["consistency_weight"] if cfg.method.startswith("adamix") else []
-    defaults = {f.name: f.default for f in fields(TrainConfig)} | {"lr": DEFAULT_LR[cfg.method]}
+    suspects += ["consistency_weight"] if methods.METHODS[cfg.method].two_passes else []
+    defaults = {f.name: f.default for f in fields(TrainConfig)} | {"lr": methods.METHODS[cfg.method].lr[TASK]}
     found = validate.extreme_settings(replace(cfg, lr=lr), defaults, suspects)
     text = f"loss became {value} at step {step} (epoch {epoch}); stopping. "
     text += (f"Likely cause: {', '.join(found)}. " if found else
@@ -329,7 +304,8 @@ def decay_groups(model, weight_decay):
             {"params": [(n, p) for n, p in named if no_decay(n)], "weight_decay": 0.0}]
 
 
-def _progress(total, description, enabled):
+def progress(total, description, enabled):
+    """The progress bar of both training loops (this one and e2e/finetune.py): on a terminal only."""
     import sys
     from tqdm import tqdm
     return tqdm(total=total, desc=description, disable=not (enabled and sys.stdout.isatty()),

@@ -7,7 +7,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from .. import adamix, assets, backend, peft
+from .. import adamix, backend, peft
+from ..store import assets
 from .. import functional as F
 from ..optim import AdamW, clip_grad_norm
 from ..tensor import no_grad

@@ -13,7 +13,8 @@ import statistics
 from dataclasses import asdict
 from pathlib import Path
 
-from .. import adamix, checkpoint, plots
+from .. import adamix, plots
+from ..store import checkpoint
 from ..train import TrainConfig, evaluate, train
 from . import protocol, report, stats
 from .protocol import Arm
@@ -56,6 +57,10 @@ class MovieReviews:
     @staticmethod
     def validation_score(result):
         return -1.0 if "diverged" in result else result["validation_accuracy"]
+
+    @staticmethod
+    def run(request, folder):
+        run_request(request, folder)
 
 
 def run_request(request, folder):
@@ -128,19 +133,6 @@ def claims(runs):
 
 
 # ---- the command ---------------------------------------------------------------------------------------
-
-def add_arguments(parser):
-    parser.add_argument("--regime", choices=sorted(REGIMES), default="small",
-                        help="small: 1,000 training sentences, 10 epochs; full: all 7,568, 3 epochs (default: small)")
-    parser.add_argument("--train-size", type=int, default=None, help="override the regime's training sentences")
-    parser.add_argument("--epochs", type=int, default=None, help="override the regime's epochs")
-    parser.add_argument("--random-runs", type=int, default=3,
-                        help="random-routing inference runs per AdaMix model (default: %(default)s)")
-    parser.add_argument("--model", default="minilm-l6", help="the pretrained backbone (random-tiny for a smoke run)")
-    parser.add_argument("--task", default="movie-reviews",
-                        help="movie-reviews, or a folder with train.tsv, dev.tsv, test.tsv (SST-2 layout)")
-    protocol.add_flags(parser, GRID, default_out="runs/compare")
-
 
 def compare_command(args):
     if (args.train_size is not None and args.train_size < 0) or (args.epochs is not None and args.epochs < 1) \

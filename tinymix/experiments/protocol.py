@@ -1,4 +1,4 @@
-"""The fair protocol shared by both tasks (nlu.py, nlg.py).
+"""The fair protocol shared by both tasks (nlu.py, e2e.py).
 
 1. Learning rates. Every arm that is a method of its own gets its own learning rate, chosen on the
    VALIDATION split from one grid shared by all arms, with the same tuning seeds for each grid point.
@@ -12,7 +12,7 @@
 3. Run folders. A run lives in its own folder: request.json (its whole configuration) and, once
    finished, results.json. A finished run is reused only when its request is exactly the one asked
    for; any difference is an error that names what differs. No path is read out of a results file.
-   Runs go to `workers` processes (python3 -m tinymix.experiments.worker FOLDER, one BLAS thread each),
+   Runs go to `workers` processes (python3 -m tinymix.cli.worker FOLDER, one BLAS thread each),
    so that a crash or Ctrl-C loses at most the runs in flight: run the same command again to go on.
 """
 import os
@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import checkpoint
+from ..store import checkpoint
 
 
 @dataclass
@@ -75,9 +75,10 @@ def finished(folder, request, defaults=None):
     return checkpoint.load_json(results) if saved_request.is_file() and results.is_file() else None
 
 
-def run_all(jobs, workers, report_only=False, label=str, defaults=None):
+def run_all(jobs, workers, run, report_only=False, label=str, defaults=None):
     """Run every (folder, request) not finished yet; returns {folder: results or None (not run)}.
-    workers <= 1: one after the other in this process; else that many worker processes."""
+    workers <= 1: one after the other in this process, each by `run(request, folder)` (the task's
+    run_request); else that many worker processes, which find the same function by the request's task."""
     done, pending = {}, []
     for folder, request in jobs:
         result = finished(folder, request, defaults)
@@ -87,7 +88,7 @@ def run_all(jobs, workers, report_only=False, label=str, defaults=None):
         done[folder] = result
     if pending:
         print(f"{len(pending)} run(s) to train, {len(jobs) - len(pending)} finished before", flush=True)
-    failures = _run_in_process(pending, label) if workers <= 1 else _run_in_workers(pending, workers, label)
+    failures = _run_in_process(pending, label, run) if workers <= 1 else _run_in_workers(pending, workers, label)
     for folder in pending:
         if folder not in failures:
             done[folder] = checkpoint.load_json(folder / "results.json")
@@ -98,11 +99,23 @@ def run_all(jobs, workers, report_only=False, label=str, defaults=None):
     return done
 
 
-def _run_in_process(folders, label):
-    from .worker import execute
+def execute(folder, run):
+    """One run: `run(request, folder)` with RUN_FOLDER/request.json; it leaves results.json there.
+    A run whose loss stops being finite has finished too, as a result, not a crash: its results.json
+    says {"diverged": reason}, so a learning-rate search counts that rate as the worst one and goes on."""
+    folder = Path(folder)
+    request = checkpoint.load_json(folder / "request.json")
+    try:
+        run(request, folder)
+    except FloatingPointError as error:
+        checkpoint.save_json(folder / "results.json", {"diverged": str(error)})
+        print(f"diverged: {error}")
+
+
+def _run_in_process(folders, label, run):
     for folder in folders:
         started = time.perf_counter()
-        execute(folder)
+        execute(folder, run)
         print(f"  {label(folder)}: done ({time.perf_counter() - started:.0f} s)", flush=True)
     return {}
 
@@ -117,7 +130,7 @@ def _run_in_workers(folders, workers, label):
             while queue and len(running) < workers:
                 folder = queue.pop(0)
                 log = open(folder / "log.txt", "a")          # a resumed run adds to its log
-                process = subprocess.Popen([sys.executable, "-m", "tinymix.experiments.worker", str(folder)],
+                process = subprocess.Popen([sys.executable, "-m", "tinymix.cli.worker", str(folder)],
                                            stdout=log, stderr=subprocess.STDOUT, env=env)
                 running[folder] = (process, log, time.perf_counter())
             time.sleep(0.5)
@@ -139,24 +152,6 @@ def _run_in_workers(folders, workers, label):
             process.wait()
             log.close()
     return failures
-
-
-def add_flags(parser, grid, default_out):
-    """The command-line flags of the protocol, shared by both comparisons."""
-    parser.add_argument("--seeds", type=int, default=5, help="final seeds per arm (default: %(default)s)")
-    parser.add_argument("--tuning-seeds", type=int, default=1,
-                        help="seeds per learning rate in the search (default: %(default)s)")
-    parser.add_argument("--lr-grid", default=",".join(f"{lr:g}" for lr in grid),
-                        help="the learning rates every arm is tried at (default: %(default)s)")
-    parser.add_argument("--arms", default="", help="comma-separated arms, named as their folders "
-                        "(e.g. adamix,adamix-no-sharing; default: every arm)")
-    parser.add_argument("--workers", type=int, default=2, help="parallel runs, one BLAS thread each (default: %(default)s)")
-    parser.add_argument("--lr-from", default="",
-                        help="take every arm's learning rate from another comparison's folder instead of "
-                             "searching (its results.json); the report says so")
-    parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: report on the finished runs and list the missing ones")
-    parser.add_argument("--out", default=default_out, help="(default: %(default)s)")
 
 
 def settings(args, arms, grid):
@@ -211,7 +206,7 @@ def tune(task, arms, grid, seeds, out, workers, extensions=2, report_only=False)
     for round_ in range(extensions + 1):
         jobs = {(arm.name, lr, s): (run_folder(out, "tuning", arm, s, lr), task.request(arm, lr, s, test=False))
                 for arm in own for lr in grids[arm.name] for s in seeds}
-        results = run_all(list(jobs.values()), workers, report_only, _label, task.defaults)
+        results = run_all(list(jobs.values()), workers, task.run, report_only, _label, task.defaults)
         grown = False
         for arm in own:
             scores = {}
@@ -245,7 +240,7 @@ def final(task, arms, chosen, seeds, out, workers, report_only=False):
     """Phase 2: {arm name: {seed: results}} for the arms whose rate is known (missing runs left out)."""
     jobs = {(arm.name, s): (run_folder(out, "final", arm, s), task.request(arm, chosen[arm.name]["lr"], s, test=True))
             for arm in arms if arm.name in chosen for s in seeds}
-    results = run_all(list(jobs.values()), workers, report_only, _label, task.defaults)
+    results = run_all(list(jobs.values()), workers, task.run, report_only, _label, task.defaults)
     runs, diverged = {}, []
     for (name, seed), (folder, _) in jobs.items():
         if results[folder] is not None and "diverged" in results[folder]:

@@ -3,7 +3,7 @@ files `PeftModel.from_pretrained` reads, and a PEFT LoRA for that BertModel come
 
     export_peft("runs/aml/merged", "runs/aml/peft")     # python -m tinymix export runs/aml/merged --out ...
     import_peft("runs/aml/peft", "runs/aml/back")       # python -m tinymix import-peft runs/aml/peft --out ...
-    peft.load_adapter(model, "runs/aml/peft")           # or load a PEFT folder straight into a model
+    peft_import.load_adapter(model, "runs/aml/peft")    # or load a PEFT folder straight into a model
 
 The format (PEFT's LoraConfig and LoraLayer, for transformers' BertModel):
     adapter_config.json        peft_type "LORA", r, lora_alpha, target_modules, bias "none", ...
@@ -19,7 +19,8 @@ import json
 import re
 from pathlib import Path
 
-from .. import adamix, assets, checkpoint, peft, pretrained
+from .. import adamix, peft, pretrained
+from ..store import assets, checkpoint
 from ..transformer import SequenceClassifier, Transformer
 
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"

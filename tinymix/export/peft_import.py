@@ -1,7 +1,7 @@
 """A Hugging Face PEFT LoRA for all-MiniLM-L6-v2's BertModel, into tinymix: checked whole, then loaded.
 
     import_peft("some/peft_lora", "runs/imported")   # python -m tinymix import-peft some/peft_lora --out ...
-    peft.load_adapter(model, "some/peft_lora")       # the same checks, straight into a model
+    load_adapter(model, "some/peft_lora")            # the same checks, straight into a model
 
 Everything is checked before any weight is read: adapter_config.json (another base model, options
 tinymix's LoRA cannot compute: rsLoRA, DoRA, biases, fan_in_fan_out, per-module ranks, ...), the
@@ -13,7 +13,8 @@ import json
 import struct
 from pathlib import Path
 
-from .. import checkpoint, peft
+from ..store import checkpoint
+from .. import peft
 from ..backend import from_numpy
 from .peft_export import (BERT_NAMES, CONFIG_FILE, HEAD_FILE, MINILM_NAME, PREFIX, WEIGHTS_FILE,
                       _check_destination, _lora_layers, _skeleton, minilm_config, resolve_targets)
@@ -233,6 +234,14 @@ def read_peft(folder, base=None):
                        "tinymix's export writes it")
         head = _read_float32(head_data, head_header, head_start, folder / HEAD_FILE)
     return config, _read_float32(data, header, start, weights), head
+
+
+def load_adapter(model, folder):
+    """A tinymix adapter folder (peft.load_adapter) or a Hugging Face PEFT LoRA folder (load_into)."""
+    saved = checkpoint.load_json(Path(folder) / "adapter_config.json")
+    if isinstance(saved, dict) and "peft_type" in saved:
+        return load_into(model, folder)
+    return peft.load_adapter(model, folder)
 
 
 def load_into(model, folder):

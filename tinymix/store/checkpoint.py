@@ -9,7 +9,7 @@ from pathlib import Path
 
 import safetensors.numpy
 
-from . import backend
+from .. import backend
 from .files import atomic_write as _atomic_write
 
 

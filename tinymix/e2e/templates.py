@@ -14,7 +14,7 @@ clauses). Grammar is done by rule, not by hand-written strings: `with_article` p
 the sound of the next word ("an Italian pub", "a cheap Italian pub", "an expensive pub"), `join_list`
 writes lists ("X, Y and Z"), and every clause agrees with its singular subject ("It serves ... and
 has ..."). TRAIN_FAMILIES write the training and validation sentences; HELD_OUT_FAMILIES are seen
-only in the test references (e2e.py builds the splits and the scores).
+only in the test references (e2e/__init__.py builds the splits and the scores).
 """
 SLOTS = ("name", "eatType", "food", "priceRange", "customer rating", "area", "familyFriendly", "near")
 VALUES = {

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from tinymix import gpt, gpt_folder, pretrained
+from tinymix import cli, pretrained
+from tinymix.e2e import gpt_folder
 
 STEPS = ("open", "fsync", "replace", "rename", "unlink", "rmdir", "mkdir")
 
@@ -18,24 +19,24 @@ def fingerprint(folder):
 def test_a_smoke_run_goes_elsewhere_and_the_shipped_checkpoint_is_untouched(tmp_path, monkeypatch):
     shipped = fingerprint(pretrained.TINY_GPT_DIR)
     monkeypatch.chdir(tmp_path)
-    gpt.main(["--fast"])
+    cli.run(["pretrain-gpt", "--fast"])
     assert gpt_folder.is_checkpoint(tmp_path / "runs" / "tiny_gpt_fast")
     assert "--out runs/tiny_gpt_fast" in gpt_folder.check(tmp_path / "runs" / "tiny_gpt_fast")["training"]["command"]
     with pytest.raises(ValueError, match="holds a tiny GPT checkpoint already: add --overwrite"):
-        gpt.main(["--fast"])
+        cli.run(["pretrain-gpt", "--fast"])
     with pytest.raises(ValueError, match="a --fast smoke run never replaces the shipped checkpoint"):
-        gpt.main(["--fast", "--out", str(pretrained.TINY_GPT_DIR), "--overwrite"])
+        cli.run(["pretrain-gpt", "--fast", "--out", str(pretrained.TINY_GPT_DIR), "--overwrite"])
     with pytest.raises(ValueError, match=r"holds a tiny GPT checkpoint already \(the one tinymix ships\): add --overwrite"):
-        gpt.main(["--steps", "1", "--out", str(pretrained.TINY_GPT_DIR)])
+        cli.run(["pretrain-gpt", "--steps", "1", "--out", str(pretrained.TINY_GPT_DIR)])
     assert fingerprint(pretrained.TINY_GPT_DIR) == shipped
     assert not list(pretrained.TINY_GPT_DIR.parent.glob(".tiny_gpt.*"))
 
 
 def test_overwrite_replaces_the_set(tmp_path):
     out = tmp_path / "gpt"
-    gpt.main(["--fast", "--out", str(out)])
+    cli.run(["pretrain-gpt", "--fast", "--out", str(out)])
     first = fingerprint(out)
-    gpt.main(["--fast", "--seed", "1", "--out", str(out), "--overwrite"])
+    cli.run(["pretrain-gpt", "--fast", "--seed", "1", "--out", str(out), "--overwrite"])
     second = fingerprint(out)
     assert set(second) == set(gpt_folder.FILES) and all(second[name] != first[name] for name in ("model.safetensors",))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".gpt.lock", "gpt"]

@@ -9,7 +9,9 @@ import re
 
 import pytest
 
-from tinymix import backend, checkpoint, e2e, gpt, pretrained
+from tinymix import backend, cli, e2e, pretrained
+from tinymix.store import checkpoint
+from tinymix.e2e import pretrain
 from tinymix.backend import xp
 from tinymix.tensor import no_grad
 from tinymix.transformer import LanguageModel, Transformer, TransformerConfig
@@ -29,7 +31,7 @@ ROUND_TRIPS = [SAMPLE, "  two  spaces,\ttabs\tand\n\n\nnewlines  ", "The Eagle i
 
 @pytest.fixture(scope="module")
 def small_tokenizer():
-    return gpt.train_bpe_tokenizer(SAMPLE * 4, vocab_size=300, max_length=512)
+    return pretrain.train_bpe_tokenizer(SAMPLE * 4, vocab_size=300, max_length=512)
 
 
 def tiny_config(tokenizer):
@@ -42,40 +44,40 @@ def test_tokenizer_round_trip_and_special_tokens(small_tokenizer):
     for text in ROUND_TRIPS:  # byte-level: any ASCII text comes back exactly, even unseen characters
         assert small_tokenizer.decode(small_tokenizer.encode(text)) == text
     assert small_tokenizer.pad_id == 0
-    assert small_tokenizer.tokenizer.token_to_id(gpt.END_OF_TEXT) == 1
+    assert small_tokenizer.tokenizer.token_to_id(pretrain.END_OF_TEXT) == 1
     assert small_tokenizer.vocab_size == 300
-    again = gpt.train_bpe_tokenizer(SAMPLE * 4, vocab_size=300, max_length=512)
+    again = pretrain.train_bpe_tokenizer(SAMPLE * 4, vocab_size=300, max_length=512)
     assert again.tokenizer.to_str() == small_tokenizer.tokenizer.to_str()  # deterministic
 
 
 def test_token_stream_is_not_truncated_and_ends_each_text(small_tokenizer):
-    short = gpt.train_bpe_tokenizer(SAMPLE * 4, vocab_size=300, max_length=16)
+    short = pretrain.train_bpe_tokenizer(SAMPLE * 4, vocab_size=300, max_length=16)
     assert len(short.encode(SAMPLE)) == 16                       # the tokenizer truncates ...
-    stream = gpt.token_stream(short, [SAMPLE, SAMPLE])           # ... the stream does not
+    stream = pretrain.token_stream(short, [SAMPLE, SAMPLE])           # ... the stream does not
     assert stream.dtype.name == "int64" and len(stream) == 2 * len(small_tokenizer.encode(SAMPLE)) + 2
     assert (stream == 1).sum() == 2 and stream[-1] == 1
     assert small_tokenizer.decode(stream[:len(stream) // 2].tolist()) == SAMPLE
 
 
 def test_windows(small_tokenizer):
-    stream = gpt.token_stream(small_tokenizer, [SAMPLE] * 3)
-    windows = gpt.fixed_windows(stream, 5, 9)
+    stream = pretrain.token_stream(small_tokenizer, [SAMPLE] * 3)
+    windows = pretrain.fixed_windows(stream, 5, 9)
     assert windows.shape == (5, 9)
     assert windows[0].tolist() == stream[:9].tolist() and windows[-1].tolist() == stream[-9:].tolist()
-    batch = gpt.random_windows(stream, 4, 9)
+    batch = pretrain.random_windows(stream, 4, 9)
     pieces = [stream[s:s + 9].tolist() for s in range(len(stream) - 8)]
     assert batch.shape == (4, 9) and all(row.tolist() in pieces for row in batch)  # contiguous pieces
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(small_tokenizer):
     config = tiny_config(small_tokenizer)
-    stream = gpt.token_stream(small_tokenizer, [SAMPLE] * 8)
-    fixed = gpt.fixed_windows(stream, 8, config.max_positions + 1)
+    stream = pretrain.token_stream(small_tokenizer, [SAMPLE] * 8)
+    fixed = pretrain.fixed_windows(stream, 8, config.max_positions + 1)
     backend.manual_seed(3)  # pretrain(seed=3) starts from these very weights
-    before = gpt.evaluate(LanguageModel(Transformer(config)), fixed)
-    model, report = gpt.pretrain(config, {"text": stream}, {"text": stream}, steps=30, batch_size=8, lr=1e-2,
+    before = pretrain.evaluate(LanguageModel(Transformer(config)), fixed)
+    model, report = pretrain.pretrain(config, {"text": stream}, {"text": stream}, steps=30, batch_size=8, lr=1e-2,
                                  seed=3, evaluations=2, val_windows=8)
-    after = gpt.evaluate(model, fixed)
+    after = pretrain.evaluate(model, fixed)
     assert before > math.log(config.vocab_size) - 0.5   # untrained: about log V
     assert after < before - 1.0, (before, after)
     assert len(report["train_loss"]) == 30 and sorted(report["val_loss"]["text"]) == [15, 30]
@@ -83,22 +85,22 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(small_tokenizer):
 
 
 def test_window_counts_split_a_batch_by_share():
-    assert gpt.window_counts(8, {"shakespeare": 0.75, "e2e": 0.25}) == {"shakespeare": 6, "e2e": 2}
-    assert gpt.window_counts(8, {"shakespeare": 1.0, "e2e": 0.0}) == {"shakespeare": 8}
-    assert gpt.window_counts(4, {"shakespeare": 0.7, "e2e": 0.3}) == {"shakespeare": 3, "e2e": 1}
+    assert pretrain.window_counts(8, {"shakespeare": 0.75, "e2e": 0.25}) == {"shakespeare": 6, "e2e": 2}
+    assert pretrain.window_counts(8, {"shakespeare": 1.0, "e2e": 0.0}) == {"shakespeare": 8}
+    assert pretrain.window_counts(4, {"shakespeare": 0.7, "e2e": 0.3}) == {"shakespeare": 3, "e2e": 1}
     with pytest.raises(ValueError, match="sum to 1"):
-        gpt.window_counts(8, {"shakespeare": 0.75, "e2e": 0.5})
+        pretrain.window_counts(8, {"shakespeare": 0.75, "e2e": 0.5})
     with pytest.raises(ValueError, match="cannot hold"):
-        gpt.window_counts(4, {"shakespeare": 0.95, "e2e": 0.05})     # 0.2 of a window
+        pretrain.window_counts(4, {"shakespeare": 0.95, "e2e": 0.05})     # 0.2 of a window
 
 
 def test_pretraining_mixes_streams_and_checks_each(small_tokenizer):
     config = tiny_config(small_tokenizer)
-    plays = gpt.token_stream(small_tokenizer, [SAMPLE] * 8)
-    pubs = gpt.token_stream(small_tokenizer, ["The Eagle is a cheap pub near Burger King."] * 40)
+    plays = pretrain.token_stream(small_tokenizer, [SAMPLE] * 8)
+    pubs = pretrain.token_stream(small_tokenizer, ["The Eagle is a cheap pub near Burger King."] * 40)
     with pytest.raises(ValueError, match="need their shares"):
-        gpt.pretrain(config, {"plays": plays, "pubs": pubs}, {"plays": plays}, 2, 4, 1e-2)
-    model, report = gpt.pretrain(config, {"plays": plays, "pubs": pubs}, {"plays": plays, "pubs": pubs},
+        pretrain.pretrain(config, {"plays": plays, "pubs": pubs}, {"plays": plays}, 2, 4, 1e-2)
+    model, report = pretrain.pretrain(config, {"plays": plays, "pubs": pubs}, {"plays": plays, "pubs": pubs},
                                  steps=30, batch_size=4, lr=1e-2, shares={"plays": 0.5, "pubs": 0.5},
                                  evaluations=1, val_windows=4)
     assert report["windows_per_batch"] == {"plays": 2, "pubs": 2}
@@ -109,13 +111,13 @@ def test_pretraining_mixes_streams_and_checks_each(small_tokenizer):
 
 def test_save_and_load_reproduce_the_logits_exactly(small_tokenizer, tmp_path):
     config = tiny_config(small_tokenizer)
-    stream = gpt.token_stream(small_tokenizer, [SAMPLE] * 4)
-    model, _ = gpt.pretrain(config, {"text": stream}, {"text": stream}, steps=3, batch_size=4, lr=1e-2,
+    stream = pretrain.token_stream(small_tokenizer, [SAMPLE] * 4)
+    model, _ = pretrain.pretrain(config, {"text": stream}, {"text": stream}, steps=3, batch_size=4, lr=1e-2,
                             seed=1, evaluations=1, val_windows=4)
     pretrained.save_gpt(model.transformer, small_tokenizer, tmp_path, extra={"steps": 3})
     transformer, tokenizer = pretrained.load_gpt(tmp_path)
     loaded = LanguageModel(transformer).eval()
-    ids = gpt.fixed_windows(stream, 3, 16)
+    ids = pretrain.fixed_windows(stream, 3, 16)
     with no_grad():
         expected, got = model.eval()(ids).data, loaded(ids).data
     assert got.dtype == xp.float32
@@ -123,12 +125,12 @@ def test_save_and_load_reproduce_the_logits_exactly(small_tokenizer, tmp_path):
     assert tokenizer.encode("O Romeo, Romeo!") == small_tokenizer.encode("O Romeo, Romeo!")
     assert transformer.config == config
     # greedy decoding is a pure function of the weights: the same text from both
-    assert gpt.generate(model, small_tokenizer, "ROMEO.", 8) == gpt.generate(loaded, tokenizer, "ROMEO.", 8)
+    assert pretrain.generate(model, small_tokenizer, "ROMEO.", 8) == pretrain.generate(loaded, tokenizer, "ROMEO.", 8)
 
 
 def test_validation_split_is_whole_plays_and_about_five_percent():
-    texts = gpt.shakespeare_texts()
-    train, validation = gpt.shakespeare_split()
+    texts = pretrain.shakespeare_texts()
+    train, validation = pretrain.shakespeare_split()
     assert len(texts) == 42 and len(train) + len(validation) == 42
     share = sum(map(len, validation)) / sum(map(len, texts.values()))
     assert 0.04 < share < 0.06
@@ -141,7 +143,7 @@ def said_combination(text):
 
 
 def test_pretraining_corpus_holds_out_the_test_and_the_held_out_families():
-    corpus = gpt.pretraining_corpus(e2e_texts=1000, seed=0, e2e_data_seed=0, e2e_validation_texts=100)
+    corpus = pretrain.pretraining_corpus(e2e_texts=1000, seed=0, e2e_data_seed=0, e2e_validation_texts=100)
     assert set(corpus["train"]) == {"shakespeare", "e2e"}
     assert set(corpus["validation"]) == {"shakespeare", "e2e_held_out"}
     owner = e2e.combination_splits(seed=0)
@@ -154,14 +156,14 @@ def test_pretraining_corpus_holds_out_the_test_and_the_held_out_families():
     test = e2e.make_splits(2000, 100, 200, seed=0)["test"]
     test_references = [r for ex in test for r in ex.references]
     assert not [r for r in test_references if any(r in t for t in texts)]
-    assert gpt.pretraining_corpus(0)["train"].keys() == {"shakespeare"}        # Shakespeare only
+    assert pretrain.pretraining_corpus(0)["train"].keys() == {"shakespeare"}        # Shakespeare only
 
 
 def test_pretrain_command_is_deterministic_by_seed(tmp_path):
     """The whole command (corpus, tokenizer, weights) on a smoke budget: the same seed gives the same
     bytes, another seed other weights."""
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        gpt.main(["--fast", "--seed", str(seed), "--out", str(tmp_path / name)])
+        cli.run(["pretrain-gpt", "--fast", "--seed", str(seed), "--out", str(tmp_path / name)])
     read = lambda name, file: (tmp_path / name / file).read_bytes()
     assert read("a", "model.safetensors") == read("b", "model.safetensors")
     assert read("a", "tokenizer.json") == read("b", "tokenizer.json")
@@ -170,7 +172,7 @@ def test_pretrain_command_is_deterministic_by_seed(tmp_path):
     assert record["e2e_data_seed"] == 0 and record["windows_per_batch"] == {"shakespeare": 2, "e2e": 2}
     assert "--fast" in record["command"] and "--e2e-texts 3000 --e2e-descriptions 5" in record["command"]
     with pytest.raises(ValueError, match=r"--e2e-share must be a number in \[0, 1\], got 1.5"):
-        gpt.main(["--fast", "--e2e-share", "1.5", "--out", str(tmp_path / "d")])
+        cli.run(["pretrain-gpt", "--fast", "--e2e-share", "1.5", "--out", str(tmp_path / "d")])
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +180,8 @@ def committed():
     """The checkpoint in data/tiny_gpt/, as load_pretrained gives it, with its two validation streams."""
     transformer, tokenizer = pretrained.load_pretrained("tiny-gpt")
     record = pretrained.tiny_gpt_record()
-    corpus = gpt.pretraining_corpus(0, e2e_data_seed=record["e2e_data_seed"])["validation"]
-    streams = {name: gpt.token_stream(tokenizer, texts) for name, texts in corpus.items()}
+    corpus = pretrain.pretraining_corpus(0, e2e_data_seed=record["e2e_data_seed"])["validation"]
+    streams = {name: pretrain.token_stream(tokenizer, texts) for name, texts in corpus.items()}
     return LanguageModel(transformer), tokenizer, streams, record
 
 
@@ -192,7 +194,7 @@ def test_committed_checkpoint_was_really_trained(committed):
         assert tokenizer.decode(tokenizer.encode(text)) == text
     # 8 of the 128 windows that pretraining scored on each stream (all 128 take seconds more on a busy CPU)
     for name, bound in (("shakespeare", math.log(config.vocab_size) - 2.0), ("e2e_held_out", 4.0)):
-        loss = gpt.evaluate(model, gpt.fixed_windows(streams[name], 8, config.max_positions + 1))
+        loss = pretrain.evaluate(model, pretrain.fixed_windows(streams[name], 8, config.max_positions + 1))
         recorded = record["final_val_loss"][name]
         assert loss < bound, (name, loss)                       # log V is about 7.6 nats
         assert abs(loss - recorded) < 0.3, (name, loss, recorded)  # and close to the loss on all 128
@@ -202,7 +204,7 @@ def test_committed_checkpoint_copies_names_from_its_context(committed):
     """What writing from an MR needs and what the restaurant texts taught: a name said in the context
     is far likelier than a guess among the 20 names (log 20 = 3.0 nats)."""
     model, tokenizer, _, record = committed
-    copying = gpt.name_copying(model, tokenizer)
+    copying = pretrain.name_copying(model, tokenizer)
     assert copying["with_context"] < copying["without_context"] - 1.0, copying
     assert copying == pytest.approx(record["name_copying"], abs=1e-3)
 

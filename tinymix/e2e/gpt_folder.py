@@ -15,9 +15,9 @@ import os
 import shutil
 from pathlib import Path
 
-from . import checkpoint, files
-from .pretrained import TINY_GPT_DIR
-from .transformer import TransformerConfig
+from ..store import checkpoint, files
+from ..pretrained import TINY_GPT_DIR
+from ..transformer import TransformerConfig
 
 FILES = ("model.safetensors", "config.json", "tokenizer.json")
 DEFAULT_OUT, DEFAULT_FAST_OUT = "runs/tiny_gpt", "runs/tiny_gpt_fast"

@@ -1,6 +1,12 @@
 """An E2E-style data-to-text task, generated here, and its two scores: corpus BLEU-4 and slot errors.
 
-The MRs and the sentence templates live in e2e_templates.py (their names are re-exported here). Every
+    e2e (this file)   the task: MRs as prompts, held-out splits, BLEU, slot errors
+    templates.py      the MRs' slots and values and the sentence templates
+    pretrain.py       pretraining the tiny GPT on Shakespeare and plain restaurant texts
+    gpt_folder.py     the tiny GPT's checkpoint folder, written as one set
+    finetune.py       adapting the frozen tiny GPT to the task, decoding and scoring
+
+The MRs and the sentence templates live in templates.py (their names are re-exported here). Every
 MR has a name and 2 to 5 other slots (E2E has 3 to 8 in all: the prompt and the sentence share the
 tiny GPT's 128-token window, and 8 slots with their sentence do not always fit). The model reads an
 MR as a prompt, `format_mr`: "name The Eagle, type pub, food Italian =>".
@@ -11,9 +17,9 @@ The splits hold out what memorising would need (`make_splits`):
   single value does);
 - whole template FAMILIES: training and validation sentences use TRAIN_FAMILIES only; each test MR has
   one reference from every family, so its references include HELD_OUT_FAMILIES never seen in training.
-  `nlg` reports BLEU against all references and against the held-out families' alone.
+  `finetune` reports BLEU against all references and against the held-out families' alone.
 `domain_sentences` writes plain descriptions (no prompt) from the training combinations in the
-training families: the restaurant text the tiny GPT is pretrained on besides Shakespeare (gpt.py).
+training families: the restaurant text the tiny GPT is pretrained on besides Shakespeare (pretrain.py).
 Everything is deterministic given the seed.
 
 Scores:
@@ -31,9 +37,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import backend
-from .e2e_templates import (FAMILIES, HELD_OUT_FAMILIES, LANDMARKS, NAMES, OPEN_SLOTS, SLOTS,  # noqa: F401
-                            TRAIN_FAMILIES, VALUES, realise, validate_mr)
+from .. import backend
+from .templates import (FAMILIES, HELD_OUT_FAMILIES, LANDMARKS, NAMES, OPEN_SLOTS, SLOTS,  # noqa: F401
+                        TRAIN_FAMILIES, VALUES, realise, validate_mr)
 
 COMBINATION_SLOTS = ("eatType", "food", "priceRange", "area")
 PROMPT_KEYS = {"name": "name", "eatType": "type", "food": "food", "priceRange": "price",
@@ -49,21 +55,6 @@ def format_mr(mr):
     128-token window, and its tokenizer knows words ('price') better than E2E's keys ('priceRange')."""
     mr = validate_mr(mr)
     return ", ".join(f"{PROMPT_KEYS[slot]} {value}" for slot, value in mr.items()) + PROMPT_END
-
-
-def parse_mr(prompt):
-    """The inverse of format_mr: 'name The Eagle, food Italian =>' -> {"name": ..., "food": ...}."""
-    keys = {short: slot for slot, short in PROMPT_KEYS.items()}
-    body = prompt.strip().removesuffix(PROMPT_END.strip()).strip()
-    if not body:
-        raise ValueError("empty meaning representation: write e.g. 'name The Eagle, food Italian =>'")
-    mr = {}
-    for part in body.split(","):
-        key, _, value = part.strip().partition(" ")
-        if key not in keys:
-            raise ValueError(f"unknown slot {key!r} in {part.strip()!r}: the slots are {', '.join(keys)}")
-        mr[keys[key]] = value.strip()
-    return validate_mr(mr)
 
 
 # ---- the data set ----------------------------------------------------------------------------------
@@ -211,7 +202,7 @@ def corpus_bleu(hypotheses, references, max_n=4):
 
 # ---- slot errors -----------------------------------------------------------------------------------
 
-# The phrases that say each value (what slot_errors looks for): the words e2e_templates.LEXICON and
+# The phrases that say each value (what slot_errors looks for): the words templates.LEXICON and
 # the families use. A test checks that every generated reference is read back as exactly its MR.
 PATTERNS = {
     "eatType": {value: [value] for value in VALUES["eatType"]},

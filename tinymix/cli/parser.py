@@ -1,0 +1,146 @@
+"""Every command of `python3 -m tinymix` and its flags: the package's only argument parser (the
+grader's is `python3 -m tinymix.grade`). What the commands do is in commands.py."""
+import argparse
+
+from . import commands
+from .flags import add_config_flags
+
+TASK_HELP = ("movie-reviews (MiniLM, sentiment), a folder with train.tsv, dev.tsv and test.tsv (SST-2 "
+             "layout), or e2e (the tiny GPT on data-to-text; its flags are grouped below) "
+             "(default: movie-reviews)")
+
+
+def build_parser(description=""):
+    from ..e2e.finetune import NLGConfig
+    from ..methods import CLASSIFICATION, names
+    from ..train import TrainConfig
+    parser = argparse.ArgumentParser(prog="python -m tinymix", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands_ = parser.add_subparsers(dest="command", metavar="command")
+
+    p = commands_.add_parser("main", help="the main job (also what runs with no command)")
+    add_config_flags(p, TrainConfig, defaults=commands.MAIN_JOB)
+    p.set_defaults(run=commands.main_job)
+
+    p = commands_.add_parser("train", help=f"fine-tune MiniLM on sentiment (methods: {', '.join(names(CLASSIFICATION))}), "
+                             "or with --task e2e the tiny GPT on data-to-text")
+    p.add_argument("--task", default=None, help=TASK_HELP)
+    add_config_flags(p, {"movie-reviews": TrainConfig, "e2e": NLGConfig}, skip=("task",))
+    p.set_defaults(run=commands.train_command)
+
+    p = commands_.add_parser("eval", help="evaluate a saved adapter folder")
+    p.add_argument("adapter", help="a folder written by save_adapter (e.g. runs/main/merged)")
+    p.add_argument("--split", default="test", help="train, validation, test, amazon, nyt, tweets, or a TSV path")
+    p.add_argument("--inference", default="average", help="for AdaMix: average, random or fixed")
+    p.add_argument("--expert", type=int, default=0, help="the expert for --inference fixed")
+    p.add_argument("--model", default="minilm-l6")
+    p.add_argument("--max-length", type=int, default=64)
+    p.set_defaults(run=commands.eval_command)
+
+    p = commands_.add_parser("export", help="write a LoRA or AdaMix-LoRA adapter as a Hugging Face PEFT LoRA "
+                             "folder (an AdaMix mixture is merged first)")
+    p.add_argument("adapter", help="a folder written by save_adapter (e.g. runs/lora/merged)")
+    p.add_argument("--format", choices=["peft"], default="peft", help="the output format (default: peft)")
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.set_defaults(run=commands.export_command)
+
+    p = commands_.add_parser("import-peft", help="turn a Hugging Face PEFT LoRA for all-MiniLM-L6-v2 into a "
+                             "tinymix adapter folder")
+    p.add_argument("peft_folder", help="the folder holding adapter_config.json and adapter_model.safetensors")
+    p.add_argument("--out", required=True, help="the tinymix adapter folder to write")
+    p.set_defaults(run=commands.import_peft_command)
+
+    p = commands_.add_parser("compare", help="methods, ablations and the paper's claims under a fair protocol "
+                             "(tuned learning rates, paired seeds, confidence intervals); with --task e2e the "
+                             "data-to-text comparison")
+    _compare_flags(p, NLGConfig)
+    p.set_defaults(run=commands.compare_command)
+
+    p = commands_.add_parser("fetch", help="download the pinned assets into the cache and verify them")
+    p.add_argument("names", nargs="*", help="minilm, movie-reviews, shakespeare (default: all)")
+    p.set_defaults(run=commands.fetch_command)
+
+    p = commands_.add_parser("pretrain-gpt", help="pretrain the tiny GPT on Shakespeare and restaurant texts")
+    _pretrain_flags(p)
+    p.set_defaults(run=commands.pretrain_command)
+
+    p = commands_.add_parser("bench", help="speed benchmarks: ratios against the machine's matmul and PyTorch")
+    _bench_flags(p)
+    p.set_defaults(run=commands.bench_command)
+
+    p = commands_.add_parser("demo", help="fit a tiny MLP with the autograd engine")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=commands.demo)
+    return parser
+
+
+def _compare_flags(parser, nlg_config):
+    from ..experiments import e2e, nlu
+    parser.add_argument("--task", default="movie-reviews", help=TASK_HELP)
+    both = parser.add_argument_group("both tasks")
+    both.add_argument("--train-size", type=int, default=None,
+                      help="training examples (default: the --regime's; --task e2e: 2000)")
+    both.add_argument("--model", default=None, help="the pretrained backbone (default: minilm-l6, random-tiny "
+                      "for a smoke run; --task e2e: tiny-gpt)")
+    both.add_argument("--seeds", type=int, default=5, help="final seeds per arm (default: %(default)s)")
+    both.add_argument("--tuning-seeds", type=int, default=1,
+                      help="seeds per learning rate in the search (default: %(default)s)")
+    both.add_argument("--lr-grid", default=None, help="the learning rates every arm is tried at (default: "
+                      f"{_rates(nlu.GRID)}; --task e2e: {_rates(e2e.GRID)})")
+    both.add_argument("--arms", default="", help="comma-separated arms, named as their folders "
+                      "(e.g. adamix,adamix-no-sharing; default: every arm)")
+    both.add_argument("--workers", type=int, default=2, help="parallel runs, one BLAS thread each (default: %(default)s)")
+    both.add_argument("--lr-from", default="", help="take every arm's learning rate from another comparison's "
+                      "folder instead of searching (its results.json); the report says so")
+    both.add_argument("--report-only", action="store_true",
+                      help="train nothing: report on the finished runs and list the missing ones")
+    both.add_argument("--out", default=None, help="(default: runs/compare; --task e2e: runs/compare-e2e)")
+    reviews = parser.add_argument_group("classification only (--task movie-reviews or a folder)")
+    reviews.add_argument("--regime", choices=sorted(nlu.REGIMES), default=None,
+                         help="small: 1,000 training sentences, 10 epochs; full: all 7,568, 3 epochs (default: small)")
+    reviews.add_argument("--epochs", type=int, default=None, help="override the regime's epochs")
+    reviews.add_argument("--random-runs", type=int, default=None,
+                         help="random-routing inference runs per AdaMix model (default: 3)")
+    add_config_flags(parser.add_argument_group("--task e2e only"), nlg_config, skip=commands.E2E_COMPARE_SKIP)
+    parser.set_defaults(config_fields=[])           # the e2e config's flags: commands.compare_command checks them
+
+
+def _rates(grid):
+    return ",".join(f"{lr:g}" for lr in grid)
+
+
+def _pretrain_flags(parser):
+    from ..e2e import gpt_folder, pretrain
+    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps (default 1500)")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per step (default 8)")
+    parser.add_argument("--lr", type=float, default=6e-3, help="peak learning rate (default 6e-3)")
+    parser.add_argument("--seed", type=int, default=0, help="weights, batches and the E2E texts (default 0)")
+    parser.add_argument("--e2e-texts", type=int, default=pretrain.E2E_TEXTS,
+                        help=f"E2E-style restaurant texts in the corpus; 0 for Shakespeare only "
+                             f"(default {pretrain.E2E_TEXTS})")
+    parser.add_argument("--e2e-descriptions", type=int, default=pretrain.E2E_DESCRIPTIONS,
+                        help=f"descriptions of one restaurant in each text, 1 to 5 (default {pretrain.E2E_DESCRIPTIONS})")
+    parser.add_argument("--e2e-share", type=float, default=pretrain.E2E_SHARE,
+                        help=f"share of each batch's windows taken from them (default {pretrain.E2E_SHARE})")
+    parser.add_argument("--e2e-data-seed", type=int, default=0,
+                        help="the E2E split whose training combinations they use: the data seed the NLG "
+                             "task will use (default 0, nlg's default)")
+    parser.add_argument("--out", default=None,
+                        help=f"folder for model.safetensors, config.json, tokenizer.json (default "
+                             f"{gpt_folder.DEFAULT_OUT}, with --fast {gpt_folder.DEFAULT_FAST_OUT})")
+    parser.add_argument("--overwrite", action="store_true", help="replace the checkpoint in --out")
+    parser.add_argument("--fast", action="store_true",
+                        help="a smoke run: 20 steps of batch 4 on a 32-token context, on three plays and "
+                             "250 E2E texts")
+
+
+def _bench_flags(parser):
+    parser.add_argument("--random-init", action="store_true", default=None,
+                        help="random weights of MiniLM's shape (default when the weights are not cached)")
+    parser.add_argument("--quick", action="store_true", help="a toy model and two tiny batches (for tests)")
+    parser.add_argument("--batches", type=int, default=4, help="batches of 32 sentences per round")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (inference: 2 more)")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--json", metavar="FILE", help="also write every measurement to FILE as JSON")
