@@ -6,7 +6,7 @@ each fact is written once. tests/test_course.py checks that the table and the le
 """
 import re
 
-from run import LESSONS, lesson_files, parse_cells
+from cells import LESSONS, lesson_files, parse_cells
 
 README = LESSONS / "README.md"
 ROW = re.compile(r"^\| (\d\d) \| `(\w+\.py)` \| (.+?) \| (.+?) \| (.+?) \| (.+?) \| (\d+) \|$")

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import catalogue
-from run import LessonError, parse_cells
+from cells import LessonError, parse_cells
 
 STYLE = """body { max-width: 52rem; margin: 2rem auto; padding: 0 1rem; font: 16px/1.5 sans-serif; color: #222; }
 pre { background: #f5f5f5; padding: 0.6rem 0.8rem; overflow-x: auto; font-size: 14px; }

@@ -11,9 +11,9 @@ display matplotlib draws off-screen. In a Jupyter notebook each saved figure is 
 """
 import os
 import sys
-from pathlib import Path
 
-LESSONS = Path(__file__).resolve().parent
+from cells import LESSONS
+
 ROOT = LESSONS.parent
 if str(ROOT) not in sys.path:   # `python3 lessons/07_....py` works without installing tinymix
     sys.path.insert(0, str(ROOT))

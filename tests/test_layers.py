@@ -16,7 +16,7 @@ FLOORS = [
                 "tinymix.gradcheck", "tinymix.nn", "tinymix.optim"]),
     ("store", ["tinymix.store"]),
     ("models", ["tinymix.transformer", "tinymix.decode", "tinymix.pretrained"]),
-    ("method", ["tinymix.adamix", "tinymix.peft", "tinymix.methods", "tinymix.validate"]),
+    ("method", ["tinymix.adamix", "tinymix.peft", "tinymix.methods", "tinymix.validate", "tinymix.neighbours"]),
     ("tasks", ["tinymix.train", "tinymix.runfolder", "tinymix.data", "tinymix.probe", "tinymix.plots",
                "tinymix.e2e"]),
     ("lab", ["tinymix.experiments", "tinymix.export", "tinymix.bench", "tinymix.assignments",
