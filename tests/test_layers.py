@@ -154,3 +154,34 @@ if __name__ == "__main__":
     print(f"import circles: {len(found)}")
     for group in found:
         print(f"   {len(group)} modules: " + " ".join(group))
+
+
+def missing_imports(modules=None):
+    """Imports of a tinymix module that does not exist (one left behind by a move): 'file:line: name'."""
+    modules = modules or module_files()
+    found = []
+    for name, path in modules.items():
+        if not name.startswith("tinymix"):
+            continue
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                wanted = [alias.name for alias in node.names if alias.name.startswith("tinymix")]
+            elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("tinymix")):
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+                wanted = [".".join(anchor + ([node.module] if node.module else []))]
+            else:
+                continue
+            where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+            found += [f"{where}:{node.lineno}: {w}" for w in wanted if w not in modules]
+    return found
+
+
+def test_every_import_of_the_package_names_a_module_that_exists(tmp_path):
+    assert not missing_imports(), "imports of modules that do not exist:\n" + "\n".join(missing_imports())
+    original = (ROOT / "tinymix" / "grading" / "cli.py").read_text()
+    assert "from ..store.files import" in original                 # the check itself: a moved module
+    stale = tmp_path / "cli.py"
+    stale.write_text(original.replace("from ..store.files import", "from ..files import"))
+    modules = {**module_files(), "tinymix.grading.cli": stale}
+    assert any(line.endswith("tinymix.files") for line in missing_imports(modules))

@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..files import atomic_write
+from ..store.files import atomic_write
 from ..assignments import ASSIGNMENTS, assignment, task
 from . import judge, report, runner, sandbox, stubs, submissions
 
