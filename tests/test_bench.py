@@ -182,6 +182,7 @@ def test_the_profiler_books_each_op_to_its_row_and_puts_everything_back():
 
 def test_one_blas_thread_is_timed_by_cpu_time_and_more_threads_by_the_wall_clock(monkeypatch):
     import time
+    backend.set_backend("numpy")                # the CPU's rule (on a GPU the wall clock, tested below)
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(variable, raising=False)
     assert bench_workload.clock() is time.perf_counter            # the library's default: maybe many threads
@@ -189,6 +190,13 @@ def test_one_blas_thread_is_timed_by_cpu_time_and_more_threads_by_the_wall_clock
     assert bench_workload.clock() is time.process_time and "CPU time" in bench_workload.clock_name()
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
     assert bench_workload.clock() is time.perf_counter and bench_workload.clock_name() == "wall time"
+
+
+def test_on_the_cupy_backend_the_wall_clock_times_every_thread_count(monkeypatch, backend_name):
+    import time
+    backend.set_backend(backend_name)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert bench_workload.clock() is (time.process_time if backend_name == "numpy" else time.perf_counter)
 
 
 def test_with_pytorch_the_training_rows_name_its_build_and_compare_both_twins():

@@ -214,7 +214,7 @@ def grade_source(source, source_name, assignment, only=None, seed=None, time_lim
     tasks = [t for t in assignment.tasks if only is None or t.id in only]
     prepared = [prepare(t, draw) for t in tasks]
     request = {"source": base64.b64encode(source).decode("ascii"), "source_name": source_name, "module": _module_name(source_name),
-               "backend": backend.name, "library": list(assignment.library), "reason": assignment.reason,
+               "backend": sandbox.child_backend(), "library": list(assignment.library), "reason": assignment.reason,
                "withheld": {name: assignment.reason for name in assignment.withheld},
                "protected": [str(sandbox.PACKAGE), *map(str, protected)],
                "functions": [t.name for t in tasks], "tasks": [p.request() for p in prepared]}

@@ -118,12 +118,19 @@ def bwrap_works():
     return done.returncode == 0 and done.stdout.strip() == b"ok"
 
 
+def child_backend():
+    """The backend a submission's process runs on: the one TINYMIX_BACKEND names (what any new tinymix
+    process would use), else the grader's own. (Under the test suite's CuPy stand-in, the grader's
+    process is on "cupy" while a new process, which cannot see the stand-in, is on numpy.)"""
+    return os.environ.get("TINYMIX_BACKEND") or backend.name
+
+
 def choose(mode):
     """(sandboxed, note): whether to use bwrap for `mode` ("auto", "bwrap", "none"), and a warning to
     print once when a submission will run without it. ValueError for "bwrap" where it cannot run."""
     if mode == "none":
         return False, None
-    if backend.name == "cupy":               # the sandbox's /dev has no GPU (untried: not offered)
+    if child_backend() == "cupy":            # the sandbox's /dev has no GPU (untried: not offered)
         if mode == "bwrap":
             raise ValueError("--sandbox bwrap grades on the CPU only: unset TINYMIX_BACKEND=cupy to use it")
         return False, ("WARNING: grading on the GPU (TINYMIX_BACKEND=cupy) runs without the sandbox: the "
