@@ -179,7 +179,7 @@ def cube(x):
 check("02.2", cube)
 
 # %% [markdown]
-# In the library: `tinymix/gradcheck.py` — `gradcheck(fn, *inputs)`; tests/test_functional.py runs
+# In the library: `tinymix/gradient_check.py` — `gradcheck(fn, *inputs)`; tests/test_functional.py runs
 # it over every fused op (lessons 03 and 04 derive their backward functions), and
 # tests/test_tensor.py over every primitive.
 #

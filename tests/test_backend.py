@@ -183,3 +183,16 @@ def test_importing_tinymix_does_nothing_surprising():
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert not sys.platform.startswith("linux") or "libc.so.6" in done.stdout     # ... which does tune it
+
+
+def test_importing_the_package_imports_nothing_heavy():
+    """`import tinymix` loads no NumPy (so `python3 -m tinymix.grade` can clean sys.path first), yet
+    every name it offers works, and the function gradcheck is not shadowed by its module."""
+    import subprocess
+    import sys
+    code = ("import sys, tinymix; assert 'numpy' not in sys.modules, 'numpy imported';"
+            "import tinymix.gradient_check; from tinymix import gradcheck, Tensor, functional;"
+            "assert callable(gradcheck) and gradcheck.__name__ == 'gradcheck'; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert done.stdout.strip() == "ok", done.stderr

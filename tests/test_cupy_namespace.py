@@ -26,7 +26,7 @@ import cupy_workloads as work
 from cupy_contract import LEDGER
 from tinymix import adamix, backend, bench, functional as F
 from tinymix.store import checkpoint
-from tinymix.gradcheck import gradcheck
+from tinymix.gradient_check import gradcheck
 from tinymix.optim import AdamW
 from tinymix.tensor import Tensor
 

@@ -357,5 +357,5 @@ def test_the_child_refuses_to_run_a_file_when_tinymix_itself_loads_more_than_all
     submission runs, instead of leaving that module in reach."""
     narrower = dataclasses.replace(assignment("A3"), library=("backend", "kernels", "tensor", "functional", "nn"))
     results, run = judge.grade_source((SOLUTIONS / "a3_attention.py").read_bytes(), "a3_attention.py", narrower)
-    assert "cannot isolate this assignment: loading tinymix also loaded ['tinymix.gradcheck']" in run.output
+    assert "cannot isolate this assignment: loading tinymix also loaded ['tinymix.gradient_check']" in run.output
     assert run.load_error is not None and all(r.status == "error" for r in results)

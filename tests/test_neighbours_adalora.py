@@ -8,7 +8,7 @@ import pytest
 
 import tinymix
 from tinymix import backend, optim
-from tinymix.gradcheck import gradcheck
+from tinymix.gradient_check import gradcheck
 from tinymix.neighbours import adalora
 from tinymix.nn import Linear, Module
 from tinymix.tensor import Tensor

@@ -5,7 +5,7 @@ import pytest
 
 import tinymix
 from tinymix import backend, peft
-from tinymix.gradcheck import gradcheck
+from tinymix.gradient_check import gradcheck
 from tinymix.neighbours import loretta
 from tinymix.tensor import Tensor
 

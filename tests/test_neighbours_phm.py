@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tinymix import adamix, backend
-from tinymix.gradcheck import gradcheck
+from tinymix.gradient_check import gradcheck
 from tinymix.neighbours import phm
 from tinymix.tensor import Tensor, no_grad
 

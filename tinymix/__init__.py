@@ -1,17 +1,24 @@
-"""tinymix: AdaMix (mixture-of-adaptations) end to end, on a from-scratch NumPy/CuPy autograd."""
-import os as _os
-import sys as _sys
+"""tinymix: AdaMix (mixture-of-adaptations) end to end, on a from-scratch NumPy/CuPy autograd.
 
-# `python -m tinymix.grade` from a class folder: -m put that folder first on sys.path, and a student's
-# numpy.py there would run in the grader at the next line. This runs before anything else is imported.
-_argv = _sys.orig_argv
-if "-mtinymix.grade" in _argv or ("-m" in _argv and _argv[_argv.index("-m") + 1:][:1] == ["tinymix.grade"]):
-    _sys.path[:] = [p for p in _sys.path if p not in ("", _os.getcwd())]
-del _argv
-from . import backend, functional
-from .backend import manual_seed, set_backend
-from .gradcheck import gradcheck
-from .tensor import Tensor, concatenate, is_grad_enabled, no_grad, stack, where
+    from tinymix import Tensor, no_grad, gradcheck, manual_seed, set_backend, functional as F
 
-__all__ = ["Tensor", "no_grad", "is_grad_enabled", "concatenate", "stack", "where", "functional",
-           "gradcheck", "manual_seed", "set_backend", "backend"]
+Importing the package runs nothing: each name below is loaded from its module the first time it is
+used. (So `python3 -m tinymix.grade` can take the current folder off sys.path before NumPy is
+imported: a numpy.py in a class folder must never run inside the grader.)
+"""
+import importlib
+
+_FROM = {"Tensor": "tensor", "no_grad": "tensor", "is_grad_enabled": "tensor", "concatenate": "tensor",
+         "stack": "tensor", "where": "tensor", "gradcheck": "gradient_check", "manual_seed": "backend",
+         "set_backend": "backend", "functional": None, "backend": None}
+__all__ = list(_FROM)
+
+
+def __getattr__(name):
+    if name not in _FROM:
+        raise AttributeError(f"module 'tinymix' has no attribute {name!r}")
+    module = _FROM[name]
+    value = (importlib.import_module(f".{name}", __name__) if module is None
+             else getattr(importlib.import_module(f".{module}", __name__), name))
+    globals()[name] = value
+    return value

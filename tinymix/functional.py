@@ -5,7 +5,7 @@ forward; the derivative it rests on; the backward, i.e. how the upstream gradien
 dL/dx. (Sums run over the last axis unless said otherwise; delta_ij is 1 when i = j, else 0.)
 
 Each op could be written as a composition of Tensor primitives (the tests check that it equals that
-composition, and gradcheck.py checks every backward against central differences), but fusing saves
+composition, and gradient_check.py checks every backward against central differences), but fusing saves
 memory and time: the composition records five to ten graph nodes and keeps all their intermediate
 arrays alive; the fused op records one node and keeps one or two arrays. How the arrays are then
 computed fast (buffers reused in place, BLAS operand layouts, row reductions) is kernels.py's

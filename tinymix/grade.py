@@ -22,9 +22,16 @@ cannot be carried out (an unknown task, a file that is no assignment, a grades f
 class folder), 3 when a grades file could not be written where asked (the message names where it
 went), 130 on Ctrl-C.
 """
+import os
 import sys
 
-from .grading.cli import main as _main
+if __name__ == "__main__":
+    # `python3 -m tinymix.grade` put the current folder first on sys.path: from a class folder, a
+    # student's numpy.py would run inside the grader at the next import. (tinymix/__init__.py imports
+    # nothing, so nothing has been imported from there yet.)
+    sys.path[:] = [entry for entry in sys.path if entry not in ("", os.getcwd())]
+
+from .grading.cli import main as _main  # noqa: E402
 
 
 def main(argv=None):
