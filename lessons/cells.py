@@ -18,10 +18,10 @@ class LessonError(Exception):
     """Something the reader can fix (a bad lesson number, two lessons with one number)."""
 
 
-def lesson_files():
-    """{"08": Path(".../08_adapters.py"), ...} for every numbered lesson, in order."""
+def lesson_files(folder=LESSONS):
+    """{"08": Path(".../08_adapters.py"), ...} for every numbered lesson in `folder`, in order."""
     found = {}
-    for path in sorted(LESSONS.iterdir()):
+    for path in sorted(Path(folder).iterdir()):
         match = LESSON_NAME.match(path.name)
         if match:
             number = match.group(1)

@@ -12,7 +12,8 @@ display matplotlib draws off-screen. In a Jupyter notebook each saved figure is 
 import os
 import sys
 
-from cells import LESSONS
+from cells import LESSONS  # noqa: E402
+from pathlib import Path
 
 ROOT = LESSONS.parent
 if str(ROOT) not in sys.path:   # `python3 lessons/07_....py` works without installing tinymix

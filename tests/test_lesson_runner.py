@@ -106,6 +106,5 @@ def test_fast_mode_figures_have_their_own_folder():
 def test_two_lessons_with_one_number_are_refused(tmp_path, monkeypatch):
     for name in ("03_one.py", "03_other.py"):
         (tmp_path / name).write_text("# %%\nx = 1\n")
-    monkeypatch.setattr(runner, "LESSONS", tmp_path)
     with pytest.raises(runner.LessonError, match="two lessons are numbered 03"):
-        runner.lesson_files()
+        runner.lesson_files(tmp_path)

@@ -26,7 +26,7 @@ ATOL, RTOL = 1e-6, 1e-5                  # against the reference: rounding never
 GRADCHECK_ATOL, GRADCHECK_RTOL = 1e-6, 1e-4   # against central differences (eps 1e-6, float64)
 REFERENCE = "the reference"
 ARRAYS = ("backend",)                                        # what A1 and A2 may import of tinymix
-TENSORS = ("backend", "kernels", "tensor", "functional", "nn", "gradcheck")   # ... A3 to A5 (kernels: how functional computes on the CPU)
+TENSORS = ("backend", "kernels", "tensor", "functional", "nn", "gradient_check")   # ... A3 to A5 (kernels: how functional computes on the CPU)
 
 __all__ = ["F64", "ATOL", "RTOL", "REFERENCE", "ARRAYS", "TENSORS", "Mismatch", "Case", "Task",
            "Assignment", "Draw", "Leaf", "Generator", "NoGrad", "gradcheck_case", "central_differences",
