@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from .. import backend, peft
 from ..backend import xp
 from ..nn import Linear, Module, Parameter
-from ..tensor import Tensor, concatenate
+from ..tensor import Tensor, concatenate, no_grad
 
 INITS = ("torch", "bert")
 
@@ -108,13 +108,14 @@ class PrefixEncoder(Module):
         C = self.hidden
         if not self.projected:
             return self.table[:, 2 * i * C:2 * (i + 1) * C]
-        h = (self.embedding @ self.down.weight.T + self.down.bias).tanh()               # (P, mid)
+        h = self.down(self.embedding).tanh()                                             # (P, mid)
         rows = slice(2 * i * C, 2 * (i + 1) * C)
         return h @ self.up.weight[rows].T + self.up.bias[rows]                          # (P, 2C)
 
     def full_table(self):
         """The whole (P, 2 L C) table, as a plain array."""
-        return xp.concatenate([self.layer(i).data for i in range(self.layers)], axis=1)
+        with no_grad():
+            return xp.concatenate([self.layer(i).data for i in range(self.layers)], axis=1)
 
     def deploy(self):
         """Keep the MLP's output as the table and drop the embedding and the MLP; in place."""
