@@ -169,7 +169,7 @@ class Transformer(Module):
         if start + T > self.config.max_positions:
             raise ValueError(f"sequence of {start + T} tokens is longer than the {self.config.max_positions} "
                              "positions of this model: truncate it (the tokenizer does, by default)")
-        # positions past..past+T-1 are a slice of the table, and absent token types are all type 0, one
+        # positions start..start+T-1 are a slice of the table, and absent token types are all type 0, one
         # row: no gathers, and no index arrays made on the device (whose range check would make a GPU
         # wait for the host)
         positions = self.position_embeddings.weight[start:start + T]                       # (T, C)
