@@ -38,7 +38,7 @@ class Decoded:
 def room(model, prompt_ids, max_new_tokens):
     """How many tokens may be generated after this prompt: max_new_tokens, or fewer if the context
     window would overflow. A prompt that fills the window is an error, not a silent truncation."""
-    context = model.transformer.config.max_positions
+    context = model.transformer.config.max_positions - model.transformer.position_offset  # less a prefix
     if len(prompt_ids) == 0:
         raise ValueError("empty prompt: decoding needs at least one token to start from")
     if len(prompt_ids) >= context:

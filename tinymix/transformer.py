@@ -76,6 +76,8 @@ class KVCache:
 
 
 class Attention(Module):
+    prefix = None   # optional learned keys and values in front of the sequence's own (neighbours/prefix.py)
+
     def __init__(self, config):
         C = config.hidden_size
         self.num_heads = config.num_heads
@@ -90,6 +92,8 @@ class Attention(Module):
         q = self.query(x).reshape(B, T, H, D).transpose(0, 2, 1, 3)    # (B, H, T, D)
         k = self.key(x).reshape(B, T, H, D).transpose(0, 2, 3, 1)      # (B, H, D, T)
         v = self.value(x).reshape(B, T, H, D).transpose(0, 2, 1, 3)    # (B, H, T, D)
+        if self.prefix is not None:   # P more keys and values, visible to all; into a cache once, first
+            k, v, mask_bias = self.prefix(x, k, v, mask_bias, cache is None or cache.keys[layer] is None)
         if cache is not None:   # prepend the t cached positions: (B, H, D, t + T), (B, H, t + T, D)
             k, v = (Tensor(a) for a in cache.extend(layer, k.data, v.data))
         # softmax(q k / sqrt(D) + mask) with dropout, @ v, as one fused op: the (B, H, T, T) or
@@ -137,6 +141,8 @@ class Block(Module):
 
 
 class Transformer(Module):
+    position_offset = 0   # the first token's position (a prefix that occupies positions: neighbours/prefix.py)
+
     def __init__(self, config):
         C = config.hidden_size
         self.config = config
@@ -157,15 +163,16 @@ class Transformer(Module):
         input_ids = input_ids.data if isinstance(input_ids, Tensor) else input_ids
         B, T = input_ids.shape
         past = 0 if cache is None else cache.length
+        start = self.position_offset + past
         if cache is not None and (self.config.kind != "decoder" or attention_mask is not None):
             raise ValueError("a KVCache is for decoding with a decoder, without an attention mask")
-        if past + T > self.config.max_positions:
-            raise ValueError(f"sequence of {past + T} tokens is longer than the {self.config.max_positions} "
+        if start + T > self.config.max_positions:
+            raise ValueError(f"sequence of {start + T} tokens is longer than the {self.config.max_positions} "
                              "positions of this model: truncate it (the tokenizer does, by default)")
-        # positions past..past+T-1 are a slice of the table, and absent token types are all type 0, one
+        # positions start..start+T-1 are a slice of the table, and absent token types are all type 0, one
         # row: no gathers, and no index arrays made on the device (whose range check would make a GPU
         # wait for the host)
-        positions = self.position_embeddings.weight[past:past + T]                         # (T, C)
+        positions = self.position_embeddings.weight[start:start + T]                       # (T, C)
         x = self.word_embeddings(input_ids) + positions[None]                              # (B, T, C)
         if self.config.kind == "encoder":
             if token_type_ids is None:

@@ -11,4 +11,9 @@ places the modules, parameter counts, and merge/unmerge where the method allows 
                   and the same module as AdaMix experts, whose average merges exactly
     loretta.py    LoRETTA (Yang et al., NAACL 2024): tensor-train linear layers, LoRA with TT factors
                   (LoRETTA_rep) and TT adapters (LoRETTA_adp)
+    prefix.py     prefix-tuning (Li and Liang, ACL 2021): learned keys and values in every layer, trained
+                  through an MLP that deployment replaces by its output
+    ft_top.py     FT-Top2: fine-tuning only the top layers and the head
+    unipelt.py    UniPELT (Mao et al., ACL 2022): a prefix, an adapter and LoRA, each behind a learned
+                  gate per example and layer; not mergeable
 """
