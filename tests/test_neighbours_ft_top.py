@@ -8,6 +8,8 @@ from tinymix.transformer import LanguageModel, Transformer, TransformerConfig
 
 from neighbours_models import minilm_shaped, tiny_batch, tiny_classifier
 
+pytestmark = pytest.mark.numerics
+
 
 def tiny_gpt_shaped():
     tinymix.manual_seed(0)

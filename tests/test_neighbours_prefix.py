@@ -10,12 +10,14 @@ import tinymix
 from tinymix import backend, decode
 from tinymix import functional as F
 from tinymix.backend import xp
-from tinymix.gradcheck import gradcheck
+from tinymix.gradient_check import gradcheck
 from tinymix.neighbours import prefix
 from tinymix.tensor import Tensor, no_grad
 from tinymix.transformer import LanguageModel, Transformer, TransformerConfig
 
 from neighbours_models import logits, minilm_shaped, tiny_batch, tiny_classifier
+
+pytestmark = pytest.mark.numerics
 
 
 def tiny_decoder(seed=0, positions=24):

@@ -5,13 +5,15 @@ import numpy as np
 import pytest
 
 from tinymix import backend, peft
-from tinymix.gradcheck import gradcheck
+from tinymix.gradient_check import gradcheck
 from tinymix.neighbours import prefix, unipelt
 from tinymix.nn import LayerNorm, Linear
 from tinymix.tensor import Tensor, no_grad
 from tinymix.transformer import LanguageModel, Transformer, TransformerConfig
 
 from neighbours_models import logits, minilm_shaped, tiny_batch, tiny_classifier
+
+pytestmark = pytest.mark.numerics
 
 
 def as64(module):
