@@ -101,6 +101,66 @@ def test_load_tsv_missing_file(tmp_path):
         data.load_tsv(tmp_path / "missing.tsv")
 
 
+def test_an_error_quotes_at_most_a_hundred_characters_of_a_line(tmp_path):
+    long = "a very long sentence " * 500
+    for content in (f"sentence\tlabel\nfine\t1\n{long}\n", f"sentence\tlabel\nfine\t{long}\n"):
+        with pytest.raises(ValueError, match=r"line \d+: .*\.\.\. \(10,\d{3} characters\)") as error:
+            data.load_tsv(_write(tmp_path, content))
+        assert len(str(error.value)) < 300
+
+
+def test_old_mac_line_ends_are_read(tmp_path):
+    path = _write(tmp_path, "sentence\tlabel\rgood fun\t1\rdull\t0\r")
+    assert data.load_tsv(path) == Split(["good fun", "dull"], [1, 0])
+
+
+def test_a_huge_file_of_one_line_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    path = tmp_path / "one_line.tsv"
+    with path.open("wb") as file:
+        file.write(b"sentence\tlabel ")
+        file.truncate(1 << 30)                       # 1 GB without a line end (sparse: no disk used)
+    read, real_open = [], type(path).open
+
+    class Counted:                                   # the file, counting the bytes read from it
+        def __init__(self, file):
+            self.file = file
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def read(self, size=-1):
+            read.append(len(chunk := self.file.read(size)))
+            return chunk
+    monkeypatch.setattr(type(path), "open", lambda self, *args, **kwargs: Counted(real_open(self, *args, **kwargs)))
+    with pytest.raises(ValueError, match=r"no line end in its first 1 MB \(1,073,741,824 bytes in all\)"):
+        data.load_tsv(path)
+    assert sum(read) <= 1 << 20
+
+
+def test_a_folder_or_an_unreadable_file_is_named_as_such(tmp_path, monkeypatch):
+    (tmp_path / "train.tsv").mkdir()
+    with pytest.raises(IsADirectoryError, match="train.tsv is a folder, not a TSV file"):
+        data.load_tsv(tmp_path / "train.tsv")
+    path = _write(tmp_path, "sentence\tlabel\nfine\t1\n")
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+    monkeypatch.setattr(type(path), "open", refused)       # as root, chmod would not refuse
+    with pytest.raises(PermissionError, match=r"cannot read .*data.tsv: permission denied \(make it readable: "
+                                              r"chmod u\+r"):
+        data.load_tsv(path)
+
+
+def test_the_class_summary_counts_and_warns_of_rare_classes():
+    line, warnings = data.class_summary(Split(list("abcdefghijklmnop"), [0] * 8 + [1] * 6 + [2] * 2))
+    assert line == "classes: 0: 8, 1: 6, 2: 2"
+    assert len(warnings) == 1 and warnings[0].startswith("class 2 has 2 examples against 8 for the largest")
+    assert data.class_summary(Split(["a"] * 100, [0] * 50 + [1] * 50))[1] == []
+
+
 # ---- batches -------------------------------------------------------------------------------------
 
 def _numbers(n):

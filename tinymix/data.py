@@ -63,7 +63,7 @@ def _read_hutto(name):
             continue
         fields = line.split("\t", 2)
         if len(fields) != 3:
-            raise ValueError(f"{member}, line {number}: expected id<TAB>score<TAB>sentence, got {line!r}")
+            raise ValueError(f"{member}, line {number}: expected id<TAB>score<TAB>sentence, got {_quoted(line)}")
         score = float(fields[1])
         if score == 0:
             continue
@@ -96,31 +96,65 @@ def load_out_of_domain(name):
     return _read_hutto(name)
 
 
+LINE_LIMIT = 1 << 20      # bytes: a file whose first line is longer holds no sentences, one per line
+QUOTED = 100              # characters of a line (or a field) an error message quotes
+RARE = 5                  # a class with fewer training examples than this is worth a warning
+
+
+def _quoted(text):
+    """`text` for an error message: its first QUOTED characters, and how long it really is."""
+    return repr(text) if len(text) <= QUOTED else f"{text[:QUOTED]!r}... ({len(text):,} characters)"
+
+
+def _read_lines(path):
+    """The lines of a UTF-8 text file (a BOM dropped; \\n, \\r\\n or old-Mac \\r line ends), trailing
+    empty lines dropped. Refused with one clear line: a folder, a file that cannot be read, a file
+    whose first LINE_LIMIT bytes hold no line end (refused before the rest is read), bytes that are not
+    UTF-8."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a TSV file: give the path of the .tsv file in it")
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with path.open("rb") as file:
+            raw = file.read(LINE_LIMIT)
+            if len(raw) == LINE_LIMIT and b"\n" not in raw and b"\r" not in raw:
+                raise ValueError(f"{path}: no line end in its first {LINE_LIMIT >> 20} MB "
+                                 f"({path.stat().st_size:,} bytes in all): a TSV holds one sentence per line")
+            raw += file.read()
+    except PermissionError:
+        raise PermissionError(f"cannot read {path}: permission denied (make it readable: chmod u+r "
+                              f"'{path}')") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise ValueError(f"{path}, line {line}: not valid UTF-8 ({error.reason})") from None
+    ends = "\r" if "\r" in text and "\n" not in text else "\n"   # old-Mac files end their lines with \r alone
+    lines = [line.rstrip("\r") for line in text.split(ends)]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
 def load_tsv(path):
     """A Split from a tab-separated file in the GLUE SST-2 layout: a header naming the columns
     `sentence` and `label` (any order; other columns are ignored), then one row per sentence, the
     label an integer class (0 = negative, 1 = positive). No quoting: a sentence may hold any
     character but a tab or a line end."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = raw[:error.start].count(b"\n") + 1
-        raise ValueError(f"{path}, line {line}: not valid UTF-8 ({error.reason})") from None
-    lines = [line.rstrip("\r") for line in text.split("\n")]
-    while lines and not lines[-1]:
-        lines.pop()
+    lines = _read_lines(path)
     if not lines:
         raise ValueError(f"{path} is empty: expected a header line with columns 'sentence' and 'label'")
 
     header = lines[0].split("\t")
     missing = [column for column in ("sentence", "label") if column not in header]
     if missing:
-        raise ValueError(f"{path}: the header has no column {' or '.join(map(repr, missing))}; "
-                         f"found columns {header} (expected tab-separated 'sentence' and 'label')")
+        found = [h if len(h) <= QUOTED else _quoted(h) for h in header[:10]]
+        raise ValueError(f"{path}: the header has no column {' or '.join(map(repr, missing))}; found columns "
+                         f"{found}{' ...' if len(header) > 10 else ''} (expected tab-separated 'sentence' and "
+                         "'label')")
     sentence_column, label_column = header.index("sentence"), header.index("label")
 
     texts, labels = [], []
@@ -130,12 +164,12 @@ def load_tsv(path):
         fields = line.split("\t")
         if len(fields) != len(header):
             raise ValueError(f"{path}, line {number}: {len(fields)} tab-separated fields, but the "
-                             f"header has {len(header)}")
+                             f"header has {len(header)}: {_quoted(line)}")
         value = fields[label_column].strip()
         try:
             label = int(value)
         except ValueError:
-            raise ValueError(f"{path}, line {number}: label {value!r} is not an integer") from None
+            raise ValueError(f"{path}, line {number}: label {_quoted(value)} is not an integer") from None
         if label < 0:
             raise ValueError(f"{path}, line {number}: label {label} is negative (labels are class "
                              f"indices: 0 = negative, 1 = positive)")
@@ -169,6 +203,20 @@ def class_count(splits):
             raise ValueError(f"the {name} split has labels {unseen[:5]} that the training split does not have "
                              f"(its classes are 0..{count - 1}): a model cannot learn a class it never sees")
     return count
+
+
+def class_summary(split):
+    """(line, warnings) for the start of training: each class's count in `split`, and a warning for
+    each class with fewer than RARE examples or under a tenth of the largest class's."""
+    counts = {label: split.labels.count(label) for label in sorted(set(split.labels))}
+    line = "classes: " + ", ".join(f"{label}: {count:,}" for label, count in counts.items())
+    largest, warnings = max(counts.values()), []
+    for label, count in counts.items():
+        if count < RARE or count * 10 < largest:
+            warnings.append(f"class {label} has {count} example{'s' * (count != 1)} against {largest:,} for the "
+                            "largest: a model learns little of it and may never predict it (add examples of it, "
+                            "or merge it into a neighbouring class)")
+    return line, warnings
 
 
 def batches(split, batch_size, shuffle, rng=None):
