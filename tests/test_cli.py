@@ -267,7 +267,7 @@ def test_train_help_shows_both_tasks_flags_grouped(capsys):
     for group, flag in (("both tasks", "--lr LR"), ("classification only", "--epochs EPOCHS"),
                         ("--task e2e only", "--beam-width BEAM_WIDTH")):
         assert f"\n{group}" in printed and flag in printed
-    assert printed.index("\n--task e2e only") < printed.index("\n  --beam-width") and "e2e (the tiny GPT" in " ".join(printed.split())
+    assert printed.index("\n--task e2e only") < printed.index("\n  --beam-width") and "e2e (data-to-text on the tiny GPT)" in " ".join(printed.split())
     assert "(default: adamix; --task e2e: adamix-lora)" in " ".join(printed.split())
 
 
