@@ -72,13 +72,21 @@ def random_vs_merged(random_runs, merged, path):
     return _save(figure, path)
 
 
-def loss_curves(curves, path):
-    """Running-mean training loss per step, one line per method. curves: {name: [loss, ...]}."""
-    figure, axes = plt.subplots(figsize=(7, 4.2))
+def loss_curves(curves, path, ylabel="training loss (running mean)", second=None):
+    """Running-mean training loss per step, one line per method. curves: {name: [loss, ...]}, all of
+    one kind (ylabel). second: (its label, [value per step]), drawn on a panel of its own beside them
+    (e.g. AdaMix's consistency term, which a one-pass method does not have)."""
+    figure, axes = plt.subplots(1, 2 if second else 1, figsize=(12 if second else 7, 4.2), squeeze=False)
+    left = axes[0][0]
     for i, (name, losses) in enumerate(curves.items()):
-        axes.plot(_running_mean(losses, max(1, len(losses) // 15)), color=f"C{i % 10}", label=name)
-    axes.set(xlabel="step", ylabel="training loss (running mean)", title="training curves (seed 0)")
-    axes.legend(fontsize=8)
+        left.plot(_running_mean(losses, max(1, len(losses) // 15)), color=f"C{i % 10}", label=name)
+    left.set(xlabel="step", ylabel=ylabel, title="training curves (seed 0)")
+    left.legend(fontsize=8)
+    if second:
+        label, values = second
+        right = axes[0][1]
+        right.plot(_running_mean(values, max(1, len(values) // 15)), color="C3")
+        right.set(xlabel="step", ylabel=f"{label} (running mean)", title=label)
     return _save(figure, path)
 
 

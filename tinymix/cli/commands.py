@@ -140,7 +140,7 @@ def eval_command(args):
     from ..export import peft_import
     from ..store import checkpoint
     from ..pretrained import load_pretrained
-    from ..train import evaluate
+    from ..train import evaluate, reading
     from ..transformer import SequenceClassifier
     from ..validate import check_choice, check_range
 
@@ -161,12 +161,13 @@ def eval_command(args):
         raise ValueError(f"--inference {args.inference}: {folder} is a merged adapter, with no experts left (each "
                          f"mixture became their average); only {best} holds the mixture: eval {best} "
                          f"--inference {args.inference}")
-    if args.split in data.OUT_OF_DOMAIN:
-        split = data.load_out_of_domain(args.split)
-    elif args.split in ("train", "validation", "test"):
-        split = data.load_movie_reviews()[args.split]
-    else:
-        split = data.load_tsv(args.split)
+    with reading(args.split):
+        if args.split in data.OUT_OF_DOMAIN:
+            split = data.load_out_of_domain(args.split)
+        elif args.split in ("train", "validation", "test"):
+            split = data.load_movie_reviews()[args.split]
+        else:
+            split = data.load_tsv(args.split)
     unknown = sorted({y for y in split.labels if not 0 <= y < num_labels})
     if unknown:
         raise ValueError(f"{args.split} has labels {unknown[:5]} that this adapter cannot predict (its classes are "

@@ -105,7 +105,8 @@ def _compare_flags(parser, nlg_config):
                       "folder instead of searching (its results.json); the report says so")
     both.add_argument("--report-only", action="store_true",
                       help="train nothing: report on the finished runs and list the missing ones")
-    both.add_argument("--out", default=None, help="(default: runs/compare; --task e2e: runs/compare-e2e)")
+    both.add_argument("--out", default=None, help="the comparison's folder: one run folder per arm and seed, "
+                      "results.json and results.md (default: runs/compare; --task e2e: runs/compare-e2e)")
     reviews = parser.add_argument_group("classification only (--task movie-reviews or a folder)")
     reviews.add_argument("--regime", choices=sorted(nlu.REGIMES), default=None,
                          help="small: 1,000 training sentences, 10 epochs; full: all 7,568, 3 epochs (default: small)")
