@@ -303,6 +303,15 @@ def test_the_main_job_trains_and_tests_on_the_task_folder_it_is_given(tmp_path, 
     assert "does not beat the plain adapter" in printed and "docs/results.md" in printed
 
 
+@pytest.mark.parametrize("adamix, adapter, here", [(0.7565, 0.7765, "2.0 points below"), (0.80, 0.795, "0.5 points above"),
+                                                   (0.75, 0.75, "level with")])
+def test_the_main_jobs_verdict_gives_this_runs_difference_and_the_results_page(adamix, adapter, here):
+    from tinymix.cli import commands
+    assert commands.verdict(adamix, adapter) == (
+        f"verdict: at this scale AdaMix-adapter does not beat the plain adapter it mixes: here it scored {here} it "
+        "(one seed), and over five paired seeds at tuned learning rates 0.73 points below it (docs/results.md)")
+
+
 def test_the_main_job_run_again_writes_the_next_free_folder(tmp_path, task, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "main").mkdir(parents=True)
@@ -415,3 +424,12 @@ def test_progress_off_a_terminal_is_a_plain_line(task, capsys, monkeypatch):
                                  + [f for f in TINY if f != "--no-progress"], capsys)
     assert code == 0, err
     assert re.search(r"^epoch 1/1: step 1/2, \d+ s so far, about \d+ s left$", printed, re.M), printed
+
+
+def test_the_main_jobs_verdict_agrees_with_the_results_page():
+    """The verdict quotes docs/results.md's paired difference: if the page changes, so must the sentence."""
+    from tinymix.cli import commands
+    page = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    row = re.search(r"\| adamix vs adapter \| (-?\d+\.\d+) \|", page)
+    assert row and f"over five paired seeds at tuned learning rates {-float(row.group(1)):.2f} points below it" \
+        in commands.verdict(0.75, 0.76)

@@ -160,7 +160,7 @@ def test_training_steps_read_nothing_back_between_log_reads(monkeypatch):
     monkeypatch.setattr(backend, "to_numpy", counting_to_numpy)
     result = train(tiny_config(epochs=1, log_every=4), tiny_splits())     # 6 steps: reads after 4 and 6
     assert len(result["losses"]) == 6
-    assert reads == {"item": 0, "to_numpy": 3}       # and after training, the routing report's distances
+    assert reads == {"item": 0, "to_numpy": 4}       # + after the epoch and after training: the experts' distances
 
 
 def test_log_every_must_be_positive():
@@ -218,6 +218,8 @@ def test_losses_json_holds_the_task_loss_and_the_consistency_term_per_step(tmp_p
     assert saved["consistency_weight"] == (weight if two_passes else 0.0)
     assert len(saved["loss"]) == len(saved["task"]) == len(saved["consistency"]) == 6
     assert saved["loss"] == result["losses"]
+    spread = result["history"][0].get("expert_spread")          # AdaMix only: its experts drift apart
+    assert (spread > 0) if two_passes else spread is None
     total = np.array(saved["task"]) + saved["consistency_weight"] * np.array(saved["consistency"])
     np.testing.assert_allclose(saved["loss"], total, rtol=1e-5)
     assert (min(saved["consistency"]) > 0) if two_passes else saved["consistency"] == [0.0] * 6

@@ -86,7 +86,7 @@ def loss_curves(curves, path, ylabel="training loss (running mean)", second=None
         label, values = second
         right = axes[0][1]
         right.plot(_running_mean(values, max(1, len(values) // 15)), color="C3")
-        right.set(xlabel="step", ylabel=f"{label} (running mean)", title=label)
+        right.set(xlabel="step", ylabel="running mean", title=label)
     return _save(figure, path)
 
 

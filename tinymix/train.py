@@ -237,6 +237,9 @@ def _epoch(cfg, epoch, model, tokenizer, optimizer, lr, train_split, splits, sta
     accuracy = evaluate(model, tokenizer, splits["validation"], cfg.eval_batch_size)
     state["history"].append({"epoch": epoch + 1, "validation_accuracy": accuracy,
                              "mean_loss": sum(state["losses"][-steps_per_epoch:]) / steps_per_epoch})
+    spreads = [mixture["spread"] for mixture in adamix.routing_report(model).values()]
+    if spreads:          # AdaMix: how far apart its experts are after each epoch (0: all alike; routing_report)
+        state["history"][-1]["expert_spread"] = sum(spreads) / len(spreads)
     print(f"epoch {epoch + 1}: validation accuracy {accuracy:.4f}")
     state["epoch"] = epoch + 1
     best_weights = None
