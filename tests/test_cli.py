@@ -194,7 +194,7 @@ def test_ctrl_c_says_where_the_checkpoint_is_and_the_command_that_continues(tmp_
                                + TINY, capsys)
     assert code == 130
     assert err.strip() == (f"interrupted. The last complete checkpoint is {run / 'checkpoints' / 'epoch-0001'} "
-                           f"(after epoch 1); continue with: python -m tinymix train --out {run} --resume.")
+                           f"(after epoch 1); continue with: python3 -m tinymix train --out {run} --resume.")
     # the command it gives works as it stands: the other settings come from the run's config.json
     code, out, err = run_cli(["train", "--out", str(run), "--resume"], capsys)
     assert code == 0 and f"resuming from {run / 'checkpoints' / 'epoch-0001'}" in out, err
@@ -224,7 +224,7 @@ def test_a_real_sigint_during_training_ends_in_one_message_and_status_130(tmp_pa
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "Traceback" not in err and err.strip().startswith("interrupted. The last complete checkpoint is ")
-    assert err.strip().endswith(f"continue with: python -m tinymix train --out {run} --resume.")
+    assert err.strip().endswith(f"continue with: python3 -m tinymix train --out {run} --resume.")
 
 
 def test_resume_takes_the_saved_settings_and_only_the_flags_given(tmp_path, task, capsys):
@@ -254,7 +254,7 @@ def test_help_works_and_a_bad_backend_is_one_line(value):
     environment = {**os.environ, "TINYMIX_BACKEND": value}
     done = subprocess.run([sys.executable, "-m", "tinymix", "--help"], cwd=ROOT, env=environment,
                           capture_output=True, text=True)
-    assert done.returncode == 0 and "usage: python -m tinymix" in done.stdout and done.stderr == ""
+    assert done.returncode == 0 and "usage: python3 -m tinymix" in done.stdout and done.stderr == ""
     done = subprocess.run([sys.executable, "-m", "tinymix", "demo", "--steps", "2"], cwd=ROOT, env=environment,
                           capture_output=True, text=True)
     assert done.returncode == 1 and one_error_line(done.stderr).startswith(f"error: TINYMIX_BACKEND='{value}': ")

@@ -101,7 +101,7 @@ def test_a_nan_loss_stops_the_run_and_leaves_the_last_checkpoint_intact(tmp_path
     message = str(caught.value)
     assert message.startswith("loss became nan at step 8 (epoch 2); stopping.")
     assert f"The last complete checkpoint is {last};" in message
-    assert f"python -m tinymix train --out {tmp_path / 'run'} --resume --lr 0.0003" in message
+    assert f"python3 -m tinymix train --out {tmp_path / 'run'} --resume --lr 0.0003" in message
     assert {p.name: p.read_bytes() for p in last.iterdir()} == before
     # ... and that command continues the run with the lower rate, recorded as a change of the run
     resumed = train(tiny_config(tmp_path, epochs=2, resume=True, lr=3e-4), splits)

@@ -311,7 +311,7 @@ def nan_message(cfg, lr, run, value, step, epoch):
     lower = min(lr / 10, defaults["lr"])
     if complete:
         text += (f"The last complete checkpoint is {complete[-1]}; to continue from it with a lower learning "
-                 f"rate: python -m tinymix train --out {cfg.out} --resume --lr {lower:g}")
+                 f"rate: python3 -m tinymix train --out {cfg.out} --resume --lr {lower:g}")
         if others:
             text += " (the other settings cannot change on --resume: start again with --overwrite to change them)"
     elif run is not None:

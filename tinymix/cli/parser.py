@@ -14,7 +14,7 @@ def build_parser(description=""):
     from ..e2e.finetune import NLGConfig
     from ..methods import CLASSIFICATION, names
     from ..train import TrainConfig
-    parser = argparse.ArgumentParser(prog="python -m tinymix", description=description,
+    parser = argparse.ArgumentParser(prog="python3 -m tinymix", description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands_ = parser.add_subparsers(dest="command", metavar="command")
 

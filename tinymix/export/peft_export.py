@@ -193,7 +193,7 @@ def _shared(config):
 def _readme(folder, config, peft_config, num_labels, hidden):
     text = f"""# A LoRA for {MINILM_NAME}, exported by tinymix
 
-Made by `python -m tinymix export` from `{folder}` (tinymix method {_method_name(config)!r}). It is a
+Made by `python3 -m tinymix export` from `{folder}` (tinymix method {_method_name(config)!r}). It is a
 Hugging Face PEFT LoRA (`adapter_config.json`, `adapter_model.safetensors`) for transformers'
 `BertModel` with the all-MiniLM-L6-v2 weights: r={peft_config['r']}, lora_alpha={peft_config['lora_alpha']},
 target_modules {peft_config['target_modules']}. Each targeted weight W becomes
