@@ -433,3 +433,12 @@ def test_the_main_jobs_verdict_agrees_with_the_results_page():
     row = re.search(r"\| adamix vs adapter \| (-?\d+\.\d+) \|", page)
     assert row and f"over five paired seeds at tuned learning rates {-float(row.group(1)):.2f} points below it" \
         in commands.verdict(0.75, 0.76)
+
+
+def test_a_flag_the_method_does_not_read_is_warned_about_by_name(task, capsys):
+    code, printed, err = run_cli(["train", "--task", str(task), "--method", "lora", "--num-experts", "8",
+                                  "--bottleneck", "8", "--epochs", "1"] + TINY, capsys)
+    assert code == 0, err
+    assert "warning: --num-experts does nothing with --method lora (it is read by adamix, adamix-lora only)" in printed
+    assert "warning: --bottleneck does nothing with --method lora" in printed
+    assert "--lora-rank" not in printed

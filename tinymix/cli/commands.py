@@ -105,6 +105,7 @@ def train_command(args):
         return e2e_train_command(args)
     from ..train import TrainConfig, train
     cfg = config_from_args(args, TrainConfig(), "train")
+    warn_unused(args, cfg.method)
     result = train(cfg)
     test = "not read (--no-test)" if result["test_accuracy"] is None else f"{result['test_accuracy']:.4f}"
     print(f"validation {result['validation_accuracy']:.4f} (epoch {result['best_epoch']}), "
@@ -117,6 +118,22 @@ def train_command(args):
                      "losses.json, training_curve.png, checkpoints/"))
 
 
+# The settings only some methods read: {field: the methods that read it}. A flag given for another method
+# is warned about by name (it would do nothing).
+_ADAMIX, _LORA = ("adamix", "adamix-lora"), ("lora", "adamix-lora")
+READ_BY = {"num_experts": _ADAMIX, "sharing": _ADAMIX, "consistency_weight": _ADAMIX, "expert_init": _ADAMIX,
+           "expert_updates": _ADAMIX, "low_memory": _ADAMIX, "lora_rank": _LORA, "lora_alpha": _LORA,
+           "lora_dropout": _LORA, "bottleneck": ("adamix", "adapter", "houlsby", "pfeiffer")}
+
+
+def warn_unused(args, method):
+    """A warning line for each flag given that `method` does not read."""
+    for name, readers in READ_BY.items():
+        if getattr(args, name, None) is not None and method not in readers:
+            print(f"warning: --{name.replace('_', '-')} does nothing with --method {method} (it is read by "
+                  f"{', '.join(readers)} only)")
+
+
 def saved_line(out, what):
     """The closing line of a training command: where everything is (or that nothing was written)."""
     return f"saved in {out}/: {what}" if out else "nothing saved (no --out)"
@@ -125,7 +142,9 @@ def saved_line(out, what):
 def e2e_train_command(args):
     from ..e2e import finetune
     from ..methods import METHODS
-    result = finetune.train(config_from_args(args, finetune.NLGConfig(), "train --task e2e"))
+    cfg = config_from_args(args, finetune.NLGConfig(), "train --task e2e")
+    warn_unused(args, cfg.method)
+    result = finetune.train(cfg)
     test = ("test not read (--no-test)" if "bleu" not in result else
             f"BLEU {result['bleu']:.1f} (held-out families {result['bleu_held_out']:.1f}), slot errors "
             f"{result['slot_error_rate']:.1f}%")
@@ -217,6 +236,7 @@ def check_adapter_folder(folder):
 def export_command(args):
     """Write a saved LoRA / AdaMix-LoRA adapter as a Hugging Face PEFT LoRA folder."""
     from ..export import peft_export
+    check_adapter_folder(Path(args.adapter))
     peft_export.export_peft(args.adapter, args.out)
 
 
