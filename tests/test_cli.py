@@ -307,7 +307,7 @@ def test_the_main_job_trains_and_tests_on_the_task_folder_it_is_given(tmp_path, 
                                                    (0.75, 0.75, "level with")])
 def test_the_main_jobs_verdict_gives_this_runs_difference_and_the_results_page(adamix, adapter, here):
     from tinymix.cli import commands
-    assert commands.verdict(adamix, adapter) == (
+    assert commands.verdict("adamix", adamix, adapter) == (
         f"verdict: at this scale AdaMix-adapter does not beat the plain adapter it mixes: here it scored {here} it "
         "(one seed), and over five paired seeds at tuned learning rates 0.73 points below it (docs/results.md)")
 
@@ -426,13 +426,22 @@ def test_progress_off_a_terminal_is_a_plain_line(task, capsys, monkeypatch):
     assert re.search(r"^epoch 1/1: step 1/2, \d+ s so far, about \d+ s left$", printed, re.M), printed
 
 
-def test_the_main_jobs_verdict_agrees_with_the_results_page():
+@pytest.mark.parametrize("method, mixed", [("adamix", "adapter"), ("adamix-lora", "lora")])
+def test_the_main_jobs_verdict_agrees_with_the_results_page(method, mixed):
     """The verdict quotes docs/results.md's paired difference: if the page changes, so must the sentence."""
     from tinymix.cli import commands
     page = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
-    row = re.search(r"\| adamix vs adapter \| (-?\d+\.\d+) \|", page)
-    assert row and f"over five paired seeds at tuned learning rates {-float(row.group(1)):.2f} points below it" \
-        in commands.verdict(0.75, 0.76)
+    row = re.search(rf"\| {method} vs {mixed} \| ([-+]\d+\.\d+) \|", page)
+    points = float(row.group(1))
+    assert commands.RESULTS_PAGE[method][:2] == (mixed, points)
+    assert f"at tuned learning rates {abs(points):.2f} points {'above' if points > 0 else 'below'} it" in \
+        commands.verdict(method, 0.75, 0.76)
+
+
+def test_the_main_job_refuses_a_method_that_is_not_a_mixture(task, capsys):
+    code, _, err = run_cli(["main", "--task", str(task), "--method", "lora"] + TINY, capsys)
+    assert code == 1 and one_error_line(err).startswith(
+        "error: --method lora: the main job compares an AdaMix method with the module it mixes")
 
 
 def test_a_flag_the_method_does_not_read_is_warned_about_by_name(task, capsys):

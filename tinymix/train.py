@@ -262,7 +262,8 @@ def _merge_and_test(cfg, model, tokenizer, splits, state, start, run, started, e
     peft.merge(model)
     test_accuracy = evaluate(model, tokenizer, splits["test"], cfg.eval_batch_size) if cfg.test else None
     result = {
-        "config": {**asdict(cfg), "lr": methods.learning_rate(cfg, TASK)}, "history": state["history"], "losses": state["losses"],
+        "config": {**asdict(cfg), "lr": methods.learning_rate(cfg, TASK)},       # the rate used, not 0
+        "history": state["history"], "losses": state["losses"],
         "best_epoch": state["best_epoch"], "validation_accuracy": state["best_validation"],
         "test_accuracy": test_accuracy, "merged_test_accuracy": test_accuracy, "routing": routing,
         "trainable_parameters": trainable, "merged_parameters": merged_count,

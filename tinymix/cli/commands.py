@@ -5,6 +5,7 @@ import itertools
 import time
 from pathlib import Path
 
+from ..methods import METHODS
 from .flags import E2E, config_from_args
 
 # The main job's small CPU budget: AdaMix-adapter (M=4, shared up-projections, consistency) on the
@@ -25,6 +26,11 @@ def main_job(args):
 
     started = time.perf_counter()
     cfg = config_from_args(args, TrainConfig(**MAIN_JOB))
+    if cfg.method not in RESULTS_PAGE:
+        raise ValueError(f"--method {cfg.method}: the main job compares an AdaMix method with the module it mixes "
+                         f"(--method {' or '.join(RESULTS_PAGE)}); `python3 -m tinymix train --method {cfg.method}` "
+                         "trains any method")
+    mixed, paper_points, paper_note = RESULTS_PAGE[cfg.method]
     if getattr(args, "out", None) is None and not (cfg.resume or cfg.overwrite):
         cfg = dataclasses.replace(cfg, out=_free_run_folder(cfg.out))
     args.out = cfg.out                                  # for the hint after Ctrl-C
@@ -46,8 +52,8 @@ def main_job(args):
     probe_accuracy = probe.linear_probe(train_x, train_split.labels, test_x, splits["test"].labels)
     del backbone
 
-    single = dataclasses.replace(cfg, method="adapter", out=str(Path(cfg.out) / "adapter"))
-    print(f"2/3 fine-tuning {cfg.model} with the single adapter AdaMix mixes (same data, budget and seed: it starts "
+    single = dataclasses.replace(cfg, method=mixed, out=str(Path(cfg.out) / mixed))
+    print(f"2/3 fine-tuning {cfg.model} with the single {mixed} AdaMix mixes (same data, budget and seed: it starts "
           f"as AdaMix's expert 0) for {cfg.epochs} epoch(s), into {single.out}")
     adapter = _train_and_plot(single, splits, task)
     print(f"3/3 fine-tuning {cfg.model} with {cfg.method} ({cfg.num_experts} experts, sharing {cfg.sharing}, "
@@ -56,26 +62,36 @@ def main_job(args):
     minutes = (time.perf_counter() - started) / 60
     trainable, merged, total = result["trainable_parameters"], result["merged_parameters"], result["all_parameters"]
     print()
-    print(f"test accuracy, AdaMix-adapter merged into one adapter per layer: {result['merged_test_accuracy']:.4f}")
-    print(f"test accuracy, the single adapter it mixes (paired):           {adapter['merged_test_accuracy']:.4f}")
+    print(f"test accuracy, {METHODS[cfg.method].label} merged into one {mixed} per layer: "
+          f"{result['merged_test_accuracy']:.4f}")
+    print(f"test accuracy, the single {mixed} it mixes (paired):           {adapter['merged_test_accuracy']:.4f}")
     print(f"test accuracy, linear probe on frozen embeddings:              {probe_accuracy:.4f}")
     print(f"AdaMix's trainable params while training: {trainable:,d} ({100 * trainable / total:.2f}% of all "
           f"{total:,d}: the frozen model and every expert)")
     print(f"after merging, as the single adapter:     {merged:,d} ({100 * merged / total:.2f}%)")
-    print(verdict(result["merged_test_accuracy"], adapter["merged_test_accuracy"]))
+    print(verdict(cfg.method, result["merged_test_accuracy"], adapter["merged_test_accuracy"]))
     print(f"saved: {cfg.out}/ (AdaMix: merged/, best/, results.json, losses.json, training_curve.png) and "
-          f"{single.out}/ (the adapter's)")
+          f"{single.out}/ (the {mixed}'s)")
     print(f"wall time: {minutes:.1f} min. Running `python3 -m tinymix` again keeps this run and writes the next "
           "free folder (runs/main-2, runs/main-3, ...)")
 
 
-def verdict(adamix_accuracy, adapter_accuracy):
+# What docs/results.md found for each AdaMix method against the module it mixes (its table's paired
+# difference in test accuracy points over five seeds; tests/test_cli.py reads the page to check them).
+RESULTS_PAGE = {"adamix": ("adapter", -0.73, ""),
+                "adamix-lora": ("lora", +0.13, ", a difference its 95% interval cannot tell from zero")}
+
+
+def verdict(method, adamix_accuracy, single_accuracy):
     """The main job's one-sentence answer: this run's paired difference (one seed), and the verdict of
     docs/results.md's five paired seeds, which one seed of this small budget cannot overturn."""
-    points = 100 * (adamix_accuracy - adapter_accuracy)
-    here = f"{abs(points):.1f} points {'above' if points > 0 else 'below'}" if round(points, 1) else "level with"
-    return (f"verdict: at this scale AdaMix-adapter does not beat the plain adapter it mixes: here it scored {here} "
-            "it (one seed), and over five paired seeds at tuned learning rates 0.73 points below it (docs/results.md)")
+    mixed, paper_points, note = RESULTS_PAGE[method]
+    side = lambda points: "above" if points > 0 else "below"
+    points = 100 * (adamix_accuracy - single_accuracy)
+    here = f"{abs(points):.1f} points {side(points)}" if round(points, 1) else "level with"
+    return (f"verdict: at this scale {METHODS[method].label} does not beat the plain {mixed} it mixes: here it scored "
+            f"{here} it (one seed), and over five paired seeds at tuned learning rates {abs(paper_points):.2f} points "
+            f"{side(paper_points)} it{note} (docs/results.md)")
 
 
 def _free_run_folder(out):
