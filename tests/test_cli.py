@@ -352,7 +352,7 @@ def test_train_help_gives_choices_units_and_what_the_defaults_resolve_to(capsys)
     printed = " ".join(capsys.readouterr().out.split())
     for name in methods.METHODS:
         assert f"{name} (" in printed
-    assert "0 means the method's own default rate for the task (adamix 0.003, e2e 0.003; adamix-lora 0.003, e2e 0.001" in printed
+    assert "0 means the method's own default rate for the task (adamix 0.003 (e2e 0.003), adamix-lora 0.003 (e2e 0.001)" in printed
     assert "train.tsv, dev.tsv and test.tsv, each with a header line and then one `sentence<TAB>label`" in printed
     assert "(average, random, fixed)" in printed and "(up, down, none, both)" in printed
     assert "up means the shared factor is B" in printed and '(default: "")' in printed

@@ -11,7 +11,7 @@ def _methods(task):
 def _rates():
     from ..methods import CLASSIFICATION, E2E, METHODS
     rate = lambda method, task: f"{method.lr[task]:g}" if task in method.lr else "-"
-    return "; ".join(f"{m.name} {rate(m, CLASSIFICATION)}" + (f", e2e {rate(m, E2E)}" if E2E in m.lr else "")
+    return ", ".join(f"{m.name} {rate(m, CLASSIFICATION)}" + (f" (e2e {rate(m, E2E)})" if E2E in m.lr else "")
                      for m in METHODS.values())
 
 
