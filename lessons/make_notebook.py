@@ -7,7 +7,8 @@ The notebook holds the lesson's cells in order — prose cells as markdown (with
 marks), code cells as code — after one setup cell that puts the lessons folder (for `support` and
 `exercises`) and the repository (for `tinymix`) on sys.path. Jupyter starts a notebook's kernel in
 the notebook's folder, so the setup cell finds them by the relative path from where the notebook
-was written, and falls back to the absolute path if the notebook was moved.
+was written; if the notebook was moved, it looks for a `lessons/` folder in the working folder and
+the folders above it. The notebook holds no absolute path of the machine that made it.
 
 Students with jupytext installed (an optional extra, never needed by tinymix) can instead run
 `jupytext --to ipynb lessons/08_adapters.py`: the lessons are already in its percent format, and a
@@ -25,8 +26,12 @@ import sys
 from pathlib import Path
 
 _lessons = (Path.cwd() / {relative!r}).resolve()
-if not (_lessons / "support.py").is_file():      # the notebook was moved: use where it was made
-    _lessons = Path({absolute!r})
+if not (_lessons / "support.py").is_file():      # the notebook was moved: look for lessons/ from here up
+    _found = [p / "lessons" for p in (Path.cwd(), *Path.cwd().parents) if (p / "lessons" / "support.py").is_file()]
+    if not _found:
+        raise RuntimeError("this notebook cannot find tinymix's lessons folder: start Jupyter inside the tinymix "
+                           "repository, or write the notebook again with `python3 lessons/run.py NN --notebook`")
+    _lessons = _found[0]
 for _folder in (str(_lessons), str(_lessons.parent)):
     if _folder not in sys.path:
         sys.path.insert(0, _folder)'''
@@ -49,7 +54,7 @@ def _code(text):
 def lesson_notebook(cells, lessons, folder):
     """The notebook (a dict, ready for json.dump) of a lesson's cells (run.parse_cells), to be written
     in `folder`; `lessons` is the lessons folder."""
-    setup = SETUP.format(relative=os.path.relpath(lessons, Path(folder).resolve()), absolute=str(lessons))
+    setup = SETUP.format(relative=os.path.relpath(lessons, Path(folder).resolve()))
     notebook_cells = [_code(setup)]
     for cell in cells:
         if cell.kind == "markdown":

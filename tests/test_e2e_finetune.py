@@ -1,5 +1,7 @@
 """Fine-tuning the tiny GPT on the E2E-style task: the loss sees target tokens only, merging and
 folding change nothing, parameter counts, bad inputs, and the command line."""
+import json
+
 import numpy as np
 import pytest
 
@@ -85,12 +87,18 @@ def test_parameter_counts_per_method():
         finetune.build_model(finetune.NLGConfig(method="lora", also_train="nope"))
 
 
-def test_a_short_adamix_lora_run_merges_and_folds_without_changing_the_model():
+def test_a_short_adamix_lora_run_merges_and_folds_without_changing_the_model(tmp_path):
     cfg = finetune.NLGConfig(method="adamix-lora", num_experts=2, steps=2, batch_size=4, train_size=8,
                         validation_size=2, test_size=2, eval_every=1, decoding="greedy", max_new_tokens=4,
-                        progress=False)
+                        progress=False, out=str(tmp_path / "run"))
     splits = e2e.make_splits(8, 2, 2, seed=0)
     result = finetune.train(cfg, splits)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["config"]["lr"] == finetune.methods.METHODS["adamix-lora"].lr["e2e"] == 1e-3   # the rate used
+    terms = json.loads((tmp_path / "run" / "losses.json").read_text())   # the loss and its two terms per step
+    assert terms["loss"] == result["losses"] and terms["consistency_weight"] == cfg.consistency_weight
+    assert terms["loss"] == pytest.approx([t + cfg.consistency_weight * c
+                                           for t, c in zip(terms["task"], terms["consistency"])], rel=1e-5)
     # merged (mean of A's, shared B) and folded into W: the test loss is that of the averaged model
     assert result["test_loss_merged"] == pytest.approx(result["test_loss_unmerged"], abs=1e-4)
     assert [h["step"] for h in result["history"]] == [1, 2] and len(result["losses"]) == 2

@@ -176,6 +176,16 @@ def test_an_unmerged_adamix_lora_is_merged_first_and_says_so(adamix_run):
     np.testing.assert_allclose(B @ A, np.mean([B @ e for e in experts], axis=0), rtol=1e-5, atol=1e-6)
 
 
+def test_an_adamix_lora_is_named_as_the_user_named_it_and_its_shared_factor_b(adamix_run, lora_run):
+    root, _, said = adamix_run
+    readme = " ".join((root / "peft" / "README.md").read_text().split())
+    assert "(tinymix method 'adamix-lora')" in readme
+    assert "(4 experts, sharing 'up': the experts share the factor B)" in readme
+    assert any("sharing 'up': the experts share the factor B" in line for line in said)
+    plain = " ".join((lora_run[0] / "peft" / "README.md").read_text().split())
+    assert "(tinymix method 'lora')" in plain
+
+
 def test_the_exported_adamix_lora_is_tinymix_merge_and_computes_the_average_inference(adamix_run, minilm_config):
     root, model, _ = adamix_run
     average = logits(model)                                     # unmerged, "average" inference

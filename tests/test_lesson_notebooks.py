@@ -86,3 +86,21 @@ def test_a_generated_notebook_runs_in_a_real_kernel(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYMIX_FAST", "1")                           # the kernel inherits it
     monkeypatch.setenv("TINYMIX_LESSON_FIGURES", str(tmp_path))
     nbclient.NotebookClient(notebook, timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+
+def test_a_notebook_holds_no_absolute_path_and_finds_the_lessons_when_moved(tmp_path):
+    notebook = write(runner.lesson_files()["01"], LESSONS / "notebooks")
+    try:
+        text = notebook.read_text(encoding="utf-8")
+        assert str(ROOT) not in text and str(LESSONS) not in text     # nothing of the machine that made it
+        moved = tmp_path / "moved.ipynb"
+        moved.write_text(text, encoding="utf-8")
+        setup = "".join(json.loads(text)["cells"][0]["source"]) + "\nprint(_lessons)"
+        found = subprocess.run([sys.executable, "-c", setup], cwd=ROOT / "tinymix", env=ENV, capture_output=True,
+                               text=True, timeout=60)                      # inside the repository: found upward
+        assert found.returncode == 0 and found.stdout.strip() == str(LESSONS), found.stderr
+        lost = subprocess.run([sys.executable, "-c", setup], cwd=tmp_path, env=ENV, capture_output=True,
+                              text=True, timeout=60)
+        assert lost.returncode != 0 and "cannot find tinymix's lessons folder" in lost.stderr
+    finally:
+        notebook.unlink()

@@ -253,7 +253,7 @@ def test_resume_hint_names_the_checkpoint_only_when_there_is_one(tmp_path):
     train(tiny_config(run, epochs=1), tiny_splits())
     assert runfolder.resume_hint(str(run), "main") == (
         f"the last complete checkpoint is {run / 'checkpoints' / 'epoch-0001'} (after epoch 1); continue with: "
-        f"python -m tinymix main --out {run} --resume")
+        f"python3 -m tinymix main --out {run} --resume")
 
 
 def test_a_file_hash_read_in_blocks_is_the_hash_of_its_bytes(tmp_path):

@@ -103,7 +103,7 @@ def test_a_nan_loss_stops_the_run_and_leaves_the_last_checkpoint_intact(tmp_path
     message = str(caught.value)
     assert message.startswith("loss became nan at step 8 (epoch 2); stopping.")
     assert f"The last complete checkpoint is {last};" in message
-    assert f"python -m tinymix train --out {tmp_path / 'run'} --resume --lr 0.0003" in message
+    assert f"python3 -m tinymix train --out {tmp_path / 'run'} --resume --lr 0.0003" in message
     assert {p.name: p.read_bytes() for p in last.iterdir()} == before
     # ... and that command continues the run with the lower rate, recorded as a change of the run
     resumed = train(tiny_config(tmp_path, epochs=2, resume=True, lr=3e-4), splits)
@@ -155,14 +155,14 @@ def test_training_steps_read_nothing_back_between_log_reads(monkeypatch):
         return self.data.item()
 
     def counting_to_numpy(array):
-        if backend.is_array(array) and array.ndim == 1 and array.dtype.kind == "f":   # a stack of losses
+        if backend.is_array(array) and array.ndim in (1, 2) and array.dtype.kind == "f":   # losses (and their terms)
             reads["to_numpy"] += 1
         return real_to_numpy(array)
     monkeypatch.setattr(Tensor, "item", counting_item)
     monkeypatch.setattr(backend, "to_numpy", counting_to_numpy)
     result = train(tiny_config(epochs=1, log_every=4), tiny_splits())     # 6 steps: reads after 4 and 6
     assert len(result["losses"]) == 6
-    assert reads == {"item": 0, "to_numpy": 3}       # and after training, the routing report's distances
+    assert reads == {"item": 0, "to_numpy": 4}       # + after the epoch and after training: the experts' distances
 
 
 def test_log_every_must_be_positive():
@@ -210,3 +210,43 @@ def test_length_grouped_batches_cover_every_sentence_once_and_group_by_length():
     assert max(spreads) < 8 * 5   # sorted stretches: a batch spans 8 neighbouring lengths, not 64
 
 
+
+
+@pytest.mark.parametrize("method, weight", [("adamix", 2.0), ("lora", 2.0)])
+def test_losses_json_holds_the_task_loss_and_the_consistency_term_per_step(tmp_path, method, weight):
+    result = train(tiny_config(tmp_path, method=method, consistency_weight=weight), tiny_splits())
+    saved = checkpoint.load_json(tmp_path / "run" / "losses.json")
+    two_passes = method == "adamix"
+    assert saved["consistency_weight"] == (weight if two_passes else 0.0)
+    assert len(saved["loss"]) == len(saved["task"]) == len(saved["consistency"]) == 6
+    assert saved["loss"] == result["losses"]
+    spread = result["history"][0].get("expert_spread")          # AdaMix only: its experts drift apart
+    assert (spread > 0) if two_passes else spread is None
+    total = np.array(saved["task"]) + saved["consistency_weight"] * np.array(saved["consistency"])
+    np.testing.assert_allclose(saved["loss"], total, rtol=1e-5)
+    assert (min(saved["consistency"]) > 0) if two_passes else saved["consistency"] == [0.0] * 6
+
+
+def test_all_parameters_counts_the_frozen_model_and_every_expert():
+    """One rule (peft.py): "all" = the model as trained, every expert included, as print_trainable_parameters
+    and the lessons count it; not the merged model (which has one expert per mixture)."""
+    from tinymix import peft
+    result = train(tiny_config(method="adamix"), tiny_splits(16, 8))
+    model, _ = train_module.build_model(tiny_config(method="adamix"), 2)
+    assert result["all_parameters"] == peft.print_trainable_parameters(model)[1] == model.num_parameters()
+    frozen = model.num_parameters() - model.num_parameters(trainable_only=True)
+    assert result["all_parameters"] == frozen + result["trainable_parameters"] > frozen + result["merged_parameters"]
+
+
+def test_the_training_curve_draws_the_two_terms_apart(tmp_path, monkeypatch):
+    from tinymix import plots
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda figure, path: drawn.update(
+        labels=[axis.get_ylabel() for axis in figure.axes]))
+    history = [{"epoch": 1, "validation_accuracy": 0.5}]
+    terms = {"loss": [1.0, 0.9], "task": [0.8, 0.7], "consistency": [0.2, 0.2], "consistency_weight": 1.0}
+    plots.training_curve(terms["loss"], history, tmp_path / "a.png", terms=terms)
+    assert drawn["labels"] == ["task loss (cross-entropy)", "consistency term (symmetric KL; weight 1 in the loss)",
+                               "validation accuracy"]
+    plots.training_curve([1.0, 0.9], history, tmp_path / "b.png", terms={**terms, "consistency_weight": 0.0})
+    assert drawn["labels"] == ["training loss", "validation accuracy"]

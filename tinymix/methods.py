@@ -116,6 +116,9 @@ def check_settings(config, task):
     validate.check_choice("sharing", config.sharing, peft.SHARING)
     if hasattr(config, "inference"):
         validate.check_choice("inference", config.inference, adamix.INFERENCE_MODES)
+        if config.inference != "average" and not METHODS[config.method].two_passes:
+            raise ValueError(f"--inference {config.inference}: --method {config.method} has no mixture of experts to "
+                             "route between (only adamix and adamix-lora have one): leave --inference out")
     check("consistency_weight", config.consistency_weight, 0.0)
     validate.check_choice("expert_init", config.expert_init, adamix.EXPERT_INITS)
     validate.check_choice("expert_updates", config.expert_updates, EXPERT_UPDATES)

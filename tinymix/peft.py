@@ -329,6 +329,8 @@ def get_peft_model(model, config):
 
 
 # ---- counting ---------------------------------------------------------------------------------------
+# One rule everywhere: "all parameters" = model.num_parameters() of the model as trained (the frozen base
+# and every trainable parameter, every expert of every mixture included), not of the merged model.
 
 def merged_parameter_count(model):
     """Trainable parameters of the deployed model: each Mixture counts as one expert."""

@@ -20,17 +20,26 @@ def _running_mean(values, window):
             for i in range(len(values))]
 
 
-def training_curve(losses, history, path, title="training"):
-    """Loss per step (and its running mean) beside validation accuracy per epoch."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    left.plot(losses, color="0.75", linewidth=0.8, label="loss per step")
-    window = max(1, len(losses) // 20)
-    left.plot(_running_mean(losses, window), color="C0", label=f"running mean ({window} steps)")
-    left.set(xlabel="step", ylabel="training loss", title=title)
-    left.legend()
+def training_curve(losses, history, path, title="training", terms=None):
+    """Loss per step (and its running mean) beside validation accuracy per epoch. With `terms` (a
+    losses.json: "task" and "consistency" per step, and "consistency_weight"), a two-pass run's loss
+    is drawn as its two terms apart: the task loss (cross-entropy) and the consistency term."""
+    split = bool(terms and terms.get("consistency_weight") and terms.get("consistency"))
+    panels = 3 if split else 2
+    figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
+    curves = [(axes[0], terms["task"] if split else losses, "task loss (cross-entropy)" if split else "training loss")]
+    if split:
+        curves.append((axes[1], terms["consistency"], f"consistency term (symmetric KL; weight "
+                                                      f"{terms['consistency_weight']:g} in the loss)"))
+    for axis, values, label in curves:
+        axis.plot(values, color="0.75", linewidth=0.8, label="per step")
+        window = max(1, len(values) // 20)
+        axis.plot(_running_mean(values, window), color="C0", label=f"running mean ({window} steps)")
+        axis.set(xlabel="step", ylabel=label, title=title if axis is axes[0] else "consistency")
+        axis.legend()
     epochs = [h["epoch"] for h in history]
-    right.plot(epochs, [h["validation_accuracy"] for h in history], "o-", color="C1")
-    right.set(xlabel="epoch", ylabel="validation accuracy", title="validation", xticks=epochs)
+    axes[-1].plot(epochs, [h["validation_accuracy"] for h in history], "o-", color="C1")
+    axes[-1].set(xlabel="epoch", ylabel="validation accuracy", title="validation", xticks=epochs)
     return _save(figure, path)
 
 
@@ -63,13 +72,21 @@ def random_vs_merged(random_runs, merged, path):
     return _save(figure, path)
 
 
-def loss_curves(curves, path):
-    """Running-mean training loss per step, one line per method. curves: {name: [loss, ...]}."""
-    figure, axes = plt.subplots(figsize=(7, 4.2))
+def loss_curves(curves, path, ylabel="training loss (running mean)", second=None):
+    """Running-mean training loss per step, one line per method. curves: {name: [loss, ...]}, all of
+    one kind (ylabel). second: (its label, [value per step]), drawn on a panel of its own beside them
+    (e.g. AdaMix's consistency term, which a one-pass method does not have)."""
+    figure, axes = plt.subplots(1, 2 if second else 1, figsize=(12 if second else 7, 4.2), squeeze=False)
+    left = axes[0][0]
     for i, (name, losses) in enumerate(curves.items()):
-        axes.plot(_running_mean(losses, max(1, len(losses) // 15)), color=f"C{i % 10}", label=name)
-    axes.set(xlabel="step", ylabel="training loss (running mean)", title="training curves (seed 0)")
-    axes.legend(fontsize=8)
+        left.plot(_running_mean(losses, max(1, len(losses) // 15)), color=f"C{i % 10}", label=name)
+    left.set(xlabel="step", ylabel=ylabel, title="training curves (seed 0)")
+    left.legend(fontsize=8)
+    if second:
+        label, values = second
+        right = axes[0][1]
+        right.plot(_running_mean(values, max(1, len(values) // 15)), color="C3")
+        right.set(xlabel="step", ylabel="running mean", title=label)
     return _save(figure, path)
 
 

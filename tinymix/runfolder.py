@@ -276,4 +276,4 @@ def resume_hint(out, command="train"):
     complete = run.complete(quick=True)
     where = (f"the last complete checkpoint is {complete[-1]} (after epoch {_epoch(complete[-1])})" if complete
              else "no checkpoint was saved yet (the first is written after epoch 1)")
-    return f"{where}; continue with: python -m tinymix {command} --out {out} --resume"
+    return f"{where}; continue with: python3 -m tinymix {command} --out {out} --resume"

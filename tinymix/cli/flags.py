@@ -8,13 +8,15 @@ import dataclasses
 E2E = "e2e"          # --task e2e: the data-to-text task on the tiny GPT; any other --task is classification
 
 
-def _help(defaults):
-    """"(default: X)", or "(default: X; --task e2e: Y)" when the two tasks differ."""
-    values = list(dict.fromkeys(defaults.values()))
-    if len(values) == 1:
-        return f"(default: {values[0]})"
-    return "(default: " + "; ".join(f"{value}" if task != E2E else f"--task e2e: {value}"
-                                    for task, value in defaults.items()) + ")"
+def _help(name, defaults):
+    """The field's line (helptext.py) and "(default: X)", or "(default: X; --task e2e: Y)" when the two
+    tasks differ."""
+    from .helptext import field_help
+    shown = {task: '""' if value == "" else value for task, value in defaults.items()}
+    values = list(dict.fromkeys(shown.values()))
+    default = (f"(default: {values[0]})" if len(values) == 1 else "(default: " + "; ".join(
+        f"{value}" if task != E2E else f"--task e2e: {value}" for task, value in shown.items()) + ")")
+    return f"{field_help().get(name, '')} {default}".strip().replace("%", "%%")
 
 
 def add_config_flags(parser, configs, skip=(), defaults=None):
@@ -38,9 +40,9 @@ def add_config_flags(parser, configs, skip=(), defaults=None):
             group = parser
         flag = "--" + name.replace("_", "-")
         if isinstance(field.default, bool):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=_help(by_task))
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=_help(name, by_task))
         else:
-            group.add_argument(flag, type=type(field.default), default=None, help=_help(by_task))
+            group.add_argument(flag, type=type(field.default), default=None, help=_help(name, by_task))
     parser.set_defaults(config_fields=sorted(fields))
     return parser
 

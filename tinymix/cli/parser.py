@@ -5,20 +5,21 @@ import argparse
 from . import commands
 from .flags import add_config_flags
 
-TASK_HELP = ("movie-reviews (MiniLM, sentiment), a folder with train.tsv, dev.tsv and test.tsv (SST-2 "
-             "layout), or e2e (the tiny GPT on data-to-text; its flags are grouped below) "
-             "(default: movie-reviews)")
+from .helptext import field_help
+
+TASK_HELP = field_help()["task"] + " (default: movie-reviews)"
 
 
 def build_parser(description=""):
     from ..e2e.finetune import NLGConfig
     from ..methods import CLASSIFICATION, names
     from ..train import TrainConfig
-    parser = argparse.ArgumentParser(prog="python -m tinymix", description=description,
+    parser = argparse.ArgumentParser(prog="python3 -m tinymix", description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands_ = parser.add_subparsers(dest="command", metavar="command")
 
-    p = commands_.add_parser("main", help="the main job (also what runs with no command)")
+    p = commands_.add_parser("main", help="the main job (also what runs with no command): AdaMix-adapter, the single "
+                             "adapter it mixes and a linear probe on the same data, budget and seed")
     add_config_flags(p, TrainConfig, defaults=commands.MAIN_JOB)
     p.set_defaults(run=commands.main_job)
 
@@ -29,17 +30,25 @@ def build_parser(description=""):
     p.set_defaults(run=commands.train_command)
 
     p = commands_.add_parser("eval", help="evaluate a saved adapter folder")
-    p.add_argument("adapter", help="a folder written by save_adapter (e.g. runs/main/merged)")
-    p.add_argument("--split", default="test", help="train, validation, test, amazon, nyt, tweets, or a TSV path")
-    p.add_argument("--inference", default="average", help="for AdaMix: average, random or fixed")
-    p.add_argument("--expert", type=int, default=0, help="the expert for --inference fixed")
-    p.add_argument("--model", default="minilm-l6")
-    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("adapter", help="an adapter folder: a run's merged/ (the deployed model, e.g. runs/main/merged) "
+                   "or best/ (the unmerged model: for AdaMix it still holds every expert)")
+    p.add_argument("--split", default="test", help="train, validation or test of the movie reviews; amazon, nyt or "
+                   "tweets (out-of-domain sentiment); or the path of a TSV file with a header and then "
+                   "`sentence<TAB>label` lines (default: %(default)s)")
+    p.add_argument("--inference", default="average", help="AdaMix only, and only on a best/ folder (merged/ has no "
+                   "experts left): average = the experts averaged, as merged; random = a random expert per layer "
+                   "and call; fixed = the expert --expert (default: %(default)s)")
+    p.add_argument("--expert", type=int, default=0, help="the expert for --inference fixed, 0..M-1 (default: %(default)s)")
+    p.add_argument("--model", default="minilm-l6", help="the backbone the adapter was trained on: minilm-l6 or "
+                   "random-tiny (default: %(default)s)")
+    p.add_argument("--max-length", type=int, default=64, help="tokens per sentence, [CLS] and [SEP] included "
+                   "(default: %(default)s)")
     p.set_defaults(run=commands.eval_command)
 
     p = commands_.add_parser("export", help="write a LoRA or AdaMix-LoRA adapter as a Hugging Face PEFT LoRA "
                              "folder (an AdaMix mixture is merged first)")
-    p.add_argument("adapter", help="a folder written by save_adapter (e.g. runs/lora/merged)")
+    p.add_argument("adapter", help="an adapter folder of a LoRA or AdaMix-LoRA run: its merged/ or best/ "
+                   "(e.g. runs/lora/merged)")
     p.add_argument("--format", choices=["peft"], default="peft", help="the output format (default: peft)")
     p.add_argument("--out", required=True, help="the folder to write")
     p.set_defaults(run=commands.export_command)
@@ -69,9 +78,9 @@ def build_parser(description=""):
     p.set_defaults(run=commands.bench_command)
 
     p = commands_.add_parser("demo", help="fit a tiny MLP with the autograd engine")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=500, help="gradient-descent steps (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=0.1, help="the step size (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="the initial weights and data (default: %(default)s)")
     p.set_defaults(run=commands.demo)
     return parser
 
@@ -96,7 +105,8 @@ def _compare_flags(parser, nlg_config):
                       "folder instead of searching (its results.json); the report says so")
     both.add_argument("--report-only", action="store_true",
                       help="train nothing: report on the finished runs and list the missing ones")
-    both.add_argument("--out", default=None, help="(default: runs/compare; --task e2e: runs/compare-e2e)")
+    both.add_argument("--out", default=None, help="the comparison's folder: one run folder per arm and seed, "
+                      "results.json and results.md (default: runs/compare; --task e2e: runs/compare-e2e)")
     reviews = parser.add_argument_group("classification only (--task movie-reviews or a folder)")
     reviews.add_argument("--regime", choices=sorted(nlu.REGIMES), default=None,
                          help="small: 1,000 training sentences, 10 epochs; full: all 7,568, 3 epochs (default: small)")

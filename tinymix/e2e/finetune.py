@@ -40,7 +40,7 @@ from ..nn import Dropout
 from ..optim import AdamW, clip_grad_norm, linear_warmup_decay
 from ..pretrained import TINY_GPT_DIR, load_pretrained, tiny_gpt_record
 from ..tensor import no_grad
-from ..train import decay_groups, progress
+from ..train import decay_groups, loss_series, progress, say_learning_rate
 from ..transformer import LanguageModel
 
 TASK = methods.E2E               # the methods it offers and their default rates: methods.py
@@ -267,10 +267,13 @@ def train(cfg, splits=None):
     validation_pairs, _ = encode_pairs(encoder, splits["validation"])
     consistency_weight = methods.consistency_weight(cfg)
     lr = methods.learning_rate(cfg, TASK)
+    if cfg.progress:
+        print(say_learning_rate(cfg, lr, TASK))
     optimizer = AdamW(decay_groups(model, cfg.weight_decay), lr=lr, lazy=cfg.expert_updates == "lazy")
     warmup_steps = int(cfg.warmup * cfg.steps)
     stream = batches(train_pairs, cfg.batch_size, backend.host_generator([cfg.seed, 7]))
     history, losses, best, best_weights = [], [], math.inf, None
+    terms = {"task_losses": [], "consistency_losses": []}          # the two terms of each step's loss
     start = adamix.expert_weights(model)
     bar = progress(cfg.steps, f"{cfg.method} seed {cfg.seed}", cfg.progress)
     train_started = time.perf_counter()
@@ -281,7 +284,7 @@ def train(cfg, splits=None):
         picked = targets[targets != IGNORE]                               # (n,) the target tokens
         optimizer.zero_grad()            # before the forward: last step's gradients are not kept alive
         # logits at target positions only: the consistency KL is averaged over target tokens
-        loss, _, _ = adamix.two_pass_backward(
+        loss, task, consistency = adamix.two_pass_backward(
             lambda: target_logits(model, inputs, targets),
             lambda logits: F.cross_entropy(logits, picked, label_smoothing=cfg.label_smoothing),
             consistency_weight, low_memory=cfg.low_memory)
@@ -292,6 +295,8 @@ def train(cfg, splits=None):
             gradient_norm = clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm or math.inf)
         optimizer.step()
         losses.append(value)
+        terms["task_losses"].append(task.item())
+        terms["consistency_losses"].append(consistency.item() if consistency is not None else 0.0)
         bar.update(1)
         bar.set_postfix(loss=f"{value:.3f}")
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -307,11 +312,12 @@ def train(cfg, splits=None):
     bar.close()
     train_seconds = time.perf_counter() - train_started
     model.load_state_dict(best_weights, strict=False)
-    result = {"config": asdict(cfg), "pretrained_weights": pretrained_weights_id(cfg.model), "history": history,
+    result = {"config": {**asdict(cfg), "lr": lr}, "pretrained_weights": pretrained_weights_id(cfg.model), "history": history,
               "best_validation_loss": best, "routing": adamix.routing_report(model, start),
               "trainable_parameters": model.num_parameters(trainable_only=True),
               "merged_parameters": peft.merged_parameter_count(model), "all_parameters": model.num_parameters(),
-              "train_pairs": len(train_pairs), "dropped_pairs": dropped, "train_seconds": train_seconds}
+              "train_pairs": len(train_pairs), "dropped_pairs": dropped, "train_seconds": train_seconds,
+              "loss_terms": loss_series({"losses": losses, **terms}, consistency_weight)}
     return _merge_decode_and_score(cfg, model, encoder, splits, result, losses, started)
 
 
@@ -338,8 +344,8 @@ def _merge_decode_and_score(cfg, model, encoder, splits, result, losses, started
                              for ex, d in zip(splits["test"], outputs)]
     result["seconds"] = time.perf_counter() - started
     if cfg.out:
-        checkpoint.save_json(Path(cfg.out) / "results.json", result)
-        checkpoint.save_json(Path(cfg.out) / "losses.json", losses)
+        checkpoint.save_json(Path(cfg.out) / "results.json", {k: v for k, v in result.items() if k != "loss_terms"})
+        checkpoint.save_json(Path(cfg.out) / "losses.json", result["loss_terms"])
         peft.save_adapter(model, Path(cfg.out) / "merged")
     result["model"], result["encoder"], result["losses"] = model, encoder, losses
     return result

@@ -68,7 +68,6 @@ def run_request(request, folder):
     cfg = TrainConfig(**request["config"], out=str(folder), resume=True, progress=False)
     hook = inference_modes(request["random_runs"]) if request["random_runs"] else None
     result = train(cfg, before_merge=hook)
-    checkpoint.save_json(folder / "losses.json", result["losses"])
     for checkpoint_folder in ("checkpoints", "best") + (("merged",) if cfg.method == "full" else ()):
         shutil.rmtree(folder / checkpoint_folder, ignore_errors=True)   # finished: results.json holds it all
 

@@ -150,7 +150,7 @@ def export_peft(adapter_folder, out_folder, say=print):
     if adamix.mixtures(model):
         peft.merge(model)
         say(f"merged the AdaMix-LoRA first: each mixture of {config.num_experts} experts became their mean "
-            f"(sharing {config.sharing!r}), the one LoRA per module that tinymix deploys")
+            f"({_shared(config)}), the one LoRA per module that tinymix deploys")
     transformer = model.transformer if num_labels else model
     arrays = {}
     for name, layer in _lora_layers(transformer, lora.target_modules):
@@ -179,10 +179,21 @@ def export_peft(adapter_folder, out_folder, say=print):
     return sizes
 
 
+def _method_name(config):
+    """The method as the user named it (methods.py): an AdaMix of LoRAs is adamix-lora."""
+    return "adamix-lora" if config.method == "adamix" and config.module == "lora" else config.method
+
+
+def _shared(config):
+    """What the experts of an AdaMix-LoRA share, in LoRA's names (sharing 'up' is LoRA's B)."""
+    shared = {"up": "the factor B", "down": "the factor A", "both": "both factors", "none": "nothing"}
+    return f"sharing {config.sharing!r}: the experts share {shared[config.sharing]}"
+
+
 def _readme(folder, config, peft_config, num_labels, hidden):
     text = f"""# A LoRA for {MINILM_NAME}, exported by tinymix
 
-Made by `python -m tinymix export` from `{folder}` (tinymix method {config.method!r}). It is a
+Made by `python3 -m tinymix export` from `{folder}` (tinymix method {_method_name(config)!r}). It is a
 Hugging Face PEFT LoRA (`adapter_config.json`, `adapter_model.safetensors`) for transformers'
 `BertModel` with the all-MiniLM-L6-v2 weights: r={peft_config['r']}, lora_alpha={peft_config['lora_alpha']},
 target_modules {peft_config['target_modules']}. Each targeted weight W becomes
@@ -194,7 +205,7 @@ W + (lora_alpha / r) lora_B @ lora_A.
 """
     if config.method == "adamix":
         text += f"""
-It was trained as an AdaMix-LoRA ({config.num_experts} experts, sharing {config.sharing!r}) and merged: each
+It was trained as an AdaMix-LoRA ({config.num_experts} experts, {_shared(config)}) and merged: each
 mixture became the mean of its experts, as tinymix deploys it. With B shared by the experts (sharing
 'up', the default) this one LoRA computes exactly the mean of the experts' updates,
 mean_k(B A_k) = B mean_k(A_k).

@@ -285,7 +285,7 @@ def import_peft(peft_folder, out_folder, say=print):
     say(f"imported a LoRA (r={config.rank}, alpha={config.alpha:g}, targets {', '.join(config.target_modules)}) "
         f"for MiniLM from {folder} into {out}" + (f", with its {num_labels}-class head" if num_labels else ""))
     if num_labels:
-        say(f"evaluate it with: python -m tinymix eval {out}")
+        say(f"evaluate it with: python3 -m tinymix eval {out}")
     else:
         say(f"no head ({HEAD_FILE}): load it onto MiniLM's Transformer with "
             f"peft.load_adapter(transformer, {str(out)!r})")
