@@ -1,7 +1,7 @@
 """Turn a lesson (a `# %%` percent-format file) into a Jupyter notebook, with no dependency.
 
-    python lessons/run.py 08 --notebook              # -> lessons/notebooks/08_adapters.ipynb
-    python lessons/run.py all --notebook --out DIR   # every lesson, into DIR
+    python3 lessons/run.py 08 --notebook              # -> lessons/notebooks/08_adapters.ipynb
+    python3 lessons/run.py all --notebook --out DIR   # every lesson, into DIR
 
 The notebook holds the lesson's cells in order — prose cells as markdown (without the comment
 marks), code cells as code — after one setup cell that puts the lessons folder (for `support` and

@@ -1,17 +1,17 @@
 """Run a lesson cell by cell.
 
-    python lessons/run.py                  # list the lessons
-    python lessons/run.py 08 --step        # show each cell's prose and code, run it, wait for Enter
-    python lessons/run.py 08 --all         # the same without pausing
-    python lessons/run.py all --all        # every lesson in turn, with a table of times at the end
-    python lessons/run.py --all            # the same
-    python lessons/run.py 08 --exercises   # only the lesson's exercise cells and their self-checks
-    python lessons/run.py 08 --notebook    # write lessons/notebooks/08_adapters.ipynb (no run)
-    TINYMIX_FAST=1 python lessons/run.py 08 --all    # small budgets (what CI runs); or add --fast
+    python3 lessons/run.py                  # list the lessons
+    python3 lessons/run.py 08 --step        # show each cell's prose and code, run it, wait for Enter
+    python3 lessons/run.py 08 --all         # the same without pausing
+    python3 lessons/run.py all --all        # every lesson in turn, with a table of times at the end
+    python3 lessons/run.py --all            # the same
+    python3 lessons/run.py 08 --exercises   # only the lesson's exercise cells and their self-checks
+    python3 lessons/run.py 08 --notebook    # write lessons/notebooks/08_adapters.ipynb (no run)
+    TINYMIX_FAST=1 python3 lessons/run.py 08 --all    # small budgets (what CI runs); or add --fast
 
 A lesson is a plain Python file in the `# %%` cell format: a line `# %% [markdown]` starts a prose
 cell (a block of comment lines), a line starting `# %%` starts a code cell. Every editor that knows
-the format steps through the same cells, and `python lessons/08_....py` runs the file as a script.
+the format steps through the same cells, and `python3 lessons/08_....py` runs the file as a script.
 The cells of one lesson share one namespace, as they would in a notebook. An error stops the lesson
 with the traceback pointing at the lesson's own line numbers, and the exit status is 1. Ctrl-C or
 `q` at the prompt stops cleanly (exit status 130 and 0). Times count running cells, not the time
@@ -131,7 +131,7 @@ def _parser():
 def _chosen(parser, args, available):
     """The lesson numbers to run, in order; None when the list should be shown instead."""
     if args.step and not args.lessons:
-        parser.error("--step needs a lesson: python lessons/run.py 08 --step")
+        parser.error("--step needs a lesson: python3 lessons/run.py 08 --step")
     names = args.lessons or (["all"] if (args.all or args.notebook or args.exercises) else [])
     if not names:
         return None
@@ -162,8 +162,8 @@ def main(argv=None):
     if chosen is None:
         import catalogue                      # number, title and run time of each lesson
         print(catalogue.listing())
-        print("\nrun one with: python lessons/run.py NN --step   (or --all to run it without pausing;"
-              "\n              python lessons/run.py --all runs every lesson)")
+        print("\nrun one with: python3 lessons/run.py NN --step   (or --all to run it without pausing;"
+              "\n              python3 lessons/run.py --all runs every lesson)")
         return 0
     if args.notebook:
         import make_notebook

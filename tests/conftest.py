@@ -9,7 +9,7 @@ stand-in, even with a GPU) or "real" (real CuPy; without it the cupy cases fail)
 
 Every other test runs on the default backend: numpy, or the one TINYMIX_BACKEND names, so
 
-    TINYMIX_BACKEND=cupy python -m pytest
+    TINYMIX_BACKEND=cupy python3 -m pytest
 
 runs the whole suite on the cupy backend (real or stand-in as above; under the stand-in, tests that
 start a separate Python process run it on numpy, which cannot see the stand-in). Each test starts from

@@ -1,5 +1,5 @@
 """What a hostile student file cannot do to the grader: one test per attack. Most run through one real
-class-mode command over a folder of hostile files (`python -m tinymix.grade FOLDER --json ...` in a
+class-mode command over a folder of hostile files (`python3 -m tinymix.grade FOLDER --json ...` in a
 process of its own, as an instructor would run it), so a file that patches, exits or hangs the
 grader would show in every file graded after it."""
 import json

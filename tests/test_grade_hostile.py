@@ -1,7 +1,7 @@
 """What a hostile class cannot do to the grader, with and without the sandbox: garbage on the events
 channel (five kinds), a directory-descriptor walk to tinymix's files, a process that outlives the
 grader through a path the audit hook does not see, and reading the grader's own process through
-/proc. One real class-mode command per sandbox (`python -m tinymix.grade CLASS --sandbox MODE`),
+/proc. One real class-mode command per sandbox (`python3 -m tinymix.grade CLASS --sandbox MODE`),
 run from a copy of the package, so that an attack on "the instructor's checkout" hits the copy."""
 import json
 import os

@@ -1,4 +1,4 @@
-"""Lessons as Jupyter notebooks: `python lessons/run.py NN --notebook` writes one, and a generated
+"""Lessons as Jupyter notebooks: `python3 lessons/run.py NN --notebook` writes one, and a generated
 notebook runs headless.
 
 CI has neither Jupyter nor jupytext (they are not in requirements.txt), so the notebook is executed

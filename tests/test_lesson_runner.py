@@ -41,7 +41,7 @@ def test_all_without_a_lesson_runs_every_lesson():
 
 def test_step_without_a_lesson_says_what_to_type():
     result = _runner("--step")
-    assert result.returncode == 2 and "--step needs a lesson: python lessons/run.py 08 --step" in result.stderr
+    assert result.returncode == 2 and "--step needs a lesson: python3 lessons/run.py 08 --step" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -2,7 +2,7 @@
 
 Each lesson runs in its own process through the lesson runner:
 
-    TINYMIX_FAST=1 python lessons/run.py NN --all
+    TINYMIX_FAST=1 python3 lessons/run.py NN --all
 
 and must exit with status 0 — every assert in it is a check of the lesson's claim, so a lesson that
 runs is a lesson whose claims hold. Figures go to a temporary folder, not into the repository.

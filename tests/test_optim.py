@@ -1,6 +1,6 @@
 """Optimizers against hand-written float64 references, plus the invariants training relies on:
 frozen weights never change, float32 stays float32, a checkpoint resumes exactly.
-Backend-neutral: `TINYMIX_BACKEND=cupy python -m pytest tests/test_optim.py` runs them on a GPU."""
+Backend-neutral: `TINYMIX_BACKEND=cupy python3 -m pytest tests/test_optim.py` runs them on a GPU."""
 import json
 import math
 

@@ -1,14 +1,14 @@
 """The offline autograder for lessons/assignments/: no server, one command.
 
-    python -m tinymix.grade lessons/assignments/a2_softmax_layernorm.py     # grade a student file
-    python -m tinymix.grade lessons/assignments/a2_softmax_layernorm.py --task A2.4
-    python -m tinymix.grade CLASS/ --csv grades.csv --json grades.json     # a class: every .py below CLASS
-    python -m tinymix.grade CLASS/ --seed 8123 --csv grades.csv            # hidden cases (instructor's seed)
-    python -m tinymix.grade CLASS/ --sandbox bwrap --memory-limit 1G       # insist on bubblewrap
-    python -m tinymix.grade --reference                  # the answer key (the library) scores full marks
-    python -m tinymix.grade --check-stubs                # stubs repeat the registry's contracts exactly
-    python -m tinymix.grade --stub A2.4                  # a task's stub, as the registry defines it
-    python -m tinymix.grade --list                       # assignments, tasks and points
+    python3 -m tinymix.grade lessons/assignments/a2_softmax_layernorm.py     # grade a student file
+    python3 -m tinymix.grade lessons/assignments/a2_softmax_layernorm.py --task A2.4
+    python3 -m tinymix.grade CLASS/ --csv grades.csv --json grades.json     # a class: every .py below CLASS
+    python3 -m tinymix.grade CLASS/ --seed 8123 --csv grades.csv            # hidden cases (instructor's seed)
+    python3 -m tinymix.grade CLASS/ --sandbox bwrap --memory-limit 1G       # insist on bubblewrap
+    python3 -m tinymix.grade --reference                  # the answer key (the library) scores full marks
+    python3 -m tinymix.grade --check-stubs                # stubs repeat the registry's contracts exactly
+    python3 -m tinymix.grade --stub A2.4                  # a task's stub, as the registry defines it
+    python3 -m tinymix.grade --list                       # assignments, tasks and points
 
 Each file runs in a process of its own (under bubblewrap where the machine has it: --sandbox), with
 a time limit per task and per file and a memory limit; that process receives each check's inputs

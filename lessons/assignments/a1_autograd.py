@@ -14,8 +14,8 @@
 # the repository root (or from any folder after `pip install -e .` there), as often as you like
 # (no server, nothing is sent anywhere):
 #
-#     python -m tinymix.grade lessons/assignments/a1_autograd.py
-#     python -m tinymix.grade lessons/assignments/a1_autograd.py --task A1.1     # one task
+#     python3 -m tinymix.grade lessons/assignments/a1_autograd.py
+#     python3 -m tinymix.grade lessons/assignments/a1_autograd.py --task A1.1     # one task
 #
 # A task you have not started shows as "not started"; a wrong one shows which input failed, the
 # expected and the actual values, and the largest difference.

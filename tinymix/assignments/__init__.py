@@ -2,7 +2,7 @@
 
 A task is one small function. Its REFERENCE is defined here, and
 - its def line and docstring are the contract: the student's stub in lessons/assignments/ repeats them
-  word for word (`python -m tinymix.grade --check-stubs` verifies it);
+  word for word (`python3 -m tinymix.grade --check-stubs` verifies it);
 - its body asks the library for the answer (a fused op's autograd, a module's forward, adamix's
   merge), so the answer key cannot drift from tinymix itself;
 - its checks, defined beside it, are seeded `Case`s: inputs on which the student's function must agree

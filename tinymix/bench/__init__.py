@@ -1,8 +1,8 @@
-"""`python -m tinymix bench`: how fast tinymix trains and serves MiniLM with an AdaMix-adapter, measured
+"""`python3 -m tinymix bench`: how fast tinymix trains and serves MiniLM with an AdaMix-adapter, measured
 against the machine's own limits and, where it is installed, PyTorch. Every number it reports is a
 ratio of two timings taken in the same run, interleaved, so a busy machine slows both sides alike.
 
-    python -m tinymix bench [--random-init] [--quick] [--batches 4] [--rounds 3] [--no-torch]
+    python3 -m tinymix bench [--random-init] [--quick] [--batches 4] [--rounds 3] [--no-torch]
 
 The workload: AdaMix-adapter (M = 4 experts, bottleneck 16, shared up-projection) on MiniLM-L6,
 batches of 32 movie-review sentences grouped by length as training groups them, each padded only to

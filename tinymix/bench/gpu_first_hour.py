@@ -6,12 +6,12 @@ that stays under 8 minutes (each step has its own time limit), with every number
 
 Steps, in order (a step that fails or runs out of time is recorded, and the next one runs):
   1. machine  GPU, driver, CUDA runtime, CuPy / NumPy / PyTorch versions, CPU count      (15 s)
-  2. parity   python -m tinymix.bench.parity: MiniLM-L6's architecture at random init, one AdaMix step on
+  2. parity   python3 -m tinymix.bench.parity: MiniLM-L6's architecture at random init, one AdaMix step on
               NumPy and on CuPy from one seed: routes, loss and every gradient compared   (75 s)
   3. suite    the test suite with TINYMIX_BACKEND=cupy TINYMIX_CUPY=real: every test on the cupy
               backend, the cupy cases on real CuPy; 8 processes where pytest-xdist is installed, 90 s
               per test where pytest-timeout is (200 s)
-  4. bench    python -m tinymix bench --random-init on cupy (with PyTorch on CUDA where torch sees
+  4. bench    python3 -m tinymix bench --random-init on cupy (with PyTorch on CUDA where torch sees
               the GPU), then on numpy without PyTorch                                        (90 s + 90 s)
 Files in DIR (8 at most, small enough to copy back from a remote machine): machine.json, parity.json, suite.txt,
 suite.xml, bench_cupy.json, bench_numpy.json, steps.log (what each step printed) and summary.md (each
@@ -40,7 +40,7 @@ STANDIN = ("import runpy, sys; sys.path[:0] = ['tests', '.']; import cupy_standi
 
 
 def python_module(module, args, rehearse):
-    """The command that runs `python -m module args` (on the stand-in when rehearsing)."""
+    """The command that runs `python3 -m module args` (on the stand-in when rehearsing)."""
     if rehearse:
         return [sys.executable, "-c", STANDIN, module, *args]
     return [sys.executable, "-m", module, *args]

@@ -1,4 +1,4 @@
-"""Where a training step's time goes, op by op: the profile table of `python -m tinymix bench`.
+"""Where a training step's time goes, op by op: the profile table of `python3 -m tinymix bench`.
 
 While a `Profiler` is active, every op of the functional layer and every Tensor primitive runs inside
 a timer that books its time to one category (GEMMs, attention's products, softmax, layer norm, GELU,

@@ -172,7 +172,7 @@ def table(report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinymix.bench.parity", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python3 -m tinymix.bench.parity", description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="write the full report (every gradient) as JSON here")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--length", type=int, default=64)

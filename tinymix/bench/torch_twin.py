@@ -1,4 +1,4 @@
-"""The same model and the same training step in PyTorch eager, for `python -m tinymix bench` to
+"""The same model and the same training step in PyTorch eager, for `python3 -m tinymix bench` to
 compare against. PyTorch is optional and never a dependency: without it `load_torch()` says why.
 
 The PyTorch side is written by hand here, op for op like tinymix's encoder (transformer.py) and

@@ -1,4 +1,4 @@
-"""What `python -m tinymix bench` (bench/__init__.py) measures with, and how it times: the model and its
+"""What `python3 -m tinymix bench` (bench/__init__.py) measures with, and how it times: the model and its
 batches (MiniLM-L6 with an AdaMix-adapter, movie-review sentences grouped by length, or a toy model
 for --quick), one training step as train.py takes it, and interleaved timing of several variants.
 """

@@ -17,7 +17,7 @@ import sys
 #   commands.py   what each command does, by calling down into the floors below
 #   flags.py      one --flag per field of a config (train.TrainConfig, e2e.finetune.NLGConfig)
 #   helptext.py   what each of those flags means: its choices, units and what its default resolves to
-#   worker.py     one run of a comparison in a process of its own (python -m tinymix.cli.worker)
+#   worker.py     one run of a comparison in a process of its own (python3 -m tinymix.cli.worker)
 
 from .commands import MAIN_JOB
 from .parser import build_parser

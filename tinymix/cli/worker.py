@@ -1,6 +1,6 @@
 """One run of a comparison, in a process of its own:
 
-    python -m tinymix.cli.worker RUN_FOLDER
+    python3 -m tinymix.cli.worker RUN_FOLDER
 
 reads RUN_FOLDER/request.json (written by protocol.run_all), trains, and leaves results.json there
 (written last, atomically: its presence means the run finished). Nothing but JSON crosses the process
@@ -27,5 +27,5 @@ def main(folder):
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m tinymix.cli.worker RUN_FOLDER")
+        raise SystemExit("usage: python3 -m tinymix.cli.worker RUN_FOLDER")
     main(sys.argv[1])

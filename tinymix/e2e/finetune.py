@@ -1,8 +1,8 @@
 """Data-to-text: adapt the frozen tiny GPT to the E2E-style task (e2e/__init__.py), decode, and score.
 
     result = train(NLGConfig(method="adamix-lora", seed=0))
-    python -m tinymix train --task e2e --method adamix-lora
-    python -m tinymix compare --task e2e                # experiments/e2e.py
+    python3 -m tinymix train --task e2e --method adamix-lora
+    python3 -m tinymix compare --task e2e                # experiments/e2e.py
 
 Each example is one token sequence,  prompt + " " + sentence + <|endoftext|>:
     "name The Eagle, type pub, food Italian => The Eagle is an Italian pub.<|endoftext|>"
@@ -243,7 +243,7 @@ def check_pretraining_data(cfg):
     if seen is not None and seen != cfg.data_seed:
         raise ValueError(f"the tiny GPT was pretrained on sentences from the training combinations of data seed "
                          f"{seen}; with --data-seed {cfg.data_seed} some test combinations may be among them. "
-                         f"Use --data-seed {seen}, or pretrain with `python -m tinymix pretrain-gpt "
+                         f"Use --data-seed {seen}, or pretrain with `python3 -m tinymix pretrain-gpt "
                          f"--e2e-data-seed {cfg.data_seed}`")
 
 

@@ -11,10 +11,10 @@ combinations and the held-out families stay unseen. The BPE is learnt on the sam
 result lives in data/tiny_gpt/ and loads with `pretrained.load_pretrained("tiny-gpt")`; the NLG track
 adapts it.
 
-    python -m tinymix pretrain-gpt                 # the committed recipe, into runs/tiny_gpt/
-    python -m tinymix pretrain-gpt --out data/tiny_gpt --overwrite   # replace the shipped checkpoint
-    python -m tinymix pretrain-gpt --e2e-texts 0 --out runs/gpt_shakespeare   # Shakespeare only
-    python -m tinymix pretrain-gpt --fast          # a smoke run, into runs/tiny_gpt_fast/
+    python3 -m tinymix pretrain-gpt                 # the committed recipe, into runs/tiny_gpt/
+    python3 -m tinymix pretrain-gpt --out data/tiny_gpt --overwrite   # replace the shipped checkpoint
+    python3 -m tinymix pretrain-gpt --e2e-texts 0 --out runs/gpt_shakespeare   # Shakespeare only
+    python3 -m tinymix pretrain-gpt --fast          # a smoke run, into runs/tiny_gpt_fast/
 
 The checkpoint is written as one set (gpt_folder.py); a folder that holds one is replaced only with
 --overwrite, and a --fast smoke run never replaces the shipped data/tiny_gpt/.
@@ -290,10 +290,10 @@ def _check_arguments(args):
 
 
 def pretrain_command(args):
-    """`python -m tinymix pretrain-gpt`: corpus, tokenizer, pretraining, samples, and the saved checkpoint."""
+    """`python3 -m tinymix pretrain-gpt`: corpus, tokenizer, pretraining, samples, and the saved checkpoint."""
     _check_arguments(args)
     share = args.e2e_share if args.e2e_texts else 0.0
-    command = (f"python -m tinymix pretrain-gpt --steps {args.steps} --batch-size {args.batch_size} "
+    command = (f"python3 -m tinymix pretrain-gpt --steps {args.steps} --batch-size {args.batch_size} "
                f"--lr {args.lr} --seed {args.seed} --e2e-texts {args.e2e_texts} --e2e-descriptions "
                f"{args.e2e_descriptions} --e2e-share {share} "
                f"--e2e-data-seed {args.e2e_data_seed}" + (" --fast" if args.fast else "") + f" --out {args.out}")

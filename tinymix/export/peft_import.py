@@ -1,6 +1,6 @@
 """A Hugging Face PEFT LoRA for all-MiniLM-L6-v2's BertModel, into tinymix: checked whole, then loaded.
 
-    import_peft("some/peft_lora", "runs/imported")   # python -m tinymix import-peft some/peft_lora --out ...
+    import_peft("some/peft_lora", "runs/imported")   # python3 -m tinymix import-peft some/peft_lora --out ...
     load_adapter(model, "some/peft_lora")            # the same checks, straight into a model
 
 Everything is checked before any weight is read: adapter_config.json (another base model, options

@@ -1,4 +1,4 @@
-"""The command: python -m tinymix.grade (the usage is tinymix/grade.py's docstring)."""
+"""The command: python3 -m tinymix.grade (the usage is tinymix/grade.py's docstring)."""
 import argparse
 import contextlib
 import os
@@ -19,7 +19,7 @@ NOT_WRITTEN = 3              # the exit status when a grades file went to its fa
 
 
 def _parser(description):
-    parser = argparse.ArgumentParser(prog="python -m tinymix.grade", description=description,
+    parser = argparse.ArgumentParser(prog="python3 -m tinymix.grade", description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", metavar="FILE_OR_FOLDER",
                         help="student files, or folders of them (a class: one row per file and task)")

@@ -1,7 +1,7 @@
 """Which files to grade, whose they are, and which assignment each answers.
 
-    python -m tinymix.grade a2_softmax_layernorm.py            one file (its student: its folder's name)
-    python -m tinymix.grade CLASS/                              every .py file below CLASS:
+    python3 -m tinymix.grade a2_softmax_layernorm.py            one file (its student: its folder's name)
+    python3 -m tinymix.grade CLASS/                              every .py file below CLASS:
         CLASS/alice/a1_autograd.py, CLASS/alice/a2_...py         student "alice" (the first folder)
         CLASS/bob.py                                             student "bob" (a file directly in CLASS)
 

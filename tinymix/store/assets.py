@@ -18,7 +18,7 @@ the file into place, so the cache never holds a partial or wrong file. One downl
 cache folder (a lock), in a staging folder that holds pip's temporary files too; whatever an
 interrupted download left is removed by the next one. Archives are never unpacked to disk: members are
 read by exact name into memory.
-`python -m tinymix fetch` downloads all of them ahead of time.
+`python3 -m tinymix fetch` downloads all of them ahead of time.
 """
 import difflib
 import io
