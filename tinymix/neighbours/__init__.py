@@ -17,3 +17,21 @@ places the modules, parameter counts, and merge/unmerge where the method allows 
     unipelt.py    UniPELT (Mao et al., ACL 2022): a prefix, an adapter and LoRA, each behind a learned
                   gate per example and layer; not mergeable
 """
+
+
+def registry():
+    """{config.method: (its config class, its module)}: what peft.py dispatches a neighbour's config to.
+    Each module offers inject(model, config) and count(model) -> (trainable, deployed); `deploy`, where
+    it has one, turns the trained model into the deployed one in place, keeping every trained number a
+    trainable parameter (so save_adapter writes it and load_adapter reads it back): prefix-tuning and
+    UniPELT drop the prefix MLP, MixPHM averages its experts' factors. Folding into frozen weights (the
+    Hadamard adapter, AdaLoRA) is left out of it: a saved adapter holds only the trainable weights."""
+    from . import adalora, ft_top, hadamard, loretta, phm, prefix, unipelt
+    configs = ((adalora.AdaLoRAConfig, adalora), (phm.PHMAdapterConfig, phm), (phm.MixPHMConfig, phm),
+               (hadamard.HadamardConfig, hadamard), (loretta.LorettaRepConfig, loretta),
+               (loretta.LorettaAdpConfig, loretta), (prefix.PrefixTuningConfig, prefix),
+               (ft_top.FTTopConfig, ft_top), (unipelt.UniPELTConfig, unipelt))
+    return {config.method: (config, module) for config, module in configs}
+
+
+DEPLOY = {"prefix": "deploy", "unipelt": "deploy", "mixphm": "merge"}    # config.method -> its module's function
