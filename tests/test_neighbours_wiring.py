@@ -52,3 +52,54 @@ def test_each_neighbour_trains_counts_and_its_merged_adapter_loads_back(method, 
     np.testing.assert_allclose(logits(loaded, result["tokenizer"], texts),
                                logits(result["model"], result["tokenizer"], texts), rtol=1e-4, atol=1e-5)
 
+
+
+@pytest.mark.parametrize("method", methods.names(methods.E2E)[8:])
+def test_each_decoder_neighbour_trains_on_e2e_and_deploys_without_changing_the_model(method, tmp_path):
+    from tinymix import e2e
+    from tinymix.e2e import finetune
+    cfg = finetune.NLGConfig(method=method, steps=3, batch_size=4, train_size=8, validation_size=2, test_size=2,
+                             eval_every=1, decoding="greedy", max_new_tokens=4, progress=False,
+                             out=str(tmp_path / "run"))
+    result = finetune.train(cfg, e2e.make_splits(8, 2, 2, seed=0))
+    assert len(result["losses"]) == 3 and all(np.isfinite(result["losses"]))
+    assert result["test_loss_merged"] == pytest.approx(result["test_loss_unmerged"], abs=1e-4)
+    assert 0 < result["merged_parameters"] <= result["trainable_parameters"]
+    assert (tmp_path / "run" / "merged" / "adapter_model.safetensors").is_file()
+
+
+def test_adalora_masks_at_its_scheduled_steps_and_adds_its_orthogonality_term(monkeypatch, tmp_path):
+    calls = []
+    real = methods.adalora.orthogonal_regularizer
+    monkeypatch.setattr(methods.adalora, "orthogonal_regularizer", lambda *a: calls.append(1) or real(*a))
+    result = train(tiny_config(method="adalora", epochs=4, lr=1e-2), tiny_splits())      # 24 steps
+    model, config = result["model"], result["model"].peft_config
+    assert (config.total_step, config.init_r, config.target_r) == (24, 6, 4)
+    assert len(calls) == 24
+    layers = methods.adalora.svd_layers(model)
+    assert sum(int(layer.kept.sum()) for _, layer in layers) == 4 * len(layers)          # the final budget
+    for _, layer in layers:
+        masked = backend.to_numpy(layer.lora_E.data).reshape(-1)[~layer.kept]
+        assert np.all(masked == 0)
+    assert result["merged_parameters"] == result["trainable_parameters"] - 2 * len(layers) * (32 + 32 + 1)
+
+
+def test_mixphm_adds_its_redundancy_term_and_trains_in_one_pass(tiny_methods, monkeypatch):
+    calls = []
+    real = phm.redundancy_regularizer
+    wrapped = lambda model, mask: calls.append(mask.shape) or real(model, mask)
+    monkeypatch.setitem(methods.METHODS, "mixphm",
+                        dataclasses.replace(methods.METHODS["mixphm"], extra_loss=wrapped))
+    result = train(tiny_config(method="mixphm", epochs=1, lr=1e-2), tiny_splits())
+    assert len(calls) == 6 and all(len(shape) == 2 for shape in calls)
+    assert not methods.METHODS["mixphm"].two_passes and result["loss_terms"]["consistency"] == [0.0] * 6
+
+
+def test_the_help_lists_every_neighbour_for_the_tasks_it_applies_to():
+    classification, e2e_part = field_help()["method"].split("--task e2e:")
+    for name in NEIGHBOURS:
+        assert f"{name} (" in classification
+    for name in ("adalora", "hadamard", "loretta-rep", "prefix", "ft-top2"):
+        assert f"{name} (" in e2e_part
+    for name in ("mixphm", "unipelt", "loretta-adp"):
+        assert f" {name} (" not in e2e_part

@@ -24,8 +24,9 @@ def registry():
     Each module offers inject(model, config) and count(model) -> (trainable, deployed); `deploy`, where
     it has one, turns the trained model into the deployed one in place, keeping every trained number a
     trainable parameter (so save_adapter writes it and load_adapter reads it back): prefix-tuning and
-    UniPELT drop the prefix MLP, MixPHM averages its experts' factors. Folding into frozen weights (the
-    Hadamard adapter, AdaLoRA) is left out of it: a saved adapter holds only the trainable weights."""
+    UniPELT drop the prefix MLP, MixPHM averages its experts' factors, AdaLoRA zeroes the
+    triplets its final allocation dropped. Folding into frozen weights (the Hadamard adapter, AdaLoRA)
+    is left out of it: a saved adapter holds only the trainable weights."""
     from . import adalora, ft_top, hadamard, loretta, phm, prefix, unipelt
     configs = ((adalora.AdaLoRAConfig, adalora), (phm.PHMAdapterConfig, phm), (phm.MixPHMConfig, phm),
                (hadamard.HadamardConfig, hadamard), (loretta.LorettaRepConfig, loretta),
@@ -34,4 +35,5 @@ def registry():
     return {config.method: (config, module) for config, module in configs}
 
 
-DEPLOY = {"prefix": "deploy", "unipelt": "deploy", "mixphm": "merge"}    # config.method -> its module's function
+# config.method -> the function of its module that peft.merge calls first
+DEPLOY = {"prefix": "deploy", "unipelt": "deploy", "mixphm": "merge", "adalora": "deploy"}
