@@ -103,3 +103,13 @@ def test_the_help_lists_every_neighbour_for_the_tasks_it_applies_to():
         assert f"{name} (" in e2e_part
     for name in ("mixphm", "unipelt", "loretta-adp"):
         assert f" {name} (" not in e2e_part
+
+
+def test_a_prefix_leaves_its_positions_to_the_sentences_and_adalora_refuses_to_resume(tmp_path):
+    from tinymix.train import build_model
+    model, tokenizer = build_model(tiny_config(method="prefix", max_length=64))
+    assert tokenizer.max_length == 64 - 10
+    ids, _ = tokenizer(["word " * 200])
+    assert ids.shape[1] == 54
+    with pytest.raises(ValueError, match="--resume.*adalora.*--overwrite"):
+        tiny_config(tmp_path, method="adalora", resume=True)

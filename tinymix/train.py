@@ -89,6 +89,9 @@ class TrainConfig:
             validate.check_bool(name, getattr(self, name))
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+        if self.resume and methods.METHODS[self.method].after_step is not None:
+            raise ValueError(f"--resume: a checkpoint does not hold {self.method}'s own state between steps (AdaLoRA's "
+                             "importance scores and rank allocation): start again with --overwrite")
 
 
 def load_splits(task, seed=0):
@@ -118,7 +121,19 @@ def build_model(cfg, num_labels=2, total_steps=0):
     validate.check_range("max_length", cfg.max_length, 3, positions, integer=True,
                          why=f"{cfg.model} has {positions} positions")
     model = peft.get_peft_model(SequenceClassifier(backbone, num_labels), methods.peft_config(cfg, total_steps))
+    fit_to_positions(model, tokenizer)
     return model, tokenizer
+
+
+def fit_to_positions(model, tokenizer):
+    """A prefix takes the model's first positions (neighbours/prefix.py): truncate sentences to the rest."""
+    transformer = peft._transformer(model)
+    room = transformer.config.max_positions - transformer.position_offset
+    if tokenizer.max_length > room:
+        print(f"note: the prefix takes {transformer.position_offset} of the model's {transformer.config.max_positions} "
+              f"positions, so sentences are truncated to {room} tokens")
+        tokenizer.tokenizer.enable_truncation(room)
+        tokenizer.max_length = room
 
 
 def evaluate(model, tokenizer, split, batch_size=128):

@@ -178,7 +178,7 @@ def eval_command(args):
     from ..export import peft_import
     from ..store import checkpoint
     from ..pretrained import load_pretrained
-    from ..train import evaluate, reading
+    from ..train import evaluate, fit_to_positions, reading
     from ..transformer import SequenceClassifier
     from ..validate import check_choice, check_range
 
@@ -218,6 +218,7 @@ def eval_command(args):
     except (TypeError, AttributeError, KeyError) as error:   # a config.json edited into another shape
         raise ValueError(f"{folder} does not hold an adapter tinymix can load ({type(error).__name__}: "
                          f"{error}); save it again") from None
+    fit_to_positions(model, tokenizer)
     if adamix.mixtures(model):
         check_range("expert", args.expert, 0, model.peft_config.num_experts - 1, integer=True)
         adamix.set_inference_mode(model, args.inference, args.expert)
