@@ -45,6 +45,8 @@ def test_each_neighbour_trains_counts_and_its_merged_adapter_loads_back(method, 
     assert len(losses) == 12 and all(np.isfinite(losses))
     assert result["model"].peft_config.method == methods.METHODS[method].build(methods.Settings()).method
     assert 0 < result["merged_parameters"] <= result["trainable_parameters"]
+    if method != "adalora":     # the deployed model is what was counted (AdaLoRA's masked triplets stay stored)
+        assert result["model"].num_parameters(trainable_only=True) == result["merged_parameters"]
     texts = splits["test"].texts[:8]
     backend.manual_seed(0)             # train's seed before it builds the model: the same frozen base
     fresh = SequenceClassifier(load_pretrained("random-tiny", max_length=64)[0], 2)
