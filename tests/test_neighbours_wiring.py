@@ -115,3 +115,15 @@ def test_a_prefix_leaves_its_positions_to_the_sentences_and_adalora_refuses_to_r
     assert ids.shape[1] == 54
     with pytest.raises(ValueError, match="--resume.*adalora.*--overwrite"):
         tiny_config(tmp_path, method="adalora", resume=True)
+
+
+def test_train_on_the_command_line_prints_a_neighbours_counts_and_its_unread_flags(capsys):
+    from tinymix import cli
+    cli.main(["train", "--method", "adalora", "--model", "random-tiny", "--train-size", "16", "--epochs", "1",
+              "--batch-size", "8", "--bottleneck", "8", "--no-progress", "--no-test"])
+    printed = capsys.readouterr().out
+    assert "warning: --bottleneck does nothing with --method adalora" in printed
+    assert "learning rate 0.0008 (adalora's default for classification" in printed
+    trainable, deployed = [int(n.replace(",", "")) for n in
+                           printed.split("trainable params ")[1].split(" deployed")[0].split(" while training, ")]
+    assert deployed < trainable         # AdaLoRA's dropped triplets are not deployed
