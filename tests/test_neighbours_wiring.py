@@ -127,3 +127,11 @@ def test_train_on_the_command_line_prints_a_neighbours_counts_and_its_unread_fla
     trainable, deployed = [int(n.replace(",", "")) for n in
                            printed.split("trainable params ")[1].split(" deployed")[0].split(" while training, ")]
     assert deployed < trainable         # AdaLoRA's dropped triplets are not deployed
+
+
+@pytest.mark.parametrize("method", ["adalora", "prefix"])
+def test_export_refuses_a_neighbours_adapter_by_name(method, tmp_path):
+    from tinymix.export.peft_export import export_peft
+    train(tiny_config(tmp_path, method=method, epochs=1, test=False), tiny_splits(n_train=8, n_eval=8))
+    with pytest.raises(ValueError, match=f"holds {method}, which tinymix exports to no PEFT format"):
+        export_peft(tmp_path / "run" / "merged", tmp_path / "exported")
