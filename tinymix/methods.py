@@ -2,7 +2,7 @@
 and whether it trains with AdaMix's two passes. Both training loops (train.py: classification on
 MiniLM; e2e/finetune.py: data-to-text on the tiny GPT), the command line and the experiments take
 their methods from here, so a new method is one entry below (and, if it needs a new kind of module,
-its config in peft.py, or a module of tinymix/neighbours/ listed in its registry). An entry may add a
+its config in peft.py, or a module of tinymix/neighbours/ registered in peft.NEIGHBOURS). An entry may add a
 term to the loss (extra_loss) and work after each optimizer step (after_step); both loops call them
 through task_loss and after_step below.
 

@@ -133,6 +133,9 @@ class FullFineTuneConfig:
 
 
 CONFIGS = {c.method: c for c in (AdapterConfig, LoRAConfig, AdaMixConfig, BitFitConfig, FullFineTuneConfig)}
+# The neighbours' configs, which tinymix/neighbours/ registers when it is imported (methods.py imports it):
+# {config.method: (config class, the module that injects and counts it, its deploy function or None)}
+NEIGHBOURS = {}
 
 
 def config_to_dict(config):
@@ -142,16 +145,14 @@ def config_to_dict(config):
 
 def _neighbour(config):
     """The module of tinymix/neighbours/ that injects `config`, or None for the configs above."""
-    from .neighbours import registry
-    found = registry().get(getattr(config, "method", None))
+    found = NEIGHBOURS.get(getattr(config, "method", None))
     return found[1] if found is not None and isinstance(config, found[0]) else None
 
 
 def config_from_dict(data):
-    from .neighbours import registry
     data = dict(data)
     method = data.pop("method", None)
-    neighbours = {name: config for name, (config, _) in registry().items()}
+    neighbours = {name: config for name, (config, _, _) in NEIGHBOURS.items()}
     if method in neighbours:             # their tuples (target modules) come back from JSON as lists
         return neighbours[method](**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
     if method not in CONFIGS:
@@ -371,11 +372,11 @@ def print_trainable_parameters(model):
 def merge(model, fold_lora=False):
     """Collapse every AdaMix mixture into one module (the experts' mean), in place; with fold_lora,
     also fold each LoRA update into its frozen weight. A neighbour's model is first deployed
-    (neighbours.DEPLOY: the prefix MLP dropped, MixPHM's experts averaged)."""
-    from .neighbours import DEPLOY
-    neighbour = _neighbour(getattr(model, "peft_config", None))
-    if neighbour is not None and model.peft_config.method in DEPLOY:
-        getattr(neighbour, DEPLOY[model.peft_config.method])(model)
+    (its deploy in NEIGHBOURS: the prefix MLP dropped, MixPHM's experts averaged)."""
+    if _neighbour(getattr(model, "peft_config", None)) is not None:
+        deploy = NEIGHBOURS[model.peft_config.method][2]
+        if deploy is not None:
+            deploy(model)
     adamix.merge_experts(model)
     if fold_lora:
         for _, module in model.named_modules():
