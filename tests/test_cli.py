@@ -448,6 +448,6 @@ def test_a_flag_the_method_does_not_read_is_warned_about_by_name(task, capsys):
     code, printed, err = run_cli(["train", "--task", str(task), "--method", "lora", "--num-experts", "8",
                                   "--bottleneck", "8", "--epochs", "1"] + TINY, capsys)
     assert code == 0, err
-    assert "warning: --num-experts does nothing with --method lora (it is read by adamix, adamix-lora only)" in printed
+    assert "warning: --num-experts does nothing with --method lora (it is read by adamix, adamix-lora, mixphm only)" in printed
     assert "warning: --bottleneck does nothing with --method lora" in printed
     assert "--lora-rank" not in printed

@@ -194,7 +194,7 @@ def test_one_parser_serves_both_tasks_and_refuses_the_other_tasks_flags():
         commands.compare_command(cli.parse(["compare", "--task", "e2e", "--regime", "full"]))
     args = cli.parse(["compare", "--task", "e2e", "--seeds", "2"])
     assert args.seeds == 2 and args.run is commands.compare_command
-    with pytest.raises(SystemExit, match="--method must be one of adamix, .*, full; got 'nope'"):
+    with pytest.raises(SystemExit, match="--method must be one of adamix, .*, full, .*; got 'nope'"):
         cli.main(["train", "--task", "e2e", "--method", "nope"])
 
 

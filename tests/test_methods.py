@@ -10,10 +10,11 @@ from tinymix.train import TrainConfig
 
 def test_every_method_builds_a_config_peft_knows_and_has_a_rate_per_task():
     for name, method in methods.METHODS.items():
-        assert method.build(methods.Settings()).method in peft.CONFIGS
+        assert method.build(methods.Settings()).method in {**peft.CONFIGS, **peft.NEIGHBOURS}
         assert method.lr and all(rate > 0 for rate in method.lr.values())
         assert method.two_passes == (method.build(methods.Settings()).method == "adamix")
-    assert methods.names(methods.E2E) == ("adamix", "adamix-lora", "adapter", "lora", "full")
+    assert methods.names(methods.E2E) == ("adamix", "adamix-lora", "adapter", "lora", "full", "adalora", "hadamard",
+                                          "loretta-rep", "prefix", "ft-top2")
 
 
 def test_a_new_entry_is_a_method_of_both_tasks_and_of_the_command_line(monkeypatch):
@@ -24,12 +25,12 @@ def test_a_new_entry_is_a_method_of_both_tasks_and_of_the_command_line(monkeypat
     assert methods.peft_config(classification).rank == 1 and methods.peft_config(e2e).rank == 1
     assert methods.learning_rate(classification, "classification") == 2e-3
     assert methods.learning_rate(e2e, "e2e") == 5e-3 and methods.consistency_weight(e2e) == 0.0
-    assert "full, tiny-lora)" in " ".join(parser.build_parser().format_help().split())   # train's methods
+    assert ", tiny-lora)" in " ".join(parser.build_parser().format_help().split())   # train's methods
 
 
 def test_a_method_of_one_task_only_is_refused_by_the_other():
     assert "bitfit" in methods.names(methods.CLASSIFICATION)
-    with pytest.raises(ValueError, match="--method must be one of adamix, adamix-lora, adapter, lora, full; "
+    with pytest.raises(ValueError, match="--method must be one of adamix, adamix-lora, adapter, lora, full, .*; "
                                          "got 'bitfit'"):
         NLGConfig(method="bitfit")
 

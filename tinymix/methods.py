@@ -2,7 +2,9 @@
 and whether it trains with AdaMix's two passes. Both training loops (train.py: classification on
 MiniLM; e2e/finetune.py: data-to-text on the tiny GPT), the command line and the experiments take
 their methods from here, so a new method is one entry below (and, if it needs a new kind of module,
-its config in peft.py).
+its config in peft.py, or a module of tinymix/neighbours/ registered in peft.NEIGHBOURS). An entry may add a
+term to the loss (extra_loss) and work after each optimizer step (after_step); both loops call them
+through task_loss and after_step below.
 
     method = METHODS["adamix-lora"]
     model = peft.get_peft_model(model, method.build(settings_of(cfg)))
@@ -15,6 +17,7 @@ the fields every task shares, once, for both configs.
 from dataclasses import dataclass, fields
 
 from . import adamix, peft, validate
+from .neighbours import adalora, ft_top, hadamard, loretta, phm, prefix, unipelt
 
 CLASSIFICATION, E2E = "classification", "e2e"
 EXPERT_UPDATES = ("dense", "lazy")
@@ -33,11 +36,13 @@ class Settings:
     inference: str = "average"
     consistency_weight: float = 1.0
     expert_init: str = "official"
+    total_steps: int = 0        # the run's optimizer steps (AdaLoRA's budget schedule), from the loop
 
 
-def settings_of(config):
+def settings_of(config, total_steps=0):
     """The Settings of a task's config (TrainConfig, NLGConfig): its fields, defaults for the rest."""
-    return Settings(**{f.name: getattr(config, f.name) for f in fields(Settings) if hasattr(config, f.name)})
+    found = {f.name: getattr(config, f.name) for f in fields(Settings) if hasattr(config, f.name)}
+    return Settings(**found, total_steps=total_steps)
 
 
 def _adapter(placement):
@@ -54,6 +59,22 @@ def _adamix(module):
                                        expert_init=s.expert_init, adapter=_adapter("ffn")(s), lora=_lora(s))
 
 
+def _adalora(s):
+    """AdaLoRA ending at LoRA's budget (target_r = --lora-rank, init_r 1.5 times it: PEFT's 12 -> 8), its
+    schedule scaled to the run as adalora.py suggests for 320 steps (tinit 30, tfinal 120, deltaT 10)."""
+    T = s.total_steps
+    return adalora.AdaLoRAConfig(init_r=s.lora_rank * 3 // 2, target_r=s.lora_rank, alpha=s.lora_alpha,
+                                 dropout=s.lora_dropout, total_step=T or None, tinit=T * 3 // 32,
+                                 tfinal=T * 3 // 8, deltaT=max(1, T // 32))
+
+
+def _adalora_after_step(model, step):
+    """AdaLoRA's scores and allocation, after each optimizer step (its allocator lives on the model)."""
+    if getattr(model, "rank_allocator", None) is None:
+        model.rank_allocator = adalora.RankAllocator(model, model.peft_config)
+    model.rank_allocator.update_and_allocate(model, step)
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -61,6 +82,8 @@ class Method:
     build: object               # Settings -> the peft config that get_peft_model injects
     lr: dict                    # {task: its default learning rate}; a task not named does not offer it
     two_passes: bool = False    # AdaMix: two passes per step and the consistency loss between them
+    extra_loss: object = None   # (model, attention mask) -> a term added to the task loss, after the forward
+    after_step: object = None   # (model, step from 0) -> None, after each optimizer step, gradients still there
 
 
 # Default rates. Classification: 3e-3 won a small sweep on validation (AdaMix, 1,280 sentences: 1e-3
@@ -76,6 +99,22 @@ METHODS = {m.name: m for m in (
     Method("lora", "LoRA", _lora, {CLASSIFICATION: 3e-3, E2E: 1e-2}),
     Method("bitfit", "BitFit", lambda s: peft.BitFitConfig(), {CLASSIFICATION: 3e-3}),
     Method("full", "full fine-tuning", lambda s: peft.FullFineTuneConfig(), {CLASSIFICATION: 1e-4, E2E: 1e-3}),
+    # The neighbours (tinymix/neighbours/), each at its paper's and official code's defaults. Rates: the
+    # official ones where known (AdaLoRA's GLUE script for SST-2: 8e-4; MixPHM's script: 5e-3), else the
+    # family's default (adapter-like 3e-3; LoRA-like 3e-3, e2e 1e-2; partial fine-tuning as full's).
+    Method("adalora", "AdaLoRA", _adalora, {CLASSIFICATION: 8e-4, E2E: 1e-2},
+           extra_loss=lambda model, mask: adalora.orthogonal_regularizer(model, model.peft_config.orth_reg_weight),
+           after_step=_adalora_after_step),
+    Method("phm", "PHM adapter", lambda s: phm.PHMAdapterConfig(), {CLASSIFICATION: 5e-3}),
+    Method("mixphm", "MixPHM", lambda s: phm.MixPHMConfig(num_experts=s.num_experts), {CLASSIFICATION: 5e-3},
+           extra_loss=phm.redundancy_regularizer),      # one pass: MixPHM has no consistency loss
+    Method("hadamard", "Hadamard adapter", lambda s: hadamard.HadamardConfig(), {CLASSIFICATION: 3e-3, E2E: 3e-3}),
+    Method("loretta-rep", "LoRETTA-rep", lambda s: loretta.LorettaRepConfig(), {CLASSIFICATION: 3e-3, E2E: 1e-2}),
+    Method("loretta-adp", "LoRETTA-adp", lambda s: loretta.LorettaAdpConfig(), {CLASSIFICATION: 3e-3}),
+    Method("prefix", "prefix-tuning", lambda s: prefix.PrefixTuningConfig(), {CLASSIFICATION: 3e-3, E2E: 3e-3}),
+    Method("ft-top2", "FT-Top2", lambda s: ft_top.FTTopConfig(), {CLASSIFICATION: 1e-4, E2E: 1e-3}),
+    Method("unipelt", "UniPELT (APL)", lambda s: unipelt.UniPELTConfig("APL"), {CLASSIFICATION: 3e-3}),
+    Method("unipelt-ap", "UniPELT (AP)", lambda s: unipelt.UniPELTConfig("AP"), {CLASSIFICATION: 3e-3}),
 )}
 ALIASES = {"adamix-adapter": "adamix"}
 
@@ -85,9 +124,22 @@ def names(task):
     return tuple(name for name, method in METHODS.items() if task in method.lr)
 
 
-def peft_config(config):
-    """The peft config of a task's config (its method and settings)."""
-    return METHODS[config.method].build(settings_of(config))
+def peft_config(config, total_steps=0):
+    """The peft config of a task's config (its method and settings) for a run of total_steps steps."""
+    return METHODS[config.method].build(settings_of(config, total_steps))
+
+
+def task_loss(config, model, loss, mask=None):
+    """The loss function a loop trains with: `loss`, plus the method's own term where it has one."""
+    extra = METHODS[config.method].extra_loss
+    return loss if extra is None else lambda logits: loss(logits) + extra(model, mask)
+
+
+def after_step(config, model, step):
+    """The method's work after each optimizer step (step counts from 0), where it has any."""
+    hook = METHODS[config.method].after_step
+    if hook is not None:
+        hook(model, step)
 
 
 def learning_rate(config, task):

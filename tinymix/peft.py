@@ -133,6 +133,9 @@ class FullFineTuneConfig:
 
 
 CONFIGS = {c.method: c for c in (AdapterConfig, LoRAConfig, AdaMixConfig, BitFitConfig, FullFineTuneConfig)}
+# The neighbours' configs, which tinymix/neighbours/ registers when it is imported (methods.py imports it):
+# {config.method: (config class, the module that injects and counts it, its deploy function or None)}
+NEIGHBOURS = {}
 
 
 def config_to_dict(config):
@@ -140,11 +143,20 @@ def config_to_dict(config):
     return json.loads(json.dumps({"method": config.method, **asdict(config)}))
 
 
+def _neighbour(config):
+    """The module of tinymix/neighbours/ that injects `config`, or None for the configs above."""
+    found = NEIGHBOURS.get(getattr(config, "method", None))
+    return found[1] if found is not None and isinstance(config, found[0]) else None
+
+
 def config_from_dict(data):
     data = dict(data)
     method = data.pop("method", None)
+    neighbours = {name: config for name, (config, _, _) in NEIGHBOURS.items()}
+    if method in neighbours:             # their tuples (target modules) come back from JSON as lists
+        return neighbours[method](**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
     if method not in CONFIGS:
-        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(CONFIGS)}")
+        raise ValueError(f"unknown method {method!r}: choose one of {', '.join([*CONFIGS, *neighbours])}")
     if method == "adamix":
         data["adapter"] = AdapterConfig(**data.get("adapter", {}))
         lora = dict(data.get("lora", {}))
@@ -293,6 +305,9 @@ def get_peft_model(model, config):
     if getattr(model, "peft_config", None) is not None:
         raise RuntimeError(f"this model already has {model.peft_config.method} modules injected; "
                            "build a fresh model to inject again")
+    neighbour = _neighbour(config)
+    if neighbour is not None:          # tinymix/neighbours/: each module injects its own config
+        return neighbour.inject(model, config)
     transformer = _transformer(model)
     hidden = transformer.config.hidden_size
     if config.method not in CONFIGS:
@@ -338,10 +353,17 @@ def merged_parameter_count(model):
     return model.num_parameters(trainable_only=True) - extra
 
 
+def deployed_parameter_count(model):
+    """Trainable parameters of the deployed model: merged_parameter_count, or a neighbour's own count
+    (AdaLoRA's kept triplets, a prefix without its MLP)."""
+    neighbour = _neighbour(getattr(model, "peft_config", None))
+    return neighbour.count(model)[1] if neighbour is not None else merged_parameter_count(model)
+
+
 def print_trainable_parameters(model):
     trainable, total = model.num_parameters(trainable_only=True), model.num_parameters()
     print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
-    print(f"inference-time (merged) trainable params: {merged_parameter_count(model):,d}")
+    print(f"inference-time (merged) trainable params: {deployed_parameter_count(model):,d}")
     return trainable, total
 
 
@@ -349,7 +371,12 @@ def print_trainable_parameters(model):
 
 def merge(model, fold_lora=False):
     """Collapse every AdaMix mixture into one module (the experts' mean), in place; with fold_lora,
-    also fold each LoRA update into its frozen weight."""
+    also fold each LoRA update into its frozen weight. A neighbour's model is first deployed
+    (its deploy in NEIGHBOURS: the prefix MLP dropped, MixPHM's experts averaged)."""
+    if _neighbour(getattr(model, "peft_config", None)) is not None:
+        deploy = NEIGHBOURS[model.peft_config.method][2]
+        if deploy is not None:
+            deploy(model)
     adamix.merge_experts(model)
     if fold_lora:
         for _, module in model.named_modules():

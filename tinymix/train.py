@@ -89,6 +89,9 @@ class TrainConfig:
             validate.check_bool(name, getattr(self, name))
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+        if self.resume and methods.METHODS[self.method].after_step is not None:
+            raise ValueError(f"--resume: a checkpoint does not hold {self.method}'s own state between steps (AdaLoRA's "
+                             "importance scores and rank allocation): start again with --overwrite")
 
 
 def load_splits(task, seed=0):
@@ -112,13 +115,25 @@ def reading(what):
                          "change how much data is read)") from None
 
 
-def build_model(cfg, num_labels=2):
+def build_model(cfg, num_labels=2, total_steps=0):
     backbone, tokenizer = load_pretrained(cfg.model, max_length=cfg.max_length)
     positions = backbone.config.max_positions
     validate.check_range("max_length", cfg.max_length, 3, positions, integer=True,
                          why=f"{cfg.model} has {positions} positions")
-    model = peft.get_peft_model(SequenceClassifier(backbone, num_labels), methods.peft_config(cfg))
+    model = peft.get_peft_model(SequenceClassifier(backbone, num_labels), methods.peft_config(cfg, total_steps))
+    fit_to_positions(model, tokenizer)
     return model, tokenizer
+
+
+def fit_to_positions(model, tokenizer):
+    """A prefix takes the model's first positions (neighbours/prefix.py): truncate sentences to the rest."""
+    transformer = peft._transformer(model)
+    room = transformer.config.max_positions - transformer.position_offset
+    if tokenizer.max_length > room:
+        print(f"note: the prefix takes {transformer.position_offset} of the model's {transformer.config.max_positions} "
+              f"positions, so sentences are truncated to {room} tokens")
+        tokenizer.tokenizer.enable_truncation(room)
+        tokenizer.max_length = room
 
 
 def evaluate(model, tokenizer, split, batch_size=128):
@@ -175,7 +190,7 @@ def _train(cfg, splits, before_merge, run):
         train_split = data.Split(train_split.texts[:cfg.train_size], train_split.labels[:cfg.train_size])
     num_labels = data.class_count({**splits, "train": train_split})   # classes 0..K-1, K >= 2
     say_classes(train_split)
-    model, tokenizer = build_model(cfg, num_labels)
+    model, tokenizer = build_model(cfg, num_labels, math.ceil(len(train_split) / cfg.batch_size) * cfg.epochs)
     start = adamix.expert_weights(model)
     lr = methods.learning_rate(cfg, TASK)
     print(say_learning_rate(cfg, lr, TASK))
@@ -220,12 +235,14 @@ def _epoch(cfg, epoch, model, tokenizer, optimizer, lr, train_split, splits, sta
         optimizer.lr = lr * linear_warmup_decay(state["step"], warmup_steps, total_steps)
         ids, mask = tokenizer(texts)
         targets = backend.to_numpy(labels).astype("int64")
-        objective = (lambda: model(ids, mask), lambda logits: F.cross_entropy(logits, targets),
+        objective = (lambda: model(ids, mask),
+                     methods.task_loss(cfg, model, lambda logits: F.cross_entropy(logits, targets), mask),
                      consistency_weight)
         optimizer.zero_grad()
         loss, task, consistency = adamix.two_pass_backward(*objective, low_memory=cfg.low_memory)
         clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm, as_float=False)  # no GPU wait
         optimizer.step()
+        methods.after_step(cfg, model, state["step"])
         state["step"] += 1
         consistency = consistency.data if consistency is not None else xp.zeros_like(loss.data)
         pending.append(xp.stack([loss.data, task.data, consistency]))   # stays on the device until read
@@ -254,7 +271,7 @@ def _epoch(cfg, epoch, model, tokenizer, optimizer, lr, train_split, splits, sta
 def _merge_and_test(cfg, model, tokenizer, splits, state, start, run, started, extra):
     """Count, merge, test the deployed model once; save the merged adapter and the results."""
     trainable = model.num_parameters(trainable_only=True)
-    merged_count = peft.merged_parameter_count(model)
+    merged_count = peft.deployed_parameter_count(model)
     total = model.num_parameters()      # "all": before merging, every expert counted (peft.py's rule)
     routing = adamix.routing_report(model, start)
     # Test once, on the deployed model: every mixture merged into one module. (Its outputs equal the

@@ -126,6 +126,8 @@ def train_command(args):
     test = "not read (--no-test)" if result["test_accuracy"] is None else f"{result['test_accuracy']:.4f}"
     print(f"validation {result['validation_accuracy']:.4f} (epoch {result['best_epoch']}), "
           f"test (merged model) {test}")
+    print(f"trainable params {result['trainable_parameters']:,d} while training, {result['merged_parameters']:,d} "
+          f"deployed (merged), of {result['all_parameters']:,d} in all")
     if cfg.out:
         from .. import plots
         plots.training_curve(result["losses"], result["history"], Path(cfg.out) / "training_curve.png",
@@ -136,8 +138,8 @@ def train_command(args):
 
 # The settings only some methods read: {field: the methods that read it}. A flag given for another method
 # is warned about by name (it would do nothing).
-_ADAMIX, _LORA = ("adamix", "adamix-lora"), ("lora", "adamix-lora")
-READ_BY = {"num_experts": _ADAMIX, "sharing": _ADAMIX, "consistency_weight": _ADAMIX, "expert_init": _ADAMIX,
+_ADAMIX, _LORA = ("adamix", "adamix-lora"), ("lora", "adamix-lora", "adalora")
+READ_BY = {"num_experts": (*_ADAMIX, "mixphm"), "sharing": _ADAMIX, "consistency_weight": _ADAMIX, "expert_init": _ADAMIX,
            "expert_updates": _ADAMIX, "low_memory": _ADAMIX, "lora_rank": _LORA, "lora_alpha": _LORA,
            "lora_dropout": _LORA, "bottleneck": ("adamix", "adapter", "houlsby", "pfeiffer")}
 
@@ -178,7 +180,7 @@ def eval_command(args):
     from ..export import peft_import
     from ..store import checkpoint
     from ..pretrained import load_pretrained
-    from ..train import evaluate, reading
+    from ..train import evaluate, fit_to_positions, reading
     from ..transformer import SequenceClassifier
     from ..validate import check_choice, check_range
 
@@ -218,6 +220,7 @@ def eval_command(args):
     except (TypeError, AttributeError, KeyError) as error:   # a config.json edited into another shape
         raise ValueError(f"{folder} does not hold an adapter tinymix can load ({type(error).__name__}: "
                          f"{error}); save it again") from None
+    fit_to_positions(model, tokenizer)
     if adamix.mixtures(model):
         check_range("expert", args.expert, 0, model.peft_config.num_experts - 1, integer=True)
         adamix.set_inference_mode(model, args.inference, args.expert)

@@ -217,7 +217,7 @@ def build_model(cfg):
     for _, module in backbone.named_modules():     # the GPT's own dropout; LoRA's is added below
         if isinstance(module, Dropout):
             module.p = cfg.model_dropout
-    model = peft.get_peft_model(LanguageModel(backbone), methods.peft_config(cfg))
+    model = peft.get_peft_model(LanguageModel(backbone), methods.peft_config(cfg, cfg.steps))
     for part in filter(None, cfg.also_train.split(",")):
         chosen = [p for name, p in model.named_parameters() if part in name]
         if not chosen:
@@ -286,7 +286,8 @@ def train(cfg, splits=None):
         # logits at target positions only: the consistency KL is averaged over target tokens
         loss, task, consistency = adamix.two_pass_backward(
             lambda: target_logits(model, inputs, targets),
-            lambda logits: F.cross_entropy(logits, picked, label_smoothing=cfg.label_smoothing),
+            methods.task_loss(cfg, model, lambda logits: F.cross_entropy(logits, picked,
+                                                                         label_smoothing=cfg.label_smoothing)),
             consistency_weight, low_memory=cfg.low_memory)
         value = loss.item()              # read every step: the decoding this loop feeds syncs anyway
         if not math.isfinite(value):
@@ -294,6 +295,7 @@ def train(cfg, splits=None):
         if cfg.max_grad_norm > 0 or cfg.diagnostics:   # 0: no clipping; the norm is a diagnostic too
             gradient_norm = clip_grad_norm(model.trainable_parameters(), cfg.max_grad_norm or math.inf)
         optimizer.step()
+        methods.after_step(cfg, model, step - 1)
         losses.append(value)
         terms["task_losses"].append(task.item())
         terms["consistency_losses"].append(consistency.item() if consistency is not None else 0.0)
@@ -315,7 +317,7 @@ def train(cfg, splits=None):
     result = {"config": {**asdict(cfg), "lr": lr}, "pretrained_weights": pretrained_weights_id(cfg.model), "history": history,
               "best_validation_loss": best, "routing": adamix.routing_report(model, start),
               "trainable_parameters": model.num_parameters(trainable_only=True),
-              "merged_parameters": peft.merged_parameter_count(model), "all_parameters": model.num_parameters(),
+              "merged_parameters": peft.deployed_parameter_count(model), "all_parameters": model.num_parameters(),
               "train_pairs": len(train_pairs), "dropped_pairs": dropped, "train_seconds": train_seconds,
               "loss_terms": loss_series({"losses": losses, **terms}, consistency_weight)}
     return _merge_decode_and_score(cfg, model, encoder, splits, result, losses, started)

@@ -122,6 +122,9 @@ def _exportable_lora(config, folder):
                          "update. PEFT's LoRA format is for low-rank updates B A of weights (its bias option "
                          "only adds biases to a LoRA), so BitFit is not a LoRA it can hold. Export a LoRA or "
                          "AdaMix-LoRA (train --method lora or adamix-lora).")
+    if config.method != "full":
+        raise ValueError(f"{folder} holds {config.method}, which tinymix exports to no PEFT format (only a LoRA's "
+                         "low-rank updates B A go into PEFT's LoRA format). Export a LoRA or AdaMix-LoRA instead.")
     raise ValueError(f"{folder} holds full fine-tuning: every weight changed, not a low-rank update, which "
                      "PEFT's LoRA format cannot hold. Export a LoRA or AdaMix-LoRA instead.")
 

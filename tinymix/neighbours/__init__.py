@@ -17,3 +17,20 @@ places the modules, parameter counts, and merge/unmerge where the method allows 
     unipelt.py    UniPELT (Mao et al., ACL 2022): a prefix, an adapter and LoRA, each behind a learned
                   gate per example and layer; not mergeable
 """
+
+from .. import peft
+from . import adalora, ft_top, hadamard, loretta, phm, prefix, unipelt
+
+# What peft.py dispatches a neighbour's config to, registered on import (methods.py imports this package):
+# {config.method: (its config class, its module, its deploy or None)}. Each module offers inject(model,
+# config) and count(model) -> (trainable, deployed). A deploy turns the trained model into the deployed
+# one in place, keeping every trained number a trainable parameter (so save_adapter writes it and
+# load_adapter reads it back): prefix-tuning and UniPELT drop the prefix MLP, MixPHM averages its
+# experts' factors, AdaLoRA zeroes the triplets its final allocation dropped. Folding into frozen weights
+# (the Hadamard adapter, AdaLoRA) is left out: a saved adapter holds only the trainable weights.
+peft.NEIGHBOURS.update({config.method: (config, module, deploy) for config, module, deploy in (
+    (adalora.AdaLoRAConfig, adalora, adalora.deploy), (phm.PHMAdapterConfig, phm, None),
+    (phm.MixPHMConfig, phm, phm.merge), (hadamard.HadamardConfig, hadamard, None),
+    (loretta.LorettaRepConfig, loretta, None), (loretta.LorettaAdpConfig, loretta, None),
+    (prefix.PrefixTuningConfig, prefix, prefix.deploy), (ft_top.FTTopConfig, ft_top, None),
+    (unipelt.UniPELTConfig, unipelt, unipelt.deploy))})

@@ -305,6 +305,15 @@ def count(model):
     return trainable, trainable - dropped
 
 
+def deploy(model):
+    """Zero the lambda of every triplet the allocation dropped, in place: weights restored from an epoch
+    before the final allocation (a loop's best epoch) then hold the final budget that count() reports."""
+    for _, layer in svd_layers(model):
+        keep = backend.from_numpy(layer.kept.reshape(-1, 1))
+        layer.lora_E.data = xp.where(keep, layer.lora_E.data, 0).astype(xp.float32)
+    return model
+
+
 def merge(model):
     """Fold every AdaLoRA update into its frozen weight, in place."""
     for _, layer in svd_layers(model):
