@@ -86,7 +86,7 @@ def cache_listing():
 
 def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("TINYMIX_CACHE", raising=False)
-    assert assets.cache_dir() == assets.Path(assets.__file__).resolve().parent.parent / "data" / "cache"
+    assert assets.cache_dir() == assets.Path(assets.__file__).resolve().parents[2] / "data" / "cache"
     monkeypatch.setenv("TINYMIX_CACHE", str(tmp_path))
     assert assets.cache_dir() == tmp_path
 
