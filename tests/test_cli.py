@@ -452,3 +452,17 @@ def test_a_flag_the_method_does_not_read_is_warned_about_by_name(task, capsys):
     assert "warning: --num-experts does nothing with --method lora (it is read by adamix, adamix-lora, mixphm only)" in printed
     assert "warning: --bottleneck does nothing with --method lora" in printed
     assert "--lora-rank" not in printed
+
+
+def test_eval_uses_the_backbone_the_run_was_trained_on(tmp_path, task, capsys):
+    """`eval RUN/merged` without --model reads the run's own backbone from RUN/config.json (a random-tiny
+    run was refused as 'saved for another base model' against the default minilm-l6)."""
+    merged = _trained(tmp_path, task) / "merged"
+    code, out, err = run_cli(["eval", str(merged), "--split", str(task / "test.tsv")], capsys)
+    assert code == 0 and "accuracy" in out, err
+    outside = tmp_path / "copied"
+    import shutil
+    shutil.copytree(merged, outside / "adapter")                           # no run around it: minilm-l6
+    from tinymix.cli import commands
+    assert commands.trained_on(outside / "adapter") == "minilm-l6"
+    assert commands.trained_on(merged) == "random-tiny"

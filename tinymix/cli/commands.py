@@ -174,6 +174,18 @@ def e2e_train_command(args):
     print(saved_line(result["config"]["out"], "merged/ (the deployed adapter), results.json, losses.json"))
 
 
+def trained_on(folder):
+    """The backbone a run's adapter folder (RUN/merged, RUN/best) was trained on: the run's config.json
+    says; "minilm-l6" for a folder outside a run."""
+    from ..store import checkpoint
+    saved = Path(folder).parent / "config.json"
+    try:
+        model = checkpoint.load_json(saved).get("model") if saved.is_file() else None
+    except (ValueError, AttributeError):
+        model = None
+    return model if isinstance(model, str) and model else "minilm-l6"
+
+
 def eval_command(args):
     """Evaluate a saved adapter folder on a split of the movie reviews, an out-of-domain set or a TSV."""
     from .. import adamix, data
@@ -212,9 +224,10 @@ def eval_command(args):
     if unknown:
         raise ValueError(f"{args.split} has labels {unknown[:5]} that this adapter cannot predict (its classes are "
                          f"0..{num_labels - 1})")
-    backbone, tokenizer = load_pretrained(args.model, max_length=args.max_length)
+    model_name = args.model or trained_on(folder)
+    backbone, tokenizer = load_pretrained(model_name, max_length=args.max_length)
     check_range("max_length", args.max_length, 3, backbone.config.max_positions, integer=True,
-                why=f"{args.model} has {backbone.config.max_positions} positions")
+                why=f"{model_name} has {backbone.config.max_positions} positions")
     try:
         model = peft_import.load_adapter(SequenceClassifier(backbone, num_labels), folder)
     except (TypeError, AttributeError, KeyError) as error:   # a config.json edited into another shape

@@ -39,8 +39,9 @@ def build_parser(description=""):
                    "experts left): average = the experts averaged, as merged; random = a random expert per layer "
                    "and call; fixed = the expert --expert (default: %(default)s)")
     p.add_argument("--expert", type=int, default=0, help="the expert for --inference fixed, 0..M-1 (default: %(default)s)")
-    p.add_argument("--model", default="minilm-l6", help="the backbone the adapter was trained on: minilm-l6 or "
-                   "random-tiny (default: %(default)s)")
+    p.add_argument("--model", default=None, help="the backbone the adapter was trained on: minilm-l6 or "
+                   "random-tiny (default: the run's own, read from config.json in the folder above the adapter's; "
+                   "minilm-l6 where there is none)")
     p.add_argument("--max-length", type=int, default=64, help="tokens per sentence, [CLS] and [SEP] included "
                    "(default: %(default)s)")
     p.set_defaults(run=commands.eval_command)
