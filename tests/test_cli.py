@@ -466,3 +466,14 @@ def test_eval_uses_the_backbone_the_run_was_trained_on(tmp_path, task, capsys):
     from tinymix.cli import commands
     assert commands.trained_on(outside / "adapter") == "minilm-l6"
     assert commands.trained_on(merged) == "random-tiny"
+
+
+def test_eval_inference_random_on_a_method_without_experts_says_there_are_none(tmp_path, task, capsys):
+    """A merged LoRA has no experts: the refusal says so (not that only best/ holds the mixture)."""
+    out = tmp_path / "lora"
+    train(TrainConfig(task=str(task), method="lora", model="random-tiny", epochs=1, batch_size=8, progress=False,
+                      out=str(out)))
+    for folder in ("merged", "best"):
+        code, _, err = run_cli(["eval", str(out / folder), "--inference", "random", "--split",
+                                str(task / "test.tsv")], capsys)
+        assert code == 1 and "holds no mixture of experts (method 'lora')" in one_error_line(err), err

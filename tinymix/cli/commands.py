@@ -208,6 +208,10 @@ def eval_command(args):
         raise ValueError(f"{where} is damaged or not a classifier's: 'shapes' must give 'classifier.weight' as "
                          f"[classes, width], found {shape!r}")
     num_labels = shape[0]
+    if args.inference != "average" and "num_experts" not in saved["config"]:
+        raise ValueError(f"--inference {args.inference}: {folder} holds no mixture of experts (method "
+                         f"{saved['config'].get('method', '?')!r}), so there are no experts to route between: "
+                         "leave --inference out")
     if saved["merged"] and args.inference != "average":
         best = folder.parent / "best" if folder.name == "merged" else "the run's best/ folder"
         raise ValueError(f"--inference {args.inference}: {folder} is a merged adapter, with no experts left (each "
