@@ -55,9 +55,14 @@ class LoRALinear(Module):
         out = self.base(x)
         if self.merged:
             if self.training:
-                raise RuntimeError("this LoRA layer is merged into its weight; call unmerge() before training")
+                raise RuntimeError(f"this {type(self).__name__} is merged into its weight; call unmerge() "
+                                   "before training")
             return out
-        return out + self.lora_B(self.lora_A(self.dropout(x))) * self.scaling
+        return out + self.update(x)
+
+    def update(self, x):
+        """The low-rank update's output (the part merge() folds into W); a variant overrides this alone."""
+        return self.lora_B(self.lora_A(self.dropout(x))) * self.scaling
 
     def delta_weight(self):
         """(alpha / r) B A, with mixtures at their current inference behaviour (averaged by default)."""

@@ -87,13 +87,10 @@ class SVDLinear(Module):
         self.merged = False
         self.merged_update = None
 
-    def forward(self, x):
-        out = self.base(x)
-        if self.merged:
-            if self.training:
-                raise RuntimeError("this AdaLoRA layer is merged into its weight; call unmerge() before training")
-            return out
-        return out + F.linear(F.linear(self.dropout(x), self.lora_A * self.lora_E), self.lora_B) * self.scaling
+    forward = peft.LoRALinear.forward         # the frozen Linear plus update(), unless merged
+
+    def update(self, x):
+        return F.linear(F.linear(self.dropout(x), self.lora_A * self.lora_E), self.lora_B) * self.scaling
 
     def delta_weight(self):
         """(alpha / r) P diag(lambda) Q, (out, in)."""

@@ -89,8 +89,8 @@ class GatedLoRALinear(peft.LoRALinear):
         super().__init__(base, A, B, alpha=rank, rank=rank, dropout=0.0)
         self.gate = gate
 
-    def forward(self, x):
-        return self.base(x) + self.lora_B(self.lora_A(x)) * self.gate(x).reshape(x.shape[0], 1, 1)
+    def update(self, x):
+        return self.lora_B(self.lora_A(x)) * self.gate(x).reshape(x.shape[0], 1, 1)
 
     def merge(self):
         raise ValueError(NOT_MERGEABLE)
