@@ -304,12 +304,17 @@ def _lora_linear(weight):
     return layer
 
 
-def get_peft_model(model, config):
-    """Inject the modules of `config` into the model's Transformer, in place, and freeze everything
-    except them and the task head. Returns the model."""
+def require_fresh(model):
+    """A model gets one method's modules: injecting into a model that has some is an error."""
     if getattr(model, "peft_config", None) is not None:
         raise RuntimeError(f"this model already has {model.peft_config.method} modules injected; "
                            "build a fresh model to inject again")
+
+
+def get_peft_model(model, config):
+    """Inject the modules of `config` into the model's Transformer, in place, and freeze everything
+    except them and the task head. Returns the model."""
+    require_fresh(model)
     neighbour = _neighbour(config)
     if neighbour is not None:          # tinymix/neighbours/: each module injects its own config
         return neighbour.inject(model, config)

@@ -272,9 +272,7 @@ def inject(model, config):
     """Wrap each target Linear of every layer in an SVDLinear, freeze everything else except the task
     head, in place. Draws one number from the running generator, as peft.get_peft_model does, so the
     data order after it is the same for every method at one seed. Returns the model."""
-    if getattr(model, "peft_config", None) is not None:
-        raise RuntimeError(f"this model already has {model.peft_config.method} modules injected; "
-                           "build a fresh model to inject again")
+    peft.require_fresh(model)
     transformer = peft._transformer(model)
     _check(config, transformer)
     model.requires_grad_(False)

@@ -33,9 +33,7 @@ class FTTopConfig:
 def inject(model, config):
     """Freeze the model except its top `num_layers` layers, the decoder's final LayerNorm and the task
     head; in place. Returns the model."""
-    if getattr(model, "peft_config", None) is not None:
-        raise RuntimeError(f"this model already has {model.peft_config.method} modules injected; "
-                           "build a fresh model to inject again")
+    peft.require_fresh(model)
     transformer = peft._transformer(model)
     layers = len(transformer.layers)
     if not 1 <= config.num_layers <= layers:

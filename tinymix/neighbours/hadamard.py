@@ -90,9 +90,7 @@ class HadamardConfig:
 def inject(model, config):
     """Place a Hadamard adapter (or a Mixture of them) on every layer's attention output, unfreeze the
     LayerNorm after it and the task head, freeze everything else; in place. Returns the model."""
-    if getattr(model, "peft_config", None) is not None:
-        raise RuntimeError(f"this model already has {model.peft_config.method} modules injected; "
-                           "build a fresh model to inject again")
+    peft.require_fresh(model)
     if config.position not in POSITIONS:
         raise ValueError(f"unknown position {config.position!r}: choose one of {POSITIONS}")
     if config.num_experts < 1:

@@ -177,9 +177,7 @@ def inject(model, config):
     """LoRETTA_rep or LoRETTA_adp into every layer, in place; everything else frozen except the task
     head (and the LayerNorms where the config says). Draws one number from the running generator, as
     peft.get_peft_model does."""
-    if getattr(model, "peft_config", None) is not None:
-        raise RuntimeError(f"this model already has {model.peft_config.method} modules injected; "
-                           "build a fresh model to inject again")
+    peft.require_fresh(model)
     if config.method not in ("loretta_rep", "loretta_adp"):
         raise ValueError(f"unknown LoRETTA method {config.method!r}")
     transformer = peft._transformer(model)

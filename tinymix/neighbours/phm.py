@@ -171,9 +171,7 @@ def inject(model, config):
     """Put a PHM adapter (config.method "phm") or a MixPHM adapter ("mixphm") after the FFN of every
     layer, add the shared rules to the model (`model.phm_rule`), and freeze everything else except the
     task head, in place. Draws one number from the running generator, as peft.get_peft_model does."""
-    if getattr(model, "peft_config", None) is not None:
-        raise RuntimeError(f"this model already has {model.peft_config.method} modules injected; "
-                           "build a fresh model to inject again")
+    peft.require_fresh(model)
     transformer = peft._transformer(model)
     hidden = transformer.config.hidden_size
     _check(config, hidden)

@@ -189,9 +189,7 @@ def check(config, transformer):
 def inject(model, config):
     """Freeze the model, attach a prefix to every layer (trainable) and unfreeze the task head; in place.
     Works on a SequenceClassifier (encoder) and a LanguageModel (decoder). Returns the model."""
-    if getattr(model, "peft_config", None) is not None:
-        raise RuntimeError(f"this model already has {model.peft_config.method} modules injected; "
-                           "build a fresh model to inject again")
+    peft.require_fresh(model)
     transformer = peft._transformer(model)
     check(config, transformer)
     model.requires_grad_(False)

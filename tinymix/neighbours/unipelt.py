@@ -124,9 +124,7 @@ class UniPELTConfig:
 
 def inject(model, config):
     """Freeze a classifier's encoder and add UniPELT's gated sub-modules to every layer; in place."""
-    if getattr(model, "peft_config", None) is not None:
-        raise RuntimeError(f"this model already has {model.peft_config.method} modules injected; "
-                           "build a fresh model to inject again")
+    peft.require_fresh(model)
     if config.modules not in MODULES:
         raise ValueError(f"unknown modules {config.modules!r}: choose one of {MODULES}")
     transformer = peft._transformer(model)
