@@ -3,7 +3,7 @@ no developer's machine, so a path outside it, or a cited page or section that do
 the reader with nothing to follow.
 
 Checked in every tracked text file:
-  - no path that leaves the repository: `../shared`, `shared/docs`, an absolute `/work/` path;
+  - no path that leaves the repository: a parent folder's notes folder, or an absolute path of the machine;
   - a cited Markdown page exists, relative to the citing file's folder, the repository root or docs/:
     a cited page is a path with a folder (`docs/adamix.md`), a Markdown link `](results.md)`, or a
     name followed by a section (a bare `summary.md` may be a file the code writes, and is not checked);
