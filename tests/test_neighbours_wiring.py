@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tinymix import backend, methods, peft
+from tinymix.store import checkpoint
 from tinymix.cli.helptext import field_help
 from tinymix.neighbours import loretta, phm
 from tinymix.pretrained import load_pretrained
@@ -107,14 +108,61 @@ def test_the_help_lists_every_neighbour_for_the_tasks_it_applies_to():
         assert f" {name} (" not in e2e_part
 
 
-def test_a_prefix_leaves_its_positions_to_the_sentences_and_adalora_refuses_to_resume(tmp_path):
+def test_a_prefix_leaves_its_positions_to_the_sentences():
     from tinymix.train import build_model
     model, tokenizer = build_model(tiny_config(method="prefix", max_length=64))
     assert tokenizer.max_length == 64 - 10
     ids, _ = tokenizer(["word " * 200])
     assert ids.shape[1] == 54
-    with pytest.raises(ValueError, match="--resume.*adalora.*--overwrite"):
-        tiny_config(tmp_path, method="adalora", resume=True)
+
+
+def test_an_interrupted_adalora_run_resumes_with_its_scores_and_allocation(tmp_path, monkeypatch):
+    """The checkpoint holds the allocator's moving averages and kept triplets: a run killed in the
+    middle of the budget schedule ends with the losses and the rank pattern of an uninterrupted one."""
+    from test_train import Interrupted, interrupt_at_call
+    from tinymix.neighbours import adalora
+    splits = tiny_splits()
+    config = lambda folder, **kw: tiny_config(folder, method="adalora", epochs=3, lr=1e-2, **kw)
+    before_step_6 = []          # the allocator's arrays when step 6 (the first of epoch 2) begins its allocation
+    real = methods.METHODS["adalora"].after_step
+
+    def watched(model, step):
+        if step == 6:
+            before_step_6.append(model.rank_allocator.state_arrays(model))
+        real(model, step)
+    monkeypatch.setitem(methods.METHODS, "adalora", dataclasses.replace(methods.METHODS["adalora"], after_step=watched))
+    straight = train(config(tmp_path / "straight"), splits)
+    with monkeypatch.context() as patch:
+        interrupt_at_call(patch, 6 + 3)                      # in epoch 2: the budget is falling then
+        with pytest.raises(Interrupted):
+            train(config(tmp_path), splits)
+    assert (tmp_path / "run" / "checkpoints" / "epoch-0001" / "method_state.safetensors").is_file()
+    resumed = train(config(tmp_path, resume=True), splits)
+    np.testing.assert_allclose(resumed["losses"], straight["losses"], rtol=1e-5)
+    straight_state, _, resumed_state = before_step_6        # the interrupted run reached step 6 too
+    assert sorted(resumed_state) == sorted(straight_state) and len(straight_state) > 8
+    for name, value in straight_state.items():
+        np.testing.assert_allclose(backend.to_numpy(resumed_state[name]), backend.to_numpy(value), rtol=1e-6,
+                                   err_msg=name)
+    kept = lambda result: [layer.kept.tolist() for _, layer in adalora.svd_layers(result["model"])]
+    assert kept(resumed) == kept(straight) and not all(all(k) for k in kept(straight))
+    assert resumed["merged_parameters"] == straight["merged_parameters"] < straight["trainable_parameters"]
+
+
+def test_an_adalora_checkpoint_without_its_state_is_refused_on_resume(tmp_path, monkeypatch):
+    from test_train import Interrupted, interrupt_at_call
+    splits = tiny_splits()
+    with monkeypatch.context() as patch:
+        interrupt_at_call(patch, 6 + 3)
+        with pytest.raises(Interrupted):
+            train(tiny_config(tmp_path, method="adalora", epochs=3), splits)
+    folder = tmp_path / "run" / "checkpoints" / "epoch-0001"
+    (folder / "method_state.safetensors").unlink()
+    manifest = checkpoint.load_json(folder / "manifest.json")
+    del manifest["files"]["method_state.safetensors"]          # a checkpoint written before they kept it
+    checkpoint.save_json(folder / "manifest.json", manifest)
+    with pytest.raises(ValueError, match="--resume.*holds no adalora state.*--overwrite"):
+        train(tiny_config(tmp_path, method="adalora", epochs=3, resume=True), splits)
 
 
 def test_train_on_the_command_line_prints_a_neighbours_counts_and_its_unread_flags(capsys):

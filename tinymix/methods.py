@@ -75,6 +75,16 @@ def _adalora_after_step(model, step):
     model.rank_allocator.update_and_allocate(model, step)
 
 
+def _adalora_state(model):
+    allocator = getattr(model, "rank_allocator", None)
+    return allocator.state_arrays(model) if allocator is not None else {}
+
+
+def _adalora_load_state(model, arrays):
+    model.rank_allocator = adalora.RankAllocator(model, model.peft_config)
+    model.rank_allocator.load_state_arrays(model, arrays)
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -84,6 +94,8 @@ class Method:
     two_passes: bool = False    # AdaMix: two passes per step and the consistency loss between them
     extra_loss: object = None   # (model, attention mask) -> a term added to the task loss, after the forward
     after_step: object = None   # (model, step from 0) -> None, after each optimizer step, gradients still there
+    state: object = None        # (model) -> {name: array}: what after_step carries between steps, for a checkpoint
+    load_state: object = None   # (model, {name: array}) -> None: its inverse, on --resume
 
 
 # Default rates. Classification: 3e-3 won a small sweep on validation (AdaMix, 1,280 sentences: 1e-3
@@ -104,7 +116,7 @@ METHODS = {m.name: m for m in (
     # family's default (adapter-like 3e-3; LoRA-like 3e-3, e2e 1e-2; partial fine-tuning as full's).
     Method("adalora", "AdaLoRA", _adalora, {CLASSIFICATION: 8e-4, E2E: 1e-2},
            extra_loss=lambda model, mask: adalora.orthogonal_regularizer(model, model.peft_config.orth_reg_weight),
-           after_step=_adalora_after_step),
+           after_step=_adalora_after_step, state=_adalora_state, load_state=_adalora_load_state),
     Method("phm", "PHM adapter", lambda s: phm.PHMAdapterConfig(), {CLASSIFICATION: 5e-3}),
     Method("mixphm", "MixPHM", lambda s: phm.MixPHMConfig(num_experts=s.num_experts), {CLASSIFICATION: 5e-3},
            extra_loss=phm.redundancy_regularizer),      # one pass: MixPHM has no consistency loss
@@ -140,6 +152,23 @@ def after_step(config, model, step):
     hook = METHODS[config.method].after_step
     if hook is not None:
         hook(model, step)
+
+
+def step_state(config, model):
+    """The method's own state between steps (AdaLoRA's scores and allocation) as named arrays; {} if none."""
+    save = METHODS[config.method].state
+    return save(model) if save is not None else {}
+
+
+def load_step_state(config, model, arrays):
+    """Give a resumed model its method's state back; `arrays` is None when the checkpoint holds none."""
+    load = METHODS[config.method].load_state
+    if load is None:
+        return
+    if arrays is None:
+        raise ValueError(f"--resume: this checkpoint holds no {config.method} state between steps (it was written "
+                         "before checkpoints kept it): start again with --overwrite")
+    load(model, arrays)
 
 
 def learning_rate(config, task):

@@ -5,7 +5,7 @@ instant.
       .lock                      locked while a run writes here; a second run is refused
       config.json                the settings of the latest session
       config_history.json        every session: the first one's settings, then what each --resume changed
-      checkpoints/epoch-0002/    adapter weights, optimizer state, progress, and manifest.json
+      checkpoints/epoch-0002/    adapter weights, optimizer state, progress (AdaLoRA: its scores too), manifest.json
       best/  merged/  results.json   (training_curve.png and losses.json come from the commands)
 
 A checkpoint is written file by file into its own folder; its manifest.json (every file's size and
@@ -27,6 +27,7 @@ from . import peft
 
 CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"
+METHOD_STATE = "method_state.safetensors"     # a method's own state between steps (AdaLoRA's scores)
 RUN_FILES = ("config.json", "config_history.json", "results.json", "losses.json", "training_curve.png")
 RUN_FOLDERS = (CHECKPOINTS, "best", "merged", "last", "last.new", "last.old")   # last*: tinymix's old layout
 _CHECKPOINT_NAME = re.compile(r"^epoch-(\d{4,})$")
@@ -196,8 +197,9 @@ class RunFolder:
                 print(f"skipping {folder}: {problem}")
         return None
 
-    def save_checkpoint(self, model, optimizer, state):
-        """Write the checkpoint of epoch state["epoch"]; complete once its manifest is written."""
+    def save_checkpoint(self, model, optimizer, state, method_state=None):
+        """Write the checkpoint of epoch state["epoch"]; complete once its manifest is written.
+        method_state: a method's own arrays between steps (AdaLoRA's scores), if it has any."""
         folder = self.checkpoint_folder(state["epoch"])
         if folder.exists():           # an unfinished or damaged one: a complete one would have been resumed
             files.remove_tree(folder)
@@ -205,6 +207,8 @@ class RunFolder:
         peft.save_adapter(model, folder)
         saved = optimizer.state_dict()
         checkpoint.save_arrays(folder / "optimizer.safetensors", saved.pop("arrays"))
+        if method_state:
+            checkpoint.save_arrays(folder / METHOD_STATE, method_state)
         checkpoint.save_json(folder / "state.json", {**state, "optimizer": saved})
         _write_manifest(folder, state["epoch"], state["step"])
         files.sync_folder(folder.parent)          # the new folder's name is on disk before older ones go
@@ -234,6 +238,13 @@ class RunFolder:
         optimizer.load_state_dict(saved)
         print(f"resuming from {folder} after epoch {state['epoch']} (step {state['step']})")
         return state
+
+
+    @staticmethod
+    def method_state(folder):
+        """The method's arrays saved with a checkpoint (save_checkpoint's method_state), or None."""
+        path = Path(folder) / METHOD_STATE
+        return checkpoint.load_arrays(path) if path.is_file() else None
 
 
 def _epoch(folder):

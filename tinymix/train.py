@@ -89,9 +89,6 @@ class TrainConfig:
             validate.check_bool(name, getattr(self, name))
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
-        if self.resume and methods.METHODS[self.method].after_step is not None:
-            raise ValueError(f"--resume: a checkpoint does not hold {self.method}'s own state between steps (AdaLoRA's "
-                             "importance scores and rank allocation): start again with --overwrite")
 
 
 def load_splits(task, seed=0):
@@ -201,6 +198,7 @@ def _train(cfg, splits, before_merge, run):
         found = run.begin(cfg)
         if found is not None:
             state = run.load_checkpoint(found, model, optimizer)
+            methods.load_step_state(cfg, model, run.method_state(found))
         run.record(cfg, found)
     best_weights = None
     for epoch in range(state["epoch"], cfg.epochs):
@@ -264,7 +262,7 @@ def _epoch(cfg, epoch, model, tokenizer, optimizer, lr, train_split, splits, sta
         state["best_validation"], state["best_epoch"] = accuracy, epoch + 1
         best_weights = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad}
     if run is not None:
-        run.save_checkpoint(model, optimizer, state)
+        run.save_checkpoint(model, optimizer, state, methods.step_state(cfg, model))
     return best_weights
 
 

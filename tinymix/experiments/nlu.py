@@ -143,6 +143,9 @@ def compare_command(args):
     if args.epochs is not None:
         regime["epochs"] = args.epochs
     task = MovieReviews(regime["train_size"], regime["epochs"], args.model, args.random_runs, {"task": args.task})
+    if args.suite == "neighbours":
+        from . import neighbours
+        return neighbours.compare_command(args, task, regime, Path(args.out))
     arms, grid = protocol.settings(args, all_arms(), GRID)
     out = Path(args.out)
     chosen = protocol.learning_rates(task, arms, grid, args, out)

@@ -85,10 +85,10 @@ def enough(c):
     return c["verdict"] != "not enough seeds"
 
 
-def verdict_paragraph(judged):
-    """The answer first: per claim of docs/adamix.md §10, how its comparisons came out."""
-    lines = ["**Verdict, claim by claim** (the claims of docs/adamix.md §10; the rows of the table below):"]
-    for number, text in CLAIMS.items():
+def verdict_paragraph(judged, claims=CLAIMS, source="the claims of docs/adamix.md §10"):
+    """The answer first: per claim (of docs/adamix.md §10 unless told), how its comparisons came out."""
+    lines = [f"**Verdict, claim by claim** ({source}; the rows of the table below):"]
+    for number, text in claims.items():
         rows = [c for c in judged if c["number"] == number]
         decided = Counter(c["verdict"] for c in rows if enough(c))
         if not rows:
@@ -230,12 +230,12 @@ def update_page(page, report_text):
     return text != old
 
 
-def write(out, text, page):
-    """Write the report to results.md in the folder `out`; when `out` is a committed experiment folder,
+def write(out, text, page, name="results.md"):
+    """Write the report to `name` in the folder `out`; when `out` is a committed experiment folder,
     also into its results page two folders up (the page of docs/experiments/e2e is docs/results_e2e.md).
     So the command that reports a comparison also regenerates its page."""
     out = Path(out)
-    (out / "results.md").write_text(text + "\n", encoding="utf-8")
+    (out / name).write_text(text + "\n", encoding="utf-8")
     beside = out.parent.parent / page
     if out.parent.name == "experiments" and beside.is_file():
         if update_page(beside, text):

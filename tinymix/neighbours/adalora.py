@@ -202,6 +202,37 @@ class RankAllocator:
             pattern[name], start = layer.kept, start + layer.rank
         return pattern
 
+    def state_arrays(self, model):
+        """Everything the allocator carries between steps, as named arrays for a checkpoint: the two
+        moving averages of every entry, which triplets each layer keeps, and whether it has allocated."""
+        arrays = {f"{kind}/{name}/{part}": value for kind, table in (("sensitivity", self.sensitivity),
+                                                                     ("uncertainty", self.uncertainty))
+                  for (name, part), value in table.items()}
+        arrays.update({f"kept/{name}": layer.kept.astype("uint8") for name, layer in svd_layers(model)})
+        arrays["allocated"] = backend.host.asarray([self.rank_pattern is not None], dtype="uint8")
+        return arrays
+
+    def load_state_arrays(self, model, arrays):
+        """The inverse of state_arrays, checked against the model: a checkpoint of another model or
+        schedule is refused with what differs."""
+        layers = dict(svd_layers(model))
+        want = {f"kept/{name}" for name in layers} | {"allocated"}
+        if not want <= set(arrays) or any(arrays[f"kept/{n}"].shape != (l.rank,) for n, l in layers.items()):
+            raise ValueError("the checkpoint's AdaLoRA state does not fit this model (other layers or ranks): "
+                             "start again with --overwrite")
+        tables = {"sensitivity": {}, "uncertainty": {}}
+        for key, value in arrays.items():
+            kind, _, rest = key.partition("/")
+            if kind in tables:
+                name, _, part = rest.rpartition("/")
+                if name not in layers or part not in self.PARTS:
+                    raise ValueError(f"the checkpoint's AdaLoRA state names {key!r}, which this model does not have")
+                tables[kind][name, part] = backend.from_numpy(value)
+        self.sensitivity, self.uncertainty = tables["sensitivity"], tables["uncertainty"]
+        for name, layer in layers.items():
+            layer.kept = arrays[f"kept/{name}"].astype(bool)
+        self.rank_pattern = {name: layer.kept for name, layer in layers.items()} if arrays["allocated"][0] else None
+
     def update_and_allocate(self, model, step):
         """One call per training step, after the optimizer step and before the gradients are cleared.
         Returns (budget, rank pattern or None)."""

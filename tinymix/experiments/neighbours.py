@@ -1,0 +1,111 @@
+"""AdaMix among its neighbours, on movie reviews under the same fair protocol (protocol.py, nlu.py):
+
+    python3 -m tinymix compare --suite neighbours --out docs/experiments/nlu-small
+
+Arms: every neighbour of tinymix/neighbours/ as a method of its own (its own learning rate from the
+shared grid, the same seeds, the same budget: 10 epochs over 1,000 sentences), beside the arms of the
+AdaMix comparison it is judged against (full fine-tuning, the adapter, LoRA, AdaMix, AdaMix-LoRA).
+Both comparisons share one folder, so those arms' finished runs are reused, not trained again.
+
+The claims were fixed before any neighbour's run existed (docs/plans/neighbours.md): each paper's
+headline claim at this scale, each neighbour against AdaMix, and each against the module it builds on.
+"""
+import statistics
+
+from .. import methods, plots
+from ..store import checkpoint
+from . import nlu, protocol, report, stats
+from .protocol import Arm
+from .report import Claim
+
+NEIGHBOURS = ("adalora", "unipelt", "prefix", "mixphm", "ft-top2", "phm", "hadamard", "loretta-rep",
+              "loretta-adp", "unipelt-ap")
+BASELINES = ("full", "adapter", "lora", "adamix", "adamix-lora")   # the AdaMix comparison's arms they face
+MARGIN = 0.01          # "comparable": within one point of test accuracy
+
+CLAIMS = {"P": "AdaMix >= the baselines of its own paper's tables (prefix-tuning, UniPELT, FT-Top2)",
+          "U": "UniPELT >= the best of its sub-modules (chosen on validation), and >= full fine-tuning on small data",
+          "A": "AdaLoRA >= LoRA at the same final budget (rank 6 falling to 4 against rank 4)",
+          "M": "MixPHM >= AdaMix-adapter and >= the single PHM adapter it mixes, on small data",
+          "H": "the Hadamard adapter ~ the adapter (within 1 point), at a tenth of its parameters",
+          "T": "LoRETTA ~ the module it factorises in tensor trains (within 1 point), with fewer parameters",
+          "X": "AdaMix >= each neighbour its paper did not compare with"}
+
+
+def arms():
+    return [Arm(m, {"method": m}) for m in BASELINES + NEIGHBOURS]
+
+
+def best_on_validation(runs, names):
+    """Of `names`, the arm with the highest mean validation accuracy over its seeds (test never read)."""
+    found = [n for n in names if runs.get(n)]
+    return max(found, key=lambda n: statistics.mean(r["validation_accuracy"] for r in runs[n].values())) \
+        if len(found) == len(names) else None
+
+
+def claims(runs):
+    test = lambda arm: {s: r["merged_test_accuracy"] for s, r in runs.get(arm, {}).items()}
+    found = [Claim("P", "AdaMix >= prefix-tuning", "adamix", "prefix", test("adamix"), test("prefix")),
+             Claim("P", "AdaMix >= UniPELT", "adamix", "unipelt", test("adamix"), test("unipelt")),
+             Claim("P", "AdaMix >= FT-Top2", "adamix", "ft-top2", test("adamix"), test("ft-top2"))]
+    for arm, parts in (("unipelt", ("adapter", "lora", "prefix")), ("unipelt-ap", ("adapter", "prefix"))):
+        best = best_on_validation(runs, parts)
+        found.append(Claim("U", f"{arm} >= the best of {', '.join(parts)}", arm,
+                           f"{best or 'the best sub-module'} (best on validation)", test(arm),
+                           test(best) if best else {}))
+    found += [Claim("U", "UniPELT >= full fine-tuning (small data)", "unipelt", "full", test("unipelt"), test("full")),
+              Claim("A", "AdaLoRA >= LoRA at the same final budget", "adalora", "lora", test("adalora"), test("lora")),
+              Claim("M", "MixPHM >= AdaMix-adapter (small data)", "mixphm", "adamix", test("mixphm"), test("adamix")),
+              Claim("M", "MixPHM >= the PHM adapter it mixes", "mixphm", "phm", test("mixphm"), test("phm")),
+              Claim("H", "Hadamard adapter ~ adapter", "hadamard", "adapter", test("hadamard"), test("adapter"),
+                    "equivalent", MARGIN),
+              Claim("T", "LoRETTA-rep ~ LoRA", "loretta-rep", "lora", test("loretta-rep"), test("lora"),
+                    "equivalent", MARGIN),
+              Claim("T", "LoRETTA-adp ~ adapter", "loretta-adp", "adapter", test("loretta-adp"), test("adapter"),
+                    "equivalent", MARGIN)]
+    found += [Claim("X", f"AdaMix >= {methods.METHODS[m].label}", "adamix", m, test("adamix"), test(m))
+              for m in ("adalora", "phm", "hadamard", "loretta-rep", "loretta-adp", "unipelt-ap")]
+    return report.correct_for_many_claims([c.judge() for c in found])
+
+
+def compare_command(args, task, regime, out):
+    """The neighbours' half of `compare` (nlu.compare_command has checked the flags and built the task)."""
+    chosen_arms, grid = protocol.settings(args, arms(), nlu.GRID)
+    chosen = protocol.learning_rates(task, chosen_arms, grid, args, out)
+    runs, diverged, missing = protocol.final(task, chosen_arms, chosen, range(args.seeds), out, args.workers,
+                                             report_only=args.report_only)
+    write_report(out, args, regime, chosen_arms, chosen, runs, report.status(chosen, chosen_arms, diverged, missing))
+
+
+def write_report(out, args, regime, arms_, chosen, runs, status):
+    judged = claims(runs)
+    size = regime["train_size"] or "all 7,568"
+    text = "\n\n".join(part for part in [
+        report.verdict_paragraph(judged, CLAIMS, "the headline claims fixed in docs/plans/neighbours.md"),
+        report.terms("arm", "paired difference", "verdict", "p (Holm)", "merged"),
+        "Claims: paired differences of test accuracy in points (merged models where the method merges), "
+        "95% CI over seeds:",
+        report.claims_table(judged, scale=100, unit=""),
+        f"Budget: {regime['epochs']} epochs over {size} training sentences for every arm; batch 32; test accuracy "
+        f"of the deployed model, mean ± std over seeds 0..{args.seeds - 1}. Deployed parameters: what a "
+        "model adds at inference (UniPELT's gates cannot be merged, so all of its modules stay).",
+        "Learning rates (validation accuracy, mean over tuning seeds "
+        f"{', '.join(str(s) for s in range(1000, 1000 + args.tuning_seeds))}; test never read):",
+        report.tuning_table(chosen), nlu.arms_table(arms_, chosen, runs),
+        report.waiting_claims(judged), status] if part)
+    report.write(out, text, "results_neighbours.md", name="neighbours.md")
+    checkpoint.save_json(out / "neighbours.json", {"regime": regime, "chosen": chosen, "claims": judged,
+                                                   "seeds": args.seeds, "tuning_seeds": args.tuning_seeds})
+    print(text)
+    rows = []
+    for arm in arms_:
+        found = runs.get(arm.name)
+        if found:
+            mean, std = stats.mean_std(r["merged_test_accuracy"] for r in found.values())
+            rows.append({"name": arm.name, "mean": mean, "std": std,
+                         "merged_parameters": next(iter(found.values()))["merged_parameters"]})
+    if rows:
+        plots.accuracy_vs_parameters(rows, out / "neighbours_accuracy_vs_parameters.png")
+    if judged:
+        plots.forest([c for c in judged if report.enough(c)], out / "neighbours_claims_forest.png", scale=100,
+                     unit="test accuracy points")
