@@ -216,3 +216,41 @@ def test_learning_rates_can_come_from_another_comparison(tmp_path):
     chosen = protocol.learning_rates(PeakedTask(), arms, [1e-3], args, tmp_path)
     assert chosen["a"]["lr"] == 0.003 and chosen["a, variant"] == {"lr": 0.003, "from": "a"}
     assert not (tmp_path / "tuning").exists()                              # nothing searched
+
+
+def test_the_neighbours_suite_shares_the_folder_and_judges_its_papers_claims(tmp_path):
+    """compare --suite neighbours in the AdaMix comparison's folder: the arms both have are reused, not
+    trained again; its report and page have their own names; a sub-module is chosen on validation."""
+    task = write_tsv_task(tmp_path / "task")
+    out = tmp_path / "compare"
+    common = ["compare", "--model", "random-tiny", "--task", str(task), "--epochs", "1", "--seeds", "2",
+              "--lr-grid", "1e-3,3e-3", "--out", str(out), "--workers", "1"]
+    cli.main(common + ["--arms", "lora"])
+    first = json.loads((out / "final" / "lora" / "seed-0" / "results.json").read_text())
+    cli.main(common + ["--suite", "neighbours", "--arms", "lora,adalora,hadamard"])
+    assert json.loads((out / "final" / "lora" / "seed-0" / "results.json").read_text()) == first   # reused
+    saved = json.loads((out / "neighbours.json").read_text())
+    rows = {(c["left"], c["right"]): c for c in saved["claims"]}
+    assert rows["adalora", "lora"]["n"] == 2 and rows["adalora", "lora"]["number"] == "A"
+    assert rows["hadamard", "adapter"]["kind"] == "equivalent" and rows["hadamard", "adapter"]["n"] == 0
+    text = (out / "neighbours.md").read_text()
+    assert text.startswith("**Verdict, claim by claim** (the headline claims fixed in docs/plans/neighbours.md")
+    assert "| adalora | " in text and (out / "neighbours_accuracy_vs_parameters.png").stat().st_size > 10_000
+    assert "**Verdict" in (out / "results.md").read_text()          # the AdaMix report is left as it was
+    with pytest.raises(ValueError, match="--suite neighbours compares the neighbours on classification only"):
+        commands.compare_command(cli.parse(["compare", "--task", "e2e", "--suite", "neighbours"]))
+
+
+def test_unipelt_is_judged_against_the_sub_module_best_on_validation_not_on_test():
+    from tinymix.experiments import neighbours
+    run = lambda validation, test: {"validation_accuracy": validation, "merged_test_accuracy": test}
+    runs = {"adapter": {s: run(0.80, 0.70) for s in range(3)},     # best on validation, worst on test
+            "lora": {s: run(0.70, 0.90) for s in range(3)},
+            "prefix": {s: run(0.60, 0.80) for s in range(3)},
+            "unipelt": {s: run(0.75, 0.75 + 0.01 * s) for s in range(3)}}
+    assert neighbours.best_on_validation(runs, ("adapter", "lora", "prefix")) == "adapter"
+    row = next(c for c in neighbours.claims(runs) if c["left"] == "unipelt" and c["number"] == "U")
+    assert row["right"] == "adapter (best on validation)" and row["mean"] > 0
+    del runs["prefix"]                                              # a sub-module not run yet: no row yet
+    row = next(c for c in neighbours.claims(runs) if c["left"] == "unipelt" and c["number"] == "U")
+    assert row["n"] == 0 and row["verdict"] == "not enough seeds"

@@ -434,3 +434,87 @@ def test_peft_loads_the_export_on_a_bert_model_and_gives_tinymix_embeddings(adam
     ours = backend.to_numpy(pretrained.embed(minilm, tokenizer, texts))
     assert np.abs(ours - plain).max() > 1e-2                    # the adapter changes the embeddings ...
     np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-4)  # ... and PEFT changes them the same way
+
+
+# ---- AdaLoRA: PEFT's AdaLoRA folder, only the kept triplets ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def adalora_run(minilm_config, tmp_path_factory):
+    """An AdaLoRA (init_r 6 -> target 4) after its allocation: some triplets dropped (lambda zeroed), one
+    matrix dropped entirely (rank 0), saved and exported."""
+    from tinymix.neighbours import adalora
+    root = tmp_path_factory.mktemp("adalora")
+    config = adalora.AdaLoRAConfig(init_r=6, target_r=4, total_step=100, tinit=10, tfinal=30, deltaT=5)
+    model = trained_like(minilm_config, config, seed=2)
+    rng = np.random.default_rng(0)
+    for index, (_, layer) in enumerate(adalora.svd_layers(model)):
+        keep = rng.random(6) < 0.6 if index else np.zeros(6, dtype=bool)
+        layer.kept = keep
+        layer.lora_E.data = backend.from_numpy(backend.to_numpy(layer.lora_E.data) * keep[:, None])
+    peft.save_adapter(model, root / "tinymix")
+    said = []
+    peft_export.export_peft(root / "tinymix", root / "peft", say=said.append)
+    return root, model, said
+
+
+def test_an_adalora_exports_as_peft_adalora_with_only_its_kept_triplets(adalora_run):
+    from tinymix.neighbours import adalora
+    root, model, said = adalora_run
+    config = json.loads((root / "peft" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "ADALORA" and config["init_r"] == 6 and config["target_r"] == 4
+    assert config["target_modules"] == ["query", "value"] and config["lora_alpha"] == 32
+    exported = arrays_of(root / "peft" / "adapter_model.safetensors")
+    layers = adalora.svd_layers(model)
+    assert len(exported) == 3 * len(layers) and len(config["rank_pattern"]) == len(layers)
+    for (_, layer), (name, kept) in zip(layers, config["rank_pattern"].items()):
+        assert kept == layer.kept.tolist() and name.endswith(".lora_E")
+        key = "base_model.model." + name.removesuffix(".lora_E")
+        k = int(layer.kept.sum())
+        assert exported[key + ".lora_A"].shape == (k, 384) and exported[key + ".lora_E"].shape == (k, 1)
+        assert exported[key + ".lora_B"].shape == (384, k)
+        np.testing.assert_array_equal(exported[key + ".lora_B"], backend.to_numpy(layer.lora_B.data)[:, layer.kept])
+    assert sum(sum(k) for k in config["rank_pattern"].values()) < 6 * len(layers)
+    assert not any(config["rank_pattern"]["encoder.layer.0.attention.self.query.lora_E"])    # rank 0 goes too
+    assert "PEFT AdaLoRA" in said[0] and "An AdaLoRA" in (root / "peft" / "README.md").read_text()
+
+
+def test_peft_loads_the_adalora_export_and_gives_tinymix_embeddings(adalora_run, monkeypatch):
+    """PeftModel.from_pretrained resizes each layer to its kept rank and computes what tinymix's AdaLoRA
+    does on the real MiniLM weights."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    peft_library = pytest.importorskip("peft")
+    import safetensors.torch
+    from tinymix.store import assets
+    from tinymix import pretrained
+
+    root, _, _ = adalora_run
+    where = pretrained._MINILM_DIR
+    bert = transformers.BertModel(transformers.BertConfig(**json.loads(assets.read_member("minilm", where + "config.json"))))
+    bert.load_state_dict(safetensors.torch.load(assets.read_member("minilm", where + "model.safetensors")), strict=False)
+    bert.eval()
+    minilm, tokenizer = pretrained.load_pretrained("minilm-l6")
+    texts = ["A gripping, beautifully acted film.", "I want my two hours back.", "fine"]
+    ids, mask = tokenizer(texts)
+
+    def peft_embeddings(bert_model):
+        with torch.no_grad():
+            hidden = bert_model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state
+        m = torch.from_numpy(mask).float()[:, :, None]
+        return ((hidden * m).sum(1) / m.sum(1).clamp(min=1)).numpy()
+
+    plain = peft_embeddings(bert)
+    adapted = peft_library.PeftModel.from_pretrained(bert, str(root / "peft")).eval()
+    query0 = adapted.base_model.model.encoder.layer[1].attention.self.query
+    assert query0.lora_A["default"].shape[0] == sum(
+        json.loads((root / "peft" / "adapter_config.json").read_text())["rank_pattern"][
+            "encoder.layer.1.attention.self.query.lora_E"])
+    theirs = peft_embeddings(adapted)
+    model = SequenceClassifier(minilm, 2)
+    peft.load_adapter(model, root / "tinymix")
+    ours = backend.to_numpy(pretrained.embed(minilm, tokenizer, texts))
+    assert np.abs(ours - plain).max() > 1e-2
+    worst = float(np.abs(theirs - ours).max())
+    print(f"AdaLoRA export: largest |PEFT - tinymix| embedding difference {worst:.2e}")
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-4)

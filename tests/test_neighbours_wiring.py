@@ -177,7 +177,7 @@ def test_train_on_the_command_line_prints_a_neighbours_counts_and_its_unread_fla
     assert deployed < trainable         # AdaLoRA's dropped triplets are not deployed
 
 
-@pytest.mark.parametrize("method", ["adalora", "prefix"])
+@pytest.mark.parametrize("method", ["prefix", "hadamard"])
 def test_export_refuses_a_neighbours_adapter_by_name(method, tmp_path):
     from tinymix.export.peft_export import export_peft
     train(tiny_config(tmp_path, method=method, epochs=1, test=False), tiny_splits(n_train=8, n_eval=8))

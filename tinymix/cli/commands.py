@@ -270,7 +270,7 @@ def check_adapter_folder(folder):
 
 
 def export_command(args):
-    """Write a saved LoRA / AdaMix-LoRA adapter as a Hugging Face PEFT LoRA folder."""
+    """Write a saved LoRA / AdaMix-LoRA adapter as a Hugging Face PEFT LoRA folder, an AdaLoRA as PEFT's AdaLoRA."""
     from ..export import peft_export
     check_adapter_folder(Path(args.adapter))
     peft_export.export_peft(args.adapter, args.out)

@@ -47,8 +47,8 @@ def build_parser(description=""):
     p.set_defaults(run=commands.eval_command)
 
     p = commands_.add_parser("export", help="write a LoRA or AdaMix-LoRA adapter as a Hugging Face PEFT LoRA "
-                             "folder (an AdaMix mixture is merged first)")
-    p.add_argument("adapter", help="an adapter folder of a LoRA or AdaMix-LoRA run: its merged/ or best/ "
+                             "folder (an AdaMix mixture is merged first), an AdaLoRA as a PEFT AdaLoRA folder")
+    p.add_argument("adapter", help="an adapter folder of a LoRA, AdaMix-LoRA or AdaLoRA run: its merged/ or best/ "
                    "(e.g. runs/lora/merged)")
     p.add_argument("--format", choices=["peft"], default="peft", help="the output format (default: peft)")
     p.add_argument("--out", required=True, help="the folder to write")

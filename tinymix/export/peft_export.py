@@ -1,5 +1,6 @@
 """Hugging Face PEFT's LoRA folder, both ways: a tinymix LoRA or AdaMix-LoRA on MiniLM goes out as the
 files `PeftModel.from_pretrained` reads, and a PEFT LoRA for that BertModel comes in as a tinymix adapter.
+An AdaLoRA goes out as PEFT's AdaLoRA folder, its kept triplets only (_adalora_files; export only).
 
     export_peft("runs/aml/merged", "runs/aml/peft")     # python3 -m tinymix export runs/aml/merged --out ...
     import_peft("runs/aml/peft", "runs/aml/back")       # python3 -m tinymix import-peft runs/aml/peft --out ...
@@ -19,7 +20,7 @@ import json
 import re
 from pathlib import Path
 
-from .. import adamix, peft, pretrained
+from .. import adamix, backend, peft, pretrained
 from ..store import assets, checkpoint
 from ..transformer import SequenceClassifier, Transformer
 
@@ -110,6 +111,8 @@ def _check_destination(out, source):
 
 def _exportable_lora(config, folder):
     """The LoRAConfig inside a tinymix config, or a clear refusal of what PEFT's LoRA cannot hold."""
+    if config.method == "adalora":
+        return config
     if config.method == "lora" or (config.method == "adamix" and config.module == "lora"):
         return config if config.method == "lora" else config.lora
     if config.method in ("adapter", "adamix"):
@@ -123,8 +126,9 @@ def _exportable_lora(config, folder):
                          "only adds biases to a LoRA), so BitFit is not a LoRA it can hold. Export a LoRA or "
                          "AdaMix-LoRA (train --method lora or adamix-lora).")
     if config.method != "full":
-        raise ValueError(f"{folder} holds {config.method}, which tinymix exports to no PEFT format (only a LoRA's "
-                         "low-rank updates B A go into PEFT's LoRA format). Export a LoRA or AdaMix-LoRA instead.")
+        raise ValueError(f"{folder} holds {config.method}, which tinymix exports to no PEFT format (only low-rank "
+                         "updates go out: a LoRA's B A into PEFT's LoRA format, an AdaLoRA's P diag(lambda) Q into "
+                         "PEFT's AdaLoRA format). Export a LoRA, AdaMix-LoRA or AdaLoRA instead.")
     raise ValueError(f"{folder} holds full fine-tuning: every weight changed, not a low-rank update, which "
                      "PEFT's LoRA format cannot hold. Export a LoRA or AdaMix-LoRA instead.")
 
@@ -155,16 +159,19 @@ def export_peft(adapter_folder, out_folder, say=print):
         say(f"merged the AdaMix-LoRA first: each mixture of {config.num_experts} experts became their mean "
             f"({_shared(config)}), the one LoRA per module that tinymix deploys")
     transformer = model.transformer if num_labels else model
-    arrays = {}
-    for name, layer in _lora_layers(transformer, lora.target_modules):
-        arrays[f"{name}.lora_A.weight"] = layer.lora_A.weight.data
-        arrays[f"{name}.lora_B.weight"] = layer.lora_B.weight.data
     alpha = int(lora.alpha) if float(lora.alpha).is_integer() else lora.alpha
-    peft_config = {"peft_type": "LORA", "task_type": "FEATURE_EXTRACTION", "base_model_name_or_path": MINILM_NAME,
-                   "r": lora.rank, "lora_alpha": alpha, "lora_dropout": lora.dropout,
-                   "target_modules": peft_target_modules(lora.target_modules, base.num_layers),
-                   "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
-                   "modules_to_save": None, "inference_mode": True}
+    if config.method == "adalora":
+        arrays, peft_config = _adalora_files(transformer, config, alpha, base.num_layers)
+    else:
+        arrays = {}
+        for name, layer in _lora_layers(transformer, lora.target_modules):
+            arrays[f"{name}.lora_A.weight"] = layer.lora_A.weight.data
+            arrays[f"{name}.lora_B.weight"] = layer.lora_B.weight.data
+        peft_config = {"peft_type": "LORA", "task_type": "FEATURE_EXTRACTION", "base_model_name_or_path": MINILM_NAME,
+                       "r": lora.rank, "lora_alpha": alpha, "lora_dropout": lora.dropout,
+                       "target_modules": peft_target_modules(lora.target_modules, base.num_layers),
+                       "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
+                       "modules_to_save": None, "inference_mode": True}
     checkpoint.save_arrays(out / WEIGHTS_FILE, arrays, metadata={"format": "pt"})
     checkpoint.save_json(out / CONFIG_FILE, peft_config)
     if num_labels:
@@ -173,13 +180,40 @@ def export_peft(adapter_folder, out_folder, say=print):
     (out / "README.md").write_text(_readme(folder, config, peft_config, num_labels, base.hidden_size))
     sizes = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.name in
              (CONFIG_FILE, WEIGHTS_FILE, HEAD_FILE, "README.md")}
-    say(f"wrote a PEFT LoRA for {MINILM_NAME} to {out}: {len(arrays)} tensors (r={lora.rank}, "
+    rank = (f"kept ranks {sum(sum(kept) for kept in peft_config['rank_pattern'].values())} of "
+            f"{config.init_r * len(peft_config['rank_pattern'])}" if config.method == "adalora" else f"r={lora.rank}")
+    say(f"wrote a PEFT {'AdaLoRA' if config.method == 'adalora' else 'LoRA'} for {MINILM_NAME} to {out}: {len(arrays)} tensors ({rank}, "
         f"lora_alpha={alpha}, target_modules {peft_config['target_modules']})")
     for name, size in sizes.items():
         say(f"  {name:<27} {size:>9,d} bytes")
     say(f"load it with: PeftModel.from_pretrained(BertModel.from_pretrained({MINILM_NAME!r}), {str(out)!r})"
         + ("; the head is in head.safetensors (README.md says how to apply it)" if num_labels else ""))
     return sizes
+
+
+def _adalora_files(transformer, config, alpha, num_layers):
+    """PEFT's AdaLoRA folder (AdaLoraConfig, AdaLoraLayer): per adapted matrix lora_A (kept, in), lora_E
+    (kept, 1) and lora_B (out, kept), only the KEPT triplets, and rank_pattern, the kept mask of init_r
+    triplets per matrix; PEFT resizes each layer to its kept rank on loading (resize_modules_by_rank_pattern)
+    and keeps the scaling alpha / (init_r + 1e-5), as tinymix's SVDLinear computes it. A triplet is kept
+    when its lambda is not zero: the allocation zeroes exactly the dropped ones, and a zero lambda adds
+    nothing to the output, so the export computes what the tinymix model does."""
+    arrays, pattern = {}, {}
+    for name, layer in _lora_layers(transformer, config.target_modules):
+        E = backend.to_numpy(layer.lora_E.data).reshape(-1)
+        kept = (E != 0) & layer.kept
+        arrays[f"{name}.lora_A"] = backend.to_numpy(layer.lora_A.data)[kept]
+        arrays[f"{name}.lora_E"] = backend.to_numpy(layer.lora_E.data)[kept]
+        arrays[f"{name}.lora_B"] = backend.to_numpy(layer.lora_B.data)[:, kept]
+        pattern[name.removeprefix(PREFIX) + ".lora_E"] = [bool(k) for k in kept]
+    peft_config = {"peft_type": "ADALORA", "task_type": "FEATURE_EXTRACTION", "base_model_name_or_path": MINILM_NAME,
+                   "init_r": config.init_r, "target_r": config.target_r, "lora_alpha": alpha,
+                   "lora_dropout": config.dropout, "target_modules": peft_target_modules(config.target_modules, num_layers),
+                   "tinit": config.tinit, "tfinal": config.tfinal, "deltaT": config.deltaT, "beta1": config.beta1,
+                   "beta2": config.beta2, "orth_reg_weight": config.orth_reg_weight, "total_step": config.total_step,
+                   "rank_pattern": pattern, "bias": "none", "fan_in_fan_out": False, "modules_to_save": None,
+                   "inference_mode": True}
+    return arrays, peft_config
 
 
 def _method_name(config):
@@ -194,14 +228,25 @@ def _shared(config):
 
 
 def _readme(folder, config, peft_config, num_labels, hidden):
-    text = f"""# A LoRA for {MINILM_NAME}, exported by tinymix
-
-Made by `python3 -m tinymix export` from `{folder}` (tinymix method {_method_name(config)!r}). It is a
+    if config.method == "adalora":
+        kept = {name.removesuffix(".lora_E"): sum(k) for name, k in peft_config["rank_pattern"].items()}
+        what = f"""an AdaLoRA
+(`adapter_config.json`, `adapter_model.safetensors`) for transformers' `BertModel` with the all-MiniLM-L6-v2
+weights: init_r={config.init_r}, target_r={config.target_r}, lora_alpha={peft_config['lora_alpha']}, target_modules
+{peft_config['target_modules']}. Each targeted weight W becomes W + (lora_alpha / (init_r + 1e-5)) lora_B @
+(lora_A * lora_E), holding only the triplets the budget allocation kept ({sum(kept.values())} of
+{config.init_r * len(kept)}; rank_pattern in adapter_config.json says which, and PEFT resizes each layer to it):
+""" + "\n".join(f"    {name}: {k}" for name, k in kept.items()) + "\n"
+    else:
+        what = f"""a
 Hugging Face PEFT LoRA (`adapter_config.json`, `adapter_model.safetensors`) for transformers'
 `BertModel` with the all-MiniLM-L6-v2 weights: r={peft_config['r']}, lora_alpha={peft_config['lora_alpha']},
 target_modules {peft_config['target_modules']}. Each targeted weight W becomes
 W + (lora_alpha / r) lora_B @ lora_A.
+"""
+    text = f"""# {"An AdaLoRA" if config.method == "adalora" else "A LoRA"} for {MINILM_NAME}, exported by tinymix
 
+Made by `python3 -m tinymix export` from `{folder}` (tinymix method {_method_name(config)!r}). It is {what}
     from peft import PeftModel
     from transformers import BertModel
     model = PeftModel.from_pretrained(BertModel.from_pretrained("{MINILM_NAME}"), "path/to/this/folder")
