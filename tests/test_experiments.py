@@ -237,8 +237,18 @@ def test_the_neighbours_suite_shares_the_folder_and_judges_its_papers_claims(tmp
     assert text.startswith("**Verdict, claim by claim** (the headline claims fixed in docs/plans/neighbours.md")
     assert "| adalora | " in text and (out / "neighbours_accuracy_vs_parameters.png").stat().st_size > 10_000
     assert "**Verdict" in (out / "results.md").read_text()          # the AdaMix report is left as it was
-    with pytest.raises(ValueError, match="--suite neighbours compares the neighbours on classification only"):
-        commands.compare_command(cli.parse(["compare", "--task", "e2e", "--suite", "neighbours"]))
+
+
+def test_the_neighbours_suite_on_e2e(tmp_path):
+    out = tmp_path / "e2e"
+    cli.main(["compare", "--task", "e2e", "--suite", "neighbours", "--steps", "4", "--eval-every", "2",
+              "--train-size", "16", "--validation-size", "2", "--test-size", "2", "--batch-size", "4", "--seeds", "2",
+              "--lr-grid", "3e-3,1e-2", "--arms", "lora,adalora", "--workers", "1", "--beam-width", "2",
+              "--max-new-tokens", "6", "--out", str(out)])
+    rows = {(c["left"], c["right"]): c for c in json.loads((out / "neighbours.json").read_text())["claims"]}
+    assert rows["adalora", "lora"]["n"] == 2 and rows["adamix-lora", "prefix"]["n"] == 0
+    text = (out / "neighbours.md").read_text()
+    assert "| adalora | " in text and "No learning rate chosen yet" not in text
 
 
 def test_unipelt_is_judged_against_the_sub_module_best_on_validation_not_on_test():

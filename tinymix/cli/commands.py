@@ -306,10 +306,11 @@ def compare_command(args):
         if given:
             raise ValueError(f"{', '.join(given)}: not a flag of `compare --task e2e` (see `python3 -m tinymix "
                              "compare --help`, which groups the flags by task)")
-        if args.suite != "adamix":
-            raise ValueError(f"--suite {args.suite} compares the neighbours on classification only; leave out "
-                             "--task e2e (the e2e comparison has its neighbours as --method values of `train --task e2e`)")
-        return e2e.compare_command(args, config_from_args(args, NLGConfig(progress=False), "compare --task e2e"))
+        base = config_from_args(args, NLGConfig(progress=False), "compare --task e2e")
+        if args.suite == "neighbours":
+            from ..experiments import neighbours
+            return neighbours.compare_e2e(args, base)
+        return e2e.compare_command(args, base)
     if e2e_only:
         raise ValueError(f"{', '.join('--' + n.replace('_', '-') for n in e2e_only)}: not a flag of `compare` "
                          "without --task e2e (see `python3 -m tinymix compare --help`, which groups the flags by task)")

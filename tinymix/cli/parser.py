@@ -102,7 +102,7 @@ def _compare_flags(parser, nlg_config):
     both.add_argument("--suite", choices=("adamix", "neighbours"), default="adamix",
                       help="adamix: AdaMix, its modules, ablations and the paper's claims; neighbours: the "
                       "neighbour methods against AdaMix and the modules they build on, with their papers' "
-                      "claims (classification only; give it the AdaMix comparison's --out to reuse its runs)")
+                      "claims (give it the AdaMix comparison's --out to reuse its runs)")
     both.add_argument("--arms", default="", help="comma-separated arms, named as their folders "
                       "(e.g. adamix,adamix-no-sharing; default: every arm)")
     both.add_argument("--workers", type=int, default=2, help="parallel runs, one BLAS thread each (default: %(default)s)")

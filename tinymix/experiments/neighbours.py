@@ -1,20 +1,26 @@
-"""AdaMix among its neighbours, on movie reviews under the same fair protocol (protocol.py, nlu.py):
+"""AdaMix among its neighbours, under the same fair protocol (protocol.py) as the AdaMix comparisons:
 
-    python3 -m tinymix compare --suite neighbours --out docs/experiments/nlu-small
+    python3 -m tinymix compare --suite neighbours --out docs/experiments/nlu-small           # movie reviews
+    python3 -m tinymix compare --suite neighbours --task e2e --out docs/experiments/e2e      # data-to-text
 
 Arms: every neighbour of tinymix/neighbours/ as a method of its own (its own learning rate from the
 shared grid, the same seeds, the same budget: 10 epochs over 1,000 sentences), beside the arms of the
 AdaMix comparison it is judged against (full fine-tuning, the adapter, LoRA, AdaMix, AdaMix-LoRA).
-Both comparisons share one folder, so those arms' finished runs are reused, not trained again.
+Both comparisons share one folder, so those arms' finished runs are reused, not trained again. On e2e
+(the tiny GPT, e2e.py's official GPT-2 recipe) the neighbours that apply to a decoder: AdaLoRA, the
+Hadamard adapter, LoRETTA-rep, prefix-tuning and FT-Top2, against LoRA, the adapter, AdaMix-LoRA,
+AdaMix-adapter and full fine-tuning; scores are test BLEU.
 
 The claims were fixed before any neighbour's run existed (docs/plans/neighbours.md): each paper's
 headline claim at this scale, each neighbour against AdaMix, and each against the module it builds on.
 """
 import statistics
+from dataclasses import asdict
+from pathlib import Path
 
 from .. import methods, plots
 from ..store import checkpoint
-from . import nlu, protocol, report, stats
+from . import e2e, nlu, protocol, report, stats
 from .protocol import Arm
 from .report import Claim
 
@@ -109,3 +115,59 @@ def write_report(out, args, regime, arms_, chosen, runs, status):
     if judged:
         plots.forest([c for c in judged if report.enough(c)], out / "neighbours_claims_forest.png", scale=100,
                      unit="test accuracy points")
+
+
+# ---- data-to-text (e2e) ----------------------------------------------------------------------------------
+
+E2E_NEIGHBOURS = ("adalora", "hadamard", "loretta-rep", "prefix", "ft-top2")
+E2E_MARGIN = 1.0        # "comparable": within one BLEU point
+
+E2E_CLAIMS = {"P": "AdaMix-LoRA >= the baselines of its paper's GPT-2 table (prefix-tuning, FT-Top2)",
+              "A": CLAIMS["A"],
+              "H": "the Hadamard adapter ~ the adapter (within 1 BLEU point)",
+              "T": "LoRETTA-rep ~ LoRA (within 1 BLEU point), with fewer parameters",
+              "X": "AdaMix-LoRA >= each neighbour its paper did not compare with"}
+
+
+def e2e_arms():
+    return [Arm(m, {"method": m}) for m in e2e.MAIN + E2E_NEIGHBOURS]
+
+
+def e2e_claims(runs):
+    bleu = lambda arm: {s: r["bleu"] for s, r in runs.get(arm, {}).items()}
+    found = [Claim("P", "AdaMix-LoRA >= prefix-tuning", "adamix-lora", "prefix", bleu("adamix-lora"), bleu("prefix")),
+             Claim("P", "AdaMix-LoRA >= FT-Top2", "adamix-lora", "ft-top2", bleu("adamix-lora"), bleu("ft-top2")),
+             Claim("A", "AdaLoRA >= LoRA at the same final budget", "adalora", "lora", bleu("adalora"), bleu("lora")),
+             Claim("H", "Hadamard adapter ~ adapter", "hadamard", "adapter", bleu("hadamard"), bleu("adapter"),
+                   "equivalent", E2E_MARGIN),
+             Claim("T", "LoRETTA-rep ~ LoRA", "loretta-rep", "lora", bleu("loretta-rep"), bleu("lora"),
+                   "equivalent", E2E_MARGIN)]
+    found += [Claim("X", f"AdaMix-LoRA >= {methods.METHODS[m].label}", "adamix-lora", m, bleu("adamix-lora"), bleu(m))
+              for m in ("adalora", "hadamard", "loretta-rep")]
+    return report.correct_for_many_claims([c.judge() for c in found])
+
+
+def compare_e2e(args, base):
+    """`compare --suite neighbours --task e2e`: `base` is the NLGConfig of the command line's settings."""
+    task, out = e2e.DataToText(base), Path(args.out)
+    chosen_arms, grid = protocol.settings(args, e2e_arms(), e2e.GRID)
+    chosen = protocol.learning_rates(task, chosen_arms, grid, args, out)
+    runs, diverged, missing = protocol.final(task, chosen_arms, chosen, range(args.seeds), out, args.workers,
+                                             report_only=args.report_only)
+    judged = e2e_claims(runs)
+    text = "\n\n".join(part for part in [
+        report.verdict_paragraph(judged, E2E_CLAIMS, "the headline claims fixed in docs/plans/neighbours.md"),
+        report.terms("arm", "paired difference", "verdict", "p (Holm)", "merged"),
+        "Claims: paired differences of test BLEU (merged models where the method merges), 95% CI over seeds:",
+        report.claims_table(judged),
+        f"Budget: {base.steps} steps of batch {base.batch_size} over {base.train_size} training MRs for every arm, "
+        f"the official GPT-2 recipe (no clipping); beam search (width {base.beam_width}); mean ± std over seeds "
+        f"0..{args.seeds - 1}.",
+        "Learning rates (validation BLEU, mean over tuning seeds "
+        f"{', '.join(str(s) for s in range(1000, 1000 + args.tuning_seeds))}; test never read):",
+        report.tuning_table(chosen), e2e.arms_table(chosen_arms, chosen, runs),
+        report.waiting_claims(judged), report.status(chosen, chosen_arms, diverged, missing)] if part)
+    report.write(out, text, "results_neighbours_e2e.md", name="neighbours.md")
+    checkpoint.save_json(out / "neighbours.json", {"config": asdict(base), "chosen": chosen, "claims": judged,
+                                                   "seeds": args.seeds, "tuning_seeds": args.tuning_seeds})
+    print(text)
