@@ -18,8 +18,8 @@ from test_train import tiny_config, tiny_splits
 
 pytestmark = pytest.mark.numerics
 
-NEIGHBOURS = ("adalora", "phm", "mixphm", "hadamard", "loretta-rep", "loretta-adp", "prefix", "ft-top2",
-              "unipelt", "unipelt-ap")
+NEIGHBOURS = ("adalora", "phm", "mixphm", "hadamard", "adamix-hadamard", "loretta-rep", "loretta-adp", "prefix",
+              "ft-top2", "unipelt", "unipelt-ap")
 # The tiny encoder is 32 wide: PHM's reduction 12 and LoRETTA-adp's bottleneck 64 do not fit it.
 SMALLER = {"phm": lambda s: phm.PHMAdapterConfig(reduction_factor=2),
            "mixphm": lambda s: phm.MixPHMConfig(reduction_factor=2, num_experts=s.num_experts),
@@ -102,7 +102,7 @@ def test_the_help_lists_every_neighbour_for_the_tasks_it_applies_to():
     classification, e2e_part = field_help()["method"].split("--task e2e:")
     for name in NEIGHBOURS:
         assert f"{name} (" in classification
-    for name in ("adalora", "hadamard", "loretta-rep", "prefix", "ft-top2"):
+    for name in ("adalora", "hadamard", "adamix-hadamard", "loretta-rep", "prefix", "ft-top2"):
         assert f"{name} (" in e2e_part
     for name in ("mixphm", "unipelt", "loretta-adp"):
         assert f" {name} (" not in e2e_part

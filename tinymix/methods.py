@@ -121,6 +121,10 @@ METHODS = {m.name: m for m in (
     Method("mixphm", "MixPHM", lambda s: phm.MixPHMConfig(num_experts=s.num_experts), {CLASSIFICATION: 5e-3},
            extra_loss=phm.redundancy_regularizer),      # one pass: MixPHM has no consistency loss
     Method("hadamard", "Hadamard adapter", lambda s: hadamard.HadamardConfig(), {CLASSIFICATION: 3e-3, E2E: 3e-3}),
+    # AdaMix over Hadamard experts (neighbours/hadamard.py §3): random routing, the consistency loss, and
+    # an average that is exact (the module is affine), unlike the adapter's
+    Method("adamix-hadamard", "AdaMix-Hadamard", lambda s: hadamard.HadamardConfig(num_experts=s.num_experts),
+           {CLASSIFICATION: 3e-3, E2E: 3e-3}, two_passes=True),
     Method("loretta-rep", "LoRETTA-rep", lambda s: loretta.LorettaRepConfig(), {CLASSIFICATION: 3e-3, E2E: 1e-2}),
     Method("loretta-adp", "LoRETTA-adp", lambda s: loretta.LorettaAdpConfig(), {CLASSIFICATION: 3e-3}),
     Method("prefix", "prefix-tuning", lambda s: prefix.PrefixTuningConfig(), {CLASSIFICATION: 3e-3, E2E: 3e-3}),

@@ -25,7 +25,7 @@ from .protocol import Arm
 from .report import Claim
 
 NEIGHBOURS = ("adalora", "unipelt", "prefix", "mixphm", "ft-top2", "phm", "hadamard", "loretta-rep",
-              "loretta-adp", "unipelt-ap")
+              "loretta-adp", "unipelt-ap", "adamix-hadamard")
 BASELINES = ("full", "adapter", "lora", "adamix", "adamix-lora")   # the AdaMix comparison's arms they face
 MARGIN = 0.01          # "comparable": within one point of test accuracy
 
@@ -35,7 +35,8 @@ CLAIMS = {"P": "AdaMix >= the baselines of its own paper's tables (prefix-tuning
           "M": "MixPHM >= AdaMix-adapter and >= the single PHM adapter it mixes, on small data",
           "H": "the Hadamard adapter ~ the adapter (within 1 point), at a tenth of its parameters",
           "T": "LoRETTA ~ the module it factorises in tensor trains (within 1 point), with fewer parameters",
-          "X": "AdaMix >= each neighbour its paper did not compare with"}
+          "X": "AdaMix >= each neighbour its paper did not compare with",
+          "Y": "AdaMix over a neighbour's module >= that module alone (Hadamard experts, whose average is exact)"}
 
 
 def arms():
@@ -71,6 +72,8 @@ def claims(runs):
                     "equivalent", MARGIN)]
     found += [Claim("X", f"AdaMix >= {methods.METHODS[m].label}", "adamix", m, test("adamix"), test(m))
               for m in ("adalora", "phm", "hadamard", "loretta-rep", "loretta-adp", "unipelt-ap")]
+    found.append(Claim("Y", "AdaMix-Hadamard >= the Hadamard adapter", "adamix-hadamard", "hadamard",
+                       test("adamix-hadamard"), test("hadamard")))
     return report.correct_for_many_claims([c.judge() for c in found])
 
 
@@ -119,14 +122,15 @@ def write_report(out, args, regime, arms_, chosen, runs, status):
 
 # ---- data-to-text (e2e) ----------------------------------------------------------------------------------
 
-E2E_NEIGHBOURS = ("adalora", "hadamard", "loretta-rep", "prefix", "ft-top2")
+E2E_NEIGHBOURS = ("adalora", "hadamard", "loretta-rep", "prefix", "ft-top2", "adamix-hadamard")
 E2E_MARGIN = 1.0        # "comparable": within one BLEU point
 
 E2E_CLAIMS = {"P": "AdaMix-LoRA >= the baselines of its paper's GPT-2 table (prefix-tuning, FT-Top2)",
               "A": CLAIMS["A"],
               "H": "the Hadamard adapter ~ the adapter (within 1 BLEU point)",
               "T": "LoRETTA-rep ~ LoRA (within 1 BLEU point), with fewer parameters",
-              "X": "AdaMix-LoRA >= each neighbour its paper did not compare with"}
+              "X": "AdaMix-LoRA >= each neighbour its paper did not compare with",
+              "Y": CLAIMS["Y"]}
 
 
 def e2e_arms():
@@ -144,6 +148,8 @@ def e2e_claims(runs):
                    "equivalent", E2E_MARGIN)]
     found += [Claim("X", f"AdaMix-LoRA >= {methods.METHODS[m].label}", "adamix-lora", m, bleu("adamix-lora"), bleu(m))
               for m in ("adalora", "hadamard", "loretta-rep")]
+    found.append(Claim("Y", "AdaMix-Hadamard >= the Hadamard adapter", "adamix-hadamard", "hadamard",
+                       bleu("adamix-hadamard"), bleu("hadamard")))
     return report.correct_for_many_claims([c.judge() for c in found])
 
 
