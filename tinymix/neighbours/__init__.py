@@ -26,11 +26,11 @@ from . import adalora, ft_top, hadamard, loretta, phm, prefix, unipelt
 # config) and count(model) -> (trainable, deployed). A deploy turns the trained model into the deployed
 # one in place, keeping every trained number a trainable parameter (so save_adapter writes it and
 # load_adapter reads it back): prefix-tuning and UniPELT drop the prefix MLP, MixPHM averages its
-# experts' factors, AdaLoRA zeroes the triplets its final allocation dropped. Folding into frozen weights
+# experts' factors, AdaMix-Hadamard averages its experts into one Hadamard, AdaLoRA zeroes the triplets its final allocation dropped. Folding into frozen weights
 # (the Hadamard adapter, AdaLoRA) is left out: a saved adapter holds only the trainable weights.
 peft.NEIGHBOURS.update({config.method: (config, module, deploy) for config, module, deploy in (
     (adalora.AdaLoRAConfig, adalora, adalora.deploy), (phm.PHMAdapterConfig, phm, None),
-    (phm.MixPHMConfig, phm, phm.merge), (hadamard.HadamardConfig, hadamard, None),
+    (phm.MixPHMConfig, phm, phm.merge), (hadamard.HadamardConfig, hadamard, hadamard.deploy),
     (loretta.LorettaRepConfig, loretta, None), (loretta.LorettaAdpConfig, loretta, None),
     (prefix.PrefixTuningConfig, prefix, prefix.deploy), (ft_top.FTTopConfig, ft_top, None),
     (unipelt.UniPELTConfig, unipelt, unipelt.deploy))})

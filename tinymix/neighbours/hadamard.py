@@ -147,6 +147,19 @@ def _mean_expert(adapter):
     return mean
 
 
+def deploy(model):
+    """Each mixture replaced by ONE Hadamard holding its experts' mean scale and bias, in place (exact,
+    see 3): the deployed adapter is d + d numbers per layer, as a single Hadamard adapter's, and its
+    numbers stay trainable parameters, so save_adapter writes them. (peft.merge calls this first.)"""
+    for block in peft._transformer(model).layers:
+        wrapper = block.attention.output
+        if isinstance(wrapper, BeforeLinear) and isinstance(wrapper.adapter, adamix.Mixture):
+            wrapper.adapter = _mean_expert(wrapper.adapter)
+        elif isinstance(block.attention_adapter, adamix.Mixture):
+            block.attention_adapter = _mean_expert(block.attention_adapter)
+    return model
+
+
 def merge(model):
     """Fold every adapter (a mixture: its experts' mean) into its layer's attention output projection
     and take it out of the forward pass; in place. unmerge(model) undoes it exactly."""
