@@ -319,6 +319,9 @@ def compare_command(args):
     args.model = args.model or "minilm-l6"
     args.regime = args.regime or "small"
     args.random_runs = 3 if args.random_runs is None else args.random_runs
+    if args.suite == "neighbours":
+        from ..experiments import neighbours
+        return neighbours.compare_command(args)
     return nlu.compare_command(args)
 
 

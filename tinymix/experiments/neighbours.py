@@ -77,8 +77,10 @@ def claims(runs):
     return report.correct_for_many_claims([c.judge() for c in found])
 
 
-def compare_command(args, task, regime, out):
-    """The neighbours' half of `compare` (nlu.compare_command has checked the flags and built the task)."""
+def compare_command(args):
+    """`compare --suite neighbours` on movie reviews (or a TSV folder)."""
+    task, regime = nlu.task_of(args)
+    out = Path(args.out)
     chosen_arms, grid = protocol.settings(args, arms(), nlu.GRID)
     chosen = protocol.learning_rates(task, chosen_arms, grid, args, out)
     runs, diverged, missing = protocol.final(task, chosen_arms, chosen, range(args.seeds), out, args.workers,

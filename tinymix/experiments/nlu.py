@@ -133,7 +133,8 @@ def claims(runs):
 
 # ---- the command ---------------------------------------------------------------------------------------
 
-def compare_command(args):
+def task_of(args):
+    """Check the classification flags; (the task as the protocol sees it, the regime's budget)."""
     if (args.train_size is not None and args.train_size < 0) or (args.epochs is not None and args.epochs < 1) \
             or args.random_runs < 1:
         raise ValueError("--train-size must be at least 0 (0: all), --epochs and --random-runs at least 1")
@@ -142,10 +143,11 @@ def compare_command(args):
         regime["train_size"] = args.train_size
     if args.epochs is not None:
         regime["epochs"] = args.epochs
-    task = MovieReviews(regime["train_size"], regime["epochs"], args.model, args.random_runs, {"task": args.task})
-    if args.suite == "neighbours":
-        from . import neighbours
-        return neighbours.compare_command(args, task, regime, Path(args.out))
+    return MovieReviews(regime["train_size"], regime["epochs"], args.model, args.random_runs, {"task": args.task}), regime
+
+
+def compare_command(args):
+    task, regime = task_of(args)
     arms, grid = protocol.settings(args, all_arms(), GRID)
     out = Path(args.out)
     chosen = protocol.learning_rates(task, arms, grid, args, out)
