@@ -16,6 +16,13 @@ places the modules, parameter counts, and merge/unmerge where the method allows 
     ft_top.py     FT-Top2: fine-tuning only the top layers and the head
     unipelt.py    UniPELT (Mao et al., ACL 2022): a prefix, an adapter and LoRA, each behind a learned
                   gate per example and layer; not mergeable
+
+Not here: HUT (Zhang, Zhou and Chen, 2024, "Hadamard Updated Transformation"), which replaces W + dW by
+W' = T(W) built from Hadamard products of W with two low-rank matrices. Its exact form (where the two
+factors sit, and what makes T(W) = W at the start) is in the paper's method section, which could not be
+read here (only its abstract and summaries), and no official code is public. One plausible reading,
+W' = W * (1 + B A), is a different method if the paper means another; building a guess and calling it
+HUT would teach the guess. It is built once its formula is confirmed from the paper itself.
 """
 
 from .. import peft
