@@ -74,14 +74,14 @@ def test_a_kill_at_every_step_of_a_checkpoint_save_then_resume_gives_the_uninter
     real_save = runfolder.RunFolder.save_checkpoint
     cases = []                                  # (mode, step, folder with the interrupted save)
 
-    def save_checkpoint(self, model, optimizer, state):
+    def save_checkpoint(self, model, optimizer, state, method_state=None):
         if state["epoch"] != 3:
-            return real_save(self, model, optimizer, state)
+            return real_save(self, model, optimizer, state, method_state)
         original = self.path
         self.path = tmp_path / "dry-run"        # a dry run, on a copy, counts the steps of this save
         shutil.copytree(original, self.path)
         counts["on"], counts["n"] = True, 0
-        real_save(self, model, optimizer, state)
+        real_save(self, model, optimizer, state, method_state)
         counts["on"], total, self.path = False, counts["n"], original
         for how in ("kill", "raise"):
             for step in range(1, total + 1):
@@ -92,7 +92,7 @@ def test_a_kill_at_every_step_of_a_checkpoint_save_then_resume_gives_the_uninter
                     counts.update(on=True, n=0, fail_at=step, how=how)
                     self.path = copy
                     try:
-                        real_save(self, model, optimizer, state)
+                        real_save(self, model, optimizer, state, method_state)
                     except Crash:
                         os._exit(3)
                     os._exit(0)
@@ -216,8 +216,8 @@ def test_a_checkpoint_in_the_layout_of_an_earlier_tinymix_is_taken_over_and_resu
     run = tmp_path / "run"
     real_save = runfolder.RunFolder.save_checkpoint
 
-    def stop_after_epoch_2(self, model, optimizer, state):
-        real_save(self, model, optimizer, state)
+    def stop_after_epoch_2(self, model, optimizer, state, method_state=None):
+        real_save(self, model, optimizer, state, method_state)
         if state["epoch"] == 2:
             raise Crash
     with monkeypatch.context() as patch:
