@@ -14,7 +14,7 @@ from tinymix.e2e import finetune
 from tinymix.cli import commands
 from tinymix.cli.flags import config_from_args
 from tinymix.train import TrainConfig
-from tinymix.experiments import protocol, report, stats
+from tinymix.experiments import nlu, protocol, report, stats
 from tinymix.experiments.protocol import Arm
 
 
@@ -264,3 +264,48 @@ def test_unipelt_is_judged_against_the_sub_module_best_on_validation_not_on_test
     del runs["prefix"]                                              # a sub-module not run yet: no row yet
     row = next(c for c in neighbours.claims(runs) if c["left"] == "unipelt" and c["number"] == "U")
     assert row["n"] == 0 and row["verdict"] == "not enough seeds"
+
+
+def test_the_few_shot_regime_pairs_splits_reads_no_validation_and_takes_its_rates(tmp_path):
+    task = write_tsv_task(tmp_path / "task", n_train=40)
+    source = tmp_path / "small"
+    source.mkdir()
+    (source / "results.json").write_text(json.dumps({"chosen": {m: {"lr": 3e-3} for m in nlu.MAIN}}))
+    out = tmp_path / "fewshot"
+    argv = ["compare", "--regime", "fewshot", "--model", "random-tiny", "--task", str(task), "--epochs", "2",
+            "--train-size", "8", "--seeds", "2", "--workers", "1", "--arms", "adapter,adamix", "--out", str(out)]
+    with pytest.raises(ValueError, match="--regime fewshot reads no validation.*--lr-from"):
+        commands.compare_command(cli.parse(argv))
+    cli.main(argv + ["--lr-from", str(source)])
+    for seed in (0, 1):
+        configs = [json.loads((out / "final" / arm / f"seed-{seed}" / "request.json").read_text())["config"]
+                   for arm in ("adapter", "adamix")]
+        assert all(c["train_sample"] == seed and c["select_on_validation"] is False and c["batch_size"] == 4
+                   and c["lr"] == 3e-3 for c in configs)
+        result = json.loads((out / "final" / "adapter" / f"seed-{seed}" / "results.json").read_text())
+        assert result["validation_accuracy"] is None and result["best_epoch"] == 2
+    text = (out / "results.md").read_text()
+    assert "Spread across splits" in text and "not read" in text and "4x" not in text.split("Budget:")[0]
+    assert "Rates: adapter: 0.003" in text
+
+
+def test_a_few_shot_split_is_its_own_draw_and_no_validation_is_read(tmp_path, monkeypatch):
+    from tinymix import train as training
+    from test_train import tiny_config, tiny_splits
+    one = lambda split, seed=0: training.sample_indices(100, tiny_config(train_size=10, train_sample=split, seed=seed))
+    assert one(3) == one(3, seed=9) and one(3) != one(4) and len(set(one(3))) == 10
+    splits = tiny_splits()
+    read = []
+    real = training.evaluate
+    monkeypatch.setattr(training, "evaluate", lambda model, tok, split, *a: read.append(split) or real(model, tok, split, *a))
+    from tinymix import runfolder
+    saved, real_save = [], runfolder.RunFolder.save_checkpoint
+    monkeypatch.setattr(runfolder.RunFolder, "save_checkpoint",
+                        lambda self, model, opt, state, *a: saved.append(state["epoch"]) or real_save(self, model, opt, state, *a))
+    result = training.train(tiny_config(tmp_path, epochs=3, train_size=12, train_sample=1, select_on_validation=False,
+                                        checkpoint_every=2), splits)
+    assert all(split is not splits["validation"] for split in read) and read      # only test was read
+    assert result["validation_accuracy"] is None and result["best_epoch"] == 3
+    assert saved == [2, 3]                              # every 2nd epoch, and the last
+    with pytest.raises(ValueError, match="--train-sample draws --train-size sentences at random"):
+        tiny_config(train_sample=2)

@@ -38,8 +38,12 @@ def training_curve(losses, history, path, title="training", terms=None):
         axis.set(xlabel="step", ylabel=label, title=title if axis is axes[0] else "consistency")
         axis.legend()
     epochs = [h["epoch"] for h in history]
-    axes[-1].plot(epochs, [h["validation_accuracy"] for h in history], "o-", color="C1")
-    axes[-1].set(xlabel="epoch", ylabel="validation accuracy", title="validation", xticks=epochs)
+    if all(h["validation_accuracy"] is None for h in history):       # true few-shot: no validation read
+        axes[-1].plot(epochs, [h["mean_loss"] for h in history], "o-", color="C1")
+        axes[-1].set(xlabel="epoch", ylabel="mean training loss", title="no validation (few-shot)")
+    else:
+        axes[-1].plot(epochs, [h["validation_accuracy"] for h in history], "o-", color="C1")
+        axes[-1].set(xlabel="epoch", ylabel="validation accuracy", title="validation", xticks=epochs)
     return _save(figure, path)
 
 

@@ -36,6 +36,9 @@ class TrainConfig:
     seed: int = 0
     epochs: int = 2
     train_size: int = 0              # use the first N training sentences (0 = all)
+    train_sample: int = -1           # >= 0: instead, N sentences drawn at random with this seed (a few-shot split)
+    select_on_validation: bool = True    # False: no validation at all (true few-shot); the last epoch is kept
+    checkpoint_every: int = 1        # epochs between checkpoints (the last epoch always gets one)
     batch_size: int = 32
     lr: float = 0.0                  # 0: the method's default rate (methods.py)
     weight_decay: float = 0.1
@@ -81,6 +84,11 @@ class TrainConfig:
                              "train.tsv, dev.tsv and test.tsv")
         check("epochs", self.epochs, 1, integer=True)
         check("train_size", self.train_size, 0, integer=True, why="0 means all")
+        check("train_sample", self.train_sample, -1, integer=True, why="-1: the first --train-size sentences")
+        check("checkpoint_every", self.checkpoint_every, 1, integer=True)
+        validate.check_bool("select_on_validation", self.select_on_validation)
+        if self.train_sample >= 0 and not self.train_size:
+            raise ValueError("--train-sample draws --train-size sentences at random: give --train-size too")
         for name in ("eval_batch_size", "log_every"):
             check(name, getattr(self, name), 1, integer=True)
         check("max_length", self.max_length, 3, integer=True, why="a [CLS] token, a word and a [SEP] token")
@@ -184,7 +192,9 @@ def _train(cfg, splits, before_merge, run):
         raise ValueError("the training split is empty")
     train_split = splits["train"]
     if cfg.train_size:
-        train_split = data.Split(train_split.texts[:cfg.train_size], train_split.labels[:cfg.train_size])
+        chosen = (range(min(cfg.train_size, len(train_split))) if cfg.train_sample < 0
+                  else sample_indices(len(train_split), cfg))
+        train_split = data.Split([train_split.texts[i] for i in chosen], [train_split.labels[i] for i in chosen])
     num_labels = data.class_count({**splits, "train": train_split})   # classes 0..K-1, K >= 2
     say_classes(train_split)
     model, tokenizer = build_model(cfg, num_labels, math.ceil(len(train_split) / cfg.batch_size) * cfg.epochs)
@@ -213,6 +223,15 @@ def _train(cfg, splits, before_merge, run):
         peft.save_adapter(model, run.path / "best")
     extra = before_merge(model, tokenizer, splits) if before_merge else {}
     return _merge_and_test(cfg, model, tokenizer, splits, state, start, run, started, extra)
+
+
+def sample_indices(available, cfg):
+    """The few-shot split `cfg.train_sample`: train_size training sentences drawn without replacement by
+    their own generator (the same on every backend, and independent of the run's seed)."""
+    if cfg.train_size > available:
+        raise ValueError(f"--train-size {cfg.train_size}: the training split has only {available} sentences")
+    return sorted(backend.host.random.default_rng([cfg.train_sample, 7919]).choice(
+        available, cfg.train_size, replace=False).tolist())
 
 
 def _epoch(cfg, epoch, model, tokenizer, optimizer, lr, train_split, splits, state, run):
@@ -249,19 +268,27 @@ def _epoch(cfg, epoch, model, tokenizer, optimizer, lr, train_split, splits, sta
             _read_losses(pending, state, epoch, bar, explain)
     _read_losses(pending, state, epoch, bar, explain)
     bar.close()
-    accuracy = evaluate(model, tokenizer, splits["validation"], cfg.eval_batch_size)
+    # True few-shot (select_on_validation False): no validation is read; every epoch counts as the best
+    # so far, so the last one is kept.
+    accuracy = evaluate(model, tokenizer, splits["validation"], cfg.eval_batch_size) if cfg.select_on_validation \
+        else None
     state["history"].append({"epoch": epoch + 1, "validation_accuracy": accuracy,
                              "mean_loss": sum(state["losses"][-steps_per_epoch:]) / steps_per_epoch})
     spreads = [mixture["spread"] for mixture in adamix.routing_report(model).values()]
     if spreads:          # AdaMix: how far apart its experts are after each epoch (0: all alike; routing_report)
         state["history"][-1]["expert_spread"] = sum(spreads) / len(spreads)
-    print(f"epoch {epoch + 1}: validation accuracy {accuracy:.4f}")
+    print(f"epoch {epoch + 1}: " + (f"validation accuracy {accuracy:.4f}" if accuracy is not None
+                                     else f"mean loss {state['history'][-1]['mean_loss']:.4f} (no validation)"))
     state["epoch"] = epoch + 1
     best_weights = None
-    if accuracy > state["best_validation"]:
+    last = epoch + 1 == cfg.epochs
+    if accuracy is None and last:
+        state["best_epoch"] = epoch + 1            # best_validation stays -1: nothing was selected
+        best_weights = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad}
+    elif accuracy is not None and accuracy > state["best_validation"]:
         state["best_validation"], state["best_epoch"] = accuracy, epoch + 1
         best_weights = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad}
-    if run is not None:
+    if run is not None and (last or (epoch + 1) % cfg.checkpoint_every == 0):
         run.save_checkpoint(model, optimizer, state, methods.step_state(cfg, model))
     return best_weights
 
@@ -279,7 +306,8 @@ def _merge_and_test(cfg, model, tokenizer, splits, state, start, run, started, e
     result = {
         "config": {**asdict(cfg), "lr": methods.learning_rate(cfg, TASK)},       # the rate used, not 0
         "history": state["history"], "losses": state["losses"],
-        "best_epoch": state["best_epoch"], "validation_accuracy": state["best_validation"],
+        "best_epoch": state["best_epoch"],
+        "validation_accuracy": state["best_validation"] if cfg.select_on_validation else None,
         "test_accuracy": test_accuracy, "merged_test_accuracy": test_accuracy, "routing": routing,
         "trainable_parameters": trainable, "merged_parameters": merged_count,
         "all_parameters": total, "seconds": time.perf_counter() - started, **extra,

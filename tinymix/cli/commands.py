@@ -124,8 +124,9 @@ def train_command(args):
     warn_unused(args, cfg.method)
     result = train(cfg)
     test = "not read (--no-test)" if result["test_accuracy"] is None else f"{result['test_accuracy']:.4f}"
-    print(f"validation {result['validation_accuracy']:.4f} (epoch {result['best_epoch']}), "
-          f"test (merged model) {test}")
+    chosen = (f"validation {result['validation_accuracy']:.4f} (epoch {result['best_epoch']})"
+              if result["validation_accuracy"] is not None else f"no validation read (the last epoch, {result['best_epoch']})")
+    print(f"{chosen}, test (merged model) {test}")
     print(f"trainable params {result['trainable_parameters']:,d} while training, {result['merged_parameters']:,d} "
           f"deployed (merged), of {result['all_parameters']:,d} in all")
     if cfg.out:

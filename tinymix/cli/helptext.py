@@ -34,6 +34,12 @@ def field_help():
         "epochs": "passes over the training sentences",
         "steps": "optimizer steps (batches)",
         "train_size": "training examples: the first N (0 = all of them)",
+        "train_sample": "-1: the first --train-size sentences; N >= 0: --train-size sentences drawn at random "
+                        "with seed N instead (a few-shot split: the same N gives the same sentences)",
+        "select_on_validation": "choose the best epoch on validation; --no-select-on-validation reads no "
+                                "validation at all and keeps the last epoch (true few-shot)",
+        "checkpoint_every": "epochs between checkpoints (the last epoch always gets one); --resume continues "
+                            "from the newest",
         "validation_size": "validation MRs (three reference sentences each)",
         "test_size": "test MRs decoded and scored",
         "batch_size": "examples per optimizer step",

@@ -114,7 +114,9 @@ def _compare_flags(parser, nlg_config):
                       "results.json and results.md (default: runs/compare; --task e2e: runs/compare-e2e)")
     reviews = parser.add_argument_group("classification only (--task movie-reviews or a folder)")
     reviews.add_argument("--regime", choices=sorted(nlu.REGIMES), default=None,
-                         help="small: 1,000 training sentences, 10 epochs; full: all 7,568, 3 epochs (default: small)")
+                         help="small: 1,000 training sentences, 10 epochs; full: all 7,568, 3 epochs; fewshot: 30 "
+                         "sentences, a random split per seed, 100 epochs of batch 4, no validation read (needs "
+                         "--lr-from) (default: small)")
     reviews.add_argument("--epochs", type=int, default=None, help="override the regime's epochs")
     reviews.add_argument("--random-runs", type=int, default=None,
                          help="random-routing inference runs per AdaMix model (default: 3)")

@@ -20,7 +20,12 @@ from . import protocol, report, stats
 from .protocol import Arm
 from .report import Claim
 
-REGIMES = {"small": {"train_size": 1000, "epochs": 10}, "full": {"train_size": 0, "epochs": 3}}
+REGIMES = {"small": {"train_size": 1000, "epochs": 10}, "full": {"train_size": 0, "epochs": 3},
+           # true few-shot as AdaMix's paper runs it (LiST's regime): 30 labelled sentences in all, a different
+           # random split per seed, no validation read; 100 epochs of batch 4 (800 steps); rates from --lr-from
+           "fewshot": {"train_size": 30, "epochs": 100}}
+FEWSHOT = {"batch_size": 4, "select_on_validation": False, "checkpoint_every": 25}
+PAGES = {"small": "results.md", "full": "results_full.md", "fewshot": "results_fewshot.md"}
 GRID = (1e-4, 3e-4, 1e-3, 3e-3)
 MAIN = ("full", "adapter", "lora", "adamix", "adamix-lora")
 ABLATIONS = {"adamix, no consistency": {"consistency_weight": 0.0}, "adamix, no sharing": {"sharing": "none"},
@@ -48,7 +53,9 @@ class MovieReviews:
         self.defaults = asdict(TrainConfig())   # for config fields newer than a finished run
 
     def request(self, arm, lr, seed, test):
-        cfg = TrainConfig(**{**self.settings, **arm.overrides}, seed=seed, lr=lr, train_size=self.train_size,
+        # few-shot: seed s trains on split s (every arm of seed s sees the same 30 sentences)
+        split = {"train_sample": seed} if self.settings.get("select_on_validation") is False else {}
+        cfg = TrainConfig(**{**self.settings, **arm.overrides}, **split, seed=seed, lr=lr, train_size=self.train_size,
                           epochs=round(self.epochs * arm.budget), model=self.model, test=test)
         config = {k: v for k, v in asdict(cfg).items() if k not in ("out", "resume", "progress")}
         adamix_run = test and cfg.method.startswith("adamix") and cfg.num_experts > 1
@@ -104,7 +111,8 @@ def longer_budget_claims(score, pairs):
     return found
 
 
-def claims(runs):
+def claims(runs, regime="small"):
+    """The claims of docs/adamix.md §10 on these runs; few-shot has only claims 1-3 at the base budget."""
     test = lambda arm: {s: r["merged_test_accuracy"] for s, r in runs.get(arm, {}).items()}
     found = []
     found += longer_budget_claims(test, (("adamix", "adapter"), ("adamix-lora", "lora")))
@@ -128,6 +136,8 @@ def claims(runs):
     gain = lambda a, b: {s: by_m[b][s] - by_m[a][s] for s in set(by_m[a]) & set(by_m[b])}
     found += [Claim("5", "returns diminish with more experts", "gain M 1->2", "gain M 2->4", gain(1, 2), gain(2, 4)),
               Claim("5", "returns diminish with more experts", "gain M 2->4", "gain M 4->8", gain(2, 4), gain(4, 8))]
+    if regime == "fewshot":
+        found = [c for c in found if c.number in ("1", "2", "3") and "longer" not in c.text]
     return report.correct_for_many_claims([c.judge() for c in found])
 
 
@@ -143,12 +153,17 @@ def task_of(args):
         regime["train_size"] = args.train_size
     if args.epochs is not None:
         regime["epochs"] = args.epochs
-    return MovieReviews(regime["train_size"], regime["epochs"], args.model, args.random_runs, {"task": args.task}), regime
+    settings = {"task": args.task, **(FEWSHOT if args.regime == "fewshot" else {})}
+    if args.regime == "fewshot" and not args.lr_from:
+        raise ValueError("--regime fewshot reads no validation, so it cannot search learning rates: give --lr-from "
+                         "a finished comparison's folder (e.g. --lr-from docs/experiments/nlu-small)")
+    return MovieReviews(regime["train_size"], regime["epochs"], args.model, args.random_runs, settings), regime
 
 
 def compare_command(args):
     task, regime = task_of(args)
-    arms, grid = protocol.settings(args, all_arms(), GRID)
+    arms = all_arms() if args.regime != "fewshot" else [a for a in all_arms() if a.name in MAIN]
+    arms, grid = protocol.settings(args, arms, GRID)
     out = Path(args.out)
     chosen = protocol.learning_rates(task, arms, grid, args, out)
     runs, diverged, missing = protocol.final(task, arms, chosen, range(args.seeds), out, args.workers,
@@ -165,43 +180,63 @@ def arms_table(arms, chosen, runs):
             continue
         first = next(iter(found.values()))
         mean, std = stats.mean_std(r["merged_test_accuracy"] for r in found.values())
-        validation = statistics.mean(r["validation_accuracy"] for r in found.values())
+        read = [r["validation_accuracy"] for r in found.values() if r["validation_accuracy"] is not None]
+        validation = f"{statistics.mean(read):.4f}" if read else "not read"        # few-shot reads none
         seconds = statistics.mean(r["seconds"] for r in found.values())
         share = 100 * first["merged_parameters"] / first["all_parameters"]
         lines.append(f"| {arm.name} | {chosen[arm.name]['lr']:g} | {len(found)} | {mean:.4f} ± {std:.4f} | "
-                     f"{validation:.4f} | {first['trainable_parameters']:,d} | {first['merged_parameters']:,d} | "
+                     f"{validation} | {first['trainable_parameters']:,d} | {first['merged_parameters']:,d} | "
                      f"{share:.2f}% | {seconds:.0f} |")
     return "\n".join(lines)
 
 
+def spread_line(runs):
+    """Few-shot: each arm's spread of test accuracy across the splits, widest first."""
+    spreads = {name: stats.mean_std(r["merged_test_accuracy"] for r in found.values())[1]
+               for name, found in runs.items() if len(found) > 1}
+    return "Spread across splits (std of test accuracy, points): " + ", ".join(
+        f"{name} {100 * spread:.2f}" for name, spread in sorted(spreads.items(), key=lambda kv: -kv[1])) + "." \
+        if spreads else ""
+
+
 def write_report(out, args, regime, arms, chosen, runs, status):
-    judged = claims(runs)
+    judged = claims(runs, args.regime)
     size = regime["train_size"] or "all 7,568"
+    fewshot = args.regime == "fewshot"
     text = "\n\n".join(part for part in [
         report.verdict_paragraph(judged),
-        report.terms("arm", "paired difference", "verdict", "p (Holm)", "rows 1-6", "rows B", "merged", "spread", "moved"),
+        report.terms(*[t for t in ("arm", "paired difference", "verdict", "p (Holm)", "rows 1-6", "rows B", "merged",
+                                   "spread", "moved") if not (fewshot and t == "rows B")]),
         "Claims: paired differences of test accuracy in points (merged models), 95% CI over seeds:",
         report.claims_table(judged, scale=100, unit=""),
         "Claim 6 as measured (train time is wall time under the machine's load at the time):",
         report.cost_table((("adamix", "adapter"), ("adamix-lora", "lora")), runs, "seconds"),
-        f"Budget: {regime['epochs']} epochs over {size} training sentences (the {LONGER}x arms: "
-        f"{LONGER * regime['epochs']}); batch 32; test accuracy of the merged model, mean ± std over seeds "
-        f"0..{args.seeds - 1}.",
+        (f"Budget: {regime['epochs']} epochs over {size} training sentences (the {LONGER}x arms: "
+         f"{LONGER * regime['epochs']}); batch 32; test accuracy of the merged model, mean ± std over seeds "
+         f"0..{args.seeds - 1}." if not fewshot else
+         f"Budget: {regime['epochs']} epochs of batch {FEWSHOT['batch_size']} over {size} training sentences, a "
+         f"different random split of the training set for each seed (seed s: split s, the same for every arm); "
+         f"no validation read, the last epoch kept; test accuracy of the merged model, mean ± std over seeds "
+         f"(splits) 0..{args.seeds - 1}. The ± is the spread across splits (the paper's instability claim):"),
+        spread_line(runs) if fewshot else "",
         "Learning rates (validation accuracy, mean over tuning seeds "
-        f"{', '.join(str(s) for s in range(1000, 1000 + args.tuning_seeds))}; test never read):",
+        f"{', '.join(str(s) for s in range(1000, 1000 + args.tuning_seeds))}; test never read):" if not fewshot else
+        f"Learning rates: each arm's rate as the comparison in {args.lr_from} chose it on its validation split "
+        "(this regime reads no validation, so it searches none):",
         report.tuning_table(chosen), arms_table(arms, chosen, runs),
         "Routing (over seeds and mixtures):", report.routing_table({a: r for a, r in runs.items()
                                                                    if a.startswith("adamix")}),
         report.waiting_claims(judged), status] if part)
-    report.write(out, text, "results.md")
+    report.write(out, text, PAGES[args.regime])
     checkpoint.save_json(out / "results.json", {"regime": regime, "chosen": chosen, "claims": judged,
                                                 "seeds": args.seeds, "tuning_seeds": args.tuning_seeds})
     print(text)
     plots.forest(judged, out / "claims_forest.png", scale=100, unit="test accuracy points")
-    curves = {name: [statistics.mean(r["history"][i]["validation_accuracy"] for r in found.values())
-                     for i in range(min(len(r["history"]) for r in found.values()))]
-              for name, found in runs.items() if name in MAIN or "steps" in name}
-    plots.validation_curves(curves, out / "validation_curves.png", "epoch", "validation accuracy (mean over seeds)")
+    if not fewshot:
+        curves = {name: [statistics.mean(r["history"][i]["validation_accuracy"] for r in found.values())
+                         for i in range(min(len(r["history"]) for r in found.values()))]
+                  for name, found in runs.items() if name in MAIN or "steps" in name}
+        plots.validation_curves(curves, out / "validation_curves.png", "epoch", "validation accuracy (mean over seeds)")
     # the paper's Figure 1 (accuracy against deployed parameters) and Figure 5 (merging vs random routing)
     rows = []
     for name, found in runs.items():

@@ -144,7 +144,7 @@ def tuning_table(chosen, grid_label="validation"):
     searched = {name: c for name, c in chosen.items() if "scores" in c}
     rates = sorted({lr for c in searched.values() for lr in c["scores"]})
     lines = ["| arm | " + " | ".join(f"lr {lr:g}" for lr in rates) + " | chosen |",
-             "|---|" + "---|" * (len(rates) + 1)]
+             "|---|" + "---|" * (len(rates) + 1)] if searched else []
     for name, c in searched.items():
         cells = [("**" if lr == c["lr"] else "") + f"{c['scores'][lr]:.4g}" + ("**" if lr == c["lr"] else "")
                  if lr in c["scores"] else "" for lr in rates]
@@ -152,7 +152,8 @@ def tuning_table(chosen, grid_label="validation"):
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {c['lr']:g}{edge} |")
     inherited = [f"{name}: {c['lr']:g} (from {c['from']})" for name, c in chosen.items() if "from" in c]
     if inherited:
-        lines += ["", "Variants use their method's rate: " + "; ".join(inherited) + "."]
+        lines += ([""] if lines else []) + [("Variants use their method's rate: " if searched else "Rates: ")
+                                            + "; ".join(inherited) + "."]
     return "\n".join(lines)
 
 
