@@ -309,3 +309,33 @@ def test_a_few_shot_split_is_its_own_draw_and_no_validation_is_read(tmp_path, mo
     assert saved == [2, 3]                              # every 2nd epoch, and the last
     with pytest.raises(ValueError, match="--train-sample draws --train-size sentences at random"):
         tiny_config(train_sample=2)
+
+
+def test_a_killed_comparison_stops_its_workers_too(tmp_path):
+    """SIGTERM to `compare` (kill, a job scheduler) ends it like Ctrl-C: no worker trains on as an orphan."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    task = write_tsv_task(tmp_path / "task", n_train=1000, n_eval=4)
+    out = tmp_path / "compare"
+    process = subprocess.Popen([sys.executable, "-m", "tinymix", "compare", "--model", "random-tiny", "--task", str(task),
+                                "--epochs", "50", "--seeds", "1", "--lr-grid", "1e-3,3e-3", "--arms", "adapter",
+                                "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs = lambda: list(out.glob("tuning/adapter/*/seed-1000/log.txt"))
+    deadline = time.time() + 120
+    while len(logs()) < 2 and time.time() < deadline:      # both workers started
+        time.sleep(0.2)
+    workers = lambda: [p for p in os.listdir("/proc") if p.isdigit() and str(out) in
+                       open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace").replace("\0", " ")
+                       and "tinymix.cli.worker" in open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace")]
+    try:
+        assert len(workers()) == 2
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 130 and "Traceback" not in err
+        assert workers() == []
+    finally:                                    # a failing run of this test leaves no orphan either
+        for pid in workers():
+            os.kill(int(pid), signal.SIGKILL)

@@ -16,6 +16,7 @@
    so that a crash or Ctrl-C loses at most the runs in flight: run the same command again to go on.
 """
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -125,6 +126,7 @@ def _run_in_workers(folders, workers, label):
     one two-thread run of these small matrices. Its output goes to log.txt in its folder."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     queue, running, failures = list(folders), {}, {}
+    previous = _interrupt_on_sigterm()
     try:
         while queue or running:
             while queue and len(running) < workers:
@@ -146,12 +148,26 @@ def _run_in_workers(folders, workers, label):
                     failures[folder] = f"exit code {process.returncode}"
                     print(f"  {label(folder)}: FAILED (exit code {process.returncode}, see {folder / 'log.txt'})",
                           flush=True)
-    finally:                         # Ctrl-C or an error here: no orphan keeps training
+    finally:                         # Ctrl-C, a kill (SIGTERM) or an error here: no orphan keeps training
         for process, log, _ in running.values():
             process.terminate()
             process.wait()
             log.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return failures
+
+
+def _interrupt_on_sigterm():
+    """While workers run, SIGTERM (kill, a scheduler stopping the job) ends the comparison as Ctrl-C
+    does, through the `finally` that stops its workers: Python's default for SIGTERM is to die at once,
+    leaving the workers training on as orphans. Returns the previous handler (None off the main thread)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:               # not the main thread: signals cannot be handled here
+        return None
 
 
 def settings(args, arms, grid):
