@@ -297,7 +297,8 @@ def test_a_few_shot_split_is_its_own_draw_and_no_validation_is_read(tmp_path, mo
     splits = tiny_splits()
     read = []
     real = training.evaluate
-    monkeypatch.setattr(training, "evaluate", lambda model, tok, split, *a: read.append(split) or real(model, tok, split, *a))
+    monkeypatch.setattr(training, "evaluate",
+                        lambda model, tok, split, *a, **k: read.append(split) or real(model, tok, split, *a, **k))
     from tinymix import runfolder
     saved, real_save = [], runfolder.RunFolder.save_checkpoint
     monkeypatch.setattr(runfolder.RunFolder, "save_checkpoint",
@@ -339,3 +340,24 @@ def test_a_killed_comparison_stops_its_workers_too(tmp_path):
     finally:                                    # a failing run of this test leaves no orphan either
         for pid in workers():
             os.kill(int(pid), signal.SIGKILL)
+
+
+def test_a_claim_gets_a_test_resampled_interval_only_where_both_arms_saved_their_examples():
+    rng = np.random.default_rng(0)
+    right = {s: "".join(map(str, (rng.random(400) < 0.80).astype(int))) for s in range(4)}
+    left = {s: "".join(map(str, (rng.random(400) < 0.85).astype(int))) for s in range(4)}
+    score = lambda rows: {s: r.count("1") / len(r) for s, r in rows.items()}
+    runs = {"a": {s: {"merged_test_accuracy": score(left)[s], "test_correct": left[s]} for s in left},
+            "b": {s: {"merged_test_accuracy": score(right)[s], "test_correct": right[s]} for s in right},
+            "c": {s: {"merged_test_accuracy": score(right)[s]} for s in right}}           # saved no examples
+    claims = report.attach_test_rows([report.Claim("1", "a >= b", "a", "b (best on validation)", score(left), score(right)),
+                                      report.Claim("1", "a >= c", "a", "c", score(left), score(right))], runs)
+    with_rows, without = [c.judge() for c in claims]
+    b = with_rows["bootstrap"]
+    assert without["bootstrap"] is None and b["resamples"] == 2000
+    assert b["low"] < with_rows["mean"] < b["high"]
+    # test sampling adds variance: wider than the seed-only t interval would be without it at 400 sentences
+    assert b["high"] - b["low"] > 0.02
+    table = report.claims_table([with_rows, without]).splitlines()
+    assert "95% CI, test resampled too" in table[0] and table[-1].split(" | ")[5] == "-"   # c's row: no interval
+    assert "test resampled" not in report.claims_table([without])

@@ -141,19 +141,23 @@ def fit_to_positions(model, tokenizer):
         tokenizer.max_length = room
 
 
-def evaluate(model, tokenizer, split, batch_size=128):
+def evaluate(model, tokenizer, split, batch_size=128, per_example=False):
     """Accuracy of the model in eval mode. Sentences are batched by length (less padding);
-    the result does not depend on the order."""
+    the result does not depend on the order. per_example: (accuracy, "0110..."), one character per
+    sentence in the split's order, 1 where the prediction is right (for intervals that resample the
+    test set, stats.paired_bootstrap)."""
     model.eval()
     order = sorted(range(len(split)), key=lambda i: len(split.texts[i]))
-    correct = 0
+    right = [0] * len(split)
     with no_grad():
         for start in range(0, len(order), batch_size):
             chosen = order[start:start + batch_size]
             ids, mask = tokenizer([split.texts[i] for i in chosen])
             predictions = backend.to_numpy(model(ids, mask).data.argmax(axis=-1))
-            correct += sum(int(p) == split.labels[i] for p, i in zip(predictions.tolist(), chosen))
-    return correct / len(split)
+            for p, i in zip(predictions.tolist(), chosen):
+                right[i] = int(int(p) == split.labels[i])
+    accuracy = sum(right) / len(split)
+    return (accuracy, "".join(map(str, right))) if per_example else accuracy
 
 
 def length_grouped_batches(split, batch_size, rng, group=50):
@@ -302,13 +306,15 @@ def _merge_and_test(cfg, model, tokenizer, splits, state, start, run, started, e
     # Test once, on the deployed model: every mixture merged into one module. (Its outputs equal the
     # unmerged model's "average" inference exactly; tests/test_adamix.py checks that.)
     peft.merge(model)
-    test_accuracy = evaluate(model, tokenizer, splits["test"], cfg.eval_batch_size) if cfg.test else None
+    test_accuracy, test_correct = (evaluate(model, tokenizer, splits["test"], cfg.eval_batch_size, per_example=True)
+                                   if cfg.test else (None, None))
     result = {
         "config": {**asdict(cfg), "lr": methods.learning_rate(cfg, TASK)},       # the rate used, not 0
         "history": state["history"], "losses": state["losses"],
         "best_epoch": state["best_epoch"],
         "validation_accuracy": state["best_validation"] if cfg.select_on_validation else None,
         "test_accuracy": test_accuracy, "merged_test_accuracy": test_accuracy, "routing": routing,
+        "test_correct": test_correct,      # per test sentence, in order: 1 right, 0 wrong (merged model)
         "trainable_parameters": trainable, "merged_parameters": merged_count,
         "all_parameters": total, "seconds": time.perf_counter() - started, **extra,
         "loss_terms": loss_series(state, methods.consistency_weight(cfg)),

@@ -74,7 +74,7 @@ def claims(runs):
               for m in ("adalora", "phm", "hadamard", "loretta-rep", "loretta-adp", "unipelt-ap")]
     found.append(Claim("Y", "AdaMix-Hadamard >= the Hadamard adapter", "adamix-hadamard", "hadamard",
                        test("adamix-hadamard"), test("hadamard")))
-    return report.correct_for_many_claims([c.judge() for c in found])
+    return report.correct_for_many_claims([c.judge() for c in report.attach_test_rows(found, runs)])
 
 
 def compare_command(args):
@@ -93,7 +93,7 @@ def write_report(out, args, regime, arms_, chosen, runs, status):
     size = regime["train_size"] or "all 7,568"
     text = "\n\n".join(part for part in [
         report.verdict_paragraph(judged, CLAIMS, "the headline claims fixed in docs/plans/neighbours.md"),
-        report.terms("arm", "paired difference", "verdict", "p (Holm)", "merged"),
+        report.terms("arm", "paired difference", "verdict", "p (Holm)", "merged", *report.resampled_term(judged)),
         "Claims: paired differences of test accuracy in points (merged models where the method merges), "
         "95% CI over seeds:",
         report.claims_table(judged, scale=100, unit=""),

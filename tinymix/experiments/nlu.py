@@ -138,7 +138,7 @@ def claims(runs, regime="small"):
               Claim("5", "returns diminish with more experts", "gain M 2->4", "gain M 4->8", gain(2, 4), gain(4, 8))]
     if regime == "fewshot":
         found = [c for c in found if c.number in ("1", "2", "3") and "longer" not in c.text]
-    return report.correct_for_many_claims([c.judge() for c in found])
+    return report.correct_for_many_claims([c.judge() for c in report.attach_test_rows(found, runs)])
 
 
 # ---- the command ---------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def write_report(out, args, regime, arms, chosen, runs, status):
     text = "\n\n".join(part for part in [
         report.verdict_paragraph(judged),
         report.terms(*[t for t in ("arm", "paired difference", "verdict", "p (Holm)", "rows 1-6", "rows B", "merged",
-                                   "spread", "moved") if not (fewshot and t == "rows B")]),
+                                   "spread", "moved") if not (fewshot and t == "rows B")], *report.resampled_term(judged)),
         "Claims: paired differences of test accuracy in points (merged models), 95% CI over seeds:",
         report.claims_table(judged, scale=100, unit=""),
         "Claim 6 as measured (train time is wall time under the machine's load at the time):",

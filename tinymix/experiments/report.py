@@ -5,6 +5,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..backend import host
 from . import stats
 
 
@@ -20,6 +21,8 @@ class Claim:
     kind: str = "greater"       # "greater": left >= right; "equivalent": left ~ right within margin
     margin: float = 0.0
     exploratory: bool = False   # planned after test results existed: shown, never given a verdict
+    left_rows: dict = None      # {seed: "0110..."}: per test example, 1 where right (runs that saved it)
+    right_rows: dict = None
 
     def judge(self):
         interval = stats.paired_difference(self.left, self.right)
@@ -27,7 +30,35 @@ class Claim:
         if self.exploratory and verdict != "not enough seeds":
             verdict = EXPLORATORY
         return {"number": self.number, "text": self.text, "left": self.left_name, "right": self.right_name,
-                "kind": self.kind, "margin": self.margin, **interval, "verdict": verdict}
+                "kind": self.kind, "margin": self.margin, **interval, "verdict": verdict,
+                "bootstrap": self.test_inclusive_interval()}
+
+    def test_inclusive_interval(self):
+        """The 95% interval of the paired bootstrap over seeds AND test examples (stats.paired_bootstrap),
+        where both sides saved per-example results for every seed the t interval uses; else None."""
+        seeds = set(self.left) & set(self.right)
+        if len(seeds) < 2 or not self.left_rows or not self.right_rows or \
+                not seeds <= set(self.left_rows) & set(self.right_rows):
+            return None
+        as_column = lambda text: host.frombuffer(text.encode(), dtype=host.uint8).astype(host.float64)[:, None] - 48
+        found = stats.paired_bootstrap({s: as_column(self.left_rows[s]) for s in seeds},
+                                       {s: as_column(self.right_rows[s]) for s in seeds}, lambda sums, n: sums[0] / n)
+        return {"low": found["low"], "high": found["high"], "resamples": found["resamples"]}
+
+
+def resampled_term(judged):
+    """["test resampled"] when some row has a bootstrap interval (the term its column needs), else []."""
+    return ["test resampled"] if any(c.get("bootstrap") for c in judged if enough(c)) else []
+
+
+def attach_test_rows(claims, runs, key="test_correct"):
+    """Give each claim whose two sides are arms (a name, or a name followed by " (...)") those arms'
+    per-example test results, where their runs saved them."""
+    arm = lambda name: name.split(" (")[0]
+    rows = lambda name: {s: r[key] for s, r in runs.get(arm(name), {}).items() if r.get(key)}
+    for c in claims:
+        c.left_rows, c.right_rows = rows(c.left_name), rows(c.right_name)
+    return claims
 
 
 EXPLORATORY = "exploratory"
@@ -64,6 +95,11 @@ TERMS = {
     "spread": "how far a mixture's experts are apart: the mean distance of an expert's weight from the "
               "experts' mean, divided by the norm of that mean (0: identical experts)",
     "moved": "the distance of an expert's weight from its initial value",
+    "test resampled": "the column \"95% CI, test resampled too\": a paired bootstrap of the mean difference "
+                      "(2,000 resamples, each drawing the seeds with replacement and the test sentences with "
+                      "replacement, one draw for both arms), so it includes the variance of sampling a test set "
+                      "of this size beside the seeds'; shown where both arms' runs saved per-sentence results. "
+                      "Verdicts use the t interval",
 }
 
 
@@ -125,11 +161,15 @@ def cost_table(pairs, runs, seconds_key):
 def claims_table(judged, scale=1.0, unit="", digits=2):
     """| claim | comparison | paired difference | 95% CI | seeds | verdict | — differences times `scale`,
     shown with `digits` decimals. Rows without enough seeds are left to waiting_claims(), at the end."""
-    lines = ["| # | claim | comparison | mean paired difference | 95% CI | seeds | p (Holm) | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+    boot = any(c.get("bootstrap") for c in filter(enough, judged))   # a column only where runs saved examples
+    lines = ["| # | claim | comparison | mean paired difference | 95% CI | " + ("95% CI, test resampled too | " if boot else "")
+             + "seeds | p (Holm) | verdict |", "|---|---|---|---|---|---|---|---|" + ("---|" if boot else "")]
     for c in filter(enough, judged):
         show = lambda v: "-" if v is None else f"{scale * v:+.{digits}f}"
         interval = "-" if c["low"] is None else f"[{show(c['low'])}, {show(c['high'])}]"
+        if boot:
+            b = c.get("bootstrap")
+            interval += " | " + ("-" if not b else f"[{show(b['low'])}, {show(b['high'])}]")
         what = f"{c['left']} vs {c['right']}" + (f" (margin ±{scale * c['margin']:g}{unit})"
                                                   if c["kind"] == "equivalent" else "")
         p = "-" if c.get("p") is None else f"{c['p']:.3f}" + ("" if c.get("p_holm") is None else f" ({c['p_holm']:.3f})")
