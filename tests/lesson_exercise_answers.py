@@ -153,4 +153,7 @@ ANSWERS = {
     "17.1": (_peft_key, _peft_key_without_wrapper),
     "17.2": (_deployed_update, _deployed_update_unscaled),
     "17.3": ("b", "a"),
+    "18.1": (2 / 3, 1 / (1 + math.exp(-2 * math.log(3) / 3))),       # the sigmoid of the mean score instead
+    "18.2": (L * 4 * (C + 1), L * 2 * (C + 1)),                       # forgets the two LoRA gates per layer
+    "18.3": ("ad", "a"),
 }

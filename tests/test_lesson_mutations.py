@@ -166,6 +166,19 @@ MUTATIONS = [
             return Tensor._make(out.data, (x,), backward)
         F.layer_norm = layer_norm
         """, "assert xp.allclose(fused, chain, atol=1e-10)"),
+    ("the UniPELT gate ignores its input", "18", """
+        from tinymix.neighbours import unipelt
+        def forward(self, x):
+            z = self.linear(x * 0.0)                          # the bias alone: one value for every example
+            gate = ((z * 0.5).tanh() * 0.5 + 0.5).mean(axis=1)
+            self.last = gate.data
+            return gate
+        unipelt.Gate.forward = forward
+        """, "gates vary across examples"),
+    ("UniPELT merges without a word", "18", """
+        from tinymix.neighbours import unipelt
+        unipelt.merge = lambda model: model
+        """, "merging a UniPELT model is refused"),
 ]
 
 
