@@ -156,4 +156,7 @@ ANSWERS = {
     "18.1": (2 / 3, 1 / (1 + math.exp(-2 * math.log(3) / 3))),       # the sigmoid of the mean score instead
     "18.2": (L * 4 * (C + 1), L * 2 * (C + 1)),                       # forgets the two LoRA gates per layer
     "18.3": ("ad", "a"),
+    "19.1": (51, 48 + 24 * 0.5),                                      # a linear schedule instead of a cubic one
+    "19.2": (48 * (C + C + 1), 48 * (C + C)),                         # forgets the lambdas
+    "19.3": ("bc", "b"),
 }

@@ -179,6 +179,20 @@ MUTATIONS = [
         from tinymix.neighbours import unipelt
         unipelt.merge = lambda model: model
         """, "merging a UniPELT model is refused"),
+    ("the dropped triplets are not masked after the final allocation", "19", """
+        from tinymix.neighbours import adalora
+        original = adalora.RankAllocator.update_and_allocate
+        def update_and_allocate(self, model, step):
+            if step > self.config.total_step - self.config.tfinal:
+                return self.target_budget, self.rank_pattern   # the masked lambdas are left to the optimizer
+            return original(self, model, step)
+        adalora.RankAllocator.update_and_allocate = update_and_allocate
+        """, "masked lambdas are exactly zero"),
+    ("the allocator keeps one triplet too many", "19", """
+        from tinymix.neighbours import adalora
+        original = adalora.RankAllocator.mask_to_budget
+        adalora.RankAllocator.mask_to_budget = lambda self, model, budget: original(self, model, budget + 1)
+        """, "after the final allocation the target budget is kept exactly"),
 ]
 
 
