@@ -159,4 +159,7 @@ ANSWERS = {
     "19.1": (51, 48 + 24 * 0.5),                                      # a linear schedule instead of a cubic one
     "19.2": (48 * (C + C + 1), 48 * (C + C)),                         # forgets the lambdas
     "19.3": ("bc", "b"),
+    "20.1": (4 * 8 * (768 // 4 + 64 // 4) + 64, 4 * 8 * (768 // 4 + 64 // 4) + 64 + 4 ** 3),   # counts the shared rules
+    "20.2": (8 * 5 + 5 * 12 * 5 + 5 * 8 * 5 + 5 * 8, 768 * 8),       # the dense matrix
+    "20.3": ("ac", "a"),
 }

@@ -193,6 +193,21 @@ MUTATIONS = [
         original = adalora.RankAllocator.mask_to_budget
         adalora.RankAllocator.mask_to_budget = lambda self, model, budget: original(self, model, budget + 1)
         """, "after the final allocation the target budget is kept exactly"),
+    ("the PHM layer reads its rules transposed", "20", """
+        from tinymix.neighbours import phm
+        def weight(self):
+            rules, n = self.shared[0].transpose(0, 2, 1), self.n
+            W = self.W_left @ self.W_right
+            p, q = W.shape[1], W.shape[2]
+            kron = rules.reshape(n, n, 1, n, 1) * W.reshape(n, 1, p, 1, q)
+            return kron.sum(axis=0).reshape(n * p, n * q).transpose(1, 0)
+        phm.PHMLinear.weight = property(weight)
+        """, "H = sum_s A_s (x) W_s"),
+    ("the Hadamard merge keeps the first expert", "20", """
+        from tinymix import adamix
+        from tinymix.neighbours import hadamard
+        hadamard._mean_expert = lambda adapter: adapter.experts[0] if isinstance(adapter, adamix.Mixture) else adapter
+        """, "the merged Hadamard model predicts as the average inference"),
 ]
 
 
