@@ -25,11 +25,11 @@
 #     training:   at each forward call ONE expert, drawn uniformly at random, for the whole batch
 #     inference:  every mixture replaced by ONE module with the experts' mean weights (merged)
 #
-# | | UniPELT | AdaMix |
-# | --- | --- | --- |
-# | who decides | a learned function of the input | a fair die |
-# | granularity | per example, per layer, per sub-module | per forward call, per mixture |
-# | at inference | every sub-module and gate runs; nothing folds away | one merged module per site |
+#                   UniPELT                                 AdaMix
+#     who decides   a learned function of the input         a fair die
+#     granularity   per example, per layer, per sub-module  per forward call, per mixture
+#     at inference  every sub-module and gate runs;         one merged module per site
+#                   nothing folds away
 #
 # Both are trained below on the same slice of movie reviews, through all six layers of MiniLM, with
 # the library's own loop pieces and each method's default settings and learning rate (the CLI's).

@@ -16,10 +16,10 @@
 #
 #     h = W x + b + (alpha / r) P diag(lambda) Q x        P (out, r), lambda (r,), Q (r, in), r = init_r
 #
-# P and Q play the singular vectors (a regulariser keeps them near-orthogonal, ||Q Q^T - I|| and
-# ||P^T P - I|| added to the loss) and lambda the singular values. Triplet i, (P[:, i], lambda_i,
-# Q[i, :]), is one rank-one piece; setting lambda_i = 0 removes it without touching P or Q, so it can
-# come back if it turns important again.
+# P and Q play the singular vectors and lambda the singular values; a regulariser added to the loss,
+# the norms of Q Q^T - I and of P^T P - I, keeps P and Q near-orthogonal. Triplet i, (P[:, i],
+# lambda_i, Q[i, :]), is one rank-one piece; setting lambda_i = 0 removes it without touching P or Q,
+# so it can come back if it turns important again.
 #
 # **Importance.** After every optimizer step, for every entry theta of P, lambda and Q, two moving
 # averages (beta1 = beta2 = 0.85):
