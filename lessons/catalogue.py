@@ -11,7 +11,8 @@ from cells import LESSONS, lesson_files, parse_cells
 README = LESSONS / "README.md"
 ROW = re.compile(r"^\| (\d\d) \| `(\w+\.py)` \| (.+?) \| (.+?) \| (.+?) \| (.+?) \| (\d+) \|$")
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-         "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
+         "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+         "twenty-one", "twenty-two", "twenty-three", "twenty-four", "twenty-five"]
 
 
 def title(path):

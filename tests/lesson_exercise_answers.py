@@ -153,4 +153,13 @@ ANSWERS = {
     "17.1": (_peft_key, _peft_key_without_wrapper),
     "17.2": (_deployed_update, _deployed_update_unscaled),
     "17.3": ("b", "a"),
+    "18.1": (2 / 3, 1 / (1 + math.exp(-2 * math.log(3) / 3))),       # the sigmoid of the mean score instead
+    "18.2": (L * 4 * (C + 1), L * 2 * (C + 1)),                       # forgets the two LoRA gates per layer
+    "18.3": ("ad", "a"),
+    "19.1": (51, 48 + 24 * 0.5),                                      # a linear schedule instead of a cubic one
+    "19.2": (48 * (C + C + 1), 48 * (C + C)),                         # forgets the lambdas
+    "19.3": ("bc", "b"),
+    "20.1": (4 * 8 * (768 // 4 + 64 // 4) + 64, 4 * 8 * (768 // 4 + 64 // 4) + 64 + 4 ** 3),   # counts the shared rules
+    "20.2": (8 * 5 + 5 * 12 * 5 + 5 * 8 * 5 + 5 * 8, 768 * 8),       # the dense matrix
+    "20.3": ("ac", "a"),
 }

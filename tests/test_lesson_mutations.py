@@ -166,6 +166,48 @@ MUTATIONS = [
             return Tensor._make(out.data, (x,), backward)
         F.layer_norm = layer_norm
         """, "assert xp.allclose(fused, chain, atol=1e-10)"),
+    ("the UniPELT gate ignores its input", "18", """
+        from tinymix.neighbours import unipelt
+        def forward(self, x):
+            z = self.linear(x * 0.0)                          # the bias alone: one value for every example
+            gate = ((z * 0.5).tanh() * 0.5 + 0.5).mean(axis=1)
+            self.last = gate.data
+            return gate
+        unipelt.Gate.forward = forward
+        """, "gates vary across examples"),
+    ("UniPELT merges without a word", "18", """
+        from tinymix.neighbours import unipelt
+        unipelt.merge = lambda model: model
+        """, "merging a UniPELT model is refused"),
+    ("the dropped triplets are not masked after the final allocation", "19", """
+        from tinymix.neighbours import adalora
+        original = adalora.RankAllocator.update_and_allocate
+        def update_and_allocate(self, model, step):
+            if step > self.config.total_step - self.config.tfinal:
+                return self.target_budget, self.rank_pattern   # the masked lambdas are left to the optimizer
+            return original(self, model, step)
+        adalora.RankAllocator.update_and_allocate = update_and_allocate
+        """, "masked lambdas are exactly zero"),
+    ("the allocator keeps one triplet too many", "19", """
+        from tinymix.neighbours import adalora
+        original = adalora.RankAllocator.mask_to_budget
+        adalora.RankAllocator.mask_to_budget = lambda self, model, budget: original(self, model, budget + 1)
+        """, "after the final allocation the target budget is kept exactly"),
+    ("the PHM layer reads its rules transposed", "20", """
+        from tinymix.neighbours import phm
+        def weight(self):
+            rules, n = self.shared[0].transpose(0, 2, 1), self.n
+            W = self.W_left @ self.W_right
+            p, q = W.shape[1], W.shape[2]
+            kron = rules.reshape(n, n, 1, n, 1) * W.reshape(n, 1, p, 1, q)
+            return kron.sum(axis=0).reshape(n * p, n * q).transpose(1, 0)
+        phm.PHMLinear.weight = property(weight)
+        """, "H = sum_s A_s (x) W_s"),
+    ("the Hadamard merge keeps the first expert", "20", """
+        from tinymix import adamix
+        from tinymix.neighbours import hadamard
+        hadamard._mean_expert = lambda adapter: adapter.experts[0] if isinstance(adapter, adamix.Mixture) else adapter
+        """, "the merged Hadamard model predicts as the average inference"),
 ]
 
 
