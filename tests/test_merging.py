@@ -1,0 +1,195 @@
+"""Merging operators (tinymix/merging.py): task arithmetic, TIES and PCB on small examples worked by hand,
+and the same tensors as Hugging Face PEFT's merge utilities where PEFT has the operator."""
+import math
+
+import numpy as np
+import pytest
+
+from numeric import assert_close
+
+from tinymix import backend, merging
+
+pytestmark = pytest.mark.numerics
+
+
+def host(array):
+    return np.asarray(backend.to_numpy(array), dtype=np.float64)
+
+
+def rows(*values):
+    return [np.array(v, dtype=np.float32) for v in values]
+
+
+# ---- task arithmetic and TIES, by hand -----------------------------------------------------------------
+
+def test_task_arithmetic_and_the_mean_by_hand():
+    tau = rows([1, -2, 3], [3, 2, -1])
+    assert host(merging.task_arithmetic(tau)).tolist() == [4, 0, 2]                  # tau_1 + tau_2
+    assert host(merging.task_arithmetic(tau, 0.5)).tolist() == [2, 0, 1]             # lambda = 1/n: the mean
+    assert host(merging.mean(tau)).tolist() == [2, 0, 1]
+    assert host(merging.task_arithmetic(tau, 1.0, weights=[2, 1])).tolist() == [5, -2, 5]   # 2 tau_1 + tau_2
+
+
+def test_trim_keeps_the_top_k_magnitudes_and_every_tie_at_the_threshold():
+    delta = np.array([[0.5, -3.0], [2.0, -0.1]], dtype=np.float32)
+    assert host(merging.trim(delta, 0.5)).tolist() == [[0, -3], [2, 0]]     # k = int(0.5 * 4) = 2, shape kept
+    assert host(merging.trim(delta, 0.3)).tolist() == [[0, -3], [0, 0]]     # k = int(1.2) = 1
+    assert host(merging.trim(delta, 1.0)).tolist() == host(delta).tolist()
+    assert host(merging.trim(delta, 0.2)).tolist() == [[0, 0], [0, 0]]      # k = int(0.8) = 0: nothing
+    tied = np.array([1.0, -1.0, 0.5, 0.2], dtype=np.float32)
+    assert host(merging.trim(tied, 0.25)).tolist() == [1, -1, 0, 0]         # k = 1, and |-1| ties with |1|
+
+
+def test_ties_by_hand():
+    # tau_1 = [ 1.5, -0.5, 0.25, -2,    1  ]   trim to k = int(0.6 * 5) = 3 entries each:  [ 1.5,  0, 0,    -2, 1]
+    # tau_2 = [ 1,    4,  -0.5,   0.25, 3  ]                                                 [ 1,    4, 0,     0, 3]
+    # tau_3 = [-4,   -3,   0.75, -0.25, 0.5]                                                 [-4,   -3, 0.75,  0, 0]
+    # elected sign: sgn of the column sums [-1.5, 1, 0.75, -2, 4] -> [-, +, +, -, +]; the mass elects
+    #   column 0's sign, not the count (two of its three kept entries are positive)
+    # disjoint mean over the entries that agree: [-4 / 1, 4 / 1, 0.75 / 1, -2 / 1, (1 + 3) / 2]
+    tau = rows([1.5, -0.5, 0.25, -2, 1], [1, 4, -0.5, 0.25, 3], [-4, -3, 0.75, -0.25, 0.5])
+    trimmed = np.stack([host(merging.trim(t, 0.6)) for t in tau]).astype(np.float32)
+    assert trimmed.tolist() == [[1.5, 0, 0, -2, 1], [1, 4, 0, 0, 3], [-4, -3, 0.75, 0, 0]]
+    sign = merging.elect_sign(trimmed)
+    assert host(sign).tolist() == [-1, 1, 1, -1, 1]
+    assert host(merging.disjoint_mean(trimmed, sign)).tolist() == [-4, 4, 0.75, -2, 2]
+    assert host(merging.ties(tau, density=0.6)).tolist() == [-4, 4, 0.75, -2, 2]
+    assert host(merging.ties(tau, 2.0, density=0.6)).tolist() == [-8, 8, 1.5, -4, 4]     # times lambda
+    # per-task weights (as PEFT): the sign is elected unweighted, the agreeing entries are weighted
+    assert host(merging.ties(tau, density=0.6, weights=[1, 1, 3])).tolist() == [-12, 4, 2.25, -2, 2]
+    # a zero sum elects +: all-zero entries merge to 0 (none agrees), [1] and [-1] to 1
+    assert host(merging.ties(rows([0, 1], [0, -2]), density=1.0)).tolist() == [0, -2]
+    assert host(merging.ties(rows([1], [-1]), density=1.0)).tolist() == [1]
+
+
+# ---- PCB, by hand ----------------------------------------------------------------------------------------
+
+E3, E13, E34 = math.exp(3), math.exp(1 / 3), math.exp(3 / 4)
+
+
+def test_pcb_on_a_3x4_example_by_hand():
+    tau = np.array([[0.4, -0.2, 0.1, 0.8],
+                    [0.2, 0.4, -0.1, 0.4],
+                    [0.3, 0.1, 0.4, 0.2]], dtype=np.float32)      # n = 3 tasks, d = 4 entries
+    # 1. clip |tau| per row at the sorted values int(4 * 1e-4) = 0 (the smallest: no change) and
+    #    int(4 * (1 - 1e-4) - 1) = int(2.9996) = 2, the second largest: the largest shrinks to it.
+    #    |tau_1| = [.4 .2 .1 .8] -> [.4 .2 .1 .4];  |tau_2| = [.2 .4 .1 .4] stays;  |tau_3| = [.3 .1 .4 .2] -> [.3 .1 .3 .2]
+    clipped = [[0.4, -0.2, 0.1, 0.4], [0.2, 0.4, -0.1, 0.4], [0.3, 0.1, 0.3, 0.2]]
+    # 2. intra = exp(n * minmax(|tau|~)^2) per row, n = 3:
+    #    row 1: minmax over [.1, .4] -> [1, 1/3, 0, 1] -> exp(3 * [1, 1/9, 0, 1]) = [e^3, e^(1/3), 1, e^3]
+    #    row 2: [1/3, 1, 0, 1] -> [e^(1/3), e^3, 1, e^3];   row 3: minmax over [.1, .3] -> [1, 0, 1, 1/2] -> [e^3, 1, e^3, e^(3/4)]
+    intra = np.array([[E3, E13, 1, E3], [E13, E3, 1, E3], [E3, 1, E3, E34]])
+    # 3. inter = tanh(tau_i * sum_j tau_j), sum_j tau_j = [0.9, 0.3, 0.4, 1.4] (the unclipped tau):
+    #    row 1: tanh([.36, -.06, .04, 1.12]); row 2: tanh([.18, .12, -.04, .56]); row 3: tanh([.27, .03, .16, .28])
+    inter = np.tanh([[0.36, -0.06, 0.04, 1.12], [0.18, 0.12, -0.04, 0.56], [0.27, 0.03, 0.16, 0.28]])
+    got_clipped, beta = merging.pcb_balance(tau)
+    assert_close(got_clipped, clipped)
+    assert_close(beta, intra * inter)
+    # 4. drop with ratio 0.75: each row of beta clamped from below at its sorted value at int(4 * 0.25) = 1
+    #    (the second smallest), then min-max normalised: the two lowest get 0, the top 1, the third
+    #    (third - second) / (top - second). beta ~ row 1 [6.94 -0.084 0.040 16.22] -> keeps columns 0 and 3;
+    #    row 2 [0.248 2.40 -0.040 10.20] -> columns 1 and 3; row 3 [5.29 0.030 3.19 0.578] -> columns 0 and 2.
+    b = intra * inter
+    w1 = (b[0, 0] - b[0, 2]) / (b[0, 3] - b[0, 2])          # about 0.426
+    w2 = (b[1, 1] - b[1, 0]) / (b[1, 3] - b[1, 0])          # about 0.215
+    w3 = (b[2, 2] - b[2, 3]) / (b[2, 0] - b[2, 3])          # about 0.553
+    weights = [[w1, 0, 0, 1], [0, w2, 0, 1], [1, 0, w3, 0]]
+    assert_close(merging.pcb_drop(beta, 0.75), weights)
+    # 5. merged = sum_i weight_i * clipped_i / sum_i weight_i, column by column:
+    #    [(w1 .4 + 1 .3) / (w1 + 1), w2 .4 / w2, w3 .3 / w3, (.4 + .4) / 2] ~ [0.330, 0.4, 0.3, 0.4]
+    expected = [(w1 * 0.4 + 0.3) / (w1 + 1), 0.4, 0.3, 0.4]
+    assert_close(merging.pcb(list(tau), ratio=0.75), expected)
+    assert_close(merging.pcb(list(tau), 1.5, ratio=0.75), 1.5 * np.array(expected))
+
+
+def test_pcb_drop_keeps_what_the_released_index_rule_keeps():
+    beta = np.array([np.arange(20, dtype=np.float32)])        # 0, 1, ..., 19
+    # ratio 0.1: threshold at sorted position int(20 * 0.9) = 18 -> only 19 is above it
+    assert host(merging.pcb_drop(beta, 0.1)).tolist() == [[0] * 19 + [1]]
+    # ratio 0.2: position int(16.0) = 16 -> 17, 18, 19 get (x - 16) / 3
+    assert_close(merging.pcb_drop(beta, 0.2), [[0] * 17 + [1 / 3, 2 / 3, 1]])
+
+
+def test_pcb_refuses_a_ratio_that_keeps_nothing_and_a_constant_row_is_0_not_nan():
+    with pytest.raises(ValueError, match="keeps no entry of a task vector of 10 entries"):
+        merging.pcb(rows(np.arange(10), np.arange(10) * -1.0), ratio=0.1)     # position int(9.0) = 9 = d - 1
+    zero = np.zeros(8, dtype=np.float32)
+    out = host(merging.pcb([zero, zero, zero], ratio=0.5))
+    assert out.tolist() == [0] * 8                                             # the released code: NaN
+    moved = np.linspace(-1, 1, 8).astype(np.float32)
+    assert np.all(np.isfinite(host(merging.pcb([zero, moved], ratio=0.5))))
+
+
+@pytest.mark.parametrize("operator", merging.OPERATORS)
+def test_the_scale_is_a_plain_factor_of_every_operator(operator):
+    tau = [np.random.default_rng(i).standard_normal((6, 5)).astype(np.float32) for i in range(3)]
+    assert_close(merging.merge(operator, tau, 1.7), 1.7 * host(merging.merge(operator, tau, 1.0)))
+
+
+def test_operator_choices_and_their_errors():
+    with pytest.raises(ValueError, match="unknown merging operator 'median': choose one of mean, task-arithmetic"):
+        merging.merge("median", rows([1]))
+    with pytest.raises(ValueError, match="--keep: task-arithmetic keeps every entry"):
+        merging.check_operator("task-arithmetic", 0.2)
+    with pytest.raises(ValueError, match=r"--keep must be a number in \(0, 1\]"):
+        merging.check_operator("ties", 1.5)
+    with pytest.raises(ValueError, match="different shapes"):
+        merging.ties(rows([1, 2], [1]))
+
+
+def test_the_scale_is_chosen_by_the_scoring_function_alone():
+    scores = {0.5: 0.7, 1.0: 0.9, 1.5: 0.8}
+    best, tried = merging.choose_scale((0.5, 1.0, 1.5), scores.get)
+    assert best == 1.0 and tried == [{"scale": 0.5, "score": 0.7}, {"scale": 1.0, "score": 0.9},
+                                     {"scale": 1.5, "score": 0.8}]
+    flat = lambda scale: 0.5
+    assert merging.choose_scale((0.4, 1.0, 2.0), flat)[0] == 0.4                  # equal: the first ...
+    assert merging.choose_scale((0.4, 1.2, 2.0), flat, prefer=1.0)[0] == 1.2      # ... or the nearest `prefer`
+    assert merging.parse_grid("0.5,1,1.5") == (0.5, 1.0, 1.5)
+    for bad in ("1,x", "0,1", "1,1", "nan"):
+        with pytest.raises(ValueError, match="--scale-grid"):
+            merging.parse_grid(bad)
+    assert 0.25 in merging.default_grid("task-arithmetic", 4)     # 1/M: task arithmetic's mean
+    assert 1.0 in merging.default_grid("ties", 4) and merging.default_grid("mean", 4) == (1.0,)
+
+
+@pytest.mark.parametrize("operator", merging.OPERATORS)
+def test_every_operator_gives_the_same_tensor_on_every_backend(operator, backend_name):
+    """On device arrays (CuPy, or its stand-in without a GPU) as on NumPy's."""
+    tau = [np.random.default_rng(i).standard_normal((12, 20)).astype(np.float32) for i in range(4)]
+    backend.set_backend("numpy")
+    expected = host(merging.merge(operator, tau, 1.3))
+    backend.set_backend(backend_name)
+    got = merging.merge(operator, [backend.from_numpy(t) for t in tau], 1.3)
+    assert backend.is_array(got)
+    assert_close(got, expected)
+
+
+# ---- the same tensors as PEFT's merge utilities --------------------------------------------------------
+
+def test_task_arithmetic_and_ties_give_peft_merge_utils_tensors():
+    """peft.utils.merge_utils.task_arithmetic and ties on the same dense tensors, with per-task weights
+    (PEFT's lambda): the same tensor out, to float32 rounding. Random values have no tie at a trim
+    threshold, where PEFT's topk and this trim could keep different entries."""
+    torch = pytest.importorskip("torch")
+    merge_utils = pytest.importorskip("peft.utils.merge_utils")
+    rng = np.random.default_rng(0)
+    worst = {"task-arithmetic": 0.0, "ties": 0.0}
+    for case in range(40):
+        n = int(rng.integers(2, 6))
+        shape = tuple(int(s) for s in rng.integers(2, 40, size=2))
+        tau = [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
+        weights = rng.uniform(0.2, 2.0, n).astype(np.float32)
+        density = float(rng.choice([0.1, 0.2, 0.5, 0.7]))
+        as_torch = [torch.from_numpy(t) for t in tau]
+        expected = {"task-arithmetic": merge_utils.task_arithmetic(as_torch, torch.from_numpy(weights)).numpy(),
+                    "ties": merge_utils.ties(as_torch, torch.from_numpy(weights), density).numpy()}
+        got = {"task-arithmetic": host(merging.task_arithmetic(tau, weights=weights)),
+               "ties": host(merging.ties(tau, density=density, weights=weights))}
+        for name in worst:
+            assert_close(got[name], expected[name], rel=1e-6, err_msg=f"{name}, case {case}")
+            worst[name] = max(worst[name], float(np.abs(got[name] - expected[name]).max() / np.abs(expected[name]).max()))
+        # PEFT's lambda is a uniform weight: ties(scale = lambda) is PEFT's ties(weights = lambda)
+        assert_close(merging.ties(tau, 1.3, density=density),
+                     merge_utils.ties(as_torch, torch.full((n,), 1.3), density).numpy(), rel=1e-6)
+    print(f"largest difference from PEFT, relative to the largest entry: {worst}")
