@@ -1,13 +1,18 @@
 """Merging operators (tinymix/merging.py): task arithmetic, TIES and PCB on small examples worked by hand,
-and the same tensors as Hugging Face PEFT's merge utilities where PEFT has the operator."""
+the same tensors as Hugging Face PEFT's merge utilities where PEFT has the operator, and the AdaMix merge
+with an operator instead of the mean, on a tiny random model."""
 import math
 
 import numpy as np
 import pytest
 
 from numeric import assert_close
+from test_train import tiny_config
 
-from tinymix import backend, merging
+from tinymix import adamix, backend, merging, peft
+from tinymix.store import assets
+from tinymix.tensor import no_grad
+from tinymix.train import build_model
 
 pytestmark = pytest.mark.numerics
 
@@ -193,3 +198,125 @@ def test_task_arithmetic_and_ties_give_peft_merge_utils_tensors():
         assert_close(merging.ties(tau, 1.3, density=density),
                      merge_utils.ties(as_torch, torch.full((n,), 1.3), density).numpy(), rel=1e-6)
     print(f"largest difference from PEFT, relative to the largest entry: {worst}")
+
+
+# ---- the AdaMix question: an operator instead of the mean ----------------------------------------------
+
+def experts_apart(model, seed=0):
+    """Give every trainable weight random values, so that the experts differ (AdaMix-LoRA's A-experts start
+    identical and its B at 0; training would move them apart)."""
+    rng = np.random.default_rng(seed)
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            p.data = backend.from_numpy(rng.standard_normal(p.shape).astype(np.float32) * 0.3)
+    return model
+
+
+def tiny_model(method, **settings):
+    assets.fetch("minilm")
+    backend.manual_seed(0)
+    model, tokenizer = build_model(tiny_config(method=method, **settings))
+    return experts_apart(model), tokenizer
+
+
+def outputs(model, tokenizer):
+    model.eval()
+    ids, mask = tokenizer(["a wonderful film", "flat and dull"])
+    with no_grad():
+        return host(model(ids, mask).data)
+
+
+def deployed_update(site):
+    """scaling * B A of a merged LoRA site."""
+    return host(site.lora_B.weight.data) @ host(site.lora_A.weight.data) * site.scaling
+
+
+def lora_sites(model):
+    return {name: m for name, m in model.named_modules() if isinstance(m, peft.LoRALinear)}
+
+
+def test_the_mean_is_adamix_own_merge_exactly():
+    for method in ("adamix", "adamix-lora"):
+        model, _ = tiny_model(method)
+        other, _ = tiny_model(method)
+        merging.merge_mixtures(model, "mean")
+        peft.merge(other)
+        mine, theirs = model.state_dict(), other.state_dict()
+        assert sorted(mine) == sorted(theirs)
+        assert all(np.array_equal(host(mine[k]), host(theirs[k])) for k in mine), method
+
+
+@pytest.mark.parametrize("sharing", ["up", "down", "none"])
+def test_lora_experts_merge_through_their_products(sharing):
+    """Each operator acts on the experts' Delta W_k = s B A_k (all B_j A_k pairs when nothing is shared):
+    the mean and task arithmetic are exact in the factors, TIES and PCB deploy the best rank-r approximation
+    of their Delta W and report its error."""
+    model, _ = tiny_model("adamix-lora", sharing=sharing)
+    updates = {name: [host(u) for u in merging.lora_updates(site)] for name, site in lora_sites(model).items()}
+    count = {"up": 4, "down": 4, "none": 16}[sharing]
+    assert all(len(u) == count for u in updates.values()) and merging.task_vector_count(model) == count
+    for operator, scale in (("mean", 1.0), ("task-arithmetic", 0.3), ("ties", 1.2), ("pcb", 0.8)):
+        with merging.merged(model, operator, scale) as report:
+            for name, site in lora_sites(model).items():
+                expected = host(merging.merge(operator, updates[name], scale))
+                got = deployed_update(site)
+                if operator in ("mean", "task-arithmetic"):
+                    assert_close(got, expected, rel=1e-5, err_msg=f"{operator} {name}")
+                    assert "rank_truncation_error" not in report
+                    continue
+                U, S, Vt = np.linalg.svd(expected)
+                r = site.lora_A.weight.shape[0]
+                assert_close(got, (U[:, :r] * S[:r]) @ Vt[:r], rel=1e-4, err_msg=f"{operator} {name}")
+                error = np.linalg.norm(expected - got) / np.linalg.norm(expected)
+                assert report["rank_truncation_error"][name] == pytest.approx(error, rel=1e-3, abs=1e-6)
+                assert 0 < error < 1
+        assert all(isinstance(site.lora_A, adamix.Mixture) or isinstance(site.lora_B, adamix.Mixture)
+                   for site in lora_sites(model).values())          # the experts are back after the block
+
+
+def test_ties_of_the_factors_is_not_ties_of_the_products():
+    """The trap the merge avoids: TIES on the A-experts, then times B, is another (and wrong) update."""
+    model, _ = tiny_model("adamix-lora")
+    name, site = next(iter(lora_sites(model).items()))
+    B = host(site.lora_B.weight.data)
+    factors = B @ host(merging.ties([e.weight.data for e in site.lora_A.experts])) * site.scaling
+    products = host(merging.ties(merging.lora_updates(site)))
+    assert np.abs(factors - products).max() > 0.1 * np.abs(products).max()
+
+
+def test_adapter_experts_merge_their_down_projections():
+    model, _ = tiny_model("adamix")
+    adapters = [m for _, m in model.named_modules() if isinstance(m, peft.Adapter)]
+    before = [(a.up, [np.concatenate([host(e.weight.data).ravel(), host(e.bias.data)]) for e in a.down.experts])
+              for a in adapters]
+    report = merging.merge_mixtures(model, "pcb", 1.4, keep=0.2)
+    assert report == {"operator": "pcb", "scale": 1.4, "sites": len(adapters), "keep": 0.2}
+    for adapter, (up, vectors) in zip(adapters, before):
+        assert adapter.up is up                                   # the shared up-projection stays
+        merged = host(merging.pcb(vectors, 1.4, ratio=0.2))
+        size = adapter.down.weight.data.size
+        assert_close(adapter.down.weight.data, merged[:size].reshape(adapter.down.weight.shape))
+        assert_close(adapter.down.bias.data, merged[size:])
+        assert adapter.down.weight.requires_grad                  # saved as the adapter's weights
+
+
+def test_merged_restores_the_experts_and_changes_the_outputs_inside():
+    model, tokenizer = tiny_model("adamix-lora")
+    adamix.set_inference_mode(model, "average")
+    start = outputs(model, tokenizer)
+    with merging.merged(model, "mean"):
+        assert_close(outputs(model, tokenizer), start)              # the mean merge = "average" inference
+    with merging.merged(model, "ties", 1.5):
+        inside = outputs(model, tokenizer)
+    assert np.abs(inside - start).max() > 1e-3
+    assert np.array_equal(outputs(model, tokenizer), start) and not model.peft_merged
+
+
+def test_merge_mixtures_refuses_a_model_without_experts():
+    model, _ = tiny_model("lora")
+    with pytest.raises(ValueError, match=r"no AdaMix mixture to merge \(method 'lora'\)"):
+        merging.merge_mixtures(model, "ties")
+    model, _ = tiny_model("adamix")
+    peft.merge(model)
+    with pytest.raises(ValueError, match="has no experts left"):
+        merging.merge_mixtures(model, "ties")

@@ -1,4 +1,5 @@
-"""Merging operators: several updates of the same weights -> one update.
+"""Merging operators: several updates of the same weights -> one update. And the question they let us ask
+about AdaMix: is the plain mean of its experts (adamix.py §6) the best way to merge them?
 
 Every operator takes n task vectors tau_1..tau_n of one shape (each an update: a fine-tuned weight minus
 its start, theta_i - theta_0; a LoRA's update Delta W = (alpha / r) B A; an adapter's own weights, whose
@@ -13,6 +14,19 @@ lambda of each is chosen on validation only (choose_scale, with a scoring functi
 A LoRA is merged through its product Delta W = B A, never factor by factor: TIES or PCB applied to the
 A's and B's separately is a different (and meaningless) operation, since (B1 + B2)(A1 + A2) != B1 A1 + B2 A2.
 
+The AdaMix question (merge_mixtures): each mixture of M experts is one merging problem, its experts the
+task vectors.
+- AdaMix-LoRA (B shared): the experts' updates are Delta W_k = (alpha / r) B A_k. The mean is exact in
+  the factors, mean_k B A_k = B mean_k A_k, and so is task arithmetic, sum_k B A_k = B sum_k A_k: both
+  are written as ONE LoRA of rank r. TIES and PCB act entry by entry on Delta W_k, so their result has,
+  in general, full rank: it is deployed as its best rank-r approximation (truncated SVD), the size of
+  one LoRA, and the relative error of that truncation is reported. With no side shared, A and B draw
+  their experts independently (adamix.py: one route per side), so the updates are all M x M products
+  B_j A_k, whose mean is mean(B) mean(A): again the plain merge.
+- AdaMix-adapter (up shared): the experts' down-projections (weight and bias, flattened into one vector
+  per expert) are merged; the shared up-projection stays. The adapter has a GELU between its two
+  projections, so no merge of the down-projections is exact; AdaMix's mean is one choice among these.
+
 Deviations from the papers' released code, and why:
 - TIES keeps k = int(k% x d) entries of each task vector (the paper's top-k%, and PEFT's count; ties at
   the threshold are all kept). The TIES authors' code keeps one more (it thresholds at the
@@ -24,10 +38,16 @@ Deviations from the papers' released code, and why:
   row carries no ranking). A keep ratio that leaves no entry of a task vector above its threshold is an
   error instead of NaN. The released code's PCB for NLP (task_para_att_merge) clips at 1%, not 0.01%,
   and its vision script balances against sum_j sign(tau_j) minmax(|tau_j|); neither is followed here.
+- The released scripts flatten a whole model into one vector per task; here the unit is one mixture
+  (one site), since AdaMix's expert k of one layer and expert k of another were never trained together
+  (each layer draws its own route).
 """
+import contextlib
 import math
 
+from . import adamix, backend, peft
 from .backend import xp
+from .nn import Linear, Parameter
 
 OPERATORS = ("mean", "task-arithmetic", "ties", "pcb")
 KEEP = {"ties": 0.2, "pcb": 0.1}      # the share of entries kept: TIES's k (its paper's 20%), PCB's ratio
@@ -241,3 +261,151 @@ def choose_scale(grid, score, prefer=None):
     distance = lambda t: 0.0 if prefer is None else abs(t["scale"] - prefer)
     best = min((t for t in tried if t["score"] == top), key=distance)
     return best["scale"], tried
+
+
+# ---- the AdaMix question: an operator instead of the mean ------------------------------------------------
+
+def _lora_sites(model):
+    """Every LoRALinear whose A or B is a mixture."""
+    return [m for _, m in model.named_modules() if isinstance(m, peft.LoRALinear)
+            and (isinstance(m.lora_A, adamix.Mixture) or isinstance(m.lora_B, adamix.Mixture))]
+
+
+def _other_mixtures(model):
+    """(parent, attribute, mixture) for every mixture outside a LoRALinear (an adapter's projection)."""
+    return [(parent, name, child) for _, parent in model.named_modules() if not isinstance(parent, peft.LoRALinear)
+            for name, child in list(vars(parent).items()) if isinstance(child, adamix.Mixture)]
+
+
+def _experts(layer):
+    """A side of a LoRA (a mixture, or one Linear shared by all experts) as a list of its weights."""
+    if isinstance(layer, adamix.Mixture):
+        return [e.weight.data for e in layer.experts]
+    return [layer.weight.data]
+
+
+def lora_updates(site):
+    """The updates one LoRA site's experts apply, Delta W = (alpha / r) B_j A_k, for every pair a route can
+    draw (a shared side has one member): M of them when one side is shared, M x M when none is."""
+    return [(B @ A) * xp.float32(site.scaling) for B in _experts(site.lora_B) for A in _experts(site.lora_A)]
+
+
+def _linear(weight, bias, trainable):
+    layer = Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    layer.weight = Parameter(xp.ascontiguousarray(weight, dtype=xp.float32), requires_grad=trainable)
+    if bias is not None:
+        layer.bias = Parameter(xp.ascontiguousarray(bias, dtype=xp.float32), requires_grad=trainable)
+    return layer
+
+
+def _trainable(layer):
+    return (layer.experts[0] if isinstance(layer, adamix.Mixture) else layer).weight.requires_grad
+
+
+def _summed(layer, factor):
+    """One Linear holding factor * the sum of a side's experts (the side itself when it is shared)."""
+    weight = xp.stack(_experts(layer)).sum(axis=0) * xp.float32(factor)
+    return _linear(weight, None, _trainable(layer))
+
+
+def _lora_replacement(site, operator, scale, keep):
+    """(new A, new B, relative error of the rank-r truncation or None) for one LoRA site."""
+    if operator == "mean":          # mean_k B_j A_k = mean(B) mean(A): adamix's own average, unchanged
+        average = lambda side: side.averaged() if isinstance(side, adamix.Mixture) else side
+        return average(site.lora_A), average(site.lora_B), None
+    if operator == "task-arithmetic":        # lambda sum_jk B_j A_k = (sum_j B_j)(lambda sum_k A_k): exact
+        return _summed(site.lora_A, scale), _summed(site.lora_B, 1.0), None
+    update = merge(operator, lora_updates(site), scale, keep)              # (out, in), any rank
+    rank = _experts(site.lora_A)[0].shape[0]
+    U, S, Vt = xp.linalg.svd(update / xp.float32(site.scaling), full_matrices=False)
+    total = float(backend.to_numpy((S * S).sum()))
+    dropped = float(backend.to_numpy((S[rank:] * S[rank:]).sum()))
+    error = math.sqrt(dropped / total) if total > 0 else 0.0            # ||dW - dW_r||_F / ||dW||_F
+    trainable = _trainable(site.lora_A)
+    return (_linear(Vt[:rank], None, trainable), _linear(U[:, :rank] * S[:rank], None, trainable), error)
+
+
+def _mixture_replacement(mixture, operator, scale, keep):
+    """One Linear for an adapter's mixture: the operator on its experts' (weight, bias), flattened
+    into one vector per expert."""
+    if operator == "mean":
+        return mixture.averaged()
+    first = mixture.experts[0]
+    has_bias = first.bias is not None
+    vectors = [xp.concatenate([e.weight.data.reshape(-1)] + ([e.bias.data] if has_bias else []))
+               for e in mixture.experts]
+    merged = merge(operator, vectors, scale, keep)
+    size = first.weight.data.size
+    weight = merged[:size].reshape(first.weight.shape)
+    return _linear(weight, merged[size:] if has_bias else None, first.weight.requires_grad)
+
+
+def task_vector_count(model):
+    """How many task vectors each merge of the model's mixtures combines: M, or M x M for a LoRA whose
+    A and B are both mixtures (every pair B_j A_k)."""
+    _require_adamix(model)
+    counts = [len(_experts(s.lora_A)) * len(_experts(s.lora_B)) for s in _lora_sites(model)]
+    counts += [mixture.num_experts for _, _, mixture in _other_mixtures(model)]
+    return max(counts)
+
+
+def _require_adamix(model):
+    config = getattr(model, "peft_config", None)
+    method = getattr(config, "method", None)
+    if method != "adamix":
+        raise ValueError(f"this model has no AdaMix mixture to merge (method {method!r}): merging combines the "
+                         "experts of an adamix or adamix-lora model")
+    if getattr(model, "peft_merged", False) or not adamix.mixtures(model):
+        raise ValueError("this AdaMix model has no experts left (it is merged, or every side is shared): merge "
+                         "the unmerged model (a run's best/ folder)")
+
+
+def replacements(model, operator, scale=1.0, keep=None):
+    """What merge_mixtures writes, without writing it: ([(parent, attribute, new module)], report)."""
+    check_operator(operator, keep)
+    _require_adamix(model)
+    changes, errors = [], {}
+    names = {id(m): name for name, m in model.named_modules()}
+    lora_sites, mixtures = _lora_sites(model), _other_mixtures(model)
+    for site in lora_sites:
+        new_A, new_B, error = _lora_replacement(site, operator, scale, keep)
+        changes += [(site, "lora_A", new_A), (site, "lora_B", new_B)]
+        if error is not None:
+            errors[names[id(site)]] = error
+    for parent, name, mixture in mixtures:
+        changes.append((parent, name, _mixture_replacement(mixture, operator, scale, keep)))
+    report = {"operator": operator, "scale": float(scale), "sites": len(lora_sites) + len(mixtures)}
+    if operator in KEEP:
+        report["keep"] = KEEP[operator] if keep is None else keep
+    if errors:
+        report["rank_truncation_error"] = errors
+    return changes, report
+
+
+def merge_mixtures(model, operator, scale=1.0, keep=None):
+    """Replace every AdaMix mixture, in place, by ONE module merged by `operator` at scale lambda (the
+    deployed model: one adapter / LoRA per site, as adamix.merge_experts gives for the mean). Returns a
+    report: operator, scale, keep, the sites changed and, for a LoRA merged by TIES or PCB, the relative
+    error of each site's rank-r truncation."""
+    changes, report = replacements(model, operator, scale, keep)
+    for parent, name, module in changes:
+        setattr(parent, name, module)
+    model.peft_merged = True
+    return report
+
+
+@contextlib.contextmanager
+def merged(model, operator, scale=1.0, keep=None):
+    """`with merged(model, "ties", 1.2) as report:` the model merged inside the block, its experts
+    back afterwards (to score many lambdas on one model)."""
+    changes, report = replacements(model, operator, scale, keep)
+    originals = [(parent, name, getattr(parent, name)) for parent, name, _ in changes]
+    for parent, name, module in changes:
+        setattr(parent, name, module)
+    model.peft_merged = True
+    try:
+        yield report
+    finally:
+        for parent, name, module in originals:
+            setattr(parent, name, module)
+        model.peft_merged = False
