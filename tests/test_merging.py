@@ -1,18 +1,20 @@
 """Merging operators (tinymix/merging.py): task arithmetic, TIES and PCB on small examples worked by hand,
-the same tensors as Hugging Face PEFT's merge utilities where PEFT has the operator, and the AdaMix merge
-with an operator instead of the mean, on a tiny random model."""
+the same tensors as Hugging Face PEFT's merge utilities where PEFT has the operator, the AdaMix merge with
+an operator instead of the mean, and `python3 -m tinymix merge` on a tiny random model."""
+import json
 import math
 
 import numpy as np
 import pytest
 
 from numeric import assert_close
+from test_cli import one_error_line, run_cli, write_task
 from test_train import tiny_config
 
 from tinymix import adamix, backend, merging, peft
-from tinymix.store import assets
+from tinymix.store import assets, checkpoint
 from tinymix.tensor import no_grad
-from tinymix.train import build_model
+from tinymix.train import TrainConfig, build_model, train
 
 pytestmark = pytest.mark.numerics
 
@@ -320,3 +322,90 @@ def test_merge_mixtures_refuses_a_model_without_experts():
     peft.merge(model)
     with pytest.raises(ValueError, match="has no experts left"):
         merging.merge_mixtures(model, "ties")
+
+
+# ---- python3 -m tinymix merge ------------------------------------------------------------------------------
+
+def trained(tmp_path, task, method="adamix-lora", name="run"):
+    out = tmp_path / name
+    train(TrainConfig(task=str(task), method=method, model="random-tiny", epochs=1, batch_size=8, lr=1e-2,
+                      progress=False, out=str(out)))
+    return out
+
+
+@pytest.fixture
+def task(tmp_path):
+    return write_task(tmp_path / "task")
+
+
+def test_merge_mean_writes_the_runs_own_merged_adapter(tmp_path, task, capsys):
+    run = trained(tmp_path, task)
+    code, printed, err = run_cli(["merge", str(run / "best"), "--operator", "mean", "--out", str(tmp_path / "m")],
+                                 capsys)
+    assert code == 0, err
+    mine = checkpoint.load_arrays(tmp_path / "m" / "adapter_model.safetensors")
+    theirs = checkpoint.load_arrays(run / "merged" / "adapter_model.safetensors")
+    assert sorted(mine) == sorted(theirs) and all(np.array_equal(mine[k], theirs[k]) for k in mine)
+    saved = json.loads((tmp_path / "m" / "merge.json").read_text())
+    assert saved["operator"] == "mean" and saved["scale"] == 1.0 and saved["model"] == "random-tiny"
+    assert saved["validation_accuracy"] == saved["mean_validation_accuracy"]
+    assert f"eval {tmp_path / 'm'}" in printed
+
+
+@pytest.mark.parametrize("method", ["adamix", "adamix-lora"])
+def test_merge_chooses_the_scale_on_validation_and_writes_what_it_scored(tmp_path, task, capsys, method):
+    run = trained(tmp_path, task, method)
+    out = tmp_path / "ties"
+    code, printed, err = run_cli(["merge", str(run / "best"), "--operator", "ties", "--scale-grid", "0.5,1,3",
+                                  "--keep", "0.5", "--out", str(out)], capsys)
+    assert code == 0, err
+    saved = json.loads((out / "merge.json").read_text())
+    assert [g["scale"] for g in saved["grid"]] == [0.5, 1.0, 3.0] and saved["keep"] == 0.5
+    best = max(g["validation_accuracy"] for g in saved["grid"])
+    assert saved["validation_accuracy"] == best
+    assert saved["scale"] in [g["scale"] for g in saved["grid"] if g["validation_accuracy"] == best]
+    # the folder written is the model scored: eval on the validation file gives the chosen scale's accuracy
+    # (random-tiny's frozen weights are drawn when it loads: from seed 0's generator, as in training)
+    backend.manual_seed(0)
+    code, printed, err = run_cli(["eval", str(out), "--split", str(task / "dev.tsv")], capsys)
+    assert code == 0 and f"accuracy {best:.4f}" in printed, err
+
+
+def test_merge_reads_only_the_validation_split_and_picks_its_best_scale(tmp_path, task, capsys, monkeypatch):
+    run = trained(tmp_path, task)
+    seen, scores = [], iter([0.6, 0.9, 0.7, 0.8])      # three scales, then the mean for reference
+
+    def fake_evaluate(model, tokenizer, split, batch_size=128):
+        seen.append(list(split.texts))
+        return next(scores)
+    monkeypatch.setattr("tinymix.train.evaluate", fake_evaluate)
+    code, printed, err = run_cli(["merge", str(run / "best"), "--operator", "pcb", "--keep", "0.5",
+                                  "--scale-grid", "0.5,2,4", "--out", str(tmp_path / "pcb")], capsys)
+    assert code == 0, err
+    dev = (task / "dev.tsv").read_text().splitlines()[1:]
+    assert all(sorted(texts) == sorted(line.split("\t")[0] for line in dev) for texts in seen) and len(seen) == 4
+    saved = json.loads((tmp_path / "pcb" / "merge.json").read_text())
+    assert saved["scale"] == 2.0 and saved["validation_accuracy"] == 0.9 and saved["mean_validation_accuracy"] == 0.8
+    assert "chose scale 2: validation accuracy 0.9000 (the experts' mean: 0.8000)" in printed
+
+
+def test_merge_errors_are_one_line(tmp_path, task, capsys):
+    run = trained(tmp_path, task)
+    lora = trained(tmp_path, task, "lora", "lora")
+    out = ["--out", str(tmp_path / "x")]
+    cases = [
+        ([str(tmp_path / "missing"), "--operator", "ties"], f"{tmp_path / 'missing'} is not a folder: give a run's best/"),
+        ([str(run), "--operator", "ties"], f"{run} is a run folder: give {run / 'best'}"),
+        ([str(run / "merged"), "--operator", "ties"], f"{run / 'merged'} is merged: each mixture already became"),
+        ([str(lora / "best"), "--operator", "ties"], "holds no mixture of experts (method 'lora')"),
+        ([str(run / "best"), "--operator", "median"], "unknown merging operator 'median': choose one of mean"),
+        ([str(run / "best")], "--operator: give one of mean, task-arithmetic, ties, pcb"),
+        ([str(run / "best"), "--operator", "mean", "--keep", "0.3"], "--keep: mean keeps every entry"),
+        ([str(run / "best"), "--operator", "ties", "--scale-grid", "1,x"], "--scale-grid must be comma-separated"),
+        ([str(run / "best"), "--operator", "mean", "--scale-grid", "1"], "--scale-grid: the mean has no scale"),
+    ]
+    for argv, message in cases:
+        code, _, err = run_cli(["merge", *argv, *out], capsys)
+        assert code == 1 and message in one_error_line(err), (argv, err)
+    code, _, err = run_cli(["merge", str(run / "best"), "--operator", "ties", "--out", str(run / "merged")], capsys)
+    assert code == 1 and "already holds an adapter: choose a new or empty folder" in one_error_line(err)
