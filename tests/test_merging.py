@@ -409,3 +409,7 @@ def test_merge_errors_are_one_line(tmp_path, task, capsys):
         assert code == 1 and message in one_error_line(err), (argv, err)
     code, _, err = run_cli(["merge", str(run / "best"), "--operator", "ties", "--out", str(run / "merged")], capsys)
     assert code == 1 and "already holds an adapter: choose a new or empty folder" in one_error_line(err)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "select_on_validation": False}))
+    code, _, err = run_cli(["merge", str(run / "best"), "--operator", "ties", *out], capsys)
+    assert code == 1 and "was trained without reading validation" in one_error_line(err)

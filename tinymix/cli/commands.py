@@ -304,6 +304,9 @@ def merge_command(args):
     if task == E2E:
         raise ValueError(f"{folder} is from a --task e2e run: merge chooses its scale by validation accuracy, on "
                          "classification runs (movie reviews or a task folder)")
+    if run.get("select_on_validation") is False:
+        raise ValueError(f"{folder.parent} was trained without reading validation (--no-select-on-validation: true "
+                         "few-shot); merge chooses its scale on validation, which that run's protocol rules out")
     validation = load_splits(task)["validation"]
     backbone_name = trained_on(folder)
     backend.manual_seed(run.get("seed", 0))       # as train did: random-tiny's weights are drawn at this point
