@@ -177,14 +177,16 @@ def e2e_train_command(args):
 
 def trained_on(folder):
     """The backbone a run's adapter folder (RUN/merged, RUN/best) was trained on: the run's config.json
-    says; "minilm-l6" for a folder outside a run."""
+    says, or for a folder written by `merge`, its merge.json; "minilm-l6" for a folder outside a run."""
     from ..store import checkpoint
-    saved = Path(folder).parent / "config.json"
-    try:
-        model = checkpoint.load_json(saved).get("model") if saved.is_file() else None
-    except (ValueError, AttributeError):
-        model = None
-    return model if isinstance(model, str) and model else "minilm-l6"
+    for saved in (Path(folder).parent / "config.json", Path(folder) / "merge.json"):
+        try:
+            model = checkpoint.load_json(saved).get("model") if saved.is_file() else None
+        except (ValueError, AttributeError):
+            model = None
+        if isinstance(model, str) and model:
+            return model
+    return "minilm-l6"
 
 
 def eval_command(args):
@@ -275,6 +277,111 @@ def export_command(args):
     from ..export import peft_export
     check_adapter_folder(Path(args.adapter))
     peft_export.export_peft(args.adapter, args.out)
+
+
+def merge_command(args):
+    """`merge RUN/best --operator X --out DIR`: an AdaMix run's experts merged by an operator instead of their
+    mean, its scale lambda chosen on the run's validation split (merging.py); writes DIR as an adapter
+    folder, and DIR/merge.json (the operator, lambda, and the validation score at each lambda tried)."""
+    from .. import backend, merging, peft
+    from ..store import checkpoint
+    from ..pretrained import load_pretrained
+    from ..train import evaluate, fit_to_positions, load_splits
+    from ..transformer import SequenceClassifier
+
+    folder, out = Path(args.adapter), Path(args.out)
+    if args.operator is None:
+        raise ValueError(f"--operator: give one of {', '.join(merging.OPERATORS)}")
+    merging.check_operator(args.operator, args.keep)
+    grid = merging.parse_grid(args.scale_grid) if args.scale_grid is not None else None
+    if grid is not None and args.operator == "mean":
+        raise ValueError("--scale-grid: the mean has no scale to choose (task-arithmetic scales the experts' sum, "
+                         "and at 1/M it is the mean): leave --scale-grid out")
+    saved, run = _mixture_folder(folder)
+    if out.resolve() == folder.resolve() or (out / "adapter_config.json").exists():
+        raise ValueError(f"--out {out} already holds an adapter: choose a new or empty folder")
+    task = run.get("task", "movie-reviews")
+    if task == E2E:
+        raise ValueError(f"{folder} is from a --task e2e run: merge chooses its scale by validation accuracy, on "
+                         "classification runs (movie reviews or a task folder)")
+    if run.get("select_on_validation") is False:
+        raise ValueError(f"{folder.parent} was trained without reading validation (--no-select-on-validation: true "
+                         "few-shot); merge chooses its scale on validation, which that run's protocol rules out")
+    validation = load_splits(task)["validation"]
+    backbone_name = trained_on(folder)
+    backend.manual_seed(run.get("seed", 0))       # as train did: random-tiny's weights are drawn at this point
+    backbone, tokenizer = load_pretrained(backbone_name, max_length=run.get("max_length", 64))
+    model = peft.load_adapter(SequenceClassifier(backbone, saved["shapes"]["classifier.weight"][0]), folder)
+    fit_to_positions(model, tokenizer)
+    experts, n = model.peft_config.num_experts, merging.task_vector_count(model)
+    batch = run.get("eval_batch_size", 128)
+
+    def score(scale):
+        with merging.merged(model, args.operator, scale, args.keep):
+            accuracy = evaluate(model, tokenizer, validation, batch)
+        print(f"{args.operator} at scale {scale:g}: validation accuracy {accuracy:.4f}", flush=True)
+        return accuracy
+
+    print(f"merging {folder}'s {experts} experts per mixture ({n} task vectors per site) by {args.operator}, the "
+          f"scale chosen on {task}'s validation split ({len(validation):,} examples)")
+    scale, tried = merging.choose_scale(grid or merging.default_grid(args.operator, n), score,
+                                        prefer=merging.neutral_scale(args.operator, n))
+    mean_accuracy = tried[0]["score"] if args.operator == "mean" else _mean_accuracy(model, tokenizer, validation, batch)
+    report = merging.merge_mixtures(model, args.operator, scale, args.keep)
+    peft.save_adapter(model, out)
+    checkpoint.save_json(out / "merge.json", {
+        **report, "source": str(folder), "model": backbone_name, "experts": experts, "task_vectors": n,
+        "module": model.peft_config.module, "sharing": model.peft_config.sharing,
+        "validation": f"{task} validation, {len(validation)} examples",
+        "grid": [{"scale": t["scale"], "validation_accuracy": t["score"]} for t in tried],
+        "validation_accuracy": max(t["score"] for t in tried), "mean_validation_accuracy": mean_accuracy})
+    print(f"chose scale {scale:g}: validation accuracy {max(t['score'] for t in tried):.4f} (the experts' mean: "
+          f"{mean_accuracy:.4f})")
+    print(f"saved in {out}/: the merged adapter and merge.json; test it once, after this choice: python3 -m tinymix "
+          f"eval {out}")
+
+
+def _mean_accuracy(model, tokenizer, split, batch):
+    """Validation accuracy of the model with its mixtures merged by their mean (AdaMix's own merge)."""
+    from .. import merging
+    from ..train import evaluate
+    with merging.merged(model, "mean"):
+        return evaluate(model, tokenizer, split, batch)
+
+
+def _mixture_folder(folder):
+    """(adapter_config.json, the run's config.json) of a run's unmerged AdaMix folder (RUN/best), or a
+    ValueError that says which folder to give."""
+    from ..store import checkpoint
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder: give a run's best/ folder (AdaMix's experts before merging), "
+                         "e.g. runs/main/best")
+    if not (folder / "adapter_config.json").is_file() and (folder / "best").is_dir():
+        raise ValueError(f"{folder} is a run folder: give {folder / 'best'} (AdaMix's experts before merging)")
+    check_adapter_folder(folder)
+    where = folder / "adapter_config.json"
+    saved = checkpoint.require_fields(checkpoint.load_json(where), where,
+                                      {"config": dict, "merged": bool, "transformer": dict, "shapes": dict})
+    method = saved["config"].get("method")
+    if method != "adamix" or saved["config"].get("sharing") == "both":
+        raise ValueError(f"{folder} holds no mixture of experts (method {method!r}"
+                         + (", sharing both" if method == "adamix" else "") + "): merge combines the experts of an "
+                         "AdaMix run (--method adamix or adamix-lora); give such a run's best/ folder")
+    if saved["merged"]:
+        best = folder.parent / "best" if folder.name == "merged" else "the run's best/ folder"
+        raise ValueError(f"{folder} is merged: each mixture already became its experts' mean; give {best} (the "
+                         "experts before merging)")
+    shape = saved["shapes"].get("classifier.weight")
+    if not (isinstance(shape, list) and len(shape) == 2):
+        raise ValueError(f"{where} is not a classifier's: merge works on classification runs")
+    config = folder.parent / "config.json"
+    if not config.is_file():
+        raise ValueError(f"{folder} is not inside a run folder (no {config}): merge chooses its scale on the run's "
+                         "validation split, which the run's config.json names")
+    run = checkpoint.load_json(config)
+    if not isinstance(run, dict):
+        raise ValueError(f"{config} is damaged: expected a JSON object, found {type(run).__name__}")
+    return saved, run
 
 
 def import_peft_command(args):

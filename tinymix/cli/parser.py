@@ -60,6 +60,19 @@ def build_parser(description=""):
     p.add_argument("--out", required=True, help="the tinymix adapter folder to write")
     p.set_defaults(run=commands.import_peft_command)
 
+    p = commands_.add_parser("merge", help="merge an AdaMix run's experts by task arithmetic, TIES or PCB instead of "
+                             "their mean, the scale chosen on the run's validation split")
+    p.add_argument("adapter", help="a run's best/ folder: AdaMix's experts before merging (e.g. runs/main/best)")
+    p.add_argument("--operator", default=None, help="mean (AdaMix's own merge), task-arithmetic, ties or pcb")
+    p.add_argument("--out", required=True, help="the folder to write: the merged adapter (as a run's merged/, for "
+                   "eval) and merge.json (the operator, the scale chosen, the validation accuracy at each scale)")
+    p.add_argument("--scale-grid", default=None, help="the scales lambda tried, comma-separated (default: "
+                   "0.4,0.6,...,2.0; task-arithmetic: those divided by the number of experts M, so that its 1/M is "
+                   "the mean; mean: none)")
+    p.add_argument("--keep", type=float, default=None, help="ties and pcb: the share of each expert's entries kept, "
+                   "in (0, 1] (default: ties 0.2, pcb 0.1)")
+    p.set_defaults(run=commands.merge_command)
+
     p = commands_.add_parser("compare", help="methods, ablations and the paper's claims under a fair protocol "
                              "(tuned learning rates, paired seeds, confidence intervals); with --task e2e the "
                              "data-to-text comparison")
