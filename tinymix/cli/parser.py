@@ -47,10 +47,14 @@ def build_parser(description=""):
     p.set_defaults(run=commands.eval_command)
 
     p = commands_.add_parser("export", help="write a LoRA or AdaMix-LoRA adapter as a Hugging Face PEFT LoRA "
-                             "folder (an AdaMix mixture is merged first), an AdaLoRA as a PEFT AdaLoRA folder")
-    p.add_argument("adapter", help="an adapter folder of a LoRA, AdaMix-LoRA or AdaLoRA run: its merged/ or best/ "
-                   "(e.g. runs/lora/merged)")
-    p.add_argument("--format", choices=["peft"], default="peft", help="the output format (default: peft)")
+                             "folder (an AdaMix mixture is merged first), an AdaLoRA as a PEFT AdaLoRA folder; "
+                             "with --format adapterhub an adapter or AdaMix-adapter as an AdapterHub adapter folder")
+    p.add_argument("adapter", help="an adapter folder of a run: its merged/ or best/ (e.g. runs/lora/merged); "
+                   "--format peft: a LoRA, AdaMix-LoRA or AdaLoRA run, --format adapterhub: an adapter (any "
+                   "placement) or AdaMix-adapter run")
+    p.add_argument("--format", choices=["peft", "adapterhub"], default="peft", help="peft: Hugging Face PEFT's "
+                   "folder; adapterhub: AdapterHub's bottleneck-adapter folder, weights in safetensors (load it "
+                   "with use_safetensors=True) (default: peft)")
     p.add_argument("--out", required=True, help="the folder to write")
     p.set_defaults(run=commands.export_command)
 
@@ -59,6 +63,12 @@ def build_parser(description=""):
     p.add_argument("peft_folder", help="the folder holding adapter_config.json and adapter_model.safetensors")
     p.add_argument("--out", required=True, help="the tinymix adapter folder to write")
     p.set_defaults(run=commands.import_peft_command)
+
+    p = commands_.add_parser("import-adapterhub", help="turn an AdapterHub bottleneck adapter for "
+                             "all-MiniLM-L6-v2 into a tinymix adapter folder")
+    p.add_argument("hub_folder", help="the folder holding adapter_config.json and adapter.safetensors")
+    p.add_argument("--out", required=True, help="the tinymix adapter folder to write")
+    p.set_defaults(run=commands.import_adapterhub_command)
 
     p = commands_.add_parser("compare", help="methods, ablations and the paper's claims under a fair protocol "
                              "(tuned learning rates, paired seeds, confidence intervals); with --task e2e the "
