@@ -271,11 +271,15 @@ def check_adapter_folder(folder):
 
 def export_command(args):
     """Write a saved LoRA / AdaMix-LoRA adapter as a Hugging Face PEFT LoRA folder, an AdaLoRA as PEFT's AdaLoRA;
-    with --format adapterhub an adapter / AdaMix-adapter as AdapterHub's bottleneck-adapter folder."""
+    with --format adapterhub an adapter / AdaMix-adapter as AdapterHub's bottleneck-adapter folder; with
+    --format transformers full fine-tuning / BitFit as a whole BertModel folder."""
     check_adapter_folder(Path(args.adapter))
     if args.format == "adapterhub":
         from ..export import adapterhub_export
         return adapterhub_export.export_adapterhub(args.adapter, args.out)
+    if args.format == "transformers":
+        from ..export import transformers_export
+        return transformers_export.export_transformers(args.adapter, args.out)
     from ..export import peft_export
     peft_export.export_peft(args.adapter, args.out)
 
