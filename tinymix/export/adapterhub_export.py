@@ -114,7 +114,8 @@ def _exportable_adapter(config, folder):
         what = "BitFit: the base model's own biases, retrained" if config.method == "bitfit" else (
             "full fine-tuning: every weight of the base model changed")
         raise ValueError(f"{folder} holds {what}, and no adapter. AdapterHub's adapter folder holds only the "
-                         "adapter's own weights on top of an unchanged base model, so it cannot hold this")
+                         "adapter's own weights on top of an unchanged base model, so it cannot hold this: "
+                         "export the model whole with --format transformers")
     raise ValueError(f"{folder} holds {config.method}, which has no AdapterHub bottleneck-adapter form: "
                      "--format adapterhub exports adapters (train --method adapter, with --placement ffn, "
                      "houlsby or pfeiffer) and AdaMix-adapters (adamix)")

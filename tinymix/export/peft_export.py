@@ -149,14 +149,16 @@ def _exportable_lora(config, folder):
     if config.method == "bitfit":
         raise ValueError(f"{folder} holds BitFit: the base model's own biases, retrained, and no low-rank "
                          "update. PEFT's LoRA format is for low-rank updates B A of weights (its bias option "
-                         "only adds biases to a LoRA), so BitFit is not a LoRA it can hold. Export a LoRA or "
-                         "AdaMix-LoRA (train --method lora or adamix-lora).")
+                         "only adds biases to a LoRA), so BitFit is not a LoRA it can hold. Export the model whole "
+                         "with --format transformers, or export a LoRA or AdaMix-LoRA (train --method lora or "
+                         "adamix-lora).")
     if config.method != "full":
         raise ValueError(f"{folder} holds {config.method}, which tinymix exports to no PEFT format (only low-rank "
                          "updates go out: a LoRA's B A into PEFT's LoRA format, an AdaLoRA's P diag(lambda) Q into "
                          "PEFT's AdaLoRA format). Export a LoRA, AdaMix-LoRA or AdaLoRA instead.")
     raise ValueError(f"{folder} holds full fine-tuning: every weight changed, not a low-rank update, which "
-                     "PEFT's LoRA format cannot hold. Export a LoRA or AdaMix-LoRA instead.")
+                     "PEFT's LoRA format cannot hold. Export the model whole with --format transformers, or "
+                     "export a LoRA or AdaMix-LoRA instead.")
 
 
 def export_peft(adapter_folder, out_folder, say=print):
