@@ -160,6 +160,7 @@ def test_the_package_metadata_installs_tinymix_with_requirements_txt():
     dynamic = config["tool"]["setuptools"]["dynamic"]
     assert dynamic["dependencies"] == {"file": ["requirements.txt"]}
     assert dynamic["optional-dependencies"]["gpu"] == {"file": ["requirements-gpu.txt"]}
+    assert dynamic["optional-dependencies"]["export"] == {"file": ["requirements-export.txt"]}
     include = config["tool"]["setuptools"]["packages"]["find"]["include"]
     packages = [".".join(p.relative_to(ROOT).parent.parts) for p in (ROOT / "tinymix").rglob("__init__.py")]
     assert all(p == "tinymix" or (p.startswith("tinymix.") and "tinymix.*" in include) for p in packages)

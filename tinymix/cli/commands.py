@@ -273,9 +273,17 @@ def check_adapter_folder(folder):
 
 
 def export_command(args):
-    """Write a saved LoRA / AdaMix-LoRA adapter as a Hugging Face PEFT LoRA folder, an AdaLoRA as PEFT's AdaLoRA."""
-    from ..export import peft_export
+    """Write a saved LoRA / AdaMix-LoRA adapter as a Hugging Face PEFT LoRA folder, an AdaLoRA as PEFT's AdaLoRA;
+    with --format adapterhub an adapter / AdaMix-adapter as AdapterHub's bottleneck-adapter folder; with
+    --format transformers full fine-tuning / BitFit as a whole BertModel folder."""
     check_adapter_folder(Path(args.adapter))
+    if args.format == "adapterhub":
+        from ..export import adapterhub_export
+        return adapterhub_export.export_adapterhub(args.adapter, args.out)
+    if args.format == "transformers":
+        from ..export import transformers_export
+        return transformers_export.export_transformers(args.adapter, args.out)
+    from ..export import peft_export
     peft_export.export_peft(args.adapter, args.out)
 
 
@@ -388,6 +396,12 @@ def import_peft_command(args):
     """Write a Hugging Face PEFT LoRA folder for MiniLM as a tinymix adapter folder."""
     from ..export import peft_import
     peft_import.import_peft(args.peft_folder, args.out)
+
+
+def import_adapterhub_command(args):
+    """Write an AdapterHub bottleneck adapter for MiniLM as a tinymix adapter folder."""
+    from ..export import adapterhub_import
+    adapterhub_import.import_adapterhub(args.hub_folder, args.out)
 
 
 def fetch_command(args):

@@ -47,10 +47,16 @@ def build_parser(description=""):
     p.set_defaults(run=commands.eval_command)
 
     p = commands_.add_parser("export", help="write a LoRA or AdaMix-LoRA adapter as a Hugging Face PEFT LoRA "
-                             "folder (an AdaMix mixture is merged first), an AdaLoRA as a PEFT AdaLoRA folder")
-    p.add_argument("adapter", help="an adapter folder of a LoRA, AdaMix-LoRA or AdaLoRA run: its merged/ or best/ "
-                   "(e.g. runs/lora/merged)")
-    p.add_argument("--format", choices=["peft"], default="peft", help="the output format (default: peft)")
+                             "folder (an AdaMix mixture is merged first), an AdaLoRA as a PEFT AdaLoRA folder; "
+                             "with --format adapterhub an adapter or AdaMix-adapter as an AdapterHub adapter folder, "
+                             "with --format transformers full fine-tuning or BitFit as a whole BertModel folder")
+    p.add_argument("adapter", help="an adapter folder of a run: its merged/ or best/ (e.g. runs/lora/merged); "
+                   "--format peft: a LoRA, AdaMix-LoRA or AdaLoRA run, --format adapterhub: an adapter (any "
+                   "placement) or AdaMix-adapter run, --format transformers: a full or bitfit run")
+    p.add_argument("--format", choices=["peft", "adapterhub", "transformers"], default="peft", help="peft: Hugging "
+                   "Face PEFT's folder; adapterhub: AdapterHub's bottleneck-adapter folder, weights in safetensors "
+                   "(load it with use_safetensors=True); transformers: a BertModel folder for "
+                   "AutoModel.from_pretrained (default: peft)")
     p.add_argument("--out", required=True, help="the folder to write")
     p.set_defaults(run=commands.export_command)
 
@@ -59,6 +65,12 @@ def build_parser(description=""):
     p.add_argument("peft_folder", help="the folder holding adapter_config.json and adapter_model.safetensors")
     p.add_argument("--out", required=True, help="the tinymix adapter folder to write")
     p.set_defaults(run=commands.import_peft_command)
+
+    p = commands_.add_parser("import-adapterhub", help="turn an AdapterHub bottleneck adapter for "
+                             "all-MiniLM-L6-v2 into a tinymix adapter folder")
+    p.add_argument("hub_folder", help="the folder holding adapter_config.json and adapter.safetensors")
+    p.add_argument("--out", required=True, help="the tinymix adapter folder to write")
+    p.set_defaults(run=commands.import_adapterhub_command)
 
     p = commands_.add_parser("merge", help="merge an AdaMix run's experts by task arithmetic, TIES or PCB instead of "
                              "their mean, the scale chosen on the run's validation split")

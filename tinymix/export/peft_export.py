@@ -109,6 +109,31 @@ def _check_destination(out, source):
 
 # ---- export -------------------------------------------------------------------------------------------
 
+def read_tinymix_adapter(folder):
+    """(the saved adapter_config.json, its config) of a tinymix adapter folder, or a clear refusal of a
+    folder that is not one (a PEFT or AdapterHub folder, which also has an adapter_config.json)."""
+    saved = checkpoint.load_json(Path(folder) / CONFIG_FILE)
+    if not isinstance(saved, dict) or "peft_type" in saved or "config" not in saved or "version" in saved:
+        other = ": it is already a PEFT folder" if isinstance(saved, dict) and "peft_type" in saved else (
+            ": it is an AdapterHub folder" if isinstance(saved, dict) and "version" in saved else "")
+        raise ValueError(f"{Path(folder) / CONFIG_FILE} is not a tinymix adapter (one written by train or "
+                         "save_adapter)" + other)
+    return saved, peft.config_from_dict(saved["config"])
+
+
+def check_minilm(saved, folder, format_name):
+    """MiniLM's TransformerConfig, or a refusal of an adapter trained on another base model: an export
+    names all-MiniLM-L6-v2 as its base model."""
+    base = minilm_config()
+    minilm = vars(base)
+    differing = {k: (v, minilm.get(k)) for k, v in saved.get("transformer", {}).items() if minilm.get(k) != v}
+    if differing or not saved.get("transformer"):
+        raise ValueError(f"{folder} was trained on another base model than all-MiniLM-L6-v2 (differing fields, "
+                         f"adapter vs MiniLM: {differing}); the {format_name} export names MiniLM as its base "
+                         "model, so it is made for adapters trained on it (--model minilm-l6)")
+    return base
+
+
 def _exportable_lora(config, folder):
     """The LoRAConfig inside a tinymix config, or a clear refusal of what PEFT's LoRA cannot hold."""
     if config.method == "adalora":
@@ -119,37 +144,30 @@ def _exportable_lora(config, folder):
         raise ValueError(f"{folder} holds bottleneck adapters (h + up(gelu(down(h))) after a sublayer): a new "
                          "small network, with a GELU between its two projections, not a low-rank update B A "
                          "of an existing weight. PEFT's LoRA format holds only such updates, so it cannot "
-                         "express an adapter. Export a LoRA or AdaMix-LoRA (train --method lora or adamix-lora).")
+                         "express an adapter: export it with --format adapterhub (AdapterHub's bottleneck "
+                         "adapters), or export a LoRA or AdaMix-LoRA (train --method lora or adamix-lora).")
     if config.method == "bitfit":
         raise ValueError(f"{folder} holds BitFit: the base model's own biases, retrained, and no low-rank "
                          "update. PEFT's LoRA format is for low-rank updates B A of weights (its bias option "
-                         "only adds biases to a LoRA), so BitFit is not a LoRA it can hold. Export a LoRA or "
-                         "AdaMix-LoRA (train --method lora or adamix-lora).")
+                         "only adds biases to a LoRA), so BitFit is not a LoRA it can hold. Export the model whole "
+                         "with --format transformers, or export a LoRA or AdaMix-LoRA (train --method lora or "
+                         "adamix-lora).")
     if config.method != "full":
         raise ValueError(f"{folder} holds {config.method}, which tinymix exports to no PEFT format (only low-rank "
                          "updates go out: a LoRA's B A into PEFT's LoRA format, an AdaLoRA's P diag(lambda) Q into "
                          "PEFT's AdaLoRA format). Export a LoRA, AdaMix-LoRA or AdaLoRA instead.")
     raise ValueError(f"{folder} holds full fine-tuning: every weight changed, not a low-rank update, which "
-                     "PEFT's LoRA format cannot hold. Export a LoRA or AdaMix-LoRA instead.")
+                     "PEFT's LoRA format cannot hold. Export the model whole with --format transformers, or "
+                     "export a LoRA or AdaMix-LoRA instead.")
 
 
 def export_peft(adapter_folder, out_folder, say=print):
     """Write a saved tinymix LoRA / AdaMix-LoRA adapter on MiniLM as a PEFT LoRA folder (plus
     head.safetensors and README.md). Returns {file name: size in bytes}."""
     folder, out = Path(adapter_folder), Path(out_folder)
-    saved = checkpoint.load_json(folder / CONFIG_FILE)
-    if not isinstance(saved, dict) or "peft_type" in saved or "config" not in saved:
-        raise ValueError(f"{folder / CONFIG_FILE} is not a tinymix adapter (one written by train or "
-                         "save_adapter)" + (": it is already a PEFT folder" if "peft_type" in saved else ""))
-    config = peft.config_from_dict(saved["config"])
+    saved, config = read_tinymix_adapter(folder)
     lora = _exportable_lora(config, folder)
-    base = minilm_config()
-    minilm = vars(base)
-    differing = {k: (v, minilm.get(k)) for k, v in saved.get("transformer", {}).items() if minilm.get(k) != v}
-    if differing or not saved.get("transformer"):
-        raise ValueError(f"{folder} was trained on another base model than all-MiniLM-L6-v2 (differing fields, "
-                         f"adapter vs MiniLM: {differing}); the PEFT export names MiniLM as its base model, "
-                         "so it is made for adapters trained on it (--model minilm-l6)")
+    base = check_minilm(saved, folder, "PEFT")
     _check_destination(out, folder)
 
     num_labels = saved.get("shapes", {}).get("classifier.weight", [0])[0]

@@ -164,7 +164,7 @@ def _check_tensors(header, expected, where, advice):
         if shape != expected[name]:
             problems.append(f"{name} has shape {shape}, expected {expected[name]}")
         if dtype not in FLOAT_DTYPES:
-            problems.append(f"{name} has dtype {dtype}: LoRA weights must be floats ({', '.join(FLOAT_DTYPES)})")
+            problems.append(f"{name} has dtype {dtype}: weights must be floats ({', '.join(FLOAT_DTYPES)})")
     if problems:
         raise ValueError(f"{where} does not fit: " + "; ".join(problems[:8]) + f". {advice}")
 
