@@ -186,7 +186,8 @@ def test_the_same_outputs_as_peft_prefix_tuning_on_minilm(monkeypatch):
     transformers = pytest.importorskip("transformers")
     peft_library = pytest.importorskip("peft")
     import safetensors.torch
-    from tinymix import assets, pretrained
+    from tinymix import pretrained
+    from tinymix.store import assets
 
     where = pretrained._MINILM_DIR
     bert = transformers.BertModel(transformers.BertConfig(**json.loads(assets.read_member("minilm", where + "config.json"))))
