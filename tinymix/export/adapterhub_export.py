@@ -42,7 +42,7 @@ from pathlib import Path
 
 from .. import adamix, peft
 from ..store import checkpoint
-from .peft_export import (CONFIG_FILE, HEAD_FILE, MINILM_NAME, _check_destination, _skeleton, check_minilm,
+from .peft_export import (CONFIG_FILE, HEAD_FILE, MINILM_NAME, _check_destination, check_minilm, load_deployed,
                           read_tinymix_adapter)
 
 WEIGHTS_FILE, PICKLE_FILE = "adapter.safetensors", "pytorch_adapter.bin"
@@ -130,13 +130,8 @@ def export_adapterhub(adapter_folder, out_folder, say=print):
     base = check_minilm(saved, folder, "AdapterHub")
     _check_destination(out, folder)
 
-    num_labels = saved.get("shapes", {}).get("classifier.weight", [0])[0]
-    model = peft.load_adapter(_skeleton(base, num_labels), folder)
-    if adamix.mixtures(model):
-        peft.merge(model)
-        say(f"merged the AdaMix-adapter first: each mixture of {config.num_experts} experts became their mean "
-            f"(sharing {config.sharing!r}), the one adapter per site that tinymix deploys")
-    transformer = model.transformer if num_labels else model
+    model, transformer, num_labels = load_deployed(folder, saved, base, say, "AdaMix-adapter",
+                                                   lambda c: f"sharing {c.sharing!r}", "adapter per site")
     arrays = {}
     for (i, slot, ours), key in weight_names(NAME, adapter.placement, base.num_layers).items():
         layer = getattr(getattr(transformer.layers[i], slot), ours.split(".")[0])

@@ -97,6 +97,21 @@ def _skeleton(config, num_labels):
     return SequenceClassifier(transformer, num_labels) if num_labels else transformer
 
 
+def load_deployed(folder, saved, base, say, name, sharing, unit):
+    """The saved adapter on a skeleton of the base's shape (random base weights: only the adapter's
+    arrays are read back out), each AdaMix mixture merged into the mean of its experts first, as tinymix
+    deploys it, saying so (sharing: config -> what the experts share, in words). Returns (model, its
+    transformer, the head's number of classes or 0)."""
+    num_labels = saved.get("shapes", {}).get("classifier.weight", [0])[0]
+    model = peft.load_adapter(_skeleton(base, num_labels), folder)
+    if adamix.mixtures(model):
+        peft.merge(model)
+        config = model.peft_config
+        say(f"merged the {name} first: each mixture of {config.num_experts} experts became their mean "
+            f"({sharing(config)}), the one {unit} that tinymix deploys")
+    return model, (model.transformer if num_labels else model), num_labels
+
+
 def _check_destination(out, source):
     """Never write over the input, nor over any adapter folder (a trained adapter is work to keep)."""
     out = Path(out)
@@ -170,13 +185,7 @@ def export_peft(adapter_folder, out_folder, say=print):
     base = check_minilm(saved, folder, "PEFT")
     _check_destination(out, folder)
 
-    num_labels = saved.get("shapes", {}).get("classifier.weight", [0])[0]
-    model = peft.load_adapter(_skeleton(base, num_labels), folder)
-    if adamix.mixtures(model):
-        peft.merge(model)
-        say(f"merged the AdaMix-LoRA first: each mixture of {config.num_experts} experts became their mean "
-            f"({_shared(config)}), the one LoRA per module that tinymix deploys")
-    transformer = model.transformer if num_labels else model
+    model, transformer, num_labels = load_deployed(folder, saved, base, say, "AdaMix-LoRA", _shared, "LoRA per module")
     alpha = int(lora.alpha) if float(lora.alpha).is_integer() else lora.alpha
     if config.method == "adalora":
         arrays, peft_config = _adalora_files(transformer, config, alpha, base.num_layers)
