@@ -40,7 +40,6 @@ tinymix after it; at inference dropout is off and both compute the same function
 import math
 from pathlib import Path
 
-from .. import adamix, peft
 from ..store import checkpoint
 from .peft_export import (CONFIG_FILE, HEAD_FILE, MINILM_NAME, _check_destination, check_minilm, load_deployed,
                           read_tinymix_adapter)
