@@ -23,6 +23,11 @@ def host(array):
     return np.asarray(backend.to_numpy(array), dtype=np.float64)
 
 
+def dev(array):
+    """A host array on the backend's device (what the building blocks below take; the operators take either)."""
+    return backend.from_numpy(np.asarray(array, dtype=np.float32))
+
+
 def rows(*values):
     return [np.array(v, dtype=np.float32) for v in values]
 
@@ -57,9 +62,9 @@ def test_ties_by_hand():
     tau = rows([1.5, -0.5, 0.25, -2, 1], [1, 4, -0.5, 0.25, 3], [-4, -3, 0.75, -0.25, 0.5])
     trimmed = np.stack([host(merging.trim(t, 0.6)) for t in tau]).astype(np.float32)
     assert trimmed.tolist() == [[1.5, 0, 0, -2, 1], [1, 4, 0, 0, 3], [-4, -3, 0.75, 0, 0]]
-    sign = merging.elect_sign(trimmed)
+    sign = merging.elect_sign(dev(trimmed))
     assert host(sign).tolist() == [-1, 1, 1, -1, 1]
-    assert host(merging.disjoint_mean(trimmed, sign)).tolist() == [-4, 4, 0.75, -2, 2]
+    assert host(merging.disjoint_mean(dev(trimmed), sign)).tolist() == [-4, 4, 0.75, -2, 2]
     assert host(merging.ties(tau, density=0.6)).tolist() == [-4, 4, 0.75, -2, 2]
     assert host(merging.ties(tau, 2.0, density=0.6)).tolist() == [-8, 8, 1.5, -4, 4]     # times lambda
     # per-task weights (as PEFT): the sign is elected unweighted, the agreeing entries are weighted
@@ -89,7 +94,7 @@ def test_pcb_on_a_3x4_example_by_hand():
     # 3. inter = tanh(tau_i * sum_j tau_j), sum_j tau_j = [0.9, 0.3, 0.4, 1.4] (the unclipped tau):
     #    row 1: tanh([.36, -.06, .04, 1.12]); row 2: tanh([.18, .12, -.04, .56]); row 3: tanh([.27, .03, .16, .28])
     inter = np.tanh([[0.36, -0.06, 0.04, 1.12], [0.18, 0.12, -0.04, 0.56], [0.27, 0.03, 0.16, 0.28]])
-    got_clipped, beta = merging.pcb_balance(tau)
+    got_clipped, beta = merging.pcb_balance(dev(tau))
     assert_close(got_clipped, clipped)
     assert_close(beta, intra * inter)
     # 4. drop with ratio 0.75: each row of beta clamped from below at its sorted value at int(4 * 0.25) = 1
@@ -101,7 +106,7 @@ def test_pcb_on_a_3x4_example_by_hand():
     w2 = (b[1, 1] - b[1, 0]) / (b[1, 3] - b[1, 0])          # about 0.215
     w3 = (b[2, 2] - b[2, 3]) / (b[2, 0] - b[2, 3])          # about 0.553
     weights = [[w1, 0, 0, 1], [0, w2, 0, 1], [1, 0, w3, 0]]
-    assert_close(merging.pcb_drop(beta, 0.75), weights)
+    assert_close(merging.pcb_drop(beta, 0.75), weights)               # beta: pcb_balance's, on the device
     # 5. merged = sum_i weight_i * clipped_i / sum_i weight_i, column by column:
     #    [(w1 .4 + 1 .3) / (w1 + 1), w2 .4 / w2, w3 .3 / w3, (.4 + .4) / 2] ~ [0.330, 0.4, 0.3, 0.4]
     expected = [(w1 * 0.4 + 0.3) / (w1 + 1), 0.4, 0.3, 0.4]
@@ -112,9 +117,9 @@ def test_pcb_on_a_3x4_example_by_hand():
 def test_pcb_drop_keeps_what_the_released_index_rule_keeps():
     beta = np.array([np.arange(20, dtype=np.float32)])        # 0, 1, ..., 19
     # ratio 0.1: threshold at sorted position int(20 * 0.9) = 18 -> only 19 is above it
-    assert host(merging.pcb_drop(beta, 0.1)).tolist() == [[0] * 19 + [1]]
+    assert host(merging.pcb_drop(dev(beta), 0.1)).tolist() == [[0] * 19 + [1]]
     # ratio 0.2: position int(16.0) = 16 -> 17, 18, 19 get (x - 16) / 3
-    assert_close(merging.pcb_drop(beta, 0.2), [[0] * 17 + [1 / 3, 2 / 3, 1]])
+    assert_close(merging.pcb_drop(dev(beta), 0.2), [[0] * 17 + [1 / 3, 2 / 3, 1]])
 
 
 def test_pcb_refuses_a_ratio_that_keeps_nothing_and_a_constant_row_is_0_not_nan():
