@@ -249,6 +249,7 @@ def test_the_neighbours_suite_on_e2e(tmp_path):
     assert rows["adalora", "lora"]["n"] == 2 and rows["adamix-lora", "prefix"]["n"] == 0
     text = (out / "neighbours.md").read_text()
     assert "| adalora | " in text and "No learning rate chosen yet" not in text
+    assert (out / "neighbours_bleu_vs_parameters.png").stat().st_size > 10_000
 
 
 def test_unipelt_is_judged_against_the_sub_module_best_on_validation_not_on_test():

@@ -47,16 +47,17 @@ def training_curve(losses, history, path, title="training", terms=None):
     return _save(figure, path)
 
 
-def accuracy_vs_parameters(rows, path):
-    """Test accuracy (mean +- std over seeds) against inference-time trainable parameters, log x
-    (like Fig. 1 of the AdaMix paper). rows: dicts with name, merged_parameters, mean, std."""
+def accuracy_vs_parameters(rows, path, ylabel="test accuracy"):
+    """Test accuracy (or another score: ylabel) as mean +- std over seeds, against inference-time
+    trainable parameters, log x (like Fig. 1 of the AdaMix paper). rows: dicts with name,
+    merged_parameters, mean, std."""
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     for i, row in enumerate(rows):
         axes.errorbar(row["merged_parameters"], row["mean"], yerr=row["std"], fmt="o", capsize=3,
                       color=f"C{i % 10}", label=row["name"])
     axes.set_xscale("log")
-    axes.set(xlabel="trainable parameters at inference (log scale)", ylabel="test accuracy",
-             title="accuracy vs. inference-time parameters")
+    axes.set(xlabel="trainable parameters at inference (log scale)", ylabel=ylabel,
+             title=f"{ylabel} vs. inference-time parameters")
     axes.legend(fontsize=8, loc="lower right")
     return _save(figure, path)
 

@@ -179,3 +179,8 @@ def compare_e2e(args, base):
     checkpoint.save_json(out / "neighbours.json", {"config": asdict(base), "chosen": chosen, "claims": judged,
                                                    "seeds": args.seeds, "tuning_seeds": args.tuning_seeds})
     print(text)
+    rows = [{"name": arm.name, "merged_parameters": next(iter(runs[arm.name].values()))["merged_parameters"],
+             **dict(zip(("mean", "std"), stats.mean_std(r["bleu"] for r in runs[arm.name].values())))}
+            for arm in chosen_arms if runs.get(arm.name)]
+    if rows:
+        plots.accuracy_vs_parameters(rows, out / "neighbours_bleu_vs_parameters.png", "test BLEU")
