@@ -30,12 +30,27 @@ def test_a_known_paired_t_test():
     assert stats.p_value(interval) == pytest.approx(0.5185, abs=1e-4)
 
 
-def test_equivalence_p_matches_the_interval_inside_the_margin():
+def test_equivalence_p_matches_the_interval_inside_or_wholly_outside_the_margin():
+    """p < 0.05 exactly when the interval decides the claim: inside the margin (held) or wholly outside
+    it (refuted); an interval across a margin's edge decides nothing."""
     for differences, margin in (([0.1, -0.2, 0.05, 0.0, 0.1], 1.0), ([0.1, -0.2, 0.05, 0.0, 0.1], 0.2),
-                                ([2.0, 2.5, 1.5, 2.2, 1.8], 1.0), ([0.6, 0.9, 0.2, 1.1, 0.4], 1.0)):
+                                ([2.0, 2.5, 1.5, 2.2, 1.8], 1.0), ([0.6, 0.9, 0.2, 1.1, 0.4], 1.0),
+                                ([-2.0, -2.5, -1.5, -2.2, -1.8], 1.0)):
         interval = stats.paired_difference(dict(enumerate(differences)), dict.fromkeys(range(5), 0.0))
         inside = -margin < interval["low"] and interval["high"] < margin
-        assert (stats.p_value(interval, "equivalent", margin) < 0.05) == inside
+        outside = interval["high"] < -margin or interval["low"] > margin
+        assert stats.verdict(interval, "equivalent", margin) == ("held" if inside else "refuted" if outside
+                                                                 else "inconclusive")
+        assert (stats.p_value(interval, "equivalent", margin) < 0.05) == (inside or outside)
+
+
+def test_a_refuted_equivalence_can_stand_after_holm():
+    """An 'about equal' claim whose interval lies far outside its margin is refuted, and its p-value
+    (of 'the difference is within the margin') is small enough to survive the family's correction."""
+    far = stats.paired_difference(dict(enumerate([-5.9, -6.4, -5.1, -7.0, -5.0])), dict.fromkeys(range(5), 0.0))
+    near = stats.paired_difference(dict(enumerate([0.3, -0.8, 0.5, -0.2, 1.0])), dict.fromkeys(range(5), 0.0))
+    judged = stats.verdicts([(far, "equivalent", 1.0), (near, "greater", 0.0), (near, "greater", 0.0)])
+    assert judged[0]["raw"] == "refuted" and judged[0]["verdict"] == "refuted" and judged[0]["p_holm"] < 0.05
 
 
 def test_holm_on_a_known_table():

@@ -108,21 +108,25 @@ def incomplete_beta(x, a, b):
 def p_value(interval, kind="greater", margin=0.0):
     """The two-sided p-value that matches the 95% interval's verdict: for "greater" claims, of the
     paired t-test of 'no difference' (p < 0.05 exactly when the interval excludes 0); for "equivalent"
-    claims, of equivalence within +-margin (two one-sided tests, p < 0.05 exactly when the interval
-    lies inside the margin). None without an interval."""
+    claims, whichever way the interval decides: equivalence within +-margin (two one-sided tests, p < 0.05
+    exactly when the interval lies inside the margin: held), or a difference beyond the margin (the t-test
+    of 'the difference is within the margin', p < 0.05 exactly when the interval lies wholly outside it:
+    refuted). Both cannot be below 0.05 at once. None without an interval."""
     d = interval.get("differences") or []
     if len(d) < 2:
         return None
     n, mean, sd = len(d), statistics.mean(d), statistics.stdev(d)
     if sd == 0:
-        return 0.0 if (mean != 0 if kind == "greater" else abs(mean) < margin) else 1.0
+        return 0.0 if (mean != 0 if kind == "greater" else abs(mean) != margin) else 1.0
     se = sd / math.sqrt(n)
     if kind == "greater":
         return min(1.0, 2.0 * t_tail(abs(mean) / se, n - 1))
     if kind == "equivalent":
         above_low = t_tail((mean + margin) / se, n - 1)          # p of "the difference is <= -margin"
         below_high = t_tail((margin - mean) / se, n - 1)         # p of "the difference is >= +margin"
-        return min(1.0, 2.0 * max(above_low, below_high))
+        equivalent = 2.0 * max(above_low, below_high)
+        beyond = 2.0 * t_tail((abs(mean) - margin) / se, n - 1)  # p of "the difference is within the margin"
+        return min(1.0, equivalent, beyond)
     raise ValueError(f"unknown kind of claim {kind!r}")
 
 
