@@ -4,6 +4,9 @@ or its biases), so there is no adapter to ship apart from them: the model itself
 
     export_transformers("runs/full/merged", "runs/full/bert")   # python3 -m tinymix export ... --format transformers
 
+The tiny GPT (a checkpoint folder, or an e2e run's merged/) goes out as a GPT2LMHeadModel instead:
+export_transformers hands it to gpt_export.export_gpt.
+
 The folder: MiniLM's config.json (BertModel, unchanged: the architecture is MiniLM's), model.safetensors
 with every weight under transformers' BERT names (MiniLM's weights, the trained ones put in their place;
 the pooler, which tinymix never uses or trains, as MiniLM has it), MiniLM's tokenizer files, head.safetensors
@@ -15,6 +18,7 @@ from pathlib import Path
 
 from .. import pretrained
 from ..store import assets, checkpoint
+from . import gpt_export
 from .peft_export import HEAD_FILE, MINILM_NAME, check_minilm, read_tinymix_adapter
 
 MODEL_FILE, CONFIG_JSON = "model.safetensors", "config.json"
@@ -58,9 +62,11 @@ def _refuse_unless_whole_model(config, folder):
 
 
 def export_transformers(adapter_folder, out_folder, say=print):
-    """Write a saved full fine-tuning / BitFit of MiniLM as a transformers BertModel folder. Returns
-    {file name: size in bytes}."""
+    """Write a saved full fine-tuning / BitFit of MiniLM as a transformers BertModel folder (the tiny GPT,
+    or a run fine-tuned from it: a GPT2LMHeadModel folder, gpt_export.py). Returns {file name: size in bytes}."""
     folder, out = Path(adapter_folder), Path(out_folder)
+    if gpt_export.is_gpt_checkpoint(folder) or gpt_export.is_gpt_adapter(folder):
+        return gpt_export.export_gpt(folder, out, say=say)
     saved, config = read_tinymix_adapter(folder)
     _refuse_unless_whole_model(config, folder)
     check_minilm(saved, folder, "transformers")
