@@ -278,6 +278,12 @@ def export_command(args):
     --format transformers full fine-tuning / BitFit as a whole BertModel folder, and the tiny GPT (or an e2e
     run fine-tuned from it) as a GPT2LMHeadModel folder."""
     from ..export import gpt_export
+    if args.adapter == "minilm-l6" and not Path(args.adapter).exists():
+        if args.format != "transformers":
+            raise ValueError("minilm-l6 is the base model, not an adapter: it goes out whole, as a transformers "
+                             "BertModel, with --format transformers")
+        from ..export import transformers_export
+        return transformers_export.export_minilm(args.out)
     if gpt_export.is_gpt_checkpoint(args.adapter):
         if args.format != "transformers":
             raise ValueError(f"{args.adapter} is a tiny GPT checkpoint, not an adapter: it goes out whole, as a "

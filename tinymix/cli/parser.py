@@ -54,7 +54,8 @@ def build_parser(description=""):
     p.add_argument("adapter", help="an adapter folder of a run: its merged/ or best/ (e.g. runs/lora/merged); "
                    "--format peft: a LoRA, AdaMix-LoRA or AdaLoRA run, --format adapterhub: an adapter (any "
                    "placement) or AdaMix-adapter run, --format transformers: a full or bitfit run, a tiny GPT "
-                   "checkpoint folder (data/tiny_gpt) or the merged/ of a --task e2e run")
+                   "checkpoint folder (data/tiny_gpt), the merged/ of a --task e2e run, or minilm-l6 (MiniLM itself: the "
+                   "base model the PEFT and AdapterHub folders load onto, as a local folder)")
     p.add_argument("--format", choices=["peft", "adapterhub", "transformers"], default="peft", help="peft: Hugging "
                    "Face PEFT's folder; adapterhub: AdapterHub's bottleneck-adapter folder, weights in safetensors "
                    "(load it with use_safetensors=True); transformers: a BertModel folder for "
