@@ -36,7 +36,7 @@ RATES = {"full": 3e-3, "ft-top2": 3e-3}          # others: 3e-2, so that a few s
 
 def tinymix_logits(model, ids):
     with no_grad():
-        return backend.to_numpy(model(np.array([ids])).data)[0]
+        return backend.to_numpy(model(backend.from_numpy(np.array([ids]))).data)[0]
 
 
 def gpt2_logits(folder, ids):

@@ -84,9 +84,18 @@ def is_gpt_adapter(folder):
 
 # ---- the names and the arrays ---------------------------------------------------------------------------
 
-def gpt2_config(config):
+def special_ids(tokenizer, config):
+    """(pad id, end id) of the tiny GPT's tokenizer, or a refusal of one without them."""
+    pad, end = (tokenizer.tokenizer.token_to_id(token) for token in (PAD, END))
+    if pad is None or end is None or pad != config.pad_token_id:
+        raise ValueError(f"the tokenizer has no {PAD} (the model's pad id {config.pad_token_id}) and {END} tokens, "
+                         "which pretrain-gpt's tokenizer has: it is not the tiny GPT's")
+    return pad, end
+
+
+def gpt2_config(config, tokenizer):
     """GPT2Config's fields for a tinymix decoder's TransformerConfig (see the module docstring)."""
-    end = 1 if config.pad_token_id == 0 else None
+    pad, end = special_ids(tokenizer, config)
     return {"architectures": [ARCHITECTURE], "model_type": "gpt2",
             "vocab_size": config.vocab_size, "n_positions": config.max_positions, "n_embd": config.hidden_size,
             "n_layer": config.num_layers, "n_head": config.num_heads, "n_inner": config.intermediate_size,
@@ -95,7 +104,7 @@ def gpt2_config(config):
             "embd_pdrop": config.dropout, "attn_pdrop": config.dropout, "initializer_range": 0.02,
             "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
             "reorder_and_upcast_attn": False, "add_cross_attention": False, "tie_word_embeddings": True,
-            "use_cache": True, "bos_token_id": end, "eos_token_id": end, "pad_token_id": config.pad_token_id}
+            "use_cache": True, "bos_token_id": end, "eos_token_id": end, "pad_token_id": pad}
 
 
 def _plain(module, kind, where):
@@ -159,8 +168,8 @@ def tokenizer_config(config):
 def _refuse_unfoldable(config, folder):
     """A clear refusal of a method whose deployed model keeps a module GPT-2 has no place for."""
     method = config.method
-    if method == "adamix" and config.module == "lora" or method in FOLDED and method != "adamix":
-        return
+    if method == "adamix" and config.module == "lora" or method != "adamix" and method in FOLDED:
+        return                                                   # an AdaMix-LoRA folds; an AdaMix-adapter does not
     if method in ("adapter", "adamix"):
         raise ValueError(f"{folder} holds bottleneck adapters (h + up(gelu(down(h))) inside every block): a small "
                          "network with a nonlinearity between its two projections, which no weight of GPT-2 can "
@@ -241,7 +250,7 @@ def export_gpt(source, out_folder, say=print):
             raise ValueError(f"{out} already holds a model ({out / name}); writing there would replace it: choose "
                              "a new or empty folder, or delete that one first")
     weights = gpt2_weights(transformer)
-    hf_config = gpt2_config(transformer.config)
+    hf_config = gpt2_config(transformer.config, tokenizer)
     checkpoint.save_arrays(out / MODEL_FILE, weights, metadata={"format": "pt"})
     checkpoint.save_json(out / CONFIG_JSON, hf_config)
     files.atomic_write(out / TOKENIZER_JSON, (made[2] / TOKENIZER_JSON).read_bytes())     # the checkpoint's own
