@@ -189,3 +189,10 @@ check("17.3", answer)
 # `read_peft` (every check before any weight is read), `load_adapter` (a PEFT or a tinymix folder);
 # `tinymix/peft.py` — `merge`; `tinymix/adamix.py` — `merge_experts`. On the command line: `python3 -m tinymix
 # export runs/x/merged --format peft --out DIR` and `python3 -m tinymix import-peft DIR --out runs/y`.
+#
+# Other methods leave by other doors (README.md, "Take it elsewhere"). Bottleneck adapters and
+# AdaMix-adapters go to AdapterHub: `python3 -m tinymix export runs/x/merged --format adapterhub --out DIR`.
+# A model whose own weights changed goes whole to transformers: a fully fine-tuned or BitFit MiniLM as a
+# BertModel (`python3 -m tinymix export runs/x/merged --format transformers --out DIR`), and the tiny GPT as a
+# GPT2LMHeadModel with its tokenizer (`python3 -m tinymix export data/tiny_gpt --format transformers --out
+# DIR`; an e2e run's merged/ the same way, its LoRA folded into the weights).

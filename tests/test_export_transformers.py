@@ -167,3 +167,19 @@ def test_automodel_loads_the_folder_and_gives_tinymix_embeddings(method, runs, m
           f"embeddings by up to {moved:.2e}")
     assert moved > 1e-1
     np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-4)
+
+
+def test_minilm_itself_goes_out_as_its_own_files(tmp_path, capsys):
+    """export minilm-l6: MiniLM's files from its pinned wheel, unchanged (the base PEFT and AdapterHub
+    folders load onto, offline); never over a model, and only as --format transformers."""
+    cli.main(["export", "minilm-l6", "--format", "transformers", "--out", str(tmp_path / "minilm")])
+    assert "the base model for the PEFT and AdapterHub exports" in capsys.readouterr().out
+    where = pretrained._MINILM_DIR
+    for name in ("model.safetensors", "config.json", *tx.TOKENIZER_FILES):
+        assert (tmp_path / "minilm" / name).read_bytes() == assets.read_member("minilm", where + name), name
+    assert "BertModel.from_pretrained" in (tmp_path / "minilm" / "README.md").read_text()
+    with pytest.raises(SystemExit, match=r"^error: .*already holds a model"):
+        cli.main(["export", "minilm-l6", "--format", "transformers", "--out", str(tmp_path / "minilm")])
+    with pytest.raises(SystemExit, match=r"^error: minilm-l6 is the base model, not an adapter"):
+        cli.main(["export", "minilm-l6", "--out", str(tmp_path / "peft")])
+    assert not (tmp_path / "peft").exists()

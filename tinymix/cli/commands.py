@@ -275,8 +275,25 @@ def check_adapter_folder(folder):
 def export_command(args):
     """Write a saved LoRA / AdaMix-LoRA adapter as a Hugging Face PEFT LoRA folder, an AdaLoRA as PEFT's AdaLoRA;
     with --format adapterhub an adapter / AdaMix-adapter as AdapterHub's bottleneck-adapter folder; with
-    --format transformers full fine-tuning / BitFit as a whole BertModel folder."""
+    --format transformers full fine-tuning / BitFit as a whole BertModel folder, and the tiny GPT (or an e2e
+    run fine-tuned from it) as a GPT2LMHeadModel folder."""
+    from ..export import gpt_export
+    if args.adapter == "minilm-l6" and not Path(args.adapter).exists():
+        if args.format != "transformers":
+            raise ValueError("minilm-l6 is the base model, not an adapter: it goes out whole, as a transformers "
+                             "BertModel, with --format transformers")
+        from ..export import transformers_export
+        return transformers_export.export_minilm(args.out)
+    if gpt_export.is_gpt_checkpoint(args.adapter):
+        if args.format != "transformers":
+            raise ValueError(f"{args.adapter} is a tiny GPT checkpoint, not an adapter: it goes out whole, as a "
+                             "transformers GPT2LMHeadModel, with --format transformers")
+        return gpt_export.export_gpt(args.adapter, args.out)
     check_adapter_folder(Path(args.adapter))
+    if gpt_export.is_gpt_adapter(args.adapter) and args.format != "transformers":
+        raise ValueError(f"{args.adapter} was trained on the tiny GPT (a decoder); --format {args.format} writes "
+                         "adapters for all-MiniLM-L6-v2. A tiny GPT run goes out whole, as a transformers "
+                         "GPT2LMHeadModel: --format transformers")
     if args.format == "adapterhub":
         from ..export import adapterhub_export
         return adapterhub_export.export_adapterhub(args.adapter, args.out)

@@ -49,14 +49,18 @@ def build_parser(description=""):
     p = commands_.add_parser("export", help="write a LoRA or AdaMix-LoRA adapter as a Hugging Face PEFT LoRA "
                              "folder (an AdaMix mixture is merged first), an AdaLoRA as a PEFT AdaLoRA folder; "
                              "with --format adapterhub an adapter or AdaMix-adapter as an AdapterHub adapter folder, "
-                             "with --format transformers full fine-tuning or BitFit as a whole BertModel folder")
+                             "with --format transformers full fine-tuning or BitFit as a whole BertModel folder, "
+                             "and the tiny GPT (data/tiny_gpt, or an e2e run's merged/) as a GPT2LMHeadModel folder")
     p.add_argument("adapter", help="an adapter folder of a run: its merged/ or best/ (e.g. runs/lora/merged); "
                    "--format peft: a LoRA, AdaMix-LoRA or AdaLoRA run, --format adapterhub: an adapter (any "
-                   "placement) or AdaMix-adapter run, --format transformers: a full or bitfit run")
+                   "placement) or AdaMix-adapter run, --format transformers: a full or bitfit run, a tiny GPT "
+                   "checkpoint folder (data/tiny_gpt), the merged/ of a --task e2e run, or minilm-l6 (MiniLM itself: the "
+                   "base model the PEFT and AdapterHub folders load onto, as a local folder)")
     p.add_argument("--format", choices=["peft", "adapterhub", "transformers"], default="peft", help="peft: Hugging "
                    "Face PEFT's folder; adapterhub: AdapterHub's bottleneck-adapter folder, weights in safetensors "
                    "(load it with use_safetensors=True); transformers: a BertModel folder for "
-                   "AutoModel.from_pretrained (default: peft)")
+                   "AutoModel.from_pretrained, for the tiny GPT a GPT2LMHeadModel folder for "
+                   "AutoModelForCausalLM.from_pretrained (default: peft)")
     p.add_argument("--out", required=True, help="the folder to write")
     p.set_defaults(run=commands.export_command)
 

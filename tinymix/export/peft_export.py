@@ -142,6 +142,10 @@ def check_minilm(saved, folder, format_name):
     base = minilm_config()
     minilm = vars(base)
     differing = {k: (v, minilm.get(k)) for k, v in saved.get("transformer", {}).items() if minilm.get(k) != v}
+    if saved.get("transformer", {}).get("kind") == "decoder":
+        raise ValueError(f"{folder} was trained on the tiny GPT (a decoder), not on all-MiniLM-L6-v2; the "
+                         f"{format_name} export names MiniLM as its base model. A tiny GPT run goes out whole, "
+                         "as a transformers GPT2LMHeadModel: --format transformers")
     if differing or not saved.get("transformer"):
         raise ValueError(f"{folder} was trained on another base model than all-MiniLM-L6-v2 (differing fields, "
                          f"adapter vs MiniLM: {differing}); the {format_name} export names MiniLM as its base "

