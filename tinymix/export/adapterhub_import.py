@@ -16,7 +16,7 @@ from ..backend import from_numpy
 from ..store import checkpoint
 from .adapterhub_export import PICKLE_FILE, PLACEMENTS, PLAIN, WEIGHTS_FILE, down_size, weight_names
 from .peft_export import CONFIG_FILE, HEAD_FILE, MINILM_NAME, _check_destination, _skeleton, minilm_config
-from .peft_import import _check_tensors, _header, _read_float32
+from .peft_import import _check_tensors, _header, _read_float32, with_head
 
 # BnConfig fields accepted at any value, as they do not change what a trained adapter computes at inference:
 # dropout and stochastic_depth act in training only, init_weights and init_weights_seed only draw the starting
@@ -176,25 +176,11 @@ def load_into(model, folder):
 
 
 def _load(model, config, arrays, head, folder):
-    classifier = getattr(model, "classifier", None)
-    if classifier is not None and head is None:
-        raise ValueError(f"{folder} has no {HEAD_FILE}, and this model has a classifier: load the adapter into "
-                         "the Transformer alone (model.transformer), or add the head file")
-    if classifier is not None and tuple(head["classifier.weight"].shape) != classifier.weight.shape:
-        raise ValueError(f"{folder / HEAD_FILE} has {head['classifier.weight'].shape[0]} classes, the model "
-                         f"{classifier.weight.shape[0]}")
-    if getattr(model, "peft_config", None) is None:
-        peft.get_peft_model(model, config)
-    elif peft.config_to_dict(model.peft_config) != peft.config_to_dict(config):
-        raise ValueError(f"{folder} is an adapter with {peft.config_to_dict(config)}, but the model has "
-                         f"{peft.config_to_dict(model.peft_config)}")
+    with_head(model, config, head, folder, "an adapter")
     transformer = peft._transformer(model)
     for (i, slot, ours), array in arrays.items():
         side, what = ours.split(".")
         getattr(getattr(getattr(transformer.layers[i], slot), side), what).data = from_numpy(array)
-    if classifier is not None:
-        classifier.weight.data = from_numpy(head["classifier.weight"])
-        classifier.bias.data = from_numpy(head["classifier.bias"])
     peft.merge(model)              # nothing to collapse: it marks the model as deployed, one adapter per site
     return model
 

@@ -252,25 +252,31 @@ def load_into(model, folder):
 
 
 def _load(model, config, arrays, head, folder):
+    with_head(model, config, head, folder, "a LoRA")
+    for name, layer in _lora_layers(peft._transformer(model), config.target_modules):
+        layer.lora_A.weight.data = from_numpy(arrays[f"{name}.lora_A.weight"])
+        layer.lora_B.weight.data = from_numpy(arrays[f"{name}.lora_B.weight"])
+    return model
+
+
+def with_head(model, config, head, folder, what):
+    """Before an imported folder's weights go in: its head must fit the model's classifier (which then
+    takes it), and a model without PEFT modules gets `config` injected (one with them must have it)."""
     classifier = getattr(model, "classifier", None)
     if classifier is not None and head is None:
-        raise ValueError(f"{folder} has no {HEAD_FILE}, and this model has a classifier: load the LoRA into "
-                         "the Transformer alone (model.transformer), or add the head file")
+        raise ValueError(f"{folder} has no {HEAD_FILE}, and this model has a classifier: load the "
+                         f"{what.split()[-1]} into the Transformer alone (model.transformer), or add the head file")
     if classifier is not None and tuple(head["classifier.weight"].shape) != classifier.weight.shape:
         raise ValueError(f"{folder / HEAD_FILE} has {head['classifier.weight'].shape[0]} classes, the model "
                          f"{classifier.weight.shape[0]}")
     if getattr(model, "peft_config", None) is None:
         peft.get_peft_model(model, config)
     elif peft.config_to_dict(model.peft_config) != peft.config_to_dict(config):
-        raise ValueError(f"{folder} is a LoRA with {peft.config_to_dict(config)}, but the model has "
+        raise ValueError(f"{folder} is {what} with {peft.config_to_dict(config)}, but the model has "
                          f"{peft.config_to_dict(model.peft_config)}")
-    for name, layer in _lora_layers(peft._transformer(model), config.target_modules):
-        layer.lora_A.weight.data = from_numpy(arrays[f"{name}.lora_A.weight"])
-        layer.lora_B.weight.data = from_numpy(arrays[f"{name}.lora_B.weight"])
     if classifier is not None:
         classifier.weight.data = from_numpy(head["classifier.weight"])
         classifier.bias.data = from_numpy(head["classifier.bias"])
-    return model
 
 
 def import_peft(peft_folder, out_folder, say=print):
