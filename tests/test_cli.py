@@ -11,10 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tinymix.store import assets, checkpoint, files
-from tinymix import cli, functional
+import tinymix
+from tinymix import backend, cli, functional
 from tinymix.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -477,3 +479,20 @@ def test_eval_inference_random_on_a_method_without_experts_says_there_are_none(t
         code, _, err = run_cli(["eval", str(out / folder), "--inference", "random", "--split",
                                 str(task / "test.tsv")], capsys)
         assert code == 1 and "holds no mixture of experts (method 'lora')" in one_error_line(err), err
+
+
+def test_eval_of_a_random_tiny_run_scores_it_on_the_backbone_it_trained_on(tmp_path, task, capsys, monkeypatch):
+    """random-tiny's frozen weights are drawn when it loads: eval seeds as the run did (its config.json),
+    so a run of seed 3 is evaluated on the very backbone it trained on, whatever ran before."""
+    from tinymix import train as training
+    run = tmp_path / "run"
+    trained = training.train(TrainConfig(task=str(task), model="random-tiny", epochs=1, batch_size=8, seed=3,
+                                         progress=False, out=str(run)))["model"]
+    seen = []
+    real = training.evaluate
+    monkeypatch.setattr(training, "evaluate", lambda model, *a, **k: seen.append(model) or real(model, *a, **k))
+    tinymix.manual_seed(99)                                       # whatever ran before
+    code, _, err = run_cli(["eval", str(run / "merged"), "--split", str(task / "test.tsv")], capsys)
+    assert code == 0, err
+    frozen = lambda model: backend.to_numpy(model.transformer.layers[0].intermediate.weight.data)
+    np.testing.assert_array_equal(frozen(seen[0]), frozen(trained))

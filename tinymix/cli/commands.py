@@ -175,23 +175,28 @@ def e2e_train_command(args):
     print(saved_line(result["config"]["out"], "merged/ (the deployed adapter), results.json, losses.json"))
 
 
-def trained_on(folder):
-    """The backbone a run's adapter folder (RUN/merged, RUN/best) was trained on: the run's config.json
-    says, or for a folder written by `merge`, its merge.json; "minilm-l6" for a folder outside a run."""
+def run_setting(folder, key, default, kind):
+    """A setting of the run an adapter folder (RUN/merged, RUN/best) belongs to: the run's config.json
+    says, or for a folder written by `merge`, its merge.json; `default` for a folder outside a run."""
     from ..store import checkpoint
     for saved in (Path(folder).parent / "config.json", Path(folder) / "merge.json"):
         try:
-            model = checkpoint.load_json(saved).get("model") if saved.is_file() else None
+            value = checkpoint.load_json(saved).get(key) if saved.is_file() else None
         except (ValueError, AttributeError):
-            model = None
-        if isinstance(model, str) and model:
-            return model
-    return "minilm-l6"
+            value = None
+        if isinstance(value, kind) and not isinstance(value, bool) and value != "":
+            return value
+    return default
+
+
+def trained_on(folder):
+    """The backbone a run's adapter folder was trained on ("minilm-l6" for a folder outside a run)."""
+    return run_setting(folder, "model", "minilm-l6", str)
 
 
 def eval_command(args):
     """Evaluate a saved adapter folder on a split of the movie reviews, an out-of-domain set or a TSV."""
-    from .. import adamix, data
+    from .. import adamix, backend, data
     from ..export import peft_import
     from ..store import checkpoint
     from ..pretrained import load_pretrained
@@ -232,6 +237,9 @@ def eval_command(args):
         raise ValueError(f"{args.split} has labels {unknown[:5]} that this adapter cannot predict (its classes are "
                          f"0..{num_labels - 1})")
     model_name = args.model or trained_on(folder)
+    # the run's seed, as train set it before building the model: random-tiny's frozen weights are drawn
+    # when it loads, so only the same seed gives the backbone the adapter was trained on
+    backend.manual_seed(run_setting(folder, "seed", 0, int))
     backbone, tokenizer = load_pretrained(model_name, max_length=args.max_length)
     check_range("max_length", args.max_length, 3, backbone.config.max_positions, integer=True,
                 why=f"{model_name} has {backbone.config.max_positions} positions")
