@@ -15,7 +15,9 @@ import pytest
 
 import tinymix
 from tinymix import backend
-from tinymix.neighbours import prefix
+from tinymix.export.adapterhub_export import PLACEMENTS
+from tinymix.nn import Module
+from tinymix.neighbours import phm, prefix
 from tinymix.tensor import no_grad
 
 pytestmark = pytest.mark.numerics
@@ -145,3 +147,147 @@ def test_adapterhub_prefix_tuning_is_tinymixs_with_unshifted_positions(hub):
     np.testing.assert_allclose(flat.detach().numpy(), backend.to_numpy(e.table.data).reshape(-1), rtol=0, atol=1e-5)
     worst, _ = report("prefix tuning, deployed", hub.embeddings(bert), hub.ours(minilm), plain)
     assert worst < SAME
+
+
+# ---- the PHM adapter (MixPHM's; Compacter's layers) ------------------------------------------------------
+
+def phm_config(hub, **changes):
+    """tinymix's PHM adapter as AdapterHub's BnConfig: the "ffn" placement (as the bottleneck export writes
+    it: on the FFN's output, before the residual add and the LayerNorm), PHM layers with one shared rule,
+    factorised W of rank 8, n 4, bottleneck 384 / 12, GELU's tanh form, scaling 1."""
+    fields = dict(PLACEMENTS["ffn"], reduction_factor=12, non_linearity="gelu_new", phm_layer=True, phm_dim=4,
+                  phm_rank=8, factorized_phm_W=True, shared_W_phm=False, shared_phm_rule=True,
+                  factorized_phm_rule=False, learn_phm=True, phm_bias=True, phm_c_init="normal",
+                  phm_init_range=0.01, scaling=1.0, dropout=0.5)
+    return hub.adapters.BnConfig(**{**fields, **changes})
+
+
+def trained_phm(hub, config):
+    """MiniLM with tinymix's PHM adapter of `config`, every trainable number redrawn (the rules large
+    enough for the adapter to matter; MixPHM's experts each their own)."""
+    minilm, _ = hub.load_minilm()
+    tinymix.manual_seed(0)
+    phm.inject(minilm, config)
+    draw(minilm, lambda name: 0.1 if name.endswith("phm_rule") else 0.05 if name.endswith("bias") else 0.3)
+    return minilm
+
+
+def copy_phm_adapter(hub, hub_adapter, ours):
+    """One adapter's PHM layers: W_left (n, in/n, k), W_right (n, k, out/n) and the bias, as they are."""
+    for theirs, layer in ((hub_adapter.adapter_down[0], ours.down), (hub_adapter.adapter_up, ours.up)):
+        assert isinstance(layer, phm.PHMLinear)
+        hub.put(theirs.W_left, layer.W_left)
+        hub.put(theirs.W_right, layer.W_right)
+        hub.put(theirs.b, layer.bias)
+
+
+def copy_phm(hub, bert, name, minilm):
+    hub.put(bert.shared_parameters[name]["phm_rule"], minilm.phm_rule)       # (n, n, n): A_s = rule[s]
+    for i, block in enumerate(minilm.layers):
+        copy_phm_adapter(hub, bert.encoder.layer[i].output.adapters[name], block.ffn_adapter)
+
+
+@pytest.mark.parametrize("method", ["phm", "mixphm merged"])
+def test_adapterhubs_phm_layers_compute_tinymixs_phm_adapter(hub, method):
+    """H = sum_s A_s (x) W_s, W_s = L_s R_s: AdapterHub's PHMLayer (kronecker_product(rule, W).sum(0))
+    and tinymix's PHMLinear index H alike, so the weights go across as they are. A MixPHM merged the
+    official way (its experts' factors averaged) is one such PHM adapter."""
+    if method == "phm":
+        minilm = trained_phm(hub, phm.PHMAdapterConfig())
+    else:
+        minilm = phm.merge(trained_phm(hub, phm.MixPHMConfig()), how="factors")
+    bert = hub.bert("phm", phm_config(hub))
+    copy_phm(hub, bert, "phm", minilm)
+    worst, moved = report(f"PHM adapter ({method})", hub.embeddings(bert), hub.ours(minilm), hub.plain())
+    assert moved > MOVED and worst < SAME
+
+
+class AroundTheOutputNorm(Module):
+    """AdapterHub's seq_bn placement (its Pfeiffer adapter, Compacter++'s) given tinymix's adapter: with z
+    the input of the layer's output LayerNorm, y = LN(z); LN(z + u(y)), u the adapter's update."""
+
+    def __init__(self, norm, adapter):
+        self.norm, self.adapter = norm, adapter
+
+    def forward(self, z):
+        y = self.norm(z)
+        return self.norm(z + (self.adapter(y) - y))
+
+
+def test_adapterhubs_compacter_is_tinymixs_phm_adapter_plus_one_on_the_attention_output(hub):
+    """CompacterConfig is the Houlsby placement (double_seq_bn): a PHM adapter after the attention's
+    output too. With tinymix's adapters after the FFN and AdapterHub's own on the attention side, the two
+    differ; give tinymix the same attention-side adapters (the same rule) and they are the same function."""
+    minilm = trained_phm(hub, phm.PHMAdapterConfig())
+    config = hub.adapters.CompacterConfig(phm_dim=4, phm_rank=8, reduction_factor=12, non_linearity="gelu_new",
+                                          phm_init_range=0.01)
+    assert config.mh_adapter and config.output_adapter and not config.original_ln_before
+    bert = hub.bert("compacter", config)
+    copy_phm(hub, bert, "compacter", minilm)
+    plain, theirs = hub.plain(), hub.embeddings(bert)
+    off = float(np.abs(theirs - hub.ours(minilm)).max())
+    print(f"AdapterHub Compacter, its attention-side adapters as it initialised them: off by up to {off:.2e}")
+    assert off > 1e-2
+    for i, block in enumerate(minilm.layers):
+        ffn = block.ffn_adapter
+        down, up = phm.PHMLinear(384, 32, minilm.phm_rule, 8), phm.PHMLinear(32, 384, minilm.phm_rule, 8)
+        block.attention_adapter = phm.PHMAdapter(down, up, ffn.dropout.p, ffn.scale)
+        draw(block.attention_adapter, lambda name: 0.05 if name.endswith("bias") else 0.3)
+        copy_phm_adapter(hub, bert.encoder.layer[i].attention.output.adapters["compacter"], block.attention_adapter)
+    worst, moved = report("Compacter (tinymix with adapters after both sublayers)", hub.embeddings(bert),
+                          hub.ours(minilm), plain)
+    assert moved > MOVED and worst < SAME
+
+
+def test_adapterhubs_compacter_plus_plus_reads_the_layers_output_inside_its_layer_norm(hub):
+    """CompacterPlusPlusConfig is the seq_bn placement: out = LN(z + u(LN(z))), z = x' + FFN(x'). tinymix's
+    PHM adapter sits on the FFN's output, before the residual add: another function; moved into that
+    placement (the same weights), it computes Compacter++."""
+    minilm = trained_phm(hub, phm.PHMAdapterConfig())
+    config = hub.adapters.CompacterPlusPlusConfig(phm_dim=4, phm_rank=8, reduction_factor=12,
+                                                  non_linearity="gelu_new", phm_init_range=0.01)
+    assert config.original_ln_before and config.original_ln_after and config.residual_before_ln is True
+    bert = hub.bert("compacter++", config)
+    copy_phm(hub, bert, "compacter++", minilm)
+    plain, theirs = hub.plain(), hub.embeddings(bert)
+    off = float(np.abs(theirs - hub.ours(minilm)).max())
+    print(f"AdapterHub Compacter++ against tinymix's placement: off by up to {off:.2e}")
+    assert off > 1e-2
+    for block in minilm.layers:
+        block.output_norm, block.ffn_adapter = AroundTheOutputNorm(block.output_norm, block.ffn_adapter), None
+    worst, moved = report("Compacter++ (tinymix's adapter in seq_bn's placement)", theirs, hub.ours(minilm), plain)
+    assert moved > MOVED and worst < SAME
+
+
+def test_adapterhubs_compacter_defaults_and_initialisation_are_not_mixphms(hub):
+    """Beyond the placement, AdapterHub's Compacter defaults are not the MixPHM script's: bottleneck hidden / 32
+    (12), rank 1 (8), the exact GELU (its tanh form), rules N(0, 1e-4) (N(0, 0.01)). The GELU changes the
+    function: with everything else tinymix's, "gelu" is off where "gelu_new" is not. And AdapterHub draws
+    every W slice from Glorot's NORMAL distribution with gain 1 whatever hypercomplex_nonlinearity says (its
+    init_W tests the string's truth first, so "glorot-uniform" never reaches its own branch); MixPHM's code
+    draws Glorot-uniform with gain sqrt(2), whose bound no draw of AdapterHub's needs to respect."""
+    defaults = hub.adapters.CompacterPlusPlusConfig()
+    assert (defaults.reduction_factor, defaults.phm_rank, defaults.non_linearity, defaults.phm_init_range,
+            defaults.hypercomplex_nonlinearity) == (32, 1, "gelu", 1e-4, "glorot-uniform")
+    ours = phm.PHMAdapterConfig()
+    assert (ours.reduction_factor, ours.phm_rank, ours.n) == (12, 8, 4)
+    minilm = trained_phm(hub, ours)
+    worst = {}
+    for activation in ("gelu_new", "gelu"):
+        bert = hub.bert("phm", phm_config(hub, non_linearity=activation))
+        copy_phm(hub, bert, "phm", minilm)
+        worst[activation], _ = report(f"PHM adapter, non_linearity {activation!r}", hub.embeddings(bert),
+                                      hub.ours(minilm), hub.plain())
+    assert worst["gelu_new"] < SAME and worst["gelu"] > 10 * worst["gelu_new"]
+    rules = lambda **changes: hub.bert("phm", phm_config(hub, **changes)).shared_parameters["phm"]["phm_rule"]
+    assert 0.005 < float(rules().detach().std()) < 0.02                     # phm_init_range 0.01: MixPHM's N(0, 0.01)
+    assert float(rules(phm_init_range=1e-4).detach().std()) < 1e-3        # AdapterHub's default
+    bert = hub.bert("phm", phm_config(hub, hypercomplex_nonlinearity="glorot-uniform"))
+    W = np.concatenate([layer.output.adapters["phm"].adapter_down[0].W_left.detach().numpy().ravel()
+                        for layer in bert.encoder.layer])                  # slices (96, 8), 18,432 numbers
+    glorot_normal_std = (2 / (96 + 8)) ** 0.5
+    assert abs(W.std() / glorot_normal_std - 1) < 0.05
+    assert np.abs(W).max() > 2 ** 0.5 * (6 / (96 + 8)) ** 0.5              # beyond the widest Glorot-uniform bound
+    tinymix.manual_seed(0)
+    L = backend.to_numpy(phm.PHMLinear(384, 32, phm.make_rules(4), 8).W_left.data)
+    assert np.abs(L).max() <= 2 ** 0.5 * (6 / (96 + 8)) ** 0.5               # tinymix's stays inside it
