@@ -17,7 +17,7 @@ import tinymix
 from tinymix import backend
 from tinymix.export.adapterhub_export import PLACEMENTS
 from tinymix.nn import Module
-from tinymix.neighbours import phm, prefix
+from tinymix.neighbours import phm, prefix, unipelt
 from tinymix.tensor import no_grad
 
 pytestmark = pytest.mark.numerics
@@ -291,3 +291,111 @@ def test_adapterhubs_compacter_defaults_and_initialisation_are_not_mixphms(hub):
     tinymix.manual_seed(0)
     L = backend.to_numpy(phm.PHMLinear(384, 32, phm.make_rules(4), 8).W_left.data)
     assert np.abs(L).max() <= 2 ** 0.5 * (6 / (96 + 8)) ** 0.5               # tinymix's stays inside it
+
+
+# ---- UniPELT -----------------------------------------------------------------------------------------------
+
+def unipelt_config(hub, modules):
+    """AdapterHub's UniPELTConfig (APL: gated prefix P 10, gated seq_bn adapter 384 / 16 with ReLU, gated
+    LoRA r 8 on q and v), or for AP its first two parts, gated, as a ConfigUnion."""
+    a = hub.adapters
+    if modules == "APL":
+        return a.UniPELTConfig()
+    return a.ConfigUnion(a.PrefixTuningConfig(prefix_length=10, use_gating=True),
+                         a.SeqBnConfig(reduction_factor=16, use_gating=True))
+
+
+def copy_unipelt(hub, bert, name, minilm):
+    pool = bert.prefix_tuning.prefix_tunings[name]["self_prefix"]
+    e = minilm.prefix_encoder
+    for theirs, ours in ((pool.wte.weight, e.embedding), (pool.control_trans[0].weight, e.down.weight),
+                         (pool.control_trans[0].bias, e.down.bias), (pool.control_trans[2].weight, e.up.weight),
+                         (pool.control_trans[2].bias, e.up.bias)):
+        hub.put(theirs, ours)
+    for i, block in enumerate(minilm.layers):
+        layer = bert.encoder.layer[i]
+        gate = layer.attention.self.prefix_tuning.prefix_gates[name]      # Linear(d, 1): keys and values alike
+        hub.put(gate.weight, block.attention.prefix.gate.linear.weight)
+        hub.put(gate.bias, block.attention.prefix.gate.linear.bias)
+        adapter, ours = layer.output.adapters[name], block.output_norm
+        for theirs, mine in ((adapter.adapter_down[0], ours.down), (adapter.adapter_up, ours.up),
+                             (adapter.gate, ours.gate.linear)):
+            hub.put(theirs.weight, mine.weight)
+            hub.put(theirs.bias, mine.bias)
+        for target in ("query", "value"):
+            mine = getattr(block.attention, target)
+            if isinstance(mine, unipelt.GatedLoRALinear):
+                lora = getattr(layer.attention.self, target).loras[name]
+                hub.put(lora.lora_A, mine.lora_A.weight)
+                hub.put(lora.lora_B, mine.lora_B.weight)
+                hub.put(lora.gate.weight, mine.gate.linear.weight)
+                hub.put(lora.gate.bias, mine.gate.linear.bias)
+
+
+def unipelt_std(name):
+    """Trained-like sizes: gates spread well away from 0.5, a prefix and LoRA that matter."""
+    if name.endswith("prefix_encoder.embedding"):
+        return 1.0
+    if ".gate.linear." in name:
+        return 1.0 if name.endswith("bias") else 0.05
+    return 0.05
+
+
+@pytest.mark.parametrize("modules", ["AP", "APL"])
+def test_adapterhubs_unipelt_is_tinymixs_gate_for_gate(hub, modules):
+    """UniPELT in AdapterHub and tinymix: the same function. Every gate is mean_t sigmoid(x_t w + b) over
+    all positions, padding included, on the same input (the attention's input for the prefix, one gate
+    for keys and values; the LoRA layer's input, one per matrix, in place of alpha / r; the adapter's
+    input LN(z) for the seq_bn adapter, whose gated update joins z inside the same LayerNorm); the prefix is
+    unshifted in both. The gate values agree too, layer by layer."""
+    minilm, _ = hub.load_minilm()
+    tinymix.manual_seed(0)
+    unipelt.inject(minilm, unipelt.UniPELTConfig(modules=modules))
+    draw(minilm, unipelt_std)
+    bert = hub.bert("unipelt", unipelt_config(hub, modules))
+    copy_unipelt(hub, bert, "unipelt", minilm)
+    theirs, scores = hub.embeddings(bert, output_adapter_gating_scores=True)
+    ours = hub.ours(minilm)
+    worst, moved = report(f"UniPELT-{modules}", theirs, ours, hub.plain())
+    assert moved > MOVED and worst < SAME
+    gates = unipelt.gates(minilm)
+    their_gates = scores["unipelt"]
+    spread = []
+    for (i, what), ours_gate in gates.items():
+        if ours_gate is None:
+            continue
+        location = {"prefix": "self_prefix", "adapter": "output_adapter"}.get(what, "selfattn_lora")
+        value = np.asarray(their_gates[i][location], dtype=np.float32)
+        if what.startswith("lora_"):                  # q's gate then v's, stacked as columns
+            value = value[:, ("lora_query", "lora_value").index(what)]
+        np.testing.assert_allclose(value.reshape(-1), backend.to_numpy(ours_gate), rtol=0, atol=1e-5)
+        spread.append(backend.to_numpy(ours_gate))
+    assert len(spread) == 6 * (2 if modules == "AP" else 4)
+    assert np.ptp(np.concatenate(spread)) > 0.3       # gates far from one another: each one checked for its own
+
+
+def test_adapterhubs_unipelt_starts_elsewhere_than_the_official_codes(hub):
+    """Where the two differ is the initialisation only. AdapterHub adds its modules after BERT's weights
+    are initialised, so the prefix's embedding and MLP and the prefix and LoRA gates' biases keep PyTorch's
+    defaults (embedding N(0, 1), biases U(+-1/sqrt(d))); the official UniPELT model (and tinymix) gives every
+    one of them BERT's N(0, 0.02) and zero biases. Its seq_bn adapter and gate are BERT-initialised alike."""
+    bert = hub.bert("unipelt", unipelt_config(hub, "APL"))
+    pool = bert.prefix_tuning.prefix_tunings["unipelt"]["self_prefix"]
+    layer = bert.encoder.layer[0]
+    prefix_gate = layer.attention.self.prefix_tuning.prefix_gates["unipelt"]
+    lora_gate = layer.attention.self.query.loras["unipelt"].gate
+    adapter = layer.output.adapters["unipelt"]
+    value = lambda p: p.detach().numpy()
+    assert abs(value(pool.wte.weight).std() - 1) < 0.1
+    for bias in (prefix_gate.bias, lora_gate.bias, pool.control_trans[0].bias):
+        assert np.abs(value(bias)).max() > 0
+    assert not value(adapter.gate.bias).any() and not value(adapter.adapter_down[0].bias).any()
+    for weight in (prefix_gate.weight, lora_gate.weight, adapter.gate.weight):
+        assert abs(value(weight).std() / 0.02 - 1) < 0.2
+    minilm, _ = hub.load_minilm()
+    tinymix.manual_seed(0)
+    unipelt.inject(minilm, unipelt.UniPELTConfig())
+    block = minilm.layers[0]
+    assert abs(float(backend.to_numpy(minilm.prefix_encoder.embedding.data).std()) / 0.02 - 1) < 0.1
+    for gate in (block.attention.prefix.gate, block.attention.query.gate, block.output_norm.gate):
+        assert not backend.to_numpy(gate.linear.bias.data).any()
