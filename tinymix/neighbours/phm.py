@@ -56,6 +56,30 @@ losses/r2_loss.py, modeling_t5.py, scripts/vqav2_vlt5_mixphm.sh) computes them.
    No merge folds the adapter into the frozen weights (the GELU in it is not linear), and no merge is
    undone: as AdaMix's, it replaces the mixtures.
 
+Against AdapterHub's PHM layers (the `adapters` package, checked with 1.3.0: tests/
+test_adapterhub_neighbours.py). Its PHMLayer is the same function: H = kronecker_product(rule, W).sum(0),
+W = W_left @ W_right, indexed as here, with one (n, n, n) rule per adapter (shared_phm_rule, held in the
+model's shared_parameters as `model.phm_rule` here), so the weights go across as they are. This PHM
+adapter is BnConfig(phm_layer=True, phm_dim=4, phm_rank=8, reduction_factor=12, non_linearity="gelu_new",
+scaling=1.0) in the "ffn" placement (mh_adapter False, output_adapter True, original_ln_before False,
+original_ln_after True, residual_before_ln True: the bottleneck export's), and a MixPHM after merge(model)
+is one such adapter; both give MiniLM's sentence embeddings to about 2e-6. AdapterHub's own Compacter
+configs compute other functions:
+- placement: CompacterConfig (double_seq_bn) puts a second PHM adapter on the attention's output
+  (Houlsby's placement): it is this adapter plus that one. CompacterPlusPlusConfig (seq_bn) reads the
+  layer's output, LN(z + u(LN(z))) with z the output LayerNorm's input, where this one works on the FFN's
+  output before the residual add;
+- activation: their "gelu" is the exact GELU; MixPHM's code uses the tanh form ("gelu_new");
+- defaults: reduction_factor 32, phm_rank 1 and rules N(0, 1e-4) (phm_init_range), against 12, 8 and
+  N(0, 0.01) here (phm_init_range=0.01 gives these rules);
+- W's initialisation: AdapterHub's init_W draws every W slice from Glorot's NORMAL distribution with gain 1
+  whatever hypercomplex_nonlinearity says (its first branch tests only that the string is not empty), so
+  its "glorot-uniform" is never uniform; MixPHM's code draws Glorot-uniform with gain sqrt(2), as here;
+- dropout (training only): AdapterHub drops the adapter's output, MixPHM's code the GELU's output
+  before the up-projection.
+An unmerged MixPHM (M up-projection experts, one drawn per training call, their dense average at
+inference) has no AdapterHub form.
+
 Deviations from the official code, and why:
 - Only the factorised (low-rank) W_s of the official runs is built (factorized_phm=True); the full W_s
   and the factorised rules are Compacter options MixPHM does not use.

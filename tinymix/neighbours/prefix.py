@@ -38,6 +38,15 @@ frozen; trained through a reparameterisation MLP that is thrown away afterwards.
 4. A decoder's KV cache: the prefix goes into the cache once, at its start, when the cache is empty;
    each later step extends only the mask by P columns. Cached decoding gives the uncached outputs.
 
+Against AdapterHub's PrefixTuningConfig (the `adapters` package, checked with 1.3.0: tests/
+test_adapterhub_neighbours.py): the same prefix, differing in the positions only. Its reparameterisation
+is this one term for term (wte = the embedding, control_trans = the MLP with non_linearity "tanh" and
+bottleneck_size = encoder_hidden_size, each row read as (2L, H, D)), initialised as init="torch", and its
+eject_prefix_tuning() is deploy(): its flat prefix is this table, row after row. Its BERT puts the prefix
+into the attention and keeps the tokens at positions 0 .. T - 1, so it computes shift_positions=False;
+the default here numbers them after the prefix, as PEFT and Li and Liang's code do (see 2). With the same
+weights and no shift, MiniLM's sentence embeddings agree to about 1e-6.
+
 Initialisation: Li and Liang's code and PEFT build the embedding and the MLP as fresh PyTorch modules:
 E ~ N(0, 1) and each Linear U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias (init="torch", the
 default). UniPELT's BERT model initialises them as BERT weights, N(0, 0.02) and zero biases

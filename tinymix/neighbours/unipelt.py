@@ -32,6 +32,18 @@ Initialisation as the official model gets it: gates, adapter and prefix layers N
 biases (BERT's init; every gate starts near 0.5), LoRA A Kaiming-uniform and B = 0. Trained: prefix
 (embedding, MLP), adapters, LoRA factors, every gate, and the task head; the LayerNorms stay frozen.
 
+Against AdapterHub's UniPELTConfig (the `adapters` package, checked with 1.3.0: tests/
+test_adapterhub_neighbours.py), a ConfigUnion of PrefixTuningConfig(prefix_length=10),
+SeqBnConfig(reduction_factor=16) and LoRAConfig(r=8, alpha=2, on q and v), each with use_gating=True: the
+same function, gate for gate (APL; AP is its first two parts). Its prefix gate (shared_gating: one for
+keys and values) reads the attention's input, each LoRA gate the layer's input and replaces alpha / r,
+its seq_bn adapter computes LN(z + g(y) up(relu(down(y)))), every gate averages the sigmoid over all
+positions, padding included, and the prefix leaves the positions unshifted. With the same weights,
+MiniLM's sentence embeddings agree to about 1e-6 and every gate value to 1e-5. Only the initialisation
+differs: AdapterHub adds its modules after BERT's initialisation, so the prefix's embedding (N(0, 1)) and
+MLP and the prefix and LoRA gates' biases keep PyTorch's defaults, where the official code (and this one)
+gives them BERT's N(0, 0.02) and zero biases.
+
 Counts on MiniLM's shape (d = 384, L = 6, head 770), trainable while training / deployed:
     AP    prefix 2,564,864 / 46,080 + prefix gates 2,310 + adapters and gates 115,350
           = 2,683,294 / 164,510 (incl. head)
