@@ -117,9 +117,9 @@ def write_report(out, args, regime, arms_, chosen, runs, status):
                          "merged_parameters": next(iter(found.values()))["merged_parameters"]})
     if rows:
         plots.accuracy_vs_parameters(rows, out / "neighbours_accuracy_vs_parameters.png")
-    if judged:
-        plots.forest([c for c in judged if report.enough(c)], out / "neighbours_claims_forest.png", scale=100,
-                     unit="test accuracy points")
+    decided = [c for c in judged if report.enough(c)]
+    if decided:                                     # no figure of an empty forest
+        plots.forest(decided, out / "neighbours_claims_forest.png", scale=100, unit="test accuracy points")
 
 
 # ---- data-to-text (e2e) ----------------------------------------------------------------------------------
