@@ -362,3 +362,41 @@ def test_a_claim_gets_a_test_resampled_interval_only_where_both_arms_saved_their
     table = report.claims_table([with_rows, without]).splitlines()
     assert "95% CI, test resampled too" in table[0] and table[-1].split(" | ")[5] == "-"   # c's row: no interval
     assert "test resampled" not in report.claims_table([without])
+
+
+def test_the_merging_suite_merges_each_runs_experts_by_every_operator_and_judges_them_against_the_mean(tmp_path):
+    """compare --suite merging: one training per seed; every operator's lambda chosen on validation; the
+    claims compare two merges of the SAME experts; the M = 4 runs reproduce the AdaMix comparison's."""
+    task = write_tsv_task(tmp_path / "task")
+    small, out = tmp_path / "small", tmp_path / "merging"
+    common = ["--model", "random-tiny", "--task", str(task), "--epochs", "1", "--seeds", "2", "--workers", "1"]
+    cli.main(["compare", *common, "--lr-grid", "1e-3,3e-3", "--arms", "adamix,adamix-lora", "--random-runs", "1",
+              "--out", str(small)])
+    cli.main(["compare", *common, "--suite", "merging", "--lr-from", str(small), "--out", str(out),
+              "--arms", "adamix,adamix-lora"])
+    result = json.loads((out / "final" / "adamix" / "seed-0" / "results.json").read_text())
+    found = result["merge_operators"]
+    assert set(found) == {"mean", "task-arithmetic", "ties", "pcb"} and result["task_vectors"] == 4
+    ties = found["ties"]
+    assert [t["scale"] for t in ties["grid"]] == [0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0]
+    assert ties["validation_accuracy"] == max(t["score"] for t in ties["grid"])
+    assert len(ties["test_correct"]) == 24 and ties["test_accuracy"] == ties["test_correct"].count("1") / 24
+    assert [t["scale"] for t in found["task-arithmetic"]["grid"]][3] == 0.25        # 1/M: the mean
+    lora = json.loads((out / "final" / "adamix-lora" / "seed-1" / "results.json").read_text())["merge_operators"]
+    assert 0 <= lora["pcb"]["rank_r_error"]["max"] <= 1 and found["pcb"]["rank_r_error"] is None
+    saved = json.loads((out / "merging.json").read_text())
+    rows = {c["text"]: c for c in saved["claims"]}
+    assert rows["adamix: TIES >= the mean"]["n"] == 2 and rows["adamix-lora: PCB >= TIES"]["n"] == 2
+    assert rows["adamix, 8 experts: PCB >= the mean"]["n"] == 0 and len(rows) == 16
+    text = (out / "merging.md").read_text()
+    assert text.startswith("**Verdict, claim by claim** (the claims fixed in docs/plans/merging.md")
+    assert "Reproduction: 4 run(s) deploy exactly the test accuracy" in text      # the same experts as there
+    there = small / "final" / "adamix" / "seed-1" / "results.json"
+    checkpoint.save_json(there, {**json.loads(there.read_text()), "merged_test_accuracy": 0.125})
+    cli.main(["compare", *common, "--suite", "merging", "--lr-from", str(small), "--out", str(out),
+              "--arms", "adamix,adamix-lora", "--report-only"])
+    assert "Reproduction: 3 run(s) deploy exactly" in (out / "merging.md").read_text()
+    assert "1 differ: adamix seed 1:" in (out / "merging.md").read_text()
+    with pytest.raises(SystemExit, match="--suite merging runs the small regime"):
+        cli.main(["compare", *common, "--suite", "merging", "--regime", "full", "--lr-from", str(small),
+                  "--out", str(out)])

@@ -281,6 +281,20 @@ def test_lora_experts_merge_through_their_products(sharing):
                    for site in lora_sites(model).values())          # the experts are back after the block
 
 
+@pytest.mark.parametrize("operator", ["ties", "pcb"])
+def test_full_rank_keeps_the_whole_merged_update_and_still_reports_the_cut(operator):
+    """full_rank (what the merging experiment deploys: a LoRA folded into W costs nothing more at any rank):
+    the site applies exactly the operator's Delta W, and the report still gives what a rank-r cut would lose."""
+    model, _ = tiny_model("adamix-lora")
+    updates = {name: [host(u) for u in merging.lora_updates(site)] for name, site in lora_sites(model).items()}
+    with merging.merged(model, operator, 1.1, full_rank=True) as report:
+        for name, site in lora_sites(model).items():
+            expected = host(merging.merge(operator, updates[name], 1.1))
+            assert_close(deployed_update(site), expected, rel=1e-4, err_msg=name)
+            assert site.lora_A.weight.shape[0] == min(expected.shape)
+            assert 0 < report["rank_truncation_error"][name] < 1
+
+
 def test_ties_of_the_factors_is_not_ties_of_the_products():
     """The trap the merge avoids: TIES on the A-experts, then times B, is another (and wrong) update."""
     model, _ = tiny_model("adamix-lora")

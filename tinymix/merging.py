@@ -308,8 +308,9 @@ def _summed(layer, factor):
     return _linear(weight, None, _trainable(layer))
 
 
-def _lora_replacement(site, operator, scale, keep):
-    """(new A, new B, relative error of the rank-r truncation or None) for one LoRA site."""
+def _lora_replacement(site, operator, scale, keep, full_rank=False):
+    """(new A, new B, relative error of the rank-r truncation or None) for one LoRA site. full_rank: TIES's
+    or PCB's update kept whole (factors of rank min(out, in): what folding it into W deploys), not cut to r."""
     if operator == "mean":          # mean_k B_j A_k = mean(B) mean(A): adamix's own average, unchanged
         average = lambda side: side.averaged() if isinstance(side, adamix.Mixture) else side
         return average(site.lora_A), average(site.lora_B), None
@@ -322,7 +323,8 @@ def _lora_replacement(site, operator, scale, keep):
     dropped = float(backend.to_numpy((S[rank:] * S[rank:]).sum()))
     error = math.sqrt(dropped / total) if total > 0 else 0.0            # ||dW - dW_r||_F / ||dW||_F
     trainable = _trainable(site.lora_A)
-    return (_linear(Vt[:rank], None, trainable), _linear(U[:, :rank] * S[:rank], None, trainable), error)
+    kept = S.shape[0] if full_rank else rank
+    return (_linear(Vt[:kept], None, trainable), _linear(U[:, :kept] * S[:kept], None, trainable), error)
 
 
 def _mixture_replacement(mixture, operator, scale, keep):
@@ -360,7 +362,7 @@ def _require_adamix(model):
                          "the unmerged model (a run's best/ folder)")
 
 
-def replacements(model, operator, scale=1.0, keep=None):
+def replacements(model, operator, scale=1.0, keep=None, full_rank=False):
     """What merge_mixtures writes, without writing it: ([(parent, attribute, new module)], report)."""
     check_operator(operator, keep)
     _require_adamix(model)
@@ -368,7 +370,7 @@ def replacements(model, operator, scale=1.0, keep=None):
     names = {id(m): name for name, m in model.named_modules()}
     lora_sites, mixtures = _lora_sites(model), _other_mixtures(model)
     for site in lora_sites:
-        new_A, new_B, error = _lora_replacement(site, operator, scale, keep)
+        new_A, new_B, error = _lora_replacement(site, operator, scale, keep, full_rank)
         changes += [(site, "lora_A", new_A), (site, "lora_B", new_B)]
         if error is not None:
             errors[names[id(site)]] = error
@@ -395,10 +397,10 @@ def merge_mixtures(model, operator, scale=1.0, keep=None):
 
 
 @contextlib.contextmanager
-def merged(model, operator, scale=1.0, keep=None):
+def merged(model, operator, scale=1.0, keep=None, full_rank=False):
     """`with merged(model, "ties", 1.2) as report:` the model merged inside the block, its experts
-    back afterwards (to score many lambdas on one model)."""
-    changes, report = replacements(model, operator, scale, keep)
+    back afterwards (to score many lambdas on one model). full_rank: see _lora_replacement."""
+    changes, report = replacements(model, operator, scale, keep, full_rank)
     originals = [(parent, name, getattr(parent, name)) for parent, name, _ in changes]
     for parent, name, module in changes:
         setattr(parent, name, module)

@@ -457,6 +457,9 @@ def compare_command(args):
         if args.suite == "neighbours":
             from ..experiments import neighbours
             return neighbours.compare_e2e(args, base)
+        if args.suite == "merging":
+            raise ValueError("--suite merging merges classifiers' experts, its scale chosen by validation accuracy: "
+                             "run it without --task e2e (see docs/plans/merging.md)")
         return e2e.compare_command(args, base)
     if e2e_only:
         raise ValueError(f"{', '.join('--' + n.replace('_', '-') for n in e2e_only)}: not a flag of `compare` "
@@ -469,6 +472,9 @@ def compare_command(args):
     if args.suite == "neighbours":
         from ..experiments import neighbours
         return neighbours.compare_command(args)
+    if args.suite == "merging":
+        from ..experiments import merging
+        return merging.compare_command(args)
     return nlu.compare_command(args)
 
 

@@ -13,7 +13,7 @@ import statistics
 from dataclasses import asdict
 from pathlib import Path
 
-from .. import adamix, plots
+from .. import adamix, merging, plots
 from ..store import checkpoint
 from ..train import TrainConfig, evaluate, train
 from . import protocol, report, stats
@@ -73,8 +73,9 @@ class MovieReviews:
 def run_request(request, folder):
     """In the worker: train one run into `folder` (resuming its last epoch if it was interrupted)."""
     cfg = TrainConfig(**request["config"], out=str(folder), resume=True, progress=False)
-    hook = inference_modes(request["random_runs"]) if request["random_runs"] else None
-    result = train(cfg, before_merge=hook)
+    hooks = ([inference_modes(request["random_runs"])] if request["random_runs"] else []) + \
+        ([merge_operators(request["merge_operators"])] if request.get("merge_operators") else [])
+    result = train(cfg, before_merge=lambda *model: {k: v for h in hooks for k, v in h(*model).items()})
     for checkpoint_folder in ("checkpoints", "best") + (("merged",) if cfg.method == "full" else ()):
         shutil.rmtree(folder / checkpoint_folder, ignore_errors=True)   # finished: results.json holds it all
 
@@ -90,6 +91,32 @@ def inference_modes(random_runs):
         adamix.set_inference_mode(model, "average")
         return found
     return evaluate_modes
+
+
+def merge_operators(operators):
+    """Before the mean merges the experts (experiments/merging.py): for each operator of merging.py, its
+    scale lambda chosen on validation accuracy, then that one merged model's test accuracy, read once.
+    A LoRA merged by TIES or PCB keeps its whole update (full_rank: folded into W, as a deployed LoRA is),
+    so the operators differ in how they merge, not in a rank cut; the cut's error is recorded beside."""
+    def evaluate_operators(model, tokenizer, splits):
+        n, found = merging.task_vector_count(model), {}
+        with merging.merged(model, "mean"):
+            found["mean"] = {"validation_accuracy": evaluate(model, tokenizer, splits["validation"])}
+        for operator in operators:
+            def score(scale):
+                with merging.merged(model, operator, scale, full_rank=True):
+                    return evaluate(model, tokenizer, splits["validation"])
+            scale, tried = merging.choose_scale(merging.default_grid(operator, n), score,
+                                                prefer=merging.neutral_scale(operator, n))
+            with merging.merged(model, operator, scale, full_rank=True) as merged_report:
+                accuracy, correct = evaluate(model, tokenizer, splits["test"], per_example=True)
+            errors = list(merged_report.get("rank_truncation_error", {}).values())
+            found[operator] = {"scale": scale, "grid": tried, "validation_accuracy": max(t["score"] for t in tried),
+                               "test_accuracy": accuracy, "test_correct": correct,
+                               "rank_r_error": {"mean": sum(errors) / len(errors), "max": max(errors)} if errors
+                               else None}
+        return {"merge_operators": found, "task_vectors": n}
+    return evaluate_operators
 
 
 # ---- the claims (docs/adamix.md section 10) ---------------------------------------------------------------
