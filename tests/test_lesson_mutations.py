@@ -208,6 +208,22 @@ MUTATIONS = [
         from tinymix.neighbours import hadamard
         hadamard._mean_expert = lambda adapter: adapter.experts[0] if isinstance(adapter, adamix.Mixture) else adapter
         """, "the merged Hadamard model predicts as the average inference"),
+    ("TIES averages every trimmed value, agreeing or not", "21", """
+        from tinymix import merging
+        from tinymix.backend import xp
+        merging.disjoint_mean = lambda trimmed, sign, weights=None: trimmed.sum(axis=0) / xp.maximum(
+            (trimmed != 0).sum(axis=0), 1).astype(xp.float32)
+        """, "ties by hand = merging.ties"),
+    ("TIES trims to twice its share", "21", """
+        from tinymix import merging
+        original = merging.trim
+        merging.trim = lambda delta, density: original(delta, min(1.0, 2 * density))
+        """, "TIES keeps at most its top-k share"),
+    ("PCB drops nothing", "21", """
+        from tinymix import merging
+        from tinymix.backend import xp
+        merging.pcb_drop = lambda beta, ratio: xp.ones_like(beta)
+        """, "PCB keeps about its ratio"),
 ]
 
 
