@@ -400,3 +400,34 @@ def test_the_merging_suite_merges_each_runs_experts_by_every_operator_and_judges
     with pytest.raises(SystemExit, match="--suite merging runs the small regime"):
         cli.main(["compare", *common, "--suite", "merging", "--regime", "full", "--lr-from", str(small),
                   "--out", str(out)])
+
+
+def test_the_porting_suite_carries_v1_patches_to_v2_and_counts_negative_flips(tmp_path, monkeypatch):
+    """compare --task e2e --suite porting: the v1 arms' patches are decoded on v2 without training and v2 alone
+    is decoded too; every run keeps its patch; flips and the lemma come from the saved files."""
+    from tinymix.experiments import porting
+    v2 = tmp_path / "v2"
+    cli.main(["pretrain-gpt", "--fast", "--continue-from", "data/tiny_gpt", "--out", str(v2)])
+    monkeypatch.setattr(porting, "V2", str(v2))
+    out = tmp_path / "porting"
+    common = ["compare", "--task", "e2e", "--suite", "porting", "--steps", "4", "--eval-every", "2", "--train-size", "16",
+              "--validation-size", "2", "--test-size", "3", "--batch-size", "4", "--seeds", "2", "--lr-grid", "3e-3,1e-2",
+              "--workers", "1", "--beam-width", "2", "--max-new-tokens", "6", "--out", str(out)]
+    cli.main(common)
+    lora = json.loads((out / "final" / "lora" / "seed-0" / "results.json").read_text())
+    assert set(lora["ported"]) == {"validation", "test"} and len(lora["ported"]["test"]["slots_right"]) == 3
+    assert len(lora["slots_right"]) == 3 and set(lora["slots_right"]) <= {"0", "1"}
+    retrained = json.loads((out / "final" / "lora-on-v2" / "seed-0" / "results.json").read_text())
+    assert "ported" not in retrained and retrained["config"]["model"] == str(v2)
+    assert (out / "final" / "lora-on-v2" / "seed-1" / "patch.safetensors").is_file()
+    saved = json.loads((out / "porting.json").read_text())
+    rows = {c["text"]: c for c in saved["claims"]}
+    assert rows["v2 + v1's patch ~ LoRA re-trained on v2"]["n"] == 2 and len(rows) == 4
+    assert set(saved["lemma"]) == {"0", "1"} and 0 < saved["lemma"]["0"]["relative_difference"]
+    assert -1 <= saved["lemma"]["0"]["cosine"] <= 1
+    # v2 alone is the base with no patch: the same outputs for every seed
+    adamix = json.loads((out / "final" / "adamix-lora" / "seed-1" / "results.json").read_text())
+    assert adamix["v2_alone"]["test"]["outputs"] == lora["v2_alone"]["test"]["outputs"]
+    assert porting.flips("1101", "0111") == 0.25
+    with pytest.raises(SystemExit, match="add --task e2e"):
+        cli.main(["compare", "--suite", "porting", "--out", str(out)])

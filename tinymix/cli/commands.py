@@ -457,6 +457,9 @@ def compare_command(args):
         if args.suite == "neighbours":
             from ..experiments import neighbours
             return neighbours.compare_e2e(args, base)
+        if args.suite == "porting":
+            from ..experiments import porting
+            return porting.compare_command(args, base)
         if args.suite == "merging":
             raise ValueError("--suite merging merges classifiers' experts, its scale chosen by validation accuracy: "
                              "run it without --task e2e (see docs/plans/merging.md)")
@@ -475,6 +478,9 @@ def compare_command(args):
     if args.suite == "merging":
         from ..experiments import merging
         return merging.compare_command(args)
+    if args.suite == "porting":
+        raise ValueError("--suite porting carries data-to-text patches to an evolved tiny GPT: add --task e2e "
+                         "(see docs/plans/porting.md)")
     return nlu.compare_command(args)
 
 

@@ -26,7 +26,9 @@ import time
 import tokenizers
 from tqdm import tqdm
 
-from ..store import assets
+from pathlib import Path
+
+from ..store import assets, files
 from .. import backend, e2e, pretrained, validate
 from . import gpt_folder
 from .. import functional as F
@@ -173,17 +175,20 @@ def evaluate(model, windows, batch_size=32):
 
 
 def pretrain(config, train_streams, val_streams, steps, batch_size, lr, seed=0, shares=None,
-             warmup_steps=None, weight_decay=0.1, evaluations=4, val_windows=128):
+             warmup_steps=None, weight_decay=0.1, evaluations=4, val_windows=128, start=None):
     """Train a fresh decoder on random windows of the token streams `train_streams` ({name: host
     int64 array}); each batch takes window_counts(batch_size, shares) windows from each (`shares`
     may be left out for a single stream). The loss is checked on fixed windows of every stream of
     `val_streams` ({name: array}). Returns (LanguageModel, report): the loss curve, the validation
-    losses during training ({name: {step: loss}}) and the final losses ({name: loss})."""
+    losses during training ({name: {step: loss}}) and the final losses ({name: loss}). `start`: a
+    Transformer state dict to continue from (continued pretraining: an evolved base) instead of fresh weights."""
     if shares is None and len(train_streams) != 1:
         raise ValueError(f"{len(train_streams)} training streams need their shares of a batch")
     counts = window_counts(batch_size, shares or {name: 1.0 for name in train_streams})
     backend.manual_seed(seed)
     model = LanguageModel(Transformer(config))
+    if start is not None:
+        model.transformer.load_state_dict(start)
     T = config.max_positions
     val_batches = {name: fixed_windows(stream, val_windows, T + 1) for name, stream in val_streams.items()}
     # Decay the matrices (and the tied embedding) only; biases and LayerNorm gains keep their size.
@@ -286,7 +291,16 @@ def _check_arguments(args):
     validate.check_range("e2e_share", args.e2e_share, 0.0, 1.0)
     if args.e2e_texts == 0 and args.e2e_share not in (0.0, E2E_SHARE):
         raise ValueError("--e2e-share needs E2E texts: --e2e-texts is 0")
+    args.continue_from = getattr(args, "continue_from", None)
+    if args.continue_from:
+        folder = Path(args.continue_from)
+        if not all((folder / name).is_file() for name in ("model.safetensors", "config.json", "tokenizer.json")):
+            raise ValueError(f"--continue-from {folder}: not a tiny GPT checkpoint (a folder written by pretrain-gpt "
+                             "holding model.safetensors, config.json and tokenizer.json; e.g. data/tiny_gpt)")
     args.out = str(gpt_folder.choose_out(args.out, args.fast, getattr(args, "overwrite", False)))
+    if args.continue_from and Path(args.out).resolve() == Path(args.continue_from).resolve():
+        raise ValueError(f"--out {args.out} is the checkpoint --continue-from reads: give the evolved model its "
+                         "own folder (e.g. --out data/tiny_gpt_v2)")
 
 
 def pretrain_command(args):
@@ -296,7 +310,8 @@ def pretrain_command(args):
     command = (f"python3 -m tinymix pretrain-gpt --steps {args.steps} --batch-size {args.batch_size} "
                f"--lr {args.lr} --seed {args.seed} --e2e-texts {args.e2e_texts} --e2e-descriptions "
                f"{args.e2e_descriptions} --e2e-share {share} "
-               f"--e2e-data-seed {args.e2e_data_seed}" + (" --fast" if args.fast else "") + f" --out {args.out}")
+               f"--e2e-data-seed {args.e2e_data_seed}" + (" --fast" if args.fast else "")
+               + (f" --continue-from {args.continue_from}" if args.continue_from else "") + f" --out {args.out}")
     started = time.perf_counter()
     corpus = pretraining_corpus(min(args.e2e_texts, 250) if args.fast else args.e2e_texts, args.seed,
                                 args.e2e_data_seed, 100 if args.fast else E2E_VALIDATION_TEXTS,
@@ -305,18 +320,22 @@ def pretrain_command(args):
     if args.fast:   # a smoke run: three plays to learn from, and a slice of the held-out ones
         corpus["train"]["shakespeare"] = corpus["train"]["shakespeare"][:3]
         corpus["validation"]["shakespeare"] = [text[:20_000] for text in corpus["validation"]["shakespeare"]]
-    # the tokenizer is learnt on the same mixed training text the model reads
-    tokenizer = train_bpe_tokenizer([text for texts in corpus["train"].values() for text in texts],
-                                    vocab_size=2048, max_length=context)
+    source = None
+    if args.continue_from:   # an evolved base: the same vocabulary and shape, weights continued
+        source, tokenizer = pretrained.load_gpt(args.continue_from)
+    else:                    # the tokenizer is learnt on the same mixed training text the model reads
+        tokenizer = train_bpe_tokenizer([text for texts in corpus["train"].values() for text in texts],
+                                        vocab_size=2048, max_length=context)
     streams = {part: {name: token_stream(tokenizer, texts) for name, texts in corpus[part].items()}
                for part in ("train", "validation")}
     shares = {"shakespeare": 1.0 - share, "e2e": share} if share else {"shakespeare": 1.0}
-    config = tiny_gpt_config(tokenizer, context)
+    config = source.config if source is not None else tiny_gpt_config(tokenizer, context)
     sizes = lambda part: ", ".join(f"{len(ids):,} {name}" for name, ids in streams[part].items())
     print(f"tokens: training {sizes('train')}; validation {sizes('validation')}; tokenizer and data "
           f"ready in {time.perf_counter() - started:.0f} s", flush=True)
     model, report = pretrain(config, streams["train"], streams["validation"], steps, batch_size, args.lr,
-                             args.seed, shares, val_windows=16 if args.fast else 128)
+                             args.seed, shares, val_windows=16 if args.fast else 128,
+                             start=source.state_dict() if source is not None else None)
     losses = lambda found: ", ".join(f"{name} {loss:.3f}" for name, loss in found.items())
     print(f"{model.num_parameters():,} parameters; {steps} steps in {report['seconds']:.0f} s "
           f"({report['seconds'] / steps:.2f} s a step), windows per batch {report['windows_per_batch']}; "
@@ -346,6 +365,10 @@ def pretrain_command(args):
              "pretraining_seconds": round(report["seconds"], 1),
              "total_seconds": round(time.perf_counter() - started, 1), "command": command,
              "backend": backend.name, "samples": samples}
+    if args.continue_from:
+        extra["continued_from"] = {"folder": str(args.continue_from),
+                                   "weights_sha256": files.sha256(Path(args.continue_from) / "model.safetensors"),
+                                   "training": pretrained.tiny_gpt_record(args.continue_from)}
     gpt_folder.write_set(args.out, lambda folder: pretrained.save_gpt(model.transformer, tokenizer, folder, extra))
     print(f"saved to {args.out}")
     return model, report
