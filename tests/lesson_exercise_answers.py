@@ -165,4 +165,7 @@ ANSWERS = {
     "21.1": ([-3.0, 1.25, 0.0, -2.0], [-0.5, 0.5 / 3, 0.2, -1.6 / 3]),    # the plain mean instead
     "21.2": (1 / 8, 1.0),
     "21.3": ("ab", "a"),
+    "22.1": (2 / 7, 2 / 4),                                           # divides by the changed positions
+    "22.2": (0.53, 0.46),                                             # forgets the scaling alpha / r
+    "22.3": ("ad", "a"),
 }

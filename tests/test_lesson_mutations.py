@@ -224,6 +224,16 @@ MUTATIONS = [
         from tinymix.backend import xp
         merging.pcb_drop = lambda beta, ratio: xp.ones_like(beta)
         """, "PCB keeps about its ratio"),
+    ("porting builds the model on v1 whatever it is asked", "22", """
+        from dataclasses import replace
+        from tinymix.e2e import finetune
+        original = finetune.build_model
+        finetune.build_model = lambda cfg: original(replace(cfg, model="tiny-gpt"))
+        """, "the ported model is W_v2 + Delta W_v1"),
+    ("the flip rate counts every change, not only right-to-wrong", "22", """
+        from tinymix.experiments import porting
+        porting.flips = lambda before, after: sum(b != a for b, a in zip(before, after)) / len(before)
+        """, "NFR: right before, wrong after"),
 ]
 
 

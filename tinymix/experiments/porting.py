@@ -116,11 +116,10 @@ def run_request(request, folder):
 
 # ---- the analysis -------------------------------------------------------------------------------------
 
-def patch_update(folder):
-    """{site: (alpha / r) B A} of a run's patch.safetensors (the scaling from its request's config)."""
-    arrays = checkpoint.load_arrays(Path(folder) / "patch.safetensors")
-    config = checkpoint.load_json(Path(folder) / "request.json")["config"]
-    scaling = config["lora_alpha"] / config["lora_rank"]
+def patch_update(path, scaling):
+    """{site: scaling B A} of a saved LoRA patch (an adapter_model.safetensors or a run's patch.safetensors),
+    scaling = alpha / r."""
+    arrays = checkpoint.load_arrays(path)
     sites = sorted({k.rsplit(".lora_A", 1)[0] for k in arrays if ".lora_A" in k})
     return {s: to_numpy(arrays[f"{s}.lora_B.weight"]) @ to_numpy(arrays[f"{s}.lora_A.weight"]) * scaling
             for s in sites}
@@ -134,7 +133,8 @@ def lemma(out, seeds):
         folders = [protocol.run_folder(out, "final", Arm(name), seed) for name in ("lora", "lora, on v2")]
         if not all((f / "patch.safetensors").is_file() for f in folders):
             continue
-        v1, v2 = (patch_update(f) for f in folders)
+        config = checkpoint.load_json(folders[0] / "request.json")["config"]
+        v1, v2 = (patch_update(f / "patch.safetensors", config["lora_alpha"] / config["lora_rank"]) for f in folders)
         flat = lambda update: [float(x) for s in sorted(update) for x in update[s].reshape(-1).tolist()]
         a, b = flat(v1), flat(v2)
         dot, na, nb = sum(x * y for x, y in zip(a, b)), math.sqrt(sum(x * x for x in a)), math.sqrt(sum(y * y for y in b))
