@@ -431,3 +431,23 @@ def test_the_porting_suite_carries_v1_patches_to_v2_and_counts_negative_flips(tm
     assert porting.flips("1101", "0111") == 0.25
     with pytest.raises(SystemExit, match="add --task e2e"):
         cli.main(["compare", "--suite", "porting", "--out", str(out)])
+
+
+def test_the_surgery_suite_measures_each_seed_once_and_rebuilds_its_report_from_the_files(tmp_path, monkeypatch):
+    from tinymix.experiments import surgery
+    monkeypatch.setattr(surgery, "PROMPTS", {"validation": 8, "test": 10})
+    monkeypatch.setattr(surgery, "PROBE_TEXTS", 20)
+    monkeypatch.setattr(surgery, "RATIOS", (0.5, 1.0))
+    out = tmp_path / "surgery"
+    cli.main(["compare", "--task", "e2e", "--suite", "surgery", "--seeds", "2", "--out", str(out)])
+    first = json.loads((out / "seed-0" / "results.json").read_text())
+    assert first["rows"] == 95 and first["r"] in (0.0, 0.5, 1.0) and len(first["validation"]["tried"]) == 2
+    assert 0 < first["test_before"]["preference"] < 1 and set(first["test_after"]["loss"]) == {"shakespeare", "e2e_held_out"}
+    rows = {c["text"]: c for c in json.loads((out / "surgery.json").read_text())["claims"]}
+    assert rows["surgery lowers the low-rating preference"]["n"] == 2 and len(rows) == 4
+    (out / "surgery.md").unlink()
+    cli.main(["compare", "--task", "e2e", "--suite", "surgery", "--seeds", "2", "--out", str(out), "--report-only"])
+    assert "low-rating preference, before" in (out / "surgery.md").read_text()
+    assert json.loads((out / "seed-0" / "results.json").read_text()) == first           # not measured again
+    with pytest.raises(SystemExit, match="add --task e2e"):
+        cli.main(["compare", "--suite", "surgery", "--out", str(out)])

@@ -460,6 +460,9 @@ def compare_command(args):
         if args.suite == "porting":
             from ..experiments import porting
             return porting.compare_command(args, base)
+        if args.suite == "surgery":
+            from ..experiments import surgery
+            return surgery.compare_command(args, base)
         if args.suite == "merging":
             raise ValueError("--suite merging merges classifiers' experts, its scale chosen by validation accuracy: "
                              "run it without --task e2e (see docs/plans/merging.md)")
@@ -478,9 +481,8 @@ def compare_command(args):
     if args.suite == "merging":
         from ..experiments import merging
         return merging.compare_command(args)
-    if args.suite == "porting":
-        raise ValueError("--suite porting carries data-to-text patches to an evolved tiny GPT: add --task e2e "
-                         "(see docs/plans/porting.md)")
+    if args.suite in ("porting", "surgery"):
+        raise ValueError(f"--suite {args.suite} works on the tiny GPT: add --task e2e (see docs/plans/{args.suite}.md)")
     return nlu.compare_command(args)
 
 
