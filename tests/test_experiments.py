@@ -422,7 +422,10 @@ def test_the_porting_suite_carries_v1_patches_to_v2_and_counts_negative_flips(tm
     assert (out / "final" / "lora-on-v2" / "seed-1" / "patch.safetensors").is_file()
     saved = json.loads((out / "porting.json").read_text())
     rows = {c["text"]: c for c in saved["claims"]}
-    assert rows["v2 + v1's patch ~ LoRA re-trained on v2"]["n"] == 2 and len(rows) == 4
+    assert rows["v2 + v1's patch ~ LoRA re-trained on v2"]["n"] == 2 and len(rows) == 6
+    assert rows["the compatibility adapter flips no more MRs than re-training (NFR)"]["n"] == 2
+    compatible = json.loads((out / "final" / "lora-on-v2-compatible" / "seed-0" / "results.json").read_text())
+    assert compatible["config"]["model"] == str(v2) and len(compatible["slots_right"]) == 3 and "ported" not in compatible
     assert set(saved["lemma"]) == {"0", "1"} and 0 < saved["lemma"]["0"]["relative_difference"]
     assert -1 <= saved["lemma"]["0"]["cosine"] <= 1
     # v2 alone is the base with no patch: the same outputs for every seed

@@ -254,9 +254,11 @@ def pretrained_weights_id(model):
     return files.sha256(folder / "model.safetensors") if folder else None
 
 
-def train(cfg, splits=None):
+def train(cfg, splits=None, extra_loss=None):
     """Fine-tune, keep the best weights on validation loss, merge and fold, decode and score the test
-    MRs. Returns a dict of results (the model and outputs included)."""
+    MRs. Returns a dict of results (the model and outputs included). `extra_loss(inputs, targets, picked)`,
+    if given, returns for each batch a function of the target logits (n, V) whose value is added to the
+    task loss (experiments/porting.py: distillation towards older models)."""
     started = time.perf_counter()
     check_pretraining_data(cfg)
     backend.manual_seed(cfg.seed)
@@ -286,8 +288,9 @@ def train(cfg, splits=None):
         # logits at target positions only: the consistency KL is averaged over target tokens
         loss, task, consistency = adamix.two_pass_backward(
             lambda: target_logits(model, inputs, targets),
-            methods.task_loss(cfg, model, lambda logits: F.cross_entropy(logits, picked,
-                                                                         label_smoothing=cfg.label_smoothing)),
+            methods.task_loss(cfg, model, _with_extra(
+                lambda logits: F.cross_entropy(logits, picked, label_smoothing=cfg.label_smoothing),
+                extra_loss(inputs, targets, picked) if extra_loss else None)),
             consistency_weight, low_memory=cfg.low_memory)
         value = loss.item()              # read every step: the decoding this loop feeds syncs anyway
         if not math.isfinite(value):
@@ -321,6 +324,10 @@ def train(cfg, splits=None):
               "train_pairs": len(train_pairs), "dropped_pairs": dropped, "train_seconds": train_seconds,
               "loss_terms": loss_series({"losses": losses, **terms}, consistency_weight)}
     return _merge_decode_and_score(cfg, model, encoder, splits, result, losses, started)
+
+
+def _with_extra(task, extra):
+    return task if extra is None else (lambda logits: task(logits) + extra(logits))
 
 
 def _merge_decode_and_score(cfg, model, encoder, splits, result, losses, started):

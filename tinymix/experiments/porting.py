@@ -33,28 +33,37 @@ from .report import Claim
 
 V2 = "data/tiny_gpt_v2"
 MARGIN = 1.0          # "comparable": within one BLEU point (as the e2e neighbours' claims)
+KD_WEIGHT = 1.0       # the compatibility adapter's distillation term, beside the task loss (see compatibility_loss)
 CLAIMS = {"P": "PortLLM: v1's patch on v2, with no training, ~ LoRA re-trained on v2, and > v2 alone",
           "A": "AdaMix's averaged patch ports at least as well as LoRA's (BLEU kept after the update)",
-          "F": "MUSCLE's premise: re-training after the update flips right outputs to wrong; porting flips fewer"}
+          "F": "MUSCLE's premise: re-training after the update flips right outputs to wrong; porting flips fewer",
+          "C": "MUSCLE: a compatibility adapter (distilled from the old task model where it is right) flips fewer "
+               "than plain re-training, and keeps its BLEU (within 1 point)"}
+COMPATIBLE = "lora, on v2, compatible"
 
 
 def arms(v2=V2):
     return [Arm("lora", {"method": "lora"}), Arm("adamix-lora", {"method": "adamix-lora"}),
-            Arm("lora, on v2", {"method": "lora", "model": v2}, lr_from="lora")]
+            Arm("lora, on v2", {"method": "lora", "model": v2}, lr_from="lora"),
+            Arm(COMPATIBLE, {"method": "lora", "model": v2}, lr_from="lora")]
 
 
 class Porting(e2e_experiment.DataToText):
     """The e2e task whose final runs keep their patch and, on v1, are ported to v2."""
     name = "e2e-porting"
 
-    def __init__(self, base, v2=V2):
+    def __init__(self, base, v2=V2, out=None):
         super().__init__(base)
-        self.v2 = v2
+        self.v2, self.out = v2, out
 
     def request(self, arm, lr, seed, test):
         found = {**super().request(arm, lr, seed, test), "task": self.name}
         if test and "model" not in arm.overrides:
             found["port_to"] = {"model": self.v2, "pretrained_weights": finetune.pretrained_weights_id(self.v2)}
+        if arm.name == COMPATIBLE:      # its teachers: the same seed's LoRA on v1 and LoRA on v2
+            found["compatible_with"] = {"old": str(protocol.run_folder(self.out, "final", Arm("lora"), seed)),
+                                        "new": str(protocol.run_folder(self.out, "final", Arm("lora, on v2"), seed)),
+                                        "kd_weight": KD_WEIGHT}
         return found
 
     @staticmethod
@@ -93,7 +102,10 @@ def run_request(request, folder):
     if port and finetune.pretrained_weights_id(port["model"]) != port["pretrained_weights"]:
         raise ValueError(f"the {port['model']} weights changed since this run was asked for")
     results_file = folder / "results.json"
-    e2e_experiment.run_request({**request, "task": "e2e"}, folder)          # writes results.json
+    if request.get("compatible_with"):
+        compatible_run(request, folder)
+    else:
+        e2e_experiment.run_request({**request, "task": "e2e"}, folder)      # writes results.json
     results = checkpoint.load_json(results_file)
     if "diverged" in results or not request["config"]["test"]:       # a tuning run: validation BLEU is all
         return
@@ -112,6 +124,57 @@ def run_request(request, folder):
         results["v2_alone"] = decode_on(v2, None, splits)
     checkpoint.save_json(results_file, results)
     (folder / "results.partial.json").unlink()
+
+
+def task_model(base_cfg, run_folder):
+    """A finished run's deployed model, frozen: its base with its merged adapter folded in."""
+    model, _ = finetune.build_model(base_cfg)
+    peft.merge(model)
+    peft.load_adapter(model, Path(run_folder) / "merged")
+    peft.merge(model, fold_lora=True)
+    model.requires_grad_(False)
+    model.eval()
+    return model
+
+
+def compatibility_loss(old, new, weight=KD_WEIGHT):
+    """MUSCLE's masked distillation, for finetune.train(extra_loss=...): at each target token the teacher is
+    the OLD task model where its most likely token is the reference token (stay compatible where it was
+    right), else the NEW task model (keep its gains); the term is weight x KL(teacher || student), averaged
+    over the target tokens. (The paper's exact mask, weights and initialisation are not public; these are
+    this project's choices, stated in docs/plans/porting.md.)"""
+    from ..backend import xp
+    from .. import functional as F
+    from ..tensor import no_grad
+
+    def per_batch(inputs, targets, picked):
+        with no_grad():
+            old_logits = finetune.target_logits(old, inputs, targets).data
+            new_logits = finetune.target_logits(new, inputs, targets).data
+        right = (old_logits.argmax(axis=-1) == xp.asarray(picked))[:, None]
+        teacher = xp.where(right, old_logits, new_logits)
+        teacher = teacher - teacher.max(axis=-1, keepdims=True)
+        log_p = teacher - xp.log(xp.exp(teacher).sum(axis=-1, keepdims=True))
+        p = xp.exp(log_p)
+        entropy_part = float((p * log_p).sum(axis=-1).mean())
+        return lambda logits: (F.log_softmax(logits) * (-p / len(p))).sum() * weight + entropy_part * weight
+    return per_batch
+
+
+def compatible_run(request, folder):
+    """The compatibility adapter: LoRA on v2 trained with the task loss plus compatibility_loss towards the
+    same seed's LoRA on v1 (old) and LoRA on v2 (new), both finished runs of this comparison."""
+    teachers = request["compatible_with"]
+    for key in ("old", "new"):
+        if not (Path(teachers[key]) / "results.json").is_file():
+            raise ValueError(f"the compatibility adapter needs the finished run {teachers[key]} first: run the "
+                             "comparison's lora arms (they come first in its order) and try again")
+    cfg = NLGConfig(**request["config"], out=str(folder), progress=False)
+    if finetune.pretrained_weights_id(cfg.model) != request["pretrained_weights"]:
+        raise ValueError(f"the {cfg.model} weights changed since this run was asked for")
+    old_cfg = replace(cfg, model=checkpoint.load_json(Path(teachers["old"]) / "request.json")["config"]["model"], out="")
+    old, new = task_model(old_cfg, teachers["old"]), task_model(replace(cfg, out=""), teachers["new"])
+    finetune.train(cfg, extra_loss=compatibility_loss(old, new, teachers["kd_weight"]))
 
 
 # ---- the analysis -------------------------------------------------------------------------------------
@@ -162,6 +225,10 @@ def scores(runs):
                                                       for s in v1 if "ported" in v1[s]}
     found["negative flips, re-training (-NFR, points)"] = {s: -100 * flips(v1[s]["slots_right"], v2[s]["slots_right"])
                                                           for s in v1 if s in v2}
+    compatible = runs.get(COMPATIBLE, {})
+    found["v2 + compatibility adapter"] = {s: r["bleu"] for s, r in compatible.items()}
+    found["negative flips, compatibility adapter (-NFR, points)"] = {
+        s: -100 * flips(v1[s]["slots_right"], compatible[s]["slots_right"]) for s in v1 if s in compatible}
     return found
 
 
@@ -176,15 +243,22 @@ def claims(runs):
                   found["LoRA: BLEU kept by porting"]),
             Claim("F", "porting flips no more MRs than re-training (NFR)", "negative flips, porting (-NFR, points)",
                   "negative flips, re-training (-NFR, points)", found["negative flips, porting (-NFR, points)"],
-                  found["negative flips, re-training (-NFR, points)"])]
+                  found["negative flips, re-training (-NFR, points)"]),
+            Claim("C", "the compatibility adapter flips no more MRs than re-training (NFR)",
+                  "negative flips, compatibility adapter (-NFR, points)", "negative flips, re-training (-NFR, points)",
+                  found["negative flips, compatibility adapter (-NFR, points)"],
+                  found["negative flips, re-training (-NFR, points)"]),
+            Claim("C", "the compatibility adapter ~ re-training in BLEU", "v2 + compatibility adapter",
+                  "v2 + LoRA re-trained", found["v2 + compatibility adapter"], found["v2 + LoRA re-trained"],
+                  "equivalent", MARGIN)]
     return report.correct_for_many_claims([c.judge() for c in rows])
 
 
 def table(runs, out, seeds):
     found = scores(runs)
     lines = ["| model | test BLEU | seeds |", "|---|---|---|"]
-    for name in ("v1 + LoRA", "v2 alone", "v2 + v1's LoRA patch", "v2 + LoRA re-trained", "v1 + AdaMix-LoRA",
-                 "v2 + v1's AdaMix-LoRA patch"):
+    for name in ("v1 + LoRA", "v2 alone", "v2 + v1's LoRA patch", "v2 + LoRA re-trained", "v2 + compatibility adapter",
+                 "v1 + AdaMix-LoRA", "v2 + v1's AdaMix-LoRA patch"):
         if found[name]:
             mean, std = stats.mean_std(found[name].values())
             lines.append(f"| {name} | {mean:.2f} ± {std:.2f} | {len(found[name])} |")
@@ -205,7 +279,8 @@ def compare_command(args, base):
         raise FileNotFoundError(f"no evolved tiny GPT in {v2}: make it first with `python3 -m tinymix pretrain-gpt "
                                 f"--continue-from data/tiny_gpt --steps 600 --lr 0.002 --seed 1 --e2e-share 0.8 "
                                 f"--out {v2}` (docs/plans/porting.md)")
-    task, out = Porting(base, v2), Path(args.out)
+    out = Path(args.out)
+    task = Porting(base, v2, out)
     chosen_arms, grid = protocol.settings(args, arms(v2), e2e_experiment.GRID)
     chosen = protocol.learning_rates(task, chosen_arms, grid, args, out)
     runs, diverged, missing = protocol.final(task, chosen_arms, chosen, range(args.seeds), out, args.workers,
