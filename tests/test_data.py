@@ -227,3 +227,21 @@ def test_class_count_is_taken_from_the_training_split():
 def test_labels_that_are_not_classes_0_to_k_minus_1_are_an_error(splits, message):
     with pytest.raises(ValueError, match=message):
         data.class_count(splits)
+
+
+def test_each_domain_splits_into_disjoint_parts_and_all_domains_interleaves_them():
+    from tinymix import data
+    for name, n in (("amazon", 3610), ("nyt", 4946), ("tweets", 4196)):
+        splits = data.load_domain(name)
+        assert (len(splits["test"]), len(splits["validation"]), len(splits["train"])) == (1000, 500, n - 1500)
+        everything = data.load_out_of_domain(name)
+        assert sorted(splits["train"].texts + splits["validation"].texts + splits["test"].texts) == sorted(everything.texts)
+        assert data.load_domain(name)["test"].texts == splits["test"].texts                  # fixed by the seed
+        assert data.load_domain(name, seed=1)["test"].texts != splits["test"].texts
+    assert data.load_domain("movies")["test"].texts == data.load_movie_reviews()["test"].texts
+    joined = data.load_all_domains()
+    firsts = [data.load_domain(d)["train"].texts[0] for d in data.DOMAINS]
+    assert joined["train"].texts[:4] == firsts                                 # one sentence of each domain in turn
+    assert len(joined["test"]) == 2000 + 3 * 1000 and joined["test"].texts[:2000] == data.load_movie_reviews()["test"].texts
+    with pytest.raises(ValueError, match="unknown domain"):
+        data.load_domain("imdb")

@@ -454,3 +454,38 @@ def test_the_surgery_suite_measures_each_seed_once_and_rebuilds_its_report_from_
     assert json.loads((out / "seed-0" / "results.json").read_text()) == first           # not measured again
     with pytest.raises(SystemExit, match="add --task e2e"):
         cli.main(["compare", "--suite", "surgery", "--out", str(out)])
+
+
+def test_the_domains_suite_trains_an_expert_per_domain_and_merges_them_per_seed(tmp_path, monkeypatch):
+    """compare --suite domains: four experts and the multi-domain LoRA per seed, then a merge job per seed;
+    an expert deployed from its task vector scores exactly what its own run scored."""
+    for name, size in (("TEST_SIZE", 40), ("VALIDATION_SIZE", 20), ("DOMAIN_TEST_SIZE", 30), ("DOMAIN_VALIDATION_SIZE", 20)):
+        monkeypatch.setattr(data, name, size)
+    out = tmp_path / "domains"
+    cli.main(["compare", "--suite", "domains", "--model", "random-tiny", "--epochs", "1", "--train-size", "8",
+              "--seeds", "2", "--lr-grid", "1e-3,3e-3", "--workers", "1", "--out", str(out)])
+    multi = json.loads((out / "final" / "lora-all-domains" / "seed-0" / "results.json").read_text())
+    assert multi["config"]["train_size"] == 32 and len(multi["test_correct"]) == 40 + 3 * 30
+    merged = json.loads((out / "merges" / "seed-1" / "results.json").read_text())
+    for domain, arm in (("movies", "lora"), ("nyt", "lora-nyt")):
+        own = json.loads((out / "final" / arm / "seed-1" / "results.json").read_text())["merged_test_accuracy"]
+        assert merged["experts"][domain][domain] == own
+    assert set(merged["operators"]) == {"mean", "task-arithmetic", "ties", "pcb"} and len(merged["cosines"]) == 6
+    ta = merged["operators"]["task-arithmetic"]
+    assert ta["validation"] == max(t["score"] for t in ta["grid"]) and [t["scale"] for t in ta["grid"]][3] == 0.25
+    rows = {c["text"]: c for c in json.loads((out / "domains.json").read_text())["claims"]}
+    assert rows["PCB >= TIES"]["n"] == 2 and len(rows) == 3
+    assert "| one LoRA on all four domains |" in (out / "domains.md").read_text()
+
+
+def test_every_arm_of_a_seed_starts_from_the_head_the_merge_job_rebuilds(tmp_path):
+    """The domains merge job takes an expert's head task vector against the head rebuilt by seeding and
+    building the model as train does: a run that barely moves (lr 1e-12) keeps exactly that head."""
+    from tinymix import backend
+    from tinymix.train import TrainConfig, build_model
+    cli.main(["train", "--task", "amazon", "--method", "lora", "--model", "random-tiny", "--lr", "1e-12", "--epochs", "1",
+              "--train-size", "8", "--seed", "3", "--out", str(tmp_path / "run")])
+    backend.manual_seed(3)
+    model, _ = build_model(TrainConfig(method="lora", model="random-tiny", seed=3, task="nyt"), 2)
+    saved = checkpoint.load_arrays(tmp_path / "run" / "merged" / "adapter_model.safetensors")
+    assert np.abs(np.asarray(saved["classifier.weight"]) - backend.to_numpy(model.classifier.weight.data)).max() < 1e-7

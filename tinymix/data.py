@@ -1,4 +1,5 @@
-"""Sentiment data: Rotten Tomatoes movie-review sentences, three out-of-domain sets, and users' own TSVs.
+"""Sentiment data: Rotten Tomatoes movie-review sentences, three out-of-domain sets (also tasks of their own:
+load_domain), and users' own TSVs.
 
 The sentences come from Hutto & Gilbert (2014), shipped in the vaderSentiment 3.3.2 source archive
 (see `store/assets.py`): the movie reviews are the same source as SST. Each line is
@@ -19,6 +20,13 @@ curly quotes, the rest is ASCII) with Windows line ends, which are stripped.
 
 Out-of-domain tests (all sentences, zero scores dropped): `load_out_of_domain("amazon" | "nyt" |
 "tweets")`. Your own data: `load_tsv(path)` reads the GLUE SST-2 layout.
+
+The four domains as tasks of their own (`load_domain`, for domain experts and merging them): "movies" is
+the split above; "amazon" (3,610 sentences), "nyt" (4,946) and "tweets" (4,196) are each split by
+    order = backend.host_generator([seed, 1 + their index in OUT_OF_DOMAIN]).permutation(n)
+    test = the first 1,000, validation = the next 500, train = the rest (2,110 / 3,446 / 2,696).
+`load_all_domains` puts the four together: validation and test concatenated (movies, amazon, nyt, tweets),
+train interleaved (sentence i of each domain in turn), so the first 4n training sentences hold n of each.
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +42,10 @@ _FILES = {
     "tweets": "hutto_ICWSM_2014/tweets_GroundTruth.txt",
 }
 OUT_OF_DOMAIN = ("amazon", "nyt", "tweets")
+DOMAINS = ("movies",) + OUT_OF_DOMAIN
 TEST_SIZE = 2000
 VALIDATION_SIZE = 1000
+DOMAIN_TEST_SIZE, DOMAIN_VALIDATION_SIZE = 1000, 500
 
 
 @dataclass
@@ -94,6 +104,29 @@ def load_out_of_domain(name):
     if name not in OUT_OF_DOMAIN:
         raise ValueError(f"unknown out-of-domain set {name!r}: choose one of {', '.join(OUT_OF_DOMAIN)}")
     return _read_hutto(name)
+
+
+def load_domain(name, seed=0):
+    """{"train", "validation", "test"} -> Split of one sentiment domain (the module's docstring)."""
+    if name not in DOMAINS:
+        raise ValueError(f"unknown domain {name!r}: choose one of {', '.join(DOMAINS)}")
+    if name == "movies":
+        return load_movie_reviews(seed)
+    everything = _read_hutto(name)
+    order = backend.host_generator([seed, 1 + OUT_OF_DOMAIN.index(name)]).permutation(len(everything)).tolist()
+    test, rest = order[:DOMAIN_TEST_SIZE], order[DOMAIN_TEST_SIZE:]
+    return {"train": _subset(everything, rest[DOMAIN_VALIDATION_SIZE:]),
+            "validation": _subset(everything, rest[:DOMAIN_VALIDATION_SIZE]), "test": _subset(everything, test)}
+
+
+def load_all_domains(seed=0):
+    """The four domains as one task (the module's docstring): train interleaved, validation and test joined."""
+    splits = [load_domain(name, seed) for name in DOMAINS]
+    joined = lambda part: Split([t for s in splits for t in s[part].texts], [y for s in splits for y in s[part].labels])
+    longest = max(len(s["train"]) for s in splits)
+    order = [(d, i) for i in range(longest) for d in range(len(splits)) if i < len(splits[d]["train"])]
+    train = Split([splits[d]["train"].texts[i] for d, i in order], [splits[d]["train"].labels[i] for d, i in order])
+    return {"train": train, "validation": joined("validation"), "test": joined("test")}
 
 
 LINE_LIMIT = 1 << 20      # bytes: a file whose first line is longer holds no sentences, one per line

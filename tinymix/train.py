@@ -31,7 +31,8 @@ TASK = methods.CLASSIFICATION    # the methods it offers and their default rates
 @dataclass
 class TrainConfig:
     method: str = "adamix"           # one of methods.names("classification")
-    task: str = "movie-reviews"      # or a folder with train.tsv / dev.tsv / test.tsv (SST-2 layout)
+    task: str = "movie-reviews"      # or amazon, nyt, tweets, all-domains (data.load_domain), or a folder
+                                     # with train.tsv / dev.tsv / test.tsv (SST-2 layout)
     model: str = "minilm-l6"
     seed: int = 0
     epochs: int = 2
@@ -79,9 +80,9 @@ class TrainConfig:
         check = validate.check_range
         methods.check_settings(self, TASK)
         validate.check_text("task", self.task)
-        if self.task != "movie-reviews" and not Path(self.task).is_dir():
-            raise ValueError(f"unknown task {self.task!r}: use 'movie-reviews' or a folder holding "
-                             "train.tsv, dev.tsv and test.tsv")
+        if self.task not in CLASSIFICATION_TASKS and not Path(self.task).is_dir():
+            raise ValueError(f"unknown task {self.task!r}: use {', '.join(CLASSIFICATION_TASKS)} or a folder "
+                             "holding train.tsv, dev.tsv and test.tsv")
         check("epochs", self.epochs, 1, integer=True)
         check("train_size", self.train_size, 0, integer=True, why="0 means all")
         check("train_sample", self.train_sample, -1, integer=True, why="-1: the first --train-size sentences")
@@ -99,10 +100,17 @@ class TrainConfig:
             raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
 
 
+CLASSIFICATION_TASKS = ("movie-reviews",) + data.OUT_OF_DOMAIN + ("all-domains",)
+
+
 def load_splits(task, seed=0):
     with reading(task):
         if task == "movie-reviews":
             return data.load_movie_reviews(seed)
+        if task in data.OUT_OF_DOMAIN:                 # a sentiment domain of its own (data.load_domain)
+            return data.load_domain(task, seed)
+        if task == "all-domains":
+            return data.load_all_domains(seed)
         folder = Path(task)
         return {"train": data.load_tsv(folder / "train.tsv"), "validation": data.load_tsv(folder / "dev.tsv"),
                 "test": data.load_tsv(folder / "test.tsv")}

@@ -463,9 +463,9 @@ def compare_command(args):
         if args.suite == "surgery":
             from ..experiments import surgery
             return surgery.compare_command(args, base)
-        if args.suite == "merging":
-            raise ValueError("--suite merging merges classifiers' experts, its scale chosen by validation accuracy: "
-                             "run it without --task e2e (see docs/plans/merging.md)")
+        if args.suite in ("merging", "domains"):
+            raise ValueError(f"--suite {args.suite} merges classifiers, each scale chosen by validation accuracy: "
+                             f"run it without --task e2e (see docs/plans/{args.suite}.md)")
         return e2e.compare_command(args, base)
     if e2e_only:
         raise ValueError(f"{', '.join('--' + n.replace('_', '-') for n in e2e_only)}: not a flag of `compare` "
@@ -481,6 +481,9 @@ def compare_command(args):
     if args.suite == "merging":
         from ..experiments import merging
         return merging.compare_command(args)
+    if args.suite == "domains":
+        from ..experiments import domains
+        return domains.compare_command(args)
     if args.suite in ("porting", "surgery"):
         raise ValueError(f"--suite {args.suite} works on the tiny GPT: add --task e2e (see docs/plans/{args.suite}.md)")
     return nlu.compare_command(args)
