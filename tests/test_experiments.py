@@ -489,3 +489,20 @@ def test_every_arm_of_a_seed_starts_from_the_head_the_merge_job_rebuilds(tmp_pat
     model, _ = build_model(TrainConfig(method="lora", model="random-tiny", seed=3, task="nyt"), 2)
     saved = checkpoint.load_arrays(tmp_path / "run" / "merged" / "adapter_model.safetensors")
     assert np.abs(np.asarray(saved["classifier.weight"]) - backend.to_numpy(model.classifier.weight.data)).max() < 1e-7
+
+
+def test_the_mos_suite_streams_the_domains_in_each_seeds_order_and_judges_the_parts(tmp_path, monkeypatch):
+    from tinymix.experiments import mos
+    monkeypatch.setattr(mos, "TRAIN", 12)
+    monkeypatch.setattr(mos, "TEST", 6)
+    monkeypatch.setattr(mos, "EPOCHS", 1)
+    out = tmp_path / "mos"
+    cli.main(["compare", "--suite", "mos", "--model", "random-tiny", "--seeds", "2", "--workers", "1", "--out", str(out)])
+    run = json.loads((out / "final" / "mos" / "seed-1" / "results.json").read_text())
+    assert sorted(run["order"]) == sorted(data.DOMAINS) and run["order"] == mos.order_of(1) != mos.order_of(0)
+    assert len(run["after_task"]) == 4 and run["final"] == run["after_task"][-1]
+    assert run["average_incremental"] == pytest.approx(sum(run["after_task"]) / 4)
+    assert all(0 <= a <= 1 for a in run["after_task"] + run["retrieval"])
+    rows = {c["text"]: c for c in json.loads((out / "mos.json").read_text())["claims"]}
+    assert rows["MOS >= one adapter trained in turn"]["n"] == 2 and len(rows) == 4
+    assert "| prototypes |" in (out / "mos.md").read_text()

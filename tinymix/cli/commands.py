@@ -463,7 +463,7 @@ def compare_command(args):
         if args.suite == "surgery":
             from ..experiments import surgery
             return surgery.compare_command(args, base)
-        if args.suite in ("merging", "domains"):
+        if args.suite in ("merging", "domains", "mos"):
             raise ValueError(f"--suite {args.suite} merges classifiers, each scale chosen by validation accuracy: "
                              f"run it without --task e2e (see docs/plans/{args.suite}.md)")
         return e2e.compare_command(args, base)
@@ -484,6 +484,9 @@ def compare_command(args):
     if args.suite == "domains":
         from ..experiments import domains
         return domains.compare_command(args)
+    if args.suite == "mos":
+        from ..experiments import mos
+        return mos.compare_command(args)
     if args.suite in ("porting", "surgery"):
         raise ValueError(f"--suite {args.suite} works on the tiny GPT: add --task e2e (see docs/plans/{args.suite}.md)")
     return nlu.compare_command(args)

@@ -128,7 +128,7 @@ def _compare_flags(parser, nlg_config):
                       help="seeds per learning rate in the search (default: %(default)s)")
     both.add_argument("--lr-grid", default=None, help="the learning rates every arm is tried at (default: "
                       f"{_rates(nlu.GRID)}; --task e2e: {_rates(e2e.GRID)})")
-    both.add_argument("--suite", choices=("adamix", "neighbours", "merging", "domains", "porting", "surgery"),
+    both.add_argument("--suite", choices=("adamix", "neighbours", "merging", "domains", "mos", "porting", "surgery"),
                       default="adamix",
                       help="adamix: AdaMix, its modules, ablations and the paper's claims; neighbours: the "
                       "neighbour methods against AdaMix and the modules they build on, with their papers' "
@@ -136,7 +136,8 @@ def _compare_flags(parser, nlg_config):
                       "experts merged by task arithmetic, TIES and PCB against their mean (movie reviews; "
                       "give --lr-from the AdaMix comparison's folder); domains: a LoRA per sentiment domain "
                       "(movies, Amazon, NYT, tweets) merged by each operator, against the experts and one LoRA "
-                      "on all four; porting (--task e2e): LoRA patches "
+                      "on all four; mos: MOS's per-task adapters on a class-incremental stream of the four "
+                      "domains, against forgetting baselines; porting (--task e2e): LoRA patches "
                       "carried from the tiny GPT to its evolved version data/tiny_gpt_v2 without training "
                       "(PortLLM), and the negative flips of re-training (MUSCLE); surgery (--task e2e): "
                       "Model Surgery on the tiny GPT, a probe's direction added to 95 FFN rows")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from .. import backend
 from ..store import checkpoint
-from ..experiments import domains, e2e, nlu, porting, protocol
+from ..experiments import domains, e2e, mos, nlu, porting, protocol
 
 TASKS = {"nlu": nlu.run_request, "e2e": e2e.run_request, "e2e-porting": porting.run_request,
-         "nlu-domains-merge": domains.merge_request}
+         "nlu-domains-merge": domains.merge_request, "nlu-mos": mos.run_request}
 
 
 def main(folder):
