@@ -9,7 +9,8 @@ import pytest
 from tinymix.experiments import report
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["results.md", "results_e2e.md", "results_neighbours.md", "results_neighbours_e2e.md", "results_fewshot.md"]
+PAGES = ["results.md", "results_e2e.md", "results_neighbours.md", "results_neighbours_e2e.md", "results_fewshot.md",
+         "results_surgery.md"]
 TERMS = {"arm": r"\barms?\b", "spread": r"\bspread\b", "moved": r"\bmoved\b", "rows B": r"\brows? \"?B\b",
          "rows G": r"\brows? \"?G\b", "rows R": r"\brows? \"?R\b", "paired difference": r"\bpaired difference"}
 
@@ -64,7 +65,8 @@ def test_the_verdict_paragraph_counts_the_decided_comparisons():
                                                   ("results_e2e.md", "e2e", "results.md"),
                                                   ("results_neighbours.md", "nlu-small", "neighbours.md"),
                                                   ("results_neighbours_e2e.md", "e2e", "neighbours.md"),
-                                                  ("results_fewshot.md", "nlu-fewshot", "results.md")])
+                                                  ("results_fewshot.md", "nlu-fewshot", "results.md"),
+                                                  ("results_surgery.md", "surgery", "surgery.md")])
 def test_each_page_carries_its_commands_report_unchanged(name, folder, source, tmp_path):
     """The page is what `compare --report-only` writes into it: pasting its folder's report again
     changes nothing."""
