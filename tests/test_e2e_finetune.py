@@ -164,3 +164,19 @@ def test_a_data_seed_other_than_the_pretraining_one_is_refused():
     seen = pretrained.tiny_gpt_record()["e2e_data_seed"]
     with pytest.raises(ValueError, match=f"from the training combinations of data seed {seen}"):
         finetune.train(finetune.NLGConfig(method="lora", data_seed=seen + 1, steps=1, progress=False))
+
+
+def test_patience_stops_the_e2e_run_after_that_many_evaluations_without_a_better_validation_loss(monkeypatch):
+    losses = iter([5.0, 4.0, 4.5, 4.2, 3.0, 3.0])
+    original = finetune.evaluate_loss
+    calls = []
+
+    def scripted(model, pairs, pad_id, batch_size=32):
+        calls.append(1)
+        return next(losses) if len(calls) <= 6 else original(model, pairs, pad_id, batch_size)
+    monkeypatch.setattr(finetune, "evaluate_loss", scripted)
+    cfg = finetune.NLGConfig(method="lora", steps=60, eval_every=10, patience=2, train_size=16, validation_size=2,
+                             test_size=1, beam_width=1, max_new_tokens=2, progress=False, test=False)
+    result = finetune.train(cfg)
+    assert (result["best_step"], result["steps_trained"]) == (20, 40)
+    assert [h["step"] for h in result["history"]] == [10, 20, 30, 40]

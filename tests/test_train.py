@@ -252,3 +252,21 @@ def test_the_training_curve_draws_the_two_terms_apart(tmp_path, monkeypatch):
                                "validation accuracy"]
     plots.training_curve([1.0, 0.9], history, tmp_path / "b.png", terms={**terms, "consistency_weight": 0.0})
     assert drawn["labels"] == ["training loss", "validation accuracy"]
+
+
+def test_patience_stops_on_a_validation_plateau_and_a_resumed_run_stops_too(tmp_path, monkeypatch):
+    """--patience 2: epochs 3 and 4 bring nothing better than epoch 2, so training stops after epoch 4 of 8;
+    the best epoch (2) is the one deployed. Scripted validation accuracies make the plateau certain."""
+    scores = iter([0.5, 0.6, 0.55, 0.6, 0.9, 0.9, 0.9, 0.9])
+    original = train_module.evaluate
+    monkeypatch.setattr(train_module, "evaluate", lambda model, tokenizer, split, batch_size=128, per_example=False:
+                        original(model, tokenizer, split, batch_size, per_example) if per_example else next(scores))
+    cfg = TrainConfig(method="lora", model="random-tiny", epochs=8, train_size=16, patience=2, out=str(tmp_path / "run"),
+                      progress=False)
+    result = train(cfg)
+    assert (result["best_epoch"], result["epochs_trained"], result["validation_accuracy"]) == (2, 4, 0.6)
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="--patience stops on a validation plateau"):
+        TrainConfig(method="lora", patience=1, select_on_validation=False, train_size=30).validate()
+    with pytest.raises(ValueError, match="patience"):
+        TrainConfig(method="lora", patience=-1).validate()

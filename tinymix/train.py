@@ -40,6 +40,8 @@ class TrainConfig:
     train_sample: int = -1           # >= 0: instead, N sentences drawn at random with this seed (a few-shot split)
     select_on_validation: bool = True    # False: no validation at all (true few-shot); the last epoch is kept
     checkpoint_every: int = 1        # epochs between checkpoints (the last epoch always gets one)
+    patience: int = 0                # stop once validation has not improved for this many epochs (0: never;
+                                     # `epochs` stays the maximum, and the schedule is laid out over it)
     batch_size: int = 32
     lr: float = 0.0                  # 0: the method's default rate (methods.py)
     weight_decay: float = 0.1
@@ -87,7 +89,11 @@ class TrainConfig:
         check("train_size", self.train_size, 0, integer=True, why="0 means all")
         check("train_sample", self.train_sample, -1, integer=True, why="-1: the first --train-size sentences")
         check("checkpoint_every", self.checkpoint_every, 1, integer=True)
+        check("patience", self.patience, 0, integer=True, why="0: train every epoch")
         validate.check_bool("select_on_validation", self.select_on_validation)
+        if self.patience and not self.select_on_validation:
+            raise ValueError("--patience stops on a validation plateau, and --no-select-on-validation reads no "
+                             "validation: leave one of them out")
         if self.train_sample >= 0 and not self.train_size:
             raise ValueError("--train-sample draws --train-size sentences at random: give --train-size too")
         for name in ("eval_batch_size", "log_every"):
@@ -224,8 +230,13 @@ def _train(cfg, splits, before_merge, run):
         run.record(cfg, found)
     best_weights = None
     for epoch in range(state["epoch"], cfg.epochs):
+        if plateaued(cfg, state):          # checked first too: a run resumed after its plateau stops at once
+            break
         weights = _epoch(cfg, epoch, model, tokenizer, optimizer, lr, train_split, splits, state, run)
         best_weights = weights if weights is not None else best_weights
+    if plateaued(cfg, state) and state["epoch"] < cfg.epochs:
+        print(f"stopped after epoch {state['epoch']}: validation has not improved for {cfg.patience} epoch(s) "
+              f"(the best: epoch {state['best_epoch']})")
     if best_weights is not None:                      # the best epoch was in this session
         model.load_state_dict(best_weights, strict=False)
     elif run is not None and state["best_epoch"] > 0:  # ... or before a resume: its checkpoint is kept
@@ -235,6 +246,11 @@ def _train(cfg, splits, before_merge, run):
         peft.save_adapter(model, run.path / "best")
     extra = before_merge(model, tokenizer, splits) if before_merge else {}
     return _merge_and_test(cfg, model, tokenizer, splits, state, start, run, started, extra)
+
+
+def plateaued(cfg, state):
+    """--patience: the last `patience` epochs brought no better validation accuracy."""
+    return cfg.patience > 0 and state["best_epoch"] > 0 and state["epoch"] - state["best_epoch"] >= cfg.patience
 
 
 def sample_indices(available, cfg):
@@ -319,7 +335,7 @@ def _merge_and_test(cfg, model, tokenizer, splits, state, start, run, started, e
     result = {
         "config": {**asdict(cfg), "lr": methods.learning_rate(cfg, TASK)},       # the rate used, not 0
         "history": state["history"], "losses": state["losses"],
-        "best_epoch": state["best_epoch"],
+        "best_epoch": state["best_epoch"], "epochs_trained": state["epoch"],
         "validation_accuracy": state["best_validation"] if cfg.select_on_validation else None,
         "test_accuracy": test_accuracy, "merged_test_accuracy": test_accuracy, "routing": routing,
         "test_correct": test_correct,      # per test sentence, in order: 1 right, 0 wrong (merged model)

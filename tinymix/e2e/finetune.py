@@ -64,6 +64,8 @@ class NLGConfig:
     max_grad_norm: float = 0.0       # 0: no clipping, as the official GPT-2 code (--clip 0.0)
     label_smoothing: float = 0.1
     eval_every: int = 100            # steps between validation losses (best weights are kept)
+    patience: int = 0                # stop once the validation loss has not improved for this many
+                                     # evaluations (0: never; `steps` stays the maximum and lays out the schedule)
     num_experts: int = 8
     sharing: str = "up"
     consistency_weight: float = 100.0
@@ -104,7 +106,7 @@ class NLGConfig:
                              f"got {self.model!r}")
         if self.model != "tiny-gpt":
             check_gpt_checkpoint(self.model)       # complete, and a decoder
-        for name in ("data_seed", "no_repeat_ngram"):
+        for name in ("data_seed", "no_repeat_ngram", "patience"):
             check(name, getattr(self, name), 0, integer=True)
         for name, high in (("train_size", 100_000), ("validation_size", 10_000), ("test_size", 10_000)):
             check(name, getattr(self, name), 1, high, integer=True, why="the generated data set's limit")
@@ -314,6 +316,11 @@ def train(cfg, splits=None, extra_loss=None):
             if validation < best:
                 best = validation
                 best_weights = {n: p.data.copy() for n, p in model.named_parameters() if p.requires_grad}
+            best_step = min(history, key=lambda h: h["validation_loss"])["step"]
+            if cfg.patience and (step - best_step) // cfg.eval_every >= cfg.patience:
+                print(f"stopped at step {step}: the validation loss has not improved for {cfg.patience} "
+                      f"evaluation(s) (the best: step {best_step})")
+                break
     bar.close()
     train_seconds = time.perf_counter() - train_started
     model.load_state_dict(best_weights, strict=False)
@@ -322,6 +329,8 @@ def train(cfg, splits=None, extra_loss=None):
               "trainable_parameters": model.num_parameters(trainable_only=True),
               "merged_parameters": peft.deployed_parameter_count(model), "all_parameters": model.num_parameters(),
               "train_pairs": len(train_pairs), "dropped_pairs": dropped, "train_seconds": train_seconds,
+              "best_step": min(history, key=lambda h: h["validation_loss"])["step"] if history else None,
+              "steps_trained": step,
               "loss_terms": loss_series({"losses": losses, **terms}, consistency_weight)}
     return _merge_decode_and_score(cfg, model, encoder, splits, result, losses, started)
 

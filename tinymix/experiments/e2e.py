@@ -185,16 +185,24 @@ def decoding_speed_of_runs(task, arms, chosen, runs, out, report_only):
 
 def arms_table(arms, chosen, runs):
     lines = ["| arm | lr | seeds | BLEU (all refs) | BLEU (held-out families) | slot error % | validation BLEU | "
-             "trainable (training) | trainable (merged) | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "best step (per seed) | trainable (training) | trainable (merged) | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm in arms:
         found = list(runs.get(arm.name, {}).values())
         if not found:
             continue
         pm = lambda key: "{:.1f} ± {:.1f}".format(*stats.mean_std(r[key] for r in found))
+        best = ", ".join(f"{best_step(r)}/{r['config']['steps']}" for r in found)
         lines.append(f"| {arm.name} | {chosen[arm.name]['lr']:g} | {len(found)} | {pm('bleu')} | {pm('bleu_held_out')} | "
-                     f"{pm('slot_error_rate')} | {pm('validation_bleu')} | {found[0]['trainable_parameters']:,d} | "
+                     f"{pm('slot_error_rate')} | {pm('validation_bleu')} | {best} | {found[0]['trainable_parameters']:,d} | "
                      f"{found[0]['merged_parameters']:,d} | {statistics.mean(r['train_seconds'] for r in found):.0f} |")
     return "\n".join(lines)
+
+
+def best_step(result):
+    """The step whose weights a run kept: the lowest validation loss of its history (runs made before
+    results recorded it say it only through the history)."""
+    return result.get("best_step") or min(result["history"], key=lambda h: h["validation_loss"])["step"]
 
 
 def gap_tables(runs):

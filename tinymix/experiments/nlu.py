@@ -199,8 +199,8 @@ def compare_command(args):
 
 
 def arms_table(arms, chosen, runs):
-    lines = ["| arm | lr | seeds | test accuracy (merged) | validation | trainable (training) | "
-             "trainable (merged) | merged % of all | train time (s) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| arm | lr | seeds | test accuracy (merged) | validation | best epoch (per seed) | trainable (training) | "
+             "trainable (merged) | merged % of all | train time (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for arm in arms:
         found = runs.get(arm.name)
         if not found:
@@ -211,8 +211,9 @@ def arms_table(arms, chosen, runs):
         validation = f"{statistics.mean(read):.4f}" if read else "not read"        # few-shot reads none
         seconds = statistics.mean(r["seconds"] for r in found.values())
         share = 100 * first["merged_parameters"] / first["all_parameters"]
+        best = ", ".join(f"{found[s]['best_epoch']}/{found[s]['config']['epochs']}" for s in sorted(found))
         lines.append(f"| {arm.name} | {chosen[arm.name]['lr']:g} | {len(found)} | {mean:.4f} ± {std:.4f} | "
-                     f"{validation} | {first['trainable_parameters']:,d} | {first['merged_parameters']:,d} | "
+                     f"{validation} | {best} | {first['trainable_parameters']:,d} | {first['merged_parameters']:,d} | "
                      f"{share:.2f}% | {seconds:.0f} |")
     return "\n".join(lines)
 
