@@ -506,3 +506,46 @@ def test_the_mos_suite_streams_the_domains_in_each_seeds_order_and_judges_the_pa
     rows = {c["text"]: c for c in json.loads((out / "mos.json").read_text())["claims"]}
     assert rows["MOS >= one adapter trained in turn"]["n"] == 2 and len(rows) == 4
     assert "| prototypes |" in (out / "mos.md").read_text()
+
+
+class _Scripted:
+    """A task whose validation score is a known function of the recipe: -(log10 lr + 3)^2, +0.1 with clipping."""
+    name, defaults = "scripted", {}
+
+    def request(self, arm, lr, seed, test):
+        return {"task": self.name, "lr": lr, "seed": seed, "test": test, "overrides": arm.overrides}
+
+    @staticmethod
+    def run(request, folder):
+        score = -(math.log10(request["lr"]) + 3) ** 2 + (0.1 if request["overrides"].get("max_grad_norm") else 0.0)
+        checkpoint.save_json(folder / "results.json", {"validation_accuracy": score, "seed": request["seed"]})
+
+    @staticmethod
+    def validation_score(result):
+        return result["validation_accuracy"]
+
+    def space(self, arm):
+        from tinymix.experiments import protocol
+        return protocol.recipe_space(arm, (1e-4, 3e-4, 1e-3, 3e-3), {"consistency_weight": 1.0, "max_grad_norm": 0.0})
+
+
+def test_tuning_by_search_spends_the_same_budget_on_every_arm_and_finds_a_known_optimum(tmp_path):
+    from tinymix.experiments import protocol
+    from tinymix.experiments.protocol import Arm
+    arms = [Arm("lora", {"method": "lora"}), Arm("adamix", {"method": "adamix"}),
+            Arm("adamix, no consistency", {"method": "adamix", "consistency_weight": 0.0}, lr_from="adamix")]
+    chosen = protocol.tune_by_search(_Scripted(), arms, range(1000, 1003), tmp_path, 1, budget=8)
+    for name in ("lora", "adamix"):
+        found = chosen[name]
+        assert len(found["evaluations"]) == 8 and found["search"] == "mads" and found["complete"]
+        assert found["overrides"]["max_grad_norm"] == 1.0 and abs(math.log10(found["lr"]) + 3) < 0.35
+    assert "consistency_weight" in chosen["adamix"]["overrides"] and "consistency_weight" not in chosen["lora"]["overrides"]
+    assert len(list((tmp_path / "tuning" / "lora").glob("*/seed-1002/results.json"))) == 8     # every tuning seed
+    assert chosen["adamix, no consistency"]["from"] == "adamix"
+    runs, _, _ = protocol.final(_Scripted(), arms, chosen, range(1), tmp_path, 1)
+    request = json.loads((tmp_path / "final" / "adamix-no-consistency" / "seed-0" / "request.json").read_text())
+    assert request["overrides"]["consistency_weight"] == 0.0 and request["overrides"]["max_grad_norm"] == 1.0
+    again = protocol.tune_by_search(_Scripted(), arms, range(1000, 1003), tmp_path, 1, budget=8, report_only=True)
+    assert again["lora"]["evaluations"] == chosen["lora"]["evaluations"]             # reused, not run again
+    with pytest.raises(SystemExit, match="--tuning-budget must be at least 1"):
+        cli.main(["compare", "--model", "random-tiny", "--tuning", "mads", "--tuning-budget", "0", "--out", str(tmp_path / "x")])

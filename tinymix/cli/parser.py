@@ -124,6 +124,13 @@ def _compare_flags(parser, nlg_config):
     both.add_argument("--model", default=None, help="the pretrained backbone (default: minilm-l6, random-tiny "
                       "for a smoke run; --task e2e: tiny-gpt)")
     both.add_argument("--seeds", type=int, default=5, help="final seeds per arm (default: %(default)s)")
+    both.add_argument("--tuning", choices=("grid", "mads"), default="grid",
+                      help="grid: each arm's rate from the shared grid; mads: each arm's recipe (rate, AdaMix's "
+                      "consistency weight, clipping) by mesh adaptive direct search, --tuning-budget evaluations "
+                      "each (default: %(default)s)")
+    both.add_argument("--tuning-budget", type=int, default=4,
+                      help="--tuning mads: evaluations per arm, each at every tuning seed (default: %(default)s, "
+                      "the grid's size)")
     both.add_argument("--tuning-seeds", type=int, default=1,
                       help="seeds per learning rate in the search (default: %(default)s)")
     both.add_argument("--lr-grid", default=None, help="the learning rates every arm is tried at (default: "

@@ -68,6 +68,9 @@ class DataToText:
     def validation_score(result):
         return -1.0 if "diverged" in result else result["validation_bleu"]
 
+    def space(self, arm):
+        return protocol.recipe_space(arm, GRID, self.defaults)
+
     @staticmethod
     def run(request, folder):
         run_request(request, folder)

@@ -2,6 +2,9 @@
 
 1. Learning rates. Every arm that is a method of its own gets its own learning rate, chosen on the
    VALIDATION split from one grid shared by all arms, with the same tuning seeds for each grid point.
+   Or (--tuning mads) its recipe is searched: mesh adaptive direct search (mads.py) over the task's space
+   for the arm (the rate; AdaMix's consistency weight; clipping on or off), the same number of evaluations
+   for every arm, each evaluation the mean validation score over the tuning seeds (tune_by_search).
    If the best rate sits at an edge of the grid, the grid grows one step past that edge (at most
    `extensions` times): the same rule, so the same kind of budget, for every arm. A variant of a method
    (an ablation, a longer budget) uses that method's rate (`Arm.lr_from`). Tuning runs never read the
@@ -15,6 +18,7 @@
    Runs go to `workers` processes (python3 -m tinymix.cli.worker FOLDER, one BLAS thread each),
    so that a crash or Ctrl-C loses at most the runs in flight: run the same command again to go on.
 """
+import math
 import os
 import signal
 import subprocess
@@ -174,6 +178,7 @@ def settings(args, arms, grid):
     """Check the protocol's flags before any work starts; returns (chosen arms, learning-rate grid).
     An arm that takes another arm's rate brings that arm along."""
     for flag, value, low in (("--seeds", args.seeds, 1), ("--tuning-seeds", args.tuning_seeds, 1),
+                             ("--tuning-budget", getattr(args, "tuning_budget", 1), 1),
                              ("--workers", args.workers, 1)):
         if value < low:
             raise ValueError(f"{flag} must be at least {low}, got {value}")
@@ -198,6 +203,9 @@ def settings(args, arms, grid):
 
 def learning_rates(task, arms, grid, args, out):
     """Phase 1, or the rates another comparison chose (--lr-from FOLDER), marked as taken from there."""
+    if not args.lr_from and getattr(args, "tuning", "grid") == "mads":
+        return tune_by_search(task, arms, range(1000, 1000 + args.tuning_seeds), out, args.workers,
+                              args.tuning_budget, report_only=args.report_only)
     if not args.lr_from:
         return tune(task, arms, grid, range(1000, 1000 + args.tuning_seeds), out, args.workers,
                     report_only=args.report_only)
@@ -252,9 +260,101 @@ def tune(task, arms, grid, seeds, out, workers, extensions=2, report_only=False)
     return chosen
 
 
+def tune_by_search(task, arms, seeds, out, workers, budget, report_only=False):
+    """Phase 1 by search: for every arm with a search of its own, mads.minimise over task.space(arm) with
+    `budget` evaluations; one evaluation = the point's runs at every tuning seed (in parallel), scored by
+    their mean validation score. Returns chosen as tune does, with "overrides" (the recipe besides the
+    rate) and "evaluations" [(recipe, score)] in the order they were made. The budget counts distinct
+    recipes: two search points that give the same recipe (the same rate to 3 digits, the same side of the
+    clipping threshold) are one evaluation, looked up the second time. Variants take their method's recipe.
+    With report_only, a point not yet run ends that arm's search (what was run is reported)."""
+    from . import mads
+    chosen = {}
+    for arm in [a for a in arms if not a.lr_from]:
+        variables, start, recipe = task.space(arm)
+        evaluations, stopped, seen = [], [], {}
+
+        def score(x):
+            overrides = recipe(x)
+            searched = Arm(arm.name, {**arm.overrides, **{k: v for k, v in overrides.items() if k != "lr"}})
+            key = "-".join(f"{k}-{v:.3g}" for k, v in sorted(overrides.items()))
+            if key in seen:
+                return seen[key]
+            if len(evaluations) >= budget:
+                raise _Spent
+            jobs = [(Path(out, "tuning", arm.slug, key, f"seed-{s}"), task.request(searched, overrides["lr"], s, test=False))
+                    for s in seeds]
+            results = run_all(jobs, workers, task.run, report_only, _label, task.defaults)
+            found = [task.validation_score(r) for r in results.values() if r is not None]
+            if len(found) < len(jobs):
+                stopped.append(key)
+                raise _NotRun
+            value = sum(found) / len(found)
+            evaluations.append({"recipe": overrides, "score": value})
+            seen[key] = -value
+            return -value
+        complete = True
+        try:
+            mads.minimise(score, variables, start, budget=100 * budget)      # the budget is counted above
+        except _Spent:
+            pass
+        except _NotRun:
+            complete = False
+        if evaluations:
+            best = max(evaluations, key=lambda e: e["score"])
+            chosen[arm.name] = {"lr": best["recipe"]["lr"], "overrides": {k: v for k, v in best["recipe"].items()
+                                                                           if k != "lr"},
+                                "search": "mads", "budget": budget, "evaluations": evaluations,
+                                "complete": complete}
+    for arm in arms:
+        if arm.lr_from and arm.lr_from in chosen:
+            chosen[arm.name] = {"lr": chosen[arm.lr_from]["lr"], "overrides": chosen[arm.lr_from].get("overrides", {}),
+                                "from": arm.lr_from}
+    return chosen
+
+
+def recipe_space(arm, grid, defaults):
+    """(mads variables, start, recipe(x) -> settings) of an arm's search: log10 of the rate over the grid
+    widened by a decade each way (starting at the grid's middle); for AdaMix arms also the consistency
+    weight, 0 to twice its default (starting at it); for every arm clipping at 1.0, on or off (starting at
+    the task's default, a step from the threshold). `defaults`: the task config's defaults."""
+    from .mads import Variable
+    low, high = math.log10(min(grid)), math.log10(max(grid))
+    variables, start = [Variable("log10_lr", low - 1, high + 1)], [(low + high) / 2]
+    mixes = arm.overrides.get("method", "").startswith("adamix")
+    if mixes:
+        weight = arm.overrides.get("consistency_weight", defaults["consistency_weight"])
+        variables.append(Variable("consistency_weight", 0.0, 2 * max(weight, 1.0)))
+        start.append(weight)
+    # clipping is on where this variable is at least 0.5: a continuous stand-in for an on/off choice, so
+    # that the poll's steps (a quarter of the box at first) can cross the threshold; it starts a step away
+    variables.append(Variable("clip", 0.0, 1.0))
+    start.append(0.7 if defaults["max_grad_norm"] > 0 else 0.3)
+
+    def recipe(x):
+        found = {"lr": float(f"{10 ** x[0]:.3g}"), "max_grad_norm": 1.0 if x[-1] >= 0.5 else 0.0}
+        if mixes:
+            found["consistency_weight"] = float(f"{x[1]:.3g}")
+        return found
+    return variables, start, recipe
+
+
+class _NotRun(Exception):
+    """A search point whose runs are not there (report-only): the search stops."""
+
+
+class _Spent(Exception):
+    """The arm's budget of distinct recipes is spent: the search stops."""
+
+
 def final(task, arms, chosen, seeds, out, workers, report_only=False):
-    """Phase 2: {arm name: {seed: results}} for the arms whose rate is known (missing runs left out)."""
-    jobs = {(arm.name, s): (run_folder(out, "final", arm, s), task.request(arm, chosen[arm.name]["lr"], s, test=True))
+    """Phase 2: {arm name: {seed: results}} for the arms whose rate is known (missing runs left out).
+    A searched recipe's other settings (chosen[...]["overrides"]) apply under the arm's own overrides'
+    names, except those the arm fixes itself (an ablation keeps what it ablates)."""
+    def tuned(arm):
+        extra = {k: v for k, v in chosen[arm.name].get("overrides", {}).items() if k not in arm.overrides}
+        return Arm(arm.name, {**arm.overrides, **extra}, arm.lr_from, arm.budget) if extra else arm
+    jobs = {(arm.name, s): (run_folder(out, "final", arm, s), task.request(tuned(arm), chosen[arm.name]["lr"], s, test=True))
             for arm in arms if arm.name in chosen for s in seeds}
     results = run_all(list(jobs.values()), workers, task.run, report_only, _label, task.defaults)
     runs, diverged = {}, []

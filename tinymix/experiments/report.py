@@ -190,6 +190,16 @@ def tuning_table(chosen, grid_label="validation"):
                  if lr in c["scores"] else "" for lr in rates]
         edge = " (at the grid's edge)" if c.get("edge") else ""
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {c['lr']:g}{edge} |")
+    searches = {name: c for name, c in chosen.items() if c.get("search")}
+    if searches:
+        lines += ([""] if lines else []) + ["| arm | evaluations (budget) | recipe chosen | its validation score | "
+                                            "every evaluation, in order |", "|---|---|---|---|---|"]
+        for name, c in searches.items():
+            best = max(c["evaluations"], key=lambda e: e["score"])
+            recipe = lambda r: ", ".join(f"{k} {v:g}" for k, v in r.items())
+            order = "; ".join(f"{recipe(e['recipe'])}: {e['score']:.4g}" for e in c["evaluations"])
+            lines.append(f"| {name} | {len(c['evaluations'])} ({c['budget']}) | {recipe(best['recipe'])} | "
+                         f"{best['score']:.4g} | {order} |")
     inherited = [f"{name}: {c['lr']:g} (from {c['from']})" for name, c in chosen.items() if "from" in c]
     if inherited:
         lines += ([""] if lines else []) + [("Variants use their method's rate: " if searched else "Rates: ")
