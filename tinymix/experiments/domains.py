@@ -14,9 +14,7 @@ every site plus its head minus the head it started from (every arm of a seed sta
 flattened into one vector for the whole model as the released merging code does; each operator's lambda is
 chosen on the mean VALIDATION accuracy over the four domains; the merged model is tested once per domain.
 """
-import math
 import statistics
-from dataclasses import asdict
 from pathlib import Path
 
 from .. import backend, data, merging, peft
@@ -174,25 +172,17 @@ def table(merges, runs):
 
 def compare_command(args):
     """`compare --suite domains`."""
-    if args.regime != "small":
-        raise ValueError("--suite domains runs the small regime its plan fixes (docs/plans/domains.md): leave --regime out")
-    base, regime = nlu.task_of(args)
-    task = Domains(base.train_size, base.epochs, base.model, random_runs=0, settings=base.settings)
-    out = Path(args.out)
-    chosen_arms, grid = protocol.settings(args, arms(), nlu.GRID)
-    chosen = protocol.learning_rates(task, chosen_arms, grid, args, out)
-    runs, diverged, missing = protocol.final(task, chosen_arms, chosen, range(args.seeds), out, args.workers,
-                                             report_only=args.report_only)
+    done = nlu.small_regime(args, Domains, arms(), "docs/plans/domains.md")
+    task, out, regime, chosen_arms, chosen, runs = done.task, done.out, done.regime, done.arms, done.chosen, done.runs
+    diverged, missing = done.diverged, done.missing
     lora = next(a for a in chosen_arms if a.name == "lora")
     jobs = merge_jobs(out, runs, range(args.seeds), lambda s: task.request(lora, chosen["lora"]["lr"], s, True))
     done = protocol.run_all(jobs, args.workers, merge_request, args.report_only, protocol._label)
     merges = sorted((r for r in done.values() if r is not None), key=lambda m: m["seed"])
     judged = claims(merges)
     text = "\n\n".join(part for part in [
-        report.verdict_paragraph(judged, CLAIMS, "the claims fixed in docs/plans/domains.md"),
-        report.terms("paired difference", "verdict", "p (Holm)"),
-        "Claims: paired differences of the mean test accuracy over the four domains, in points, 95% CI over seeds:",
-        report.claims_table(judged, scale=1, unit=""),
+        *report.opening(judged, CLAIMS, "docs/plans/domains.md", "Claims: paired differences of the mean test "
+                        "accuracy over the four domains, in points, 95% CI over seeds:"),
         f"Budget: {regime['epochs']} epochs over {regime['train_size']:,} training sentences per expert (the "
         f"multi-domain LoRA: {regime['train_size']:,} of each domain); LoRA r = 4 on query and value; each operator's "
         "lambda chosen on the mean validation accuracy over the domains; TIES keeps 20%, PCB 10%. Test accuracy per "

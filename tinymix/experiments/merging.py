@@ -101,22 +101,13 @@ def reproduction(runs, source):
 
 def compare_command(args):
     """`compare --suite merging` on movie reviews."""
-    if args.regime != "small":
-        raise ValueError("--suite merging runs the small regime its plan fixes (docs/plans/merging.md): leave --regime out")
-    base, regime = nlu.task_of(args)
-    task = MergedExperts(base.train_size, base.epochs, base.model, random_runs=0, settings=base.settings)
-    out = Path(args.out)
-    chosen_arms, grid = protocol.settings(args, arms(), nlu.GRID)
-    chosen = protocol.learning_rates(task, chosen_arms, grid, args, out)
-    runs, diverged, missing = protocol.final(task, chosen_arms, chosen, range(args.seeds), out, args.workers,
-                                             report_only=args.report_only)
+    done = nlu.small_regime(args, MergedExperts, arms(), "docs/plans/merging.md")
+    out, regime, chosen_arms, chosen, runs = done.out, done.regime, done.arms, done.chosen, done.runs
+    diverged, missing = done.diverged, done.missing
     judged = claims(runs)
     text = "\n\n".join(part for part in [
-        report.verdict_paragraph(judged, CLAIMS, "the claims fixed in docs/plans/merging.md"),
-        report.terms("paired difference", "verdict", "p (Holm)", *report.resampled_term(judged)),
-        "Claims: paired differences of test accuracy in points between two merges of the same experts, 95% CI "
-        "over seeds:",
-        report.claims_table(judged, scale=100, unit=""),
+        *report.opening(judged, CLAIMS, "docs/plans/merging.md", "Claims: paired differences of test accuracy in "
+                        "points between two merges of the same experts, 95% CI over seeds:", scale=100),
         f"Budget: {regime['epochs']} epochs over {regime['train_size']:,} training sentences, batch 32; each "
         f"operator's lambda chosen on validation from its grid ({', '.join(f'{m:g}' for m in merging.MULTIPLIERS)}; "
         "for task arithmetic divided by the number of task vectors); TIES keeps 20%, PCB 10%. Mean ± std over "

@@ -119,10 +119,8 @@ def compare_command(args):
             lines.append(f"| {name} | " + " | ".join(f"{m:.4f} ± {sd:.4f}" for m, sd in cells) + f" | {len(found)} |")
     missing = [f"{name} seed {s}" for (name, s), (folder, _) in jobs.items() if done[folder] is None]
     text = "\n\n".join(part for part in [
-        report.verdict_paragraph(judged, CLAIMS, "the claims fixed in docs/plans/mos.md"),
-        report.terms("paired difference", "verdict", "p (Holm)"),
-        "Claims: paired differences of the final accuracy over all eight classes, in points, 95% CI over seeds:",
-        report.claims_table(judged, scale=1, unit=""),
+        *report.opening(judged, CLAIMS, "docs/plans/mos.md", "Claims: paired differences of the final accuracy "
+                        "over all eight classes, in points, 95% CI over seeds:"),
         f"Stream: the four sentiment domains in a seed's own order, {TRAIN} training sentences per task, {TEST} test "
         f"sentences per task; adapters of bottleneck 16 on frozen {model}, AdamW at {LR:g} for {EPOCHS} epochs per task; "
         f"mean ± std over seeds 0..{args.seeds - 1}.",

@@ -11,6 +11,7 @@ rate; and both AdaMix methods at 4x the steps (the official NLG scripts train Ad
 import shutil
 import statistics
 from dataclasses import asdict
+from types import SimpleNamespace
 from pathlib import Path
 
 from .. import adamix, merging, plots
@@ -188,6 +189,22 @@ def task_of(args):
         raise ValueError("--regime fewshot reads no validation, so it cannot search learning rates: give --lr-from "
                          "a finished comparison's folder (e.g. --lr-from docs/experiments/nlu-small)")
     return MovieReviews(regime["train_size"], regime["epochs"], args.model, args.random_runs, settings), regime
+
+
+def small_regime(args, task_class, arms, plan):
+    """A suite fixed to the small regime by its plan file `plan`: its task (a MovieReviews subclass, no
+    random-routing runs), the rates, and the final runs. Returns a namespace of all of them."""
+    if args.regime != "small":
+        raise ValueError(f"--suite {args.suite} runs the small regime its plan fixes ({plan}): leave --regime out")
+    base, regime = task_of(args)
+    task = task_class(base.train_size, base.epochs, base.model, random_runs=0, settings=base.settings)
+    out = Path(args.out)
+    chosen_arms, grid = protocol.settings(args, arms, GRID)
+    chosen = protocol.learning_rates(task, chosen_arms, grid, args, out)
+    runs, diverged, missing = protocol.final(task, chosen_arms, chosen, range(args.seeds), out, args.workers,
+                                             report_only=args.report_only)
+    return SimpleNamespace(task=task, regime=regime, out=out, arms=chosen_arms, chosen=chosen, runs=runs,
+                           diverged=diverged, missing=missing)
 
 
 def compare_command(args):

@@ -288,10 +288,8 @@ def compare_command(args, base):
     judged = claims(runs)
     bleu_table, found_lemma = table(runs, out, range(args.seeds))
     text = "\n\n".join(part for part in [
-        report.verdict_paragraph(judged, CLAIMS, "the claims fixed in docs/plans/porting.md"),
-        report.terms("paired difference", "verdict", "p (Holm)"),
-        "Claims: paired differences, 95% CI over seeds (BLEU points; flips in points of the 100 test MRs):",
-        report.claims_table(judged),
+        *report.opening(judged, CLAIMS, "docs/plans/porting.md", "Claims: paired differences, 95% CI over seeds "
+                        "(BLEU points; flips in points of the 100 test MRs):"),
         f"v1: {base.model}; v2: {v2} (v1 pretrained further, the same tokenizer). Budget: {base.steps} steps of batch "
         f"{base.batch_size} over {base.train_size} training MRs, the official GPT-2 recipe; beam search (width "
         f"{base.beam_width}); mean ± std over seeds 0..{args.seeds - 1}. A patch is the merged adapter, folded into "

@@ -137,6 +137,14 @@ def verdict_paragraph(judged, claims=CLAIMS, source="the claims of docs/adamix.m
     return "\n".join(lines)
 
 
+def opening(judged, claims, plan, what, scale=1.0, unit="", digits=2):
+    """The first parts of a suite's report: the verdict per claim (of `plan`, its plan file), the terms the
+    table uses, what the table compares (`what`), and the claims table."""
+    return [verdict_paragraph(judged, claims, f"the claims fixed in {plan}"),
+            terms("paired difference", "verdict", "p (Holm)", *resampled_term(judged)), what,
+            claims_table(judged, scale=scale, unit=unit, digits=digits)]
+
+
 def terms(*names):
     """The definitions of the terms a report uses, before its first table."""
     return "Terms used below:\n" + "\n".join(f"- **{name}**: {TERMS[name]}." for name in names)

@@ -197,11 +197,8 @@ def compare_command(args, base):
         m, s = mean(f)
         lines.append(f"| {name} | {m:.4f} ± {s:.4f} |")
     text = "\n\n".join(part for part in [
-        report.verdict_paragraph(judged, CLAIMS, "the claims fixed in docs/plans/surgery.md"),
-        report.terms("paired difference", "verdict", "p (Holm)"),
-        "Claims: paired differences over seeds (preference in points; LM loss in nats, negated so that higher "
-        "is better), 95% CI:",
-        report.claims_table(judged, digits=3),
+        *report.opening(judged, CLAIMS, "docs/plans/surgery.md", "Claims: paired differences over seeds (preference "
+                        "in points; LM loss in nats, negated so that higher is better), 95% CI:", digits=3),
         f"The tiny GPT v1; {results[0]['rows'] if results else 95} FFN input rows edited of 2,048; the probe on "
         f"mean-pooled final hidden states of {2 * PROBE_TEXTS} texts; r from {', '.join(map(str, RATIOS))} chosen on "
         f"{PROMPTS['validation']} validation prompts under a {LOSS_BUDGET}-nat validation loss budget; "
