@@ -17,7 +17,7 @@ FLOORS = [
     ("store", ["tinymix.store"]),
     ("models", ["tinymix.transformer", "tinymix.decode", "tinymix.pretrained"]),
     ("method", ["tinymix.adamix", "tinymix.peft", "tinymix.methods", "tinymix.validate", "tinymix.neighbours",
-                "tinymix.merging"]),
+                "tinymix.merging", "tinymix.surgery", "tinymix.mos"]),
     ("tasks", ["tinymix.train", "tinymix.runfolder", "tinymix.data", "tinymix.probe", "tinymix.plots",
                "tinymix.e2e"]),
     ("lab", ["tinymix.experiments", "tinymix.export", "tinymix.bench", "tinymix.assignments",
