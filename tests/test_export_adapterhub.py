@@ -233,7 +233,8 @@ def test_the_exported_adamix_adapter_is_tinymix_merge_and_computes_the_average_i
     back = checkpoint.load_arrays(root / "back" / "adapter_model.safetensors")
     assert sorted(back) == sorted(merged) and all(np.array_equal(back[k], merged[k]) for k in back)
     config = json.loads((root / "back" / "adapter_config.json").read_text())
-    assert config["config"] == {"method": "adapter", "bottleneck": BOTTLENECK, "placement": "ffn"}
+    assert config["config"] == {"method": "adapter", "bottleneck": BOTTLENECK, "placement": "ffn", "linear": False,
+                                "init_std": 0.0}
     fresh = hub_import.load_into(same_base(model, minilm_config), root / "hub")
     assert not adamix.mixtures(fresh) and adamix.mixtures(model)
     assert_close(logits(fresh.eval()), logits(model))                    # the unmerged model, "average" inference
@@ -253,6 +254,7 @@ def fake_adapter(folder, config, transformer):
     (peft.AdaMixConfig(module="lora"), "--format peft"),
     (peft.BitFitConfig(), "BitFit.*cannot hold this"),
     (peft.FullFineTuneConfig(), "full fine-tuning.*cannot hold this"),
+    (peft.AdapterConfig(bottleneck=128, placement="houlsby", linear=True, init_std=0.02), "linear adapter"),
 ])
 def test_export_refuses_what_is_no_bottleneck_adapter(config, says, minilm_config, tmp_path):
     folder = fake_adapter(tmp_path / "a", config, minilm_config)

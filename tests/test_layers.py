@@ -18,7 +18,7 @@ FLOORS = [
     ("models", ["tinymix.transformer", "tinymix.decode", "tinymix.pretrained"]),
     ("method", ["tinymix.adamix", "tinymix.peft", "tinymix.methods", "tinymix.validate", "tinymix.neighbours",
                 "tinymix.merging", "tinymix.surgery", "tinymix.mos"]),
-    ("tasks", ["tinymix.train", "tinymix.runfolder", "tinymix.data", "tinymix.probe", "tinymix.plots",
+    ("tasks", ["tinymix.train", "tinymix.selftrain", "tinymix.runfolder", "tinymix.data", "tinymix.probe", "tinymix.plots",
                "tinymix.e2e"]),
     ("lab", ["tinymix.experiments", "tinymix.export", "tinymix.bench", "tinymix.assignments",
              "tinymix.grading"]),

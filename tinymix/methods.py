@@ -107,6 +107,11 @@ METHODS = {m.name: m for m in (
     Method("adamix-lora", "AdaMix-LoRA", _adamix("lora"), {CLASSIFICATION: 3e-3, E2E: 1e-3}, two_passes=True),
     Method("adapter", "adapter", _adapter("ffn"), {CLASSIFICATION: 3e-3, E2E: 1e-2}),
     Method("houlsby", "Houlsby adapters", _adapter("houlsby"), {CLASSIFICATION: 3e-3}),
+    # LiST's adapters (its paper and microsoft/LiST): after the attention output and the FFN output, a
+    # linear bottleneck of 128, both projections from N(0, 0.02^2); the few-shot regime's self-training arm
+    Method("list-adapter", "LiST adapter", lambda s: peft.AdapterConfig(bottleneck=128, placement="houlsby",
+                                                                      linear=True, init_std=0.02),
+           {CLASSIFICATION: 3e-3}),
     Method("pfeiffer", "Pfeiffer adapter", _adapter("pfeiffer"), {CLASSIFICATION: 3e-3}),
     Method("lora", "LoRA", _lora, {CLASSIFICATION: 3e-3, E2E: 1e-2}),
     Method("bitfit", "BitFit", lambda s: peft.BitFitConfig(), {CLASSIFICATION: 3e-3}),

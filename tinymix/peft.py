@@ -29,13 +29,15 @@ LORA_TARGETS = ("query", "key", "value", "attention_output", "intermediate", "ou
 
 class Adapter(Module):
     """Bottleneck adapter  h + up(gelu(down(h))),  down: d -> r, up: r -> d, both with bias.
-    `down` and `up` are Linear layers or AdaMix Mixtures of them."""
+    `down` and `up` are Linear layers or AdaMix Mixtures of them. linear=True: h + up(down(h)), no
+    nonlinearity (LiST's adapter)."""
 
-    def __init__(self, down, up):
-        self.down, self.up = down, up
+    def __init__(self, down, up, linear=False):
+        self.down, self.up, self.linear = down, up, linear
 
     def forward(self, h):
-        return h + self.up(F.gelu(self.down(h)))
+        inner = self.down(h)
+        return h + self.up(inner if self.linear else F.gelu(inner))
 
 
 class LoRALinear(Module):
@@ -100,6 +102,9 @@ def _effective_weight(layer):
 class AdapterConfig:
     bottleneck: int = 16
     placement: str = "ffn"          # "ffn" (AdaMix's code), "houlsby", "pfeiffer"
+    linear: bool = False            # True: no GELU between the projections (LiST's adapter)
+    init_std: float = 0.0           # > 0: both projections' weights drawn from N(0, init_std^2), biases 0
+                                    # (LiST's init); 0: the usual init (lesson 08: a near-identity start)
     method = "adapter"
 
 
@@ -261,11 +266,21 @@ def _projection(config, make_linear, shared, key, route=None):
 
 
 def _make_adapter(config, hidden, key):
-    r = _module(config)[1].bottleneck
+    settings = _module(config)[1]
+    r, std = settings.bottleneck, getattr(settings, "init_std", 0.0)
     sharing = getattr(config, "sharing", "both")
-    down = _projection(config, lambda: Linear(hidden, r), sharing in ("down", "both"), key + (0,))
-    up = _projection(config, lambda: Linear(r, hidden), sharing in ("up", "both"), key + (1,))
-    return Adapter(down, up)
+    linear = (lambda a, b: _normal_linear(a, b, std)) if std > 0 else Linear
+    down = _projection(config, lambda: linear(hidden, r), sharing in ("down", "both"), key + (0,))
+    up = _projection(config, lambda: linear(r, hidden), sharing in ("up", "both"), key + (1,))
+    return Adapter(down, up, getattr(settings, "linear", False))
+
+
+def _normal_linear(n_in, n_out, std):
+    """A Linear whose weight is drawn from N(0, std^2) and whose bias is 0."""
+    layer = Linear(n_in, n_out)
+    layer.weight.data = backend.host_normal(layer.weight.shape, std)
+    layer.bias.data = xp.zeros_like(layer.bias.data)
+    return layer
 
 
 def _lora_sites(block):

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from . import adamix, backend, data, methods, peft, runfolder, validate
+from . import adamix, backend, data, methods, peft, runfolder, selftrain, validate
 from .store import checkpoint
 from . import functional as F
 from .backend import xp
@@ -42,6 +42,10 @@ class TrainConfig:
     checkpoint_every: int = 1        # epochs between checkpoints (the last epoch always gets one)
     patience: int = 0                # stop once validation has not improved for this many epochs (0: never;
                                      # `epochs` stays the maximum, and the schedule is laid out over it)
+    self_training: int = 0           # LiST's self-training sessions after training (selftrain.py; 0: none):
+                                     # the rest of the training split, its labels hidden, is the unlabelled pool
+    self_training_steps: int = 100   # student steps per session
+    unlabelled_batch: int = 16       # unlabelled sentences per student step (LiST's)
     batch_size: int = 32
     lr: float = 0.0                  # 0: the method's default rate (methods.py)
     weight_decay: float = 0.1
@@ -90,6 +94,12 @@ class TrainConfig:
         check("train_sample", self.train_sample, -1, integer=True, why="-1: the first --train-size sentences")
         check("checkpoint_every", self.checkpoint_every, 1, integer=True)
         check("patience", self.patience, 0, integer=True, why="0: train every epoch")
+        check("self_training", self.self_training, 0, integer=True, why="0: no self-training")
+        check("self_training_steps", self.self_training_steps, 1, integer=True)
+        check("unlabelled_batch", self.unlabelled_batch, 1, integer=True)
+        if self.self_training and not self.train_size:
+            raise ValueError("--self-training learns from the training sentences left out by --train-size: give "
+                             "--train-size (e.g. 30, the few-shot regime)")
         validate.check_bool("select_on_validation", self.select_on_validation)
         if self.patience and not self.select_on_validation:
             raise ValueError("--patience stops on a validation plateau, and --no-select-on-validation reads no "
@@ -209,9 +219,12 @@ def _train(cfg, splits, before_merge, run):
     if len(splits["train"]) == 0:
         raise ValueError("the training split is empty")
     train_split = splits["train"]
+    unlabelled = None
     if cfg.train_size:
         chosen = (range(min(cfg.train_size, len(train_split))) if cfg.train_sample < 0
                   else sample_indices(len(train_split), cfg))
+        left = sorted(set(range(len(train_split))) - set(chosen))          # self-training's unlabelled pool
+        unlabelled = data.Split([train_split.texts[i] for i in left], [train_split.labels[i] for i in left])
         train_split = data.Split([train_split.texts[i] for i in chosen], [train_split.labels[i] for i in chosen])
     num_labels = data.class_count({**splits, "train": train_split})   # classes 0..K-1, K >= 2
     say_classes(train_split)
@@ -242,6 +255,10 @@ def _train(cfg, splits, before_merge, run):
     elif run is not None and state["best_epoch"] > 0:  # ... or before a resume: its checkpoint is kept
         kept = run.checkpoint_folder(state["best_epoch"])
         peft.load_adapter(model, kept if kept.is_dir() else run.path / "best")   # best/: an earlier layout
+    if cfg.self_training:                       # LiST: sessions of teacher / student on the unlabelled pool
+        extra_history = selftrain.self_train(cfg, model, tokenizer, train_split, unlabelled.texts, lr,
+                                             hidden_labels=unlabelled.labels)
+        state["self_training"] = extra_history
     if run is not None:
         peft.save_adapter(model, run.path / "best")
     extra = before_merge(model, tokenizer, splits) if before_merge else {}
@@ -336,6 +353,7 @@ def _merge_and_test(cfg, model, tokenizer, splits, state, start, run, started, e
         "config": {**asdict(cfg), "lr": methods.learning_rate(cfg, TASK)},       # the rate used, not 0
         "history": state["history"], "losses": state["losses"],
         "best_epoch": state["best_epoch"], "epochs_trained": state["epoch"],
+        **({"self_training": state["self_training"]} if "self_training" in state else {}),
         "validation_accuracy": state["best_validation"] if cfg.select_on_validation else None,
         "test_accuracy": test_accuracy, "merged_test_accuracy": test_accuracy, "routing": routing,
         "test_correct": test_correct,      # per test sentence, in order: 1 right, 0 wrong (merged model)

@@ -69,7 +69,8 @@ CLAIMS = {"1": "AdaMix (merged) >= the single module it mixes",
           "3": "merging >= random routing, ~ the best single expert, > fixed routing",
           "4": "the consistency loss and sharing help",
           "5": "returns diminish with more experts",
-          "6": "a step costs about one module (two passes); the merged model costs one module"}
+          "6": "a step costs about one module (two passes); the merged model costs one module",
+          "L": "few-shot only, exploratory (added after its other results): LiST's self-training on unlabelled sentences"}
 
 TERMS = {
     "arm": "one way of training (a method with its settings, e.g. `adamix, no sharing`), run once per seed",

@@ -126,6 +126,10 @@ def export_adapterhub(adapter_folder, out_folder, say=print):
     folder, out = Path(adapter_folder), Path(out_folder)
     saved, config = read_tinymix_adapter(folder)
     adapter = _exportable_adapter(config, folder)
+    if getattr(adapter, "linear", False):
+        raise ValueError(f"{folder} holds a linear adapter (LiST's: no nonlinearity between its projections); "
+                         "AdapterHub's bottleneck adapters apply one (relu, gelu, ...), so this export would "
+                         "compute another function: it is refused")
     base = check_minilm(saved, folder, "AdapterHub")
     _check_destination(out, folder)
 
