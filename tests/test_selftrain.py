@@ -47,3 +47,16 @@ def test_lists_adapter_is_linear_after_attention_and_ffn_and_drawn_from_n_0_002(
     a = adapters[0]
     expected = h.data + a.up(a.down(h)).data
     assert np.allclose(backend.to_numpy(a(h).data), backend.to_numpy(expected), atol=1e-5)   # no GELU between
+
+
+def test_lists_adapter_trains_on_minilm_and_deploys_all_it_trains(tmp_path):
+    from tinymix import data
+    from tinymix.train import train
+    movies = data.load_movie_reviews()
+    small = {"train": data.Split(movies["train"].texts[:16], movies["train"].labels[:16]),
+             "validation": data.Split(movies["validation"].texts[:8], movies["validation"].labels[:8]),
+             "test": data.Split(movies["test"].texts[:8], movies["test"].labels[:8])}
+    result = train(TrainConfig(method="list-adapter", epochs=1, batch_size=8, progress=False), small)
+    assert np.isfinite(result["losses"]).all()
+    per_site = 128 * 384 + 128 + 384 * 128 + 384                    # down and up, with their biases
+    assert result["trainable_parameters"] == 6 * 2 * per_site + 384 * 2 + 2 == result["merged_parameters"]

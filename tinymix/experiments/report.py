@@ -295,6 +295,7 @@ def write(out, text, page, name="results.md"):
     also into its results page two folders up (the page of docs/experiments/e2e is docs/results_e2e.md).
     So the command that reports a comparison also regenerates its page."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)           # --report-only before any run: the folder is new
     (out / name).write_text(text + "\n", encoding="utf-8")
     beside = out.parent.parent / page
     if out.parent.name == "experiments" and beside.is_file():
