@@ -10,7 +10,7 @@ from tinymix.experiments import report
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGES = ["results.md", "results_e2e.md", "results_neighbours.md", "results_neighbours_e2e.md", "results_fewshot.md",
-         "results_surgery.md"]
+         "results_surgery.md", "results_porting.md"]
 TERMS = {"arm": r"\barms?\b", "spread": r"\bspread\b", "moved": r"\bmoved\b", "rows B": r"\brows? \"?B\b",
          "rows G": r"\brows? \"?G\b", "rows R": r"\brows? \"?R\b", "paired difference": r"\bpaired difference"}
 
@@ -66,7 +66,8 @@ def test_the_verdict_paragraph_counts_the_decided_comparisons():
                                                   ("results_neighbours.md", "nlu-small", "neighbours.md"),
                                                   ("results_neighbours_e2e.md", "e2e", "neighbours.md"),
                                                   ("results_fewshot.md", "nlu-fewshot", "results.md"),
-                                                  ("results_surgery.md", "surgery", "surgery.md")])
+                                                  ("results_surgery.md", "surgery", "surgery.md"),
+                                                  ("results_porting.md", "e2e-porting", "porting.md")])
 def test_each_page_carries_its_commands_report_unchanged(name, folder, source, tmp_path):
     """The page is what `compare --report-only` writes into it: pasting its folder's report again
     changes nothing."""
