@@ -105,3 +105,18 @@ def test_many_claims_are_corrected_together_and_the_table_says_what_changed():
     assert rows[1]["alone"] == "refuted" and rows[1]["p_holm"] == pytest.approx(4 * rows[1]["p"])
     table = report.claims_table(rows)
     assert "**inconclusive** (alone: refuted)" in table and "| p (Holm) |" in table
+
+
+def test_a_comparison_in_another_folder_leaves_the_page_alone(tmp_path):
+    """Only the folder a page cites regenerates it: a second comparison under docs/experiments/ (say, a
+    search of the e2e recipes in experiments/e2e-mads) must not overwrite docs/results_e2e.md."""
+    docs = tmp_path / "docs"
+    (docs / "experiments" / "e2e").mkdir(parents=True)
+    begin, end = report.MARKS["report"]
+    c_begin, c_end = report.MARKS["closing"]
+    page = docs / "results_e2e.md"
+    page.write_text(f"See experiments/e2e/.\n{begin}old\n{end}\n{c_begin}\n{c_end}\n", encoding="utf-8")
+    report.write(docs / "experiments" / "e2e-mads", "**Verdict** new", "results_e2e.md")
+    assert "old" in page.read_text() and (docs / "experiments" / "e2e-mads" / "results.md").is_file()
+    report.write(docs / "experiments" / "e2e", "**Verdict** new", "results_e2e.md")
+    assert "old" not in page.read_text()

@@ -293,11 +293,14 @@ def update_page(page, report_text):
 def write(out, text, page, name="results.md"):
     """Write the report to `name` in the folder `out`; when `out` is a committed experiment folder,
     also into its results page two folders up (the page of docs/experiments/e2e is docs/results_e2e.md).
-    So the command that reports a comparison also regenerates its page."""
+    So the command that reports a comparison also regenerates its page, but only the page that is that
+    folder's (it cites experiments/FOLDER/): another comparison run into another folder under
+    docs/experiments/ leaves the page alone."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)           # --report-only before any run: the folder is new
     (out / name).write_text(text + "\n", encoding="utf-8")
     beside = out.parent.parent / page
-    if out.parent.name == "experiments" and beside.is_file():
+    if out.parent.name == "experiments" and beside.is_file() and \
+            f"experiments/{out.name}/" in beside.read_text(encoding="utf-8"):
         if update_page(beside, text):
             print(f"updated {beside}")
