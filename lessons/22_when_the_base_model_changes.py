@@ -96,11 +96,8 @@ assert gap < 1e-5, "the ported model is W_v2 + Delta W_v1"
 on_v2 = finetune.train(replace(v2, out=str(work / "v2")))
 scaling = config.lora_alpha / config.lora_rank
 d1, d2 = (porting.patch_update(work / run / "merged" / "adapter_model.safetensors", scaling) for run in ("v1", "v2"))
-flat = lambda update: [x for s in sorted(update) for x in update[s].reshape(-1).tolist()]
-a, b = flat(d1), flat(d2)
-norm = lambda v: sum(x * x for x in v) ** 0.5
-cosine = sum(x * y for x, y in zip(a, b)) / (norm(a) * norm(b))
-relative = norm([x - y for x, y in zip(a, b)]) / norm(a)
+distance = porting.patch_distance(d1, d2)
+cosine, relative = distance["cosine"], distance["relative_difference"]
 print(f"v2 + LoRA re-trained:   test BLEU {on_v2['bleu']:5.1f}, slot errors {on_v2['slot_error_rate']:5.1f}%")
 print(f"the two patches: cosine {cosine:.3f}, ||dW_v2 - dW_v1|| / ||dW_v1|| = {relative:.3f}")
 assert -1 <= cosine <= 1 and relative > 0

@@ -28,6 +28,7 @@ from .backend import xp
 from .nn import Linear
 from .optim import AdamW
 from .tensor import Tensor, no_grad
+from .transformer import mean_pool
 
 SHARE = 16384 / (32 * 11008)     # the official code edits 4 x 4,096 of LLaMA-2-7B's 32 x 11,008 gate rows
 
@@ -41,9 +42,7 @@ def pooled_states(model, tokenizer, texts, batch_size=64):
     with no_grad():
         for start in range(0, len(texts), batch_size):
             ids, mask = tokenizer(texts[start:start + batch_size])
-            hidden = transformer(ids, mask).data                                    # (B, T, d)
-            weights = xp.asarray(mask, dtype=xp.float32)[:, :, None]
-            found.append((hidden * weights).sum(axis=1) / xp.maximum(weights.sum(axis=1), xp.float32(1)))
+            found.append(mean_pool(transformer(ids, mask).data, mask))             # (B, d)
     return xp.concatenate(found)
 
 

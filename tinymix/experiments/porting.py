@@ -21,7 +21,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from .. import e2e, peft
+from .. import backend, e2e, peft
 from ..backend import to_numpy
 from ..e2e import finetune
 from ..e2e.finetune import NLGConfig
@@ -79,11 +79,7 @@ def slots_right(examples, texts):
 def decode_on(cfg, adapter, splits):
     """BLEU, slot errors and per-MR slot correctness of `adapter` (a run's merged/ folder; None: no patch)
     deployed on cfg.model, folded into its weights as the run's own model was; validation and test."""
-    model, tokenizer = finetune.build_model(cfg)          # a fresh LoRA's B is 0: the base alone
-    if adapter is not None:
-        peft.merge(model)                                 # the saved adapter holds merged mixtures
-        peft.load_adapter(model, adapter)
-    peft.merge(model, fold_lora=True)
+    model, tokenizer = deployed(cfg, adapter)
     encoder = finetune.Encoder(tokenizer, model.transformer.config.max_positions)
     found = {}
     for part in ("validation", "test"):
@@ -126,12 +122,20 @@ def run_request(request, folder):
     (folder / "results.partial.json").unlink()
 
 
+def deployed(cfg, adapter):
+    """(model, tokenizer): cfg.model with `adapter` (a saved merged adapter folder; None: no patch) folded
+    into its weights, as a run deploys its own."""
+    model, tokenizer = finetune.build_model(cfg)          # a fresh LoRA's B is 0: the base alone
+    if adapter is not None:
+        peft.merge(model)                                 # the saved adapter holds merged mixtures
+        peft.load_adapter(model, adapter)
+    peft.merge(model, fold_lora=True)
+    return model, tokenizer
+
+
 def task_model(base_cfg, run_folder):
     """A finished run's deployed model, frozen: its base with its merged adapter folded in."""
-    model, _ = finetune.build_model(base_cfg)
-    peft.merge(model)
-    peft.load_adapter(model, Path(run_folder) / "merged")
-    peft.merge(model, fold_lora=True)
+    model, _ = deployed(base_cfg, Path(run_folder) / "merged")
     model.requires_grad_(False)
     model.eval()
     return model
@@ -198,12 +202,17 @@ def lemma(out, seeds):
             continue
         config = checkpoint.load_json(folders[0] / "request.json")["config"]
         v1, v2 = (patch_update(f / "patch.safetensors", config["lora_alpha"] / config["lora_rank"]) for f in folders)
-        flat = lambda update: [float(x) for s in sorted(update) for x in update[s].reshape(-1).tolist()]
-        a, b = flat(v1), flat(v2)
-        dot, na, nb = sum(x * y for x, y in zip(a, b)), math.sqrt(sum(x * x for x in a)), math.sqrt(sum(y * y for y in b))
-        found[seed] = {"relative_difference": math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b))) / na,
-                       "cosine": dot / (na * nb)}
+        found[seed] = patch_distance(v1, v2)
     return found
+
+
+def patch_distance(first, second):
+    """{"relative_difference": ||second - first|| / ||first||, "cosine": ...} of two patches ({site: dW}),
+    over every site at once (float64)."""
+    flat = lambda update: backend.host.concatenate([update[s].reshape(-1).astype("float64") for s in sorted(update)])
+    a, b = flat(first), flat(second)
+    norm = lambda v: math.sqrt(float((v * v).sum()))
+    return {"relative_difference": norm(b - a) / norm(a), "cosine": float((a * b).sum()) / (norm(a) * norm(b))}
 
 
 def flips(before, after):

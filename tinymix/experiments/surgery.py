@@ -15,7 +15,8 @@ from ..backend import xp
 from ..e2e import pretrain
 from ..pretrained import TINY_GPT_DIR, load_gpt
 from ..store import checkpoint
-from ..tensor import no_grad
+from .. import functional as F
+from ..tensor import Tensor, no_grad
 from ..transformer import LanguageModel
 from . import report, stats
 from .report import Claim
@@ -82,9 +83,8 @@ def continuation_logprob(model, tokenizer, prompt, continuation):
         raise ValueError(f"the prompt {prompt!r} does not tokenise as a prefix of its continuation")
     with no_grad():
         logits = model(backend.to_numpy([full]).astype("int64")).data[0]                    # (T, V)
-    shifted = logits[len(head) - 1:len(full) - 1]                 # the positions that predict the continuation
-    shifted = shifted - shifted.max(axis=-1, keepdims=True)
-    logp = backend.to_numpy(shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True)))
+    # the positions that predict the continuation
+    logp = backend.to_numpy(F.log_softmax(Tensor(logits[len(head) - 1:len(full) - 1])).data)
     targets = full[len(head):]
     return float(sum(float(logp[i, t]) for i, t in enumerate(targets)))
 
